@@ -1,0 +1,3 @@
+from netsync.cli import main
+
+raise SystemExit(main())

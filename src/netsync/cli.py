@@ -1,0 +1,493 @@
+"""``netsync`` command line: rsync's client, driving the engine's three roles."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import sys
+import time
+
+from netsync import errors as E
+from netsync import messages as m
+
+PROG = "netsync"
+
+# host:path, [user@]host::module, rsync://host/... (not a local path)
+_REMOTE_RE = re.compile(rb"^[^/:]*[^/:\\]:")
+
+
+def _err(msg: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def _exit_line(code: int) -> None:
+    if code:
+        _err(f"{PROG} error: {E.MESSAGES.get(code, 'unexplained error')} (code {code})")
+
+
+def is_remote(arg: bytes) -> bool:
+    if arg.startswith(b"rsync://"):
+        return True
+    return bool(_REMOTE_RE.match(arg)) and not arg.startswith(b"./")
+
+
+class _Signalled(Exception):
+    pass
+
+
+def _on_signal(signum, frame) -> None:  # noqa: ARG001
+    raise _Signalled(signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from netsync import options as O
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        opts = O.parse_args(argv)
+    except O.PrintAndExit as pe:
+        sys.stdout.write(pe.text)
+        sys.stdout.flush()
+        return pe.code
+    except O.OptionError as oe:
+        if oe.show_usage:
+            from netsync import helptext
+
+            sys.stderr.write(helptext.usage_text() if hasattr(helptext, "usage_text") else "")
+        if oe.message:
+            _err(oe.message if oe.bare else f"{PROG}: {oe.message}")
+        _exit_line(oe.code)
+        return oe.code
+    except E.UsageError as ue:
+        _err(f"{PROG}: {ue.message}")
+        _exit_line(ue.code)
+        return ue.code
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    try:
+        return run_client(opts)
+    except _Signalled:
+        _exit_line(E.RERR_SIGNAL)
+        return E.RERR_SIGNAL
+    except (m.FatalError, E.RsyncError) as fe:
+        if fe.message:
+            _err(f"{PROG}: {fe.message}")
+        _exit_line(fe.code)
+        return fe.code
+    except BrokenPipeError:
+        return E.RERR_SOCKETIO
+
+
+def run_client(opts) -> int:
+    if opts.server or opts.daemon:
+        raise E.RsyncError(E.RERR_UNSUPPORTED,
+                           "--server/--daemon are not implemented yet in this netsync")
+    args = [os.fsencode(a) for a in opts.args]
+    if not args:
+        from netsync import helptext
+
+        sys.stderr.write(helptext.usage_text() if hasattr(helptext, "usage_text") else "")
+        raise E.UsageError("", E.RERR_SYNTAX) if False else E.RsyncError(E.RERR_SYNTAX, None)
+    if any(is_remote(a) for a in args):
+        raise E.RsyncError(E.RERR_UNSUPPORTED,
+                           "remote transfers (host:path, host::module, rsync://) are not "
+                           "implemented yet in this netsync")
+    if opts.list_only or len(args) == 1:
+        return local_sync(opts, args, None)
+    return local_sync(opts, args[:-1], args[-1])
+
+
+def _file_checksum_fn():
+    import xxhash
+
+    def fn(path: bytes, size: int) -> bytes:
+        h = xxhash.xxh128()
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                b = f.read(1 << 20)
+                if not b:
+                    break
+                h.update(b)
+        return h.digest()
+
+    return fn
+
+
+class IdMap:
+    """--usermap/--groupmap (uidlist.c): first matching FROM wins; FROM is a name,
+    a wildcard name, a number, a LOW-HIGH range or ``*``."""
+
+    def __init__(self, spec: str, which: str) -> None:
+        import fnmatch
+
+        self._fnmatch = fnmatch.fnmatchcase
+        self.which = which
+        self.rules: list[tuple[str, int]] = []
+        for item in spec.split(","):
+            if ":" not in item:
+                raise E.UsageError(f"No colon found in --{which}: {item}")
+            frm, to = item.rsplit(":", 1)
+            self.rules.append((frm, self._id(to)))
+        self._cache: dict[int, int] = {}
+
+    def _id(self, name: str) -> int:
+        if name.isdigit():
+            return int(name)
+        import grp
+        import pwd
+
+        try:
+            return pwd.getpwnam(name).pw_uid if self.which == "usermap" else grp.getgrnam(name).gr_gid
+        except KeyError as ke:
+            raise E.UsageError(f"Unknown {'user' if self.which == 'usermap' else 'group'} "
+                               f"in --{self.which}: {name}") from ke
+
+    def _name(self, num: int) -> str | None:
+        import grp
+        import pwd
+
+        try:
+            return pwd.getpwuid(num).pw_name if self.which == "usermap" else grp.getgrgid(num).gr_name
+        except KeyError:
+            return None
+
+    def get(self, num: int, default: int | None = None) -> int:
+        got = self._cache.get(num)
+        if got is not None:
+            return got
+        result = num
+        for frm, to in self.rules:
+            if frm == "*":
+                result = to
+                break
+            if frm[:1].isdigit():
+                lo, _, hi = frm.partition("-")
+                if int(lo) <= num <= int(hi or lo):
+                    result = to
+                    break
+                continue
+            name = self._name(num)
+            if name is not None and self._fnmatch(name, frm):
+                result = to
+                break
+        self._cache[num] = result
+        return result
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def _parse_ids(spec: str | None, numeric: bool, which: str) -> IdMap | None:
+    if not spec:
+        return None
+    return IdMap(spec, which)
+
+
+def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
+    from netsync.flist import WalkOptions
+    from netsync.generator import Generator, GenOptions
+    from netsync.metadata import AttrOptions
+    from netsync.receiver import Receiver, ReceiveOptions
+    from netsync.report import Reporter
+    from netsync.sender import Sender
+
+    start = time.time()
+    am_root = os.geteuid() == 0
+    list_only = dest is None
+    rep = Reporter(
+        prog=PROG, info=dict(opts.info), quiet=opts.quiet, itemize=opts.itemize_changes,
+        out_format=opts.out_format, log_file=opts.log_file,
+        log_file_format=opts.log_file_format, dry_run=opts.dry_run,
+        eight_bit=opts.eight_bit_output, human=opts.human_readable,
+        progress=opts.progress, preserve_mtimes=opts.times,
+    )
+    filters = rfilters = None
+    if opts.filter_args or opts.cvs_exclude:
+        from netsync import filters as F
+
+        # Each side keeps its own per-directory merge state (and its own root).
+        filters = F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
+                                      opts.from0)
+        rfilters = F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
+                                       opts.from0)
+    chmod_rules = None
+    if opts.chmod:
+        from netsync.chmod import parse_chmod
+
+        chmod_rules = parse_chmod(opts.chmod)
+    relative = bool(opts.relative)
+    w = WalkOptions(
+        recursive=bool(opts.recursive or opts.recurse), dirs=bool(opts.dirs), relative=relative,
+        implied_dirs=opts.implied_dirs, links=opts.links, copy_links=opts.copy_links,
+        copy_unsafe_links=opts.copy_unsafe_links, copy_dirlinks=opts.copy_dirlinks,
+        one_file_system=opts.one_file_system, hard_links=bool(opts.hard_links),
+        devices=opts.devices, specials=opts.specials, checksum=opts.checksum,
+    )
+    csum = _file_checksum_fn() if opts.checksum else None
+    sender = Sender(w, rep, filters, csum)
+    if opts.ignore_missing_args:
+        sender.missing_args = 1
+    if opts.delete_missing_args:
+        raise E.UsageError("--delete-missing-args is not implemented yet in this netsync")
+    files_from = None
+    if opts.files_from:
+        files_from = _read_files_from(opts.files_from, opts.from0)
+    # flist.c: what the client says while it builds the list.
+    inc_recurse = w.recursive and not (opts.delete_before or opts.delete_after
+                                       or opts.delay_updates or opts.prune_empty_dirs or opts.qsort)
+    show_flist = rep.level("flist") >= 1 and w.dirs or w.recursive
+    show_flist = show_flist and rep.level("flist") >= 1 and not inc_recurse and not opts.quiet
+    if show_flist:
+        rep.out.write("building file list ... ")
+        rep.out.flush()
+    elif inc_recurse and rep.level("flist") >= 1 and not opts.quiet:
+        rep.info("sending incremental file list")
+    t0 = time.time()
+    if files_from is not None:
+        flist = sender.build_file_list([], files_from, sources[0])
+    else:
+        flist = sender.build_file_list(sources)
+    build_time = time.time() - t0
+    if show_flist:
+        if rep.level("flist") >= 2:
+            n = len(flist.entries)
+            rep.out.write(f"{n} file{' ' if n == 1 else 's '}to consider\n")
+        else:
+            rep.out.write("done\n")
+    if chmod_rules:
+        from netsync.chmod import tweak_mode
+
+        for e in flist.entries:
+            if not stat.S_ISLNK(e.mode):
+                e.mode = tweak_mode(e.mode, chmod_rules)
+    from netsync.messages import Stats
+
+    stats = Stats()
+    for e in flist.entries:
+        stats.num_files += 1
+        if stat.S_ISDIR(e.mode):
+            stats.num_dirs += 1
+        elif stat.S_ISLNK(e.mode):
+            stats.num_links += 1
+        elif stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode):
+            stats.num_devs += 1
+        elif not stat.S_ISREG(e.mode):
+            stats.num_specials += 1
+        if stat.S_ISREG(e.mode) or stat.S_ISLNK(e.mode):
+            stats.total_size += e.size
+    stats.flist_buildtime = build_time
+    if list_only:
+        return _list(opts, rep, flist, stats, start)
+    assert dest is not None
+    solo, dry_missing = _get_local_name(opts, rep, flist, dest)
+    dest_root = dest.rstrip(b"/") or b"/"
+    umask = os.umask(0)
+    os.umask(umask)
+    uid_map = _parse_ids(opts.usermap, opts.numeric_ids, "usermap")
+    gid_map = _parse_ids(opts.groupmap, opts.numeric_ids, "groupmap")
+    cu = cg = None  # options.py turns --chown into --usermap/--groupmap, as rsync does
+    a = AttrOptions(
+        perms=opts.perms, executability=opts.executability, owner=opts.owner,
+        group=opts.group, times=opts.times,
+        omit_dir_times=bool(opts.omit_dir_times), omit_link_times=opts.omit_link_times,
+        atimes=bool(opts.atimes), am_root=am_root, dry_run=opts.dry_run,
+        modify_window=opts.modify_window or 0, uid_map=uid_map, gid_map=gid_map,
+        chown_uid=cu if am_root else None, chown_gid=cg, umask=umask,
+    )
+    enc = os.fsencode
+    ropts = ReceiveOptions(
+        inplace=opts.inplace, append=opts.append, partial=opts.partial,
+        partial_dir=enc(opts.partial_dir) if opts.partial_dir and not opts.delay_updates else None,
+        temp_dir=enc(opts.temp_dir) if opts.temp_dir else None,
+        delay_updates=opts.delay_updates, sparse=opts.sparse, backup=opts.backup,
+        backup_dir=_under(dest_root, opts.backup_dir) if opts.backup_dir else None,
+        suffix=enc(opts.suffix or ""), dry_run=opts.dry_run,
+    )
+    alt = opts.alt_dest
+    alt_dirs = [_under(dest_root, d) for d in alt[1]] if alt else []
+    delete_mode = None
+    if opts.delete:
+        delete_mode = opts.delete_mode or "during"
+    g = GenOptions(
+        recursive=w.recursive, dirs=w.dirs, links=opts.links, safe_links=opts.safe_links,
+        munge_links=opts.munge_links, keep_dirlinks=opts.keep_dirlinks,
+        hard_links=bool(opts.hard_links), devices=opts.devices, specials=opts.specials,
+        checksum=opts.checksum, size_only=opts.size_only, ignore_times=opts.ignore_times,
+        update=opts.update, existing=opts.existing, ignore_existing=opts.ignore_existing,
+        max_size=opts.max_size, min_size=opts.min_size,
+        whole_file=opts.whole_file is not False, append=opts.append, delete=opts.delete,
+        delete_mode=delete_mode, force=opts.force, max_delete=opts.max_delete,
+        ignore_errors=opts.ignore_errors, remove_source_files=bool(opts.remove_source_files),
+        backup=opts.backup, backup_dir=ropts.backup_dir, suffix=ropts.suffix,
+        alt_dest=alt_dirs, alt_dest_type=alt[0].split("-")[0] if alt else None,
+        implied_dirs=opts.implied_dirs, relative=relative, dry_run=opts.dry_run,
+        am_root=am_root, omit_dir_times=bool(opts.omit_dir_times), mkpath=opts.mkpath,
+        inc_recurse=inc_recurse,
+    )
+    receiver = Receiver(ropts, a, rep)
+    if rfilters is not None:
+        rfilters.set_root(os.path.abspath(dest_root))
+    gen = Generator(g, a, flist, dest_root, receiver, sender.send_file, rep, rfilters, csum,
+                    on_success=sender.remove_source, solo_file=solo)
+    gen.stats = stats
+    if dry_missing:
+        gen.dry_missing = b"."
+    rep.attach_stats(stats)
+    try:
+        gen.run()
+    except _Signalled:
+        receiver.abort()
+        raise
+    finally:
+        if rep.progress is not None:
+            rep.progress.newline_if_needed()
+    io_error = flist.io_error | sender.io_error
+    _summary(opts, rep, stats, start, flist)
+    rep.close()
+    code = rep.exit_code(io_error)
+    _exit_line(code)
+    return code
+
+
+def _get_local_name(opts, rep, flist, dest: bytes) -> tuple[bool, bool]:
+    """main.c get_local_name(): is the destination one file, and does it exist yet?
+
+    Returns (solo_file, dest_missing_in_dry_run).
+    """
+    from netsync.flist import FLAG_DIR_CREATED
+
+    file_total = len(flist.entries)
+    show = rep.level("name") >= 1 or rep.has_i
+    trailing = dest.endswith(b"/")
+    has_slash = b"/" in dest
+    try:
+        st = os.stat(dest)
+    except OSError:
+        st = None
+    if opts.mkpath and st is None and (has_slash or file_total > 1):
+        drop_name = not (file_total > 1 and not trailing)
+        cut = dest.rfind(b"/")
+        target = dest[:cut] if drop_name and cut >= 0 else dest
+        made = _make_path(target, opts.dry_run)
+        if made and show:
+            shown = dest[:cut] if cut >= 0 and (file_total == 1 or trailing) else dest
+            rep.info(f"created {made} director{'y' if made == 1 else 'ies'} for {rep.safe(shown)}")
+        if made and not opts.dry_run:
+            try:
+                st = os.stat(dest)
+            except OSError:
+                st = None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            return False, False
+        if file_total > 1:
+            raise E.RsyncError(E.RERR_FILESELECT,
+                               "ERROR: destination must be a directory when copying more than 1 file")
+        if file_total == 1 and stat.S_ISDIR(flist.entries[0].mode):
+            raise E.RsyncError(E.RERR_FILESELECT,
+                               "ERROR: cannot overwrite non-directory with a directory")
+    if file_total > 1 or trailing:
+        path = dest.rstrip(b"/") or b"/"
+        if st is not None:
+            raise E.RsyncError(E.RERR_SYNTAX, "ERROR: destination path is not a directory")
+        if not opts.dry_run:
+            try:
+                os.mkdir(path, 0o777)
+            except OSError as ex:
+                raise E.RsyncError(E.RERR_FILEIO, f'mkdir "{rep.full_path(path)}" failed: '
+                                   f"{os.strerror(ex.errno or 0)} ({ex.errno})") from ex
+        if flist.entries and flist.entries[0].name == b".":
+            flist.entries[0].flags |= FLAG_DIR_CREATED
+        if show:
+            rep.info(f"created directory {rep.safe(path)}")
+        return False, bool(opts.dry_run)
+    return True, False
+
+
+def _make_path(path: bytes, dry_run: bool) -> int:
+    """Create missing parents of ``path`` (inclusive); return how many were made."""
+    missing = []
+    p = path.rstrip(b"/")
+    while p and not os.path.isdir(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    if not dry_run:
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                pass
+            except OSError as ex:
+                raise E.RsyncError(E.RERR_FILEIO, f'mkdir "{os.fsdecode(d)}" failed: '
+                                   f"{os.strerror(ex.errno or 0)} ({ex.errno})") from ex
+    return len(missing)
+
+
+def _under(dest_root: bytes, d: str) -> bytes:
+    """Relative --backup-dir/--*-dest paths are relative to the destination dir."""
+    p = os.fsencode(d)
+    if p.startswith(b"/"):
+        return p.rstrip(b"/") or b"/"
+    return dest_root + b"/" + p.rstrip(b"/")
+
+
+def _read_files_from(spec: str, from0: bool) -> list[bytes]:
+    data = sys.stdin.buffer.read() if spec == "-" else open(spec, "rb").read()
+    sep = b"\0" if from0 else b"\n"
+    out: list[bytes] = []
+    for line in data.split(sep):
+        line = line.rstrip(b"\r") if not from0 else line
+        if not line or (not from0 and line[:1] in (b"#", b";")):
+            continue
+        out.append(line)
+    return out
+
+
+def _estimate_wire(stats, flist) -> tuple[int, int]:
+    """Bytes rsync's sender would write / read for this list (approximate until the wire lands)."""
+    flist_size = sum(len(e.name) + 8 for e in flist.entries) + 4
+    stats.flist_size = flist_size
+    sent = flist_size + stats.literal_data + 5 * stats.xferred_files + 20
+    received = 4 * stats.xferred_files + 20
+    stats.total_written = sent
+    stats.total_read = received
+    return sent, received
+
+
+def _summary(opts, rep, stats, start: float, flist) -> None:
+    from netsync import log
+
+    sent, received = _estimate_wire(stats, flist)
+    lines: list[str] = []
+    if rep.level("stats") >= 2 or opts.stats:
+        lines += log.stats_lines(stats, opts.human_readable)
+    if rep.level("stats") >= 1 or opts.stats:
+        lines += log.summary_lines(sent, received, int(time.time() - start), stats.total_size,
+                                   opts.human_readable, opts.dry_run)
+    if not opts.quiet:
+        for line in lines:
+            rep.out.write(line + "\n")
+    rep.out.flush()
+
+
+def _list(opts, rep, flist, stats, start: float) -> int:
+    from netsync import log
+
+    for e in flist.entries:
+        if not opts.implied_dirs and e.flags & 2:
+            continue
+        rep.out.write(log.list_line(e.mode, e.size, e.mtime, e.name,
+                                    e.link if opts.links and e.link is not None else None,
+                                    opts.human_readable, eight_bit=opts.eight_bit_output) + "\n")
+    _summary(opts, rep, stats, start, flist)
+    code = rep.exit_code(flist.io_error)
+    _exit_line(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""The file list: compact per-file records, rsync's sort order, and the sender's walk.
+
+Names are bytes relative to the transfer root (``b"."`` is the top directory,
+``b"dir/sub/file"`` below it), exactly the names rsync puts on the wire.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+# FileEntry.flags bits (rsync.h FLAG_* where one exists).
+FLAG_TOP_DIR = 1 << 0
+FLAG_IMPLIED_DIR = 1 << 1  # a parent added by -R, not named by the user
+FLAG_CONTENT_DIR = 1 << 2  # a directory whose contents are in the list (recursion/-d)
+FLAG_HLINK_FIRST = 1 << 3
+FLAG_HLINK_FOLLOWER = 1 << 4
+FLAG_MOUNT_DIR = 1 << 5  # -x: a directory on another filesystem (contents not listed)
+FLAG_DUPLICATE = 1 << 6  # deactivated duplicate
+FLAG_MISSING_DIR = 1 << 7  # receiver: dir could not be made; skip its contents
+FLAG_DIR_CREATED = 1 << 8  # the destination dir was made by get_local_name
+
+
+class FileEntry:
+    """One file-list record. Slots keep a million of these near rsync's footprint."""
+
+    __slots__ = (
+        "name", "mode", "size", "mtime_ns", "uid", "gid", "rdev", "link",
+        "flags", "root", "hlink", "checksum", "atime_ns",
+    )
+
+    def __init__(
+        self,
+        name: bytes,
+        mode: int,
+        size: int = 0,
+        mtime_ns: int = 0,
+        uid: int = 0,
+        gid: int = 0,
+        rdev: int = 0,
+        link: bytes | None = None,
+        flags: int = 0,
+        root: int = 0,
+    ) -> None:
+        self.name = name
+        self.mode = mode
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.uid = uid
+        self.gid = gid
+        self.rdev = rdev
+        self.link = link
+        self.flags = flags
+        self.root = root
+        # -H: for a follower, the flist index of its group's first member; for the
+        # first member, a (dev, ino) key is not kept once groups are built.
+        self.hlink: int | None = None
+        self.checksum: bytes | None = None
+        self.atime_ns = 0
+
+    @property
+    def mtime(self) -> int:
+        return self.mtime_ns // 1_000_000_000
+
+    @property
+    def mtime_nsec(self) -> int:
+        return self.mtime_ns % 1_000_000_000
+
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"FileEntry({self.name!r}, {oct(self.mode)}, size={self.size})"
+
+
+def sort_key(name: bytes, is_dir: bool) -> bytes:
+    """A bytes key that orders like rsync's f_name_cmp for protocol >= 29.
+
+    At each directory level, non-directories sort before directories, and a
+    directory compares as ``name/``. Each path component is prefixed with a type
+    byte (0 = leaf item, 1 = path) so a plain bytes comparison does the job.
+    """
+    if name == b".":
+        return b"\x00"
+    parts = name.split(b"/")
+    out = bytearray()
+    for comp in parts[:-1]:
+        out += b"\x01" + comp + b"/"
+    last = parts[-1]
+    if is_dir:
+        out += b"\x01" + last + b"/"
+    else:
+        out += b"\x00" + last
+    return bytes(out)
+
+
+def entry_key(e: FileEntry) -> bytes:
+    return sort_key(e.name, stat.S_ISDIR(e.mode))
+
+
+def parent_of(name: bytes) -> bytes:
+    i = name.rfind(b"/")
+    return b"." if i < 0 else name[:i]
+
+
+def join(base: bytes, name: bytes) -> bytes:
+    if name == b".":
+        return base
+    if not base:
+        return name
+    if base.endswith(b"/"):
+        return base + name
+    return base + b"/" + name
+
+
+@dataclass
+class FileList:
+    """The sorted file list plus the source roots the sender reads from."""
+
+    entries: list[FileEntry] = field(default_factory=list)
+    roots: list[bytes] = field(default_factory=list)
+    io_error: int = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[FileEntry]:
+        return iter(self.entries)
+
+    def source_path(self, e: FileEntry) -> bytes:
+        return join(self.roots[e.root], e.name)
+
+
+@dataclass
+class WalkOptions:
+    """What the sender's walk needs from the command line."""
+
+    recursive: bool = False
+    dirs: bool = False
+    relative: bool = False
+    implied_dirs: bool = True
+    links: bool = False
+    copy_links: bool = False
+    copy_unsafe_links: bool = False
+    copy_dirlinks: bool = False
+    one_file_system: int = 0
+    hard_links: bool = False
+    devices: bool = False
+    specials: bool = False
+    checksum: bool = False
+
+
+# Hooks the walk calls; the sender supplies them (filters, errors, checksums).
+ExcludeFn = Callable[[bytes, bool], bool]
+
+
+def is_unsafe_symlink(target: bytes, name: bytes) -> bool:
+    """rsync's unsafe_symlink(): does ``target`` (in link ``name``) leave the tree?"""
+    if not target or target.startswith(b"/"):
+        return True
+    # Depth of the link's directory below the transfer root.
+    depth = name.count(b"/")
+    if name.startswith(b"./"):
+        depth -= 1
+    for comp in target.split(b"/"):
+        if comp == b"..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif comp and comp != b".":
+            depth += 1
+    return False

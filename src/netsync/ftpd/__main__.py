@@ -1,0 +1,3 @@
+from netsync.ftpd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,285 @@
+"""The listening process: accepts, enforces max_clients/max_per_ip, and forks
+one process per session.  It never parses a client command itself."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from pyftpdlib.ioloop import IOLoop
+
+from . import __version__
+from .config import Config, ConfigError, load
+from .logs import TransferLog
+from .session import ServerStub, Session, preload_lazy_modules
+from .tls import make_context
+
+log = logging.getLogger("netsync.ftpd")
+
+MSG_MAX_CLIENTS = "421 There are too many connected users, please try later."
+MSG_MAX_PER_IP = "421 There are too many connections from your internet address."
+
+
+def banner_lines(cfg: Config) -> list[str]:
+    if cfg.banner_file:
+        try:
+            with open(cfg.banner_file, encoding="utf-8", errors="replace") as fh:
+                lines = fh.read(65536).splitlines()
+            if lines:
+                return lines
+        except OSError:
+            pass
+    if cfg.ftpd_banner:
+        return [cfg.ftpd_banner]
+    return [f"(netsync-ftpd {__version__})"]
+
+
+def _quiet_pyftpdlib() -> None:
+    # pyftpdlib logs every event at INFO to stderr; we keep only its errors
+    # (unexpected exceptions) and write our own vsftpd-style logs.
+    lg = logging.getLogger("pyftpdlib")
+    if not lg.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("netsync-ftpd[%(process)d]: %(message)s"))
+        lg.addHandler(h)
+    lg.setLevel(logging.ERROR)
+    lg.propagate = False
+
+
+def run_session(cfg: Config, conn: socket.socket, tlog: TransferLog | None) -> None:
+    """Serve one control connection to the end (called in the session process)."""
+    _quiet_pyftpdlib()
+    preload_lazy_modules()
+    Session.cfg = cfg
+    Session.tlog = tlog
+    Session.tls_ctx = make_context(cfg) if cfg.ssl_enable else None
+    Session.banner_lines = banner_lines(cfg)
+    ioloop = IOLoop()
+    handler = Session(conn, ServerStub(conn.family), ioloop=ioloop)
+    if not handler.connected:
+        return
+    handler.handle()
+    ioloop.loop()
+
+
+class Listener:
+    def __init__(self, cfg: Config, config_path: str | None, overrides: Sequence[str]) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.overrides = list(overrides)
+        self.socks: list[socket.socket] = []
+        self.children: dict[int, str] = {}
+        self.tlog = TransferLog(cfg)
+        self._stop = False
+        self._reload = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # --- sockets
+
+    @staticmethod
+    def _bind_key(cfg: Config) -> tuple:
+        return (cfg.listen, cfg.listen_ipv6, cfg.listen_address, cfg.listen_address6,
+                cfg.listen_port)
+
+    def open_sockets(self) -> None:
+        cfg = self.cfg
+        socks = []
+        if cfg.listen:
+            family, host = socket.AF_INET, cfg.listen_address or "0.0.0.0"
+        else:
+            family, host = socket.AF_INET6, cfg.listen_address6 or "::"
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host == "::":
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            s.bind((host, cfg.listen_port))
+        except OSError as err:
+            s.close()
+            raise ConfigError(f"could not bind listening IP address {host} port "
+                              f"{cfg.listen_port}: {err.strerror}") from None
+        s.listen(128)
+        s.setblocking(False)
+        socks.append(s)
+        for old in self.socks:
+            old.close()
+        self.socks = socks
+
+    @property
+    def port(self) -> int:
+        return self.socks[0].getsockname()[1]
+
+    # --- signals
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._stop = True
+        elif signum == signal.SIGHUP:
+            self._reload = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+
+    # --- main loop
+
+    def serve_forever(self) -> int:
+        self._install_signals()
+        while not self._stop:
+            try:
+                ready, _, _ = select.select([*self.socks, self._wake_r], [], [], 5.0)
+            except InterruptedError:
+                ready = []
+            if self._wake_r in ready:
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            self._reap()
+            if self._reload:
+                self._reload = False
+                self.reload()
+            for s in ready:
+                if s is not self._wake_r and not self._stop:
+                    self._accept(s)  # type: ignore[arg-type]
+        self.shutdown()
+        return 0
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.pop(pid, None)
+
+    def _accept(self, lsock: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                conn, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
+                    time.sleep(0.05)
+                    return
+                raise
+            ip = addr[0]
+            cfg = self.cfg
+            if cfg.max_clients and len(self.children) >= cfg.max_clients:
+                self._refuse(conn, MSG_MAX_CLIENTS)
+                continue
+            if cfg.max_per_ip and sum(1 for v in self.children.values() if v == ip) >= cfg.max_per_ip:
+                self._refuse(conn, MSG_MAX_PER_IP)
+                continue
+            self._spawn(conn, ip)
+
+    def _refuse(self, conn: socket.socket, msg: str) -> None:
+        if not self.cfg.implicit_ssl:
+            try:
+                conn.setblocking(False)
+                conn.send(msg.encode() + b"\r\n")
+            except OSError:
+                pass
+        conn.close()
+
+    def _spawn(self, conn: socket.socket, ip: str) -> None:
+        try:
+            pid = os.fork()
+        except OSError:
+            conn.close()
+            return
+        if pid:
+            self.children[pid] = ip
+            conn.close()
+            return
+        # --- session process
+        code = 0
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            for s in self.socks:
+                s.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            conn.setblocking(True)
+            run_session(self.cfg, conn, self.tlog)
+        except BaseException:  # noqa: BLE001 - the session process must always exit here
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; new sessions get it, running ones keep theirs."""
+        try:
+            new = load(self.config_path, self.overrides)
+            if new.ssl_enable:
+                make_context(new)
+        except ConfigError as err:
+            print(f"500 OOPS: {err} (reload ignored)", file=sys.stderr, flush=True)
+            return
+        rebind = self._bind_key(new) != self._bind_key(self.cfg)
+        old = self.cfg
+        self.cfg = new
+        if rebind:
+            try:
+                self.open_sockets()
+            except ConfigError as err:
+                self.cfg = old
+                print(f"500 OOPS: {err} (reload ignored)", file=sys.stderr, flush=True)
+                return
+        self.tlog.close()
+        self.tlog = TransferLog(new)
+
+    def shutdown(self) -> None:
+        for s in self.socks:
+            s.close()
+        self.socks = []
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                self.children.pop(pid, None)
+        deadline = time.monotonic() + 3.0
+        while self.children and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.02)
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._reap()
+        self.tlog.close()
+
+
+def serve_inetd(cfg: Config) -> int:
+    """listen=NO and listen_ipv6=NO: one session on the socket given as stdin."""
+    conn = socket.socket(fileno=os.dup(0))
+    run_session(cfg, conn, TransferLog(cfg))
+    return 0

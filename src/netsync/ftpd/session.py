@@ -1,0 +1,703 @@
+"""One FTP session: pyftpdlib's protocol handler with vsftpd's rules added.
+
+An instance lives in its own process (forked by server.py).  Until login it
+runs with the server's privileges; a successful login chroots where
+configured and drops permanently to the user's uid and groups.
+"""
+
+from __future__ import annotations
+
+import asynchat
+import errno
+import os
+import random
+import socket
+import stat
+import time
+from typing import Any
+
+from OpenSSL import SSL
+from pyftpdlib.filesystems import AbstractedFS
+from pyftpdlib.handlers.ftp.control import FTPHandler
+from pyftpdlib.handlers.ftp.data import DTPHandler, ThrottledDTPHandler
+from pyftpdlib.handlers.ftp.dispatchers import ActiveDTP, PassiveDTP
+from pyftpdlib.handlers.ftps.control import TLS_FTPHandler
+from pyftpdlib.handlers.ftps.ssl import SSLConnectionMixin
+from pyftpdlib.ioloop import Acceptor
+from pyftpdlib.utils import is_ssl_sock
+
+from . import accounts
+from .config import Config, load_user_config
+from .logs import TransferLog
+from .tls import session_reused
+
+OOPS_WRITABLE_ROOT = "500 OOPS: vsftpd: refusing to run with writable root inside chroot()"
+MAX_LINE = 4096  # vsftpd's VSFTP_MAX_COMMAND_LINE
+
+# pyftpdlib wording -> vsftpd wording, for replies clients or people may match on.
+_REPLY_TEXT = {
+    "530 Log in with USER and PASS first.": "530 Please login with USER and PASS.",
+    "550 Not enough privileges.": "550 Permission denied.",
+    "125 Data connection already open. Transfer starting.": "150 Ok to send data.",
+    "150 File status okay. About to open data connection.": "150 Ok to send data.",
+    "421 Data connection timed out.": "421 Data timeout. Reconnect. Sorry.",
+    "421 Control connection timed out.": "421 Timeout.",
+    "200 PBSZ=0 successful.": "200 PBSZ set to 0.",
+    "200 Protection set to Private": "200 PROT now Private.",
+    "200 Protection set to Clear": "200 PROT now Clear.",
+    "200 I successfully did nothing'.": "200 NOOP ok.",
+    "200 Active data connection established.": "200 PORT command successful. Consider using PASV.",
+    "421 Active data channel timed out.": "425 Failed to establish connection.",
+}
+
+_DATA_CMDS = frozenset({"LIST", "NLST", "MLSD", "RETR", "STOR", "STOU", "APPE"})
+_LIST_CMDS = frozenset({"LIST", "NLST", "MLSD"})
+
+
+def preload_lazy_modules() -> None:
+    """Import what Python and pyftpdlib load lazily, while the files are still
+    reachable: after a chroot the interpreter cannot import anything."""
+    time.strptime("20000101000000", "%Y%m%d%H%M%S")  # MFMT -> _strptime
+    for enc in ("latin-1", "ascii", "idna", "utf-16", "utf-32"):
+        "x".encode(enc)
+    import datetime  # noqa: F401
+    import glob  # noqa: F401
+    import tempfile  # noqa: F401
+    import traceback  # noqa: F401
+
+    datetime.datetime.now(datetime.UTC).astimezone()
+
+
+class ServerStub:
+    """The few attributes pyftpdlib's handlers read from their server object;
+    the real limits (max_clients, max_per_ip) are enforced by the listener."""
+
+    backlog = 5
+
+    def __init__(self, family: int) -> None:
+        self.ip_map: list[str] = []
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.close()
+
+    def _accept_new_cons(self) -> bool:
+        return True
+
+
+class VsFS(AbstractedFS):
+    """Numeric owners in listings (vsftpd's default), "ftp" with hide_ids,
+    and uploads created with file_open_mode (then masked by the umask)."""
+
+    def get_user_by_uid(self, uid: int) -> str:
+        return "ftp" if self.cmd_channel.cfg.hide_ids else str(uid)
+
+    def get_group_by_gid(self, gid: int) -> str:
+        return "ftp" if self.cmd_channel.cfg.hide_ids else str(gid)
+
+    def open(self, filename: str, mode: str) -> Any:
+        perm = self.cmd_channel.cfg.file_open_mode & 0o7777
+        return open(filename, mode, opener=lambda p, f: os.open(p, f | os.O_CLOEXEC, perm))
+
+
+class Perms:
+    """pyftpdlib's authorizer interface answered from vsftpd's write switches."""
+
+    def __init__(self, cfg: Config, anonymous: bool) -> None:
+        self.cfg = cfg
+        self.anonymous = anonymous
+
+    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
+        c = self.cfg
+        if perm in "elr":
+            return True
+        if not c.write_enable:
+            return False
+        if not self.anonymous:
+            if perm == "M":
+                return bool(c.chmod_enable)
+            if perm == "T":
+                return bool(c.mdtm_write)
+            return True
+        if perm == "w":
+            return bool(c.anon_upload_enable)
+        if perm == "m":
+            return bool(c.anon_mkdir_write_enable)
+        if perm in "adfT":
+            return bool(c.anon_other_write_enable)
+        return False  # SITE CHMOD is never allowed to anonymous users
+
+    def get_perms(self, username: str) -> str:
+        return "".join(p for p in "elradfmwMT" if self.has_perm(username, p))
+
+    def get_msg_quit(self, username: str) -> str:
+        return "Goodbye."
+
+    def impersonate_user(self, username: str, password: str) -> None:
+        """Privileges were dropped for good at login; nothing to switch."""
+
+    def terminate_impersonation(self, username: str) -> None:
+        """See impersonate_user."""
+
+
+class _SecureData:
+    """TLS on data connections, with vsftpd's session-reuse requirement."""
+
+    cmd_channel: Session
+
+    def __init__(self, sock: socket.socket, cmd_channel: Session) -> None:
+        super().__init__(sock, cmd_channel)  # type: ignore[call-arg]
+        self.timeout = cmd_channel.cfg.data_connection_timeout
+        if cmd_channel._prot:
+            self.secure_connection(cmd_channel.ssl_context)  # type: ignore[attr-defined]
+
+    def use_sendfile(self) -> bool:
+        if is_ssl_sock(self.socket):  # type: ignore[attr-defined]
+            return False
+        return super().use_sendfile()  # type: ignore[misc]
+
+    def handle_ssl_established(self) -> None:
+        if self.cmd_channel.cfg.require_ssl_reuse and not session_reused(self.socket):  # type: ignore[attr-defined]
+            self.cmd_channel.respond("522 SSL connection failed: session reuse required")
+            self._resp = ()
+            self._error = True  # skip the TLS shutdown dance, just drop it
+            self.transfer_finished = False
+            self.close()  # type: ignore[attr-defined]
+
+    def handle_failed_ssl_handshake(self) -> None:
+        self._resp = ()
+        self.cmd_channel.respond("522 SSL connection failed; session reuse required?")
+        self._error = True
+        self.close()  # type: ignore[attr-defined]
+
+
+class DataChannel(_SecureData, SSLConnectionMixin, DTPHandler):
+    pass
+
+
+class ThrottledDataChannel(_SecureData, SSLConnectionMixin, ThrottledDTPHandler):
+    pass
+
+
+class ActiveConnector(ActiveDTP):
+    def __init__(self, ip: str, port: int, cmd_channel: Session) -> None:
+        self.timeout = cmd_channel.cfg.connect_timeout
+        super().__init__(ip, port, cmd_channel)
+
+
+def _pasv_range(cfg: Config) -> tuple[int, int]:
+    """vsftpd's clamping: [1024, 65535], narrowed by pasv_min_port/pasv_max_port."""
+    lo, hi = 1024, 65535
+    if lo < cfg.pasv_min_port <= hi:
+        lo = cfg.pasv_min_port
+    if lo <= cfg.pasv_max_port < hi:
+        hi = cfg.pasv_max_port
+    return lo, hi
+
+
+class PassiveListener(PassiveDTP):
+    """PASV/EPSV: a port from the configured range, pasv_address in the reply,
+    and connections only from the control connection's peer."""
+
+    def __init__(self, cmd_channel: Session, extmode: bool = False) -> None:
+        cfg = cmd_channel.cfg
+        self.cmd_channel = cmd_channel
+        self.log = cmd_channel.log
+        self.log_exception = cmd_channel.log_exception
+        self.timeout = cfg.accept_timeout
+        Acceptor.__init__(self, ioloop=cmd_channel.ioloop)
+        local_ip = cmd_channel.socket.getsockname()[0]
+        self.create_socket(cmd_channel.socket.family, socket.SOCK_STREAM)
+        lo, hi = _pasv_range(cfg)
+        for _ in range(100):
+            try:
+                self.bind((local_ip, random.randint(lo, hi)))
+                break
+            except OSError as err:
+                if err.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+        else:
+            self.bind((local_ip, 0))
+        self.listen(1)
+        port = self.socket.getsockname()[1]
+        if extmode:
+            cmd_channel.respond(f"229 Entering Extended Passive Mode (|||{port}|)")
+        else:
+            ip = cmd_channel.pasv_ip or local_ip
+            if ip.startswith("::ffff:"):
+                ip = ip[7:]
+            cmd_channel.respond(
+                f"227 Entering Passive Mode ({ip.replace('.', ',')},{port // 256},{port % 256})."
+            )
+        if self.timeout:
+            self.call_later(self.timeout, self.handle_timeout)
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        ch = self.cmd_channel
+        if not ch.connected:
+            self.close()
+            return
+        if addr[0] != ch.remote_ip and not ch.cfg.pasv_promiscuous:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            ch.respond("425 Security: Bad IP connecting.")
+            self.close()
+            return
+        self.close()
+        handler = ch.dtp_handler(sock, ch)
+        if handler.connected:
+            ch.data_channel = handler
+            ch._on_dtp_connection()
+
+    def handle_timeout(self) -> None:
+        if self.cmd_channel.connected:
+            self.cmd_channel.respond("425 Failed to establish connection.")
+        self.close()
+
+
+class Session(TLS_FTPHandler):
+    """Per-process settings are class attributes, set by server.run_session()."""
+
+    cfg: Config = Config()
+    tlog: TransferLog | None = None
+    tls_ctx: SSL.Context | None = None
+    banner_lines: list[str] = []
+    encoding = "utf-8"
+    unicode_errors = "surrogateescape"
+    use_gmt_times = True
+    auth_failed_timeout = 0
+    dtp_handler = DataChannel
+    passive_dtp = PassiveListener
+    active_dtp = ActiveConnector
+    abstracted_fs = VsFS
+    proto_cmds = TLS_FTPHandler.proto_cmds.copy()
+    proto_cmds.update({
+        "CCC": dict(perm=None, auth=False, arg=False, help="Syntax: CCC (refused)."),
+        "HOST": dict(perm=None, auth=False, arg=True, help="Syntax: HOST <SP> host-name."),
+    })
+
+    def __init__(self, conn: socket.socket, server: Any, ioloop: Any = None) -> None:
+        self.anonymous = False
+        self.anon_password = ""
+        self.login_fails = 0
+        self.pasv_ip: str | None = None
+        self._requested_type = "i"
+        self._skip_line = False
+        self._port_verb = "PORT"
+        self._xfer_start = 0.0
+        self.authorizer = Perms(self.cfg, False)
+        self.timeout = self.cfg.idle_session_timeout or None
+        super().__init__(conn, server, ioloop)
+        self._current_type = "i"
+        self._extra_feats = ["AUTH TLS", "PBSZ", "PROT"] if self.cfg.ssl_enable else []
+        self.pasv_ip = self._resolve_pasv_address()
+
+    # --- setup helpers
+
+    def get_ssl_context(self) -> SSL.Context | None:  # type: ignore[override]
+        return self.tls_ctx
+
+    def _resolve_pasv_address(self) -> str | None:
+        addr = self.cfg.pasv_address
+        if not addr:
+            return None
+        if self.cfg.pasv_addr_resolve:
+            try:
+                return socket.gethostbyname(addr)
+            except OSError:
+                return None
+        return addr
+
+    def handle(self) -> None:
+        if self.tlog is not None:
+            self.tlog.vsftpd(f'CONNECT: Client "{self.remote_ip}"')
+        if self.cfg.implicit_ssl and self.tls_ctx is not None:
+            self.secure_connection(self.tls_ctx)
+        for line in self.banner_lines[:-1]:
+            self.push(f"220-{line}\r\n")
+        self.respond(f"220 {self.banner_lines[-1] if self.banner_lines else ''}".rstrip() + "")
+
+    # --- wire-level hardening
+
+    def push(self, data: str) -> None:  # type: ignore[override]
+        asynchat.async_chat.push(self, data.encode(self.encoding, "surrogateescape"))
+
+    def respond(self, resp: str, logfun: Any = None) -> None:  # type: ignore[override]
+        resp = _REPLY_TEXT.get(resp, resp)
+        if resp.startswith('500 Command "') and resp.endswith('" not understood.'):
+            resp = "500 Unknown command." if self.authenticated else "530 Please login with USER and PASS."
+        self._last_response = resp
+        self.push(resp + "\r\n")
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        # Over-long lines are dropped whole and answered once, as vsftpd does,
+        # instead of pyftpdlib's one 500 per 2 KiB received.
+        if self._skip_line:
+            return
+        self._in_buffer.append(data)
+        self._in_buffer_len += len(data)
+        if self._in_buffer_len > MAX_LINE:
+            self._in_buffer = []
+            self._in_buffer_len = 0
+            self._skip_line = True
+
+    def found_terminator(self) -> None:
+        if self._skip_line:
+            self._skip_line = False
+            self._in_buffer = []
+            self._in_buffer_len = 0
+            self.respond("500 Input line too long.")
+            return
+        super().found_terminator()
+
+    def handle_timeout(self) -> None:
+        if self._ssl_accepting:
+            self.close()
+            return
+        self.respond("421 Timeout.")
+        self.close_when_done()
+
+    # --- command dispatch
+
+    def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+        if self.authenticated and cmd in _DATA_CMDS:
+            if cmd in _LIST_CMDS and not self.cfg.dirlist_enable:
+                self.respond("550 Permission denied.")
+                return
+            if cmd == "RETR" and not self.cfg.download_enable:
+                self.respond("550 Permission denied.")
+                return
+            if self._dtp_acceptor is None and self._dtp_connector is None and self.data_channel is None:
+                self.respond("425 Use PORT or PASV first.")
+                return
+            if self._data_tls_required() and not self._prot:
+                self.respond("522 Data connections must be encrypted.")
+                return
+            self._xfer_start = time.time()
+        FTPHandler.process_command(self, cmd, *args, **kwargs)
+
+    def _data_tls_required(self) -> bool:
+        c = self.cfg
+        if not c.ssl_enable:
+            return False
+        return bool(c.force_anon_data_ssl if self.anonymous else c.force_local_data_ssl)
+
+    def _control_secure(self) -> bool:
+        return isinstance(self.socket, SSL.Connection)
+
+    # --- TLS commands
+
+    def ftp_AUTH(self, line: str) -> None:
+        if not self.cfg.ssl_enable or self.tls_ctx is None:
+            self.respond("530 Please login with USER and PASS." if not self.authenticated else "500 Unknown command.")
+            return
+        if self._control_secure():
+            self.respond("503 Already using TLS.")
+            return
+        if line.upper() not in ("TLS", "TLS-C", "SSL", "TLS-P"):
+            self.respond("504 Unknown AUTH type.")
+            return
+        self.respond("234 Proceed with negotiation.")
+        # Anything the client sent after AUTH in the same packet was sent in
+        # the clear and must not be executed as if it came over TLS.
+        self.ac_in_buffer = b""
+        self._in_buffer = []
+        self._in_buffer_len = 0
+        self.secure_connection(self.tls_ctx)
+
+    def ftp_PBSZ(self, line: str) -> None:
+        if not self.cfg.ssl_enable:
+            self.respond("530 Please login with USER and PASS." if not self.authenticated else "500 Unknown command.")
+            return
+        super().ftp_PBSZ(line)
+
+    def ftp_PROT(self, line: str) -> None:
+        if not self.cfg.ssl_enable:
+            self.respond("530 Please login with USER and PASS." if not self.authenticated else "500 Unknown command.")
+            return
+        if line.upper() in ("S", "E"):
+            self.respond("536 PROT S/E not supported.")
+            return
+        super().ftp_PROT(line)
+
+    def ftp_CCC(self, line: str) -> None:
+        # Reverting to plaintext would let a man in the middle inject commands.
+        self.respond("534 Request denied for policy reasons.")
+
+    def ftp_HOST(self, line: str) -> None:
+        if self.authenticated:
+            self.respond("503 HOST must be sent before USER.")
+        else:
+            self.respond("220 Host accepted.")
+
+    # --- login
+
+    def ftp_USER(self, line: str) -> None:
+        c = self.cfg
+        if self.authenticated:
+            self.respond("530 Can't change to another user.")
+            return
+        anon = bool(c.anonymous_enable) and line.lower() in ("ftp", "anonymous")
+        if not c.local_enable and not anon:
+            self.respond("530 This FTP server is anonymous only.")
+            return
+        secure = self._control_secure()
+        if anon and secure and not c.allow_anon_ssl:
+            self.respond("530 Anonymous sessions may not use encryption.")
+            return
+        if c.ssl_enable and not anon and not secure and c.force_local_logins_ssl:
+            self.respond("530 Non-anonymous sessions must use encryption.")
+            return
+        if c.ssl_enable and anon and not secure and c.force_anon_logins_ssl:
+            self.respond("530 Anonymous sessions must use encryption.")
+            return
+        if not anon and accounts.userlist_refuses(c, line):
+            self.username = ""
+            self._login_failed("530 Permission denied.")
+            return
+        self.username = line
+        self.anonymous = anon
+        if anon and c.no_anon_password:
+            self._login_anonymous("")
+            return
+        self.respond("331 Please specify the password.")
+
+    def ftp_PASS(self, line: str) -> None:
+        if self.authenticated:
+            self.respond("230 Already logged in.")
+            return
+        if not self.username:
+            self.respond("503 Login with USER first.")
+            return
+        if self.anonymous:
+            if self.cfg.deny_email_enable and line in accounts.read_name_list(self.cfg.banned_email_file):
+                self._login_failed("530 Login incorrect.")
+                return
+            self._login_anonymous(line)
+            return
+        user = self.username
+        ok = False
+        try:
+            ok = accounts.pam_authenticate(self.cfg.pam_service_name or "ftp", user, line)
+        except Exception as err:  # a broken PAM stack must not kill the session
+            self.logerror(f"PAM error: {err!r}")
+        ident = accounts.lookup(user) if ok else None
+        if ident is None:
+            if self.tlog is not None:
+                self.tlog.vsftpd(f'FAIL LOGIN: Client "{self.remote_ip}"', user)
+            self._login_failed("530 Login incorrect.")
+            return
+        self._login_local(ident)
+
+    def _login_failed(self, reply: str) -> None:
+        if self.cfg.delay_failed_login:
+            time.sleep(min(self.cfg.delay_failed_login, 60))
+        self.login_fails += 1
+        self.username = ""
+        self.anonymous = False
+        self.respond(reply)
+        if self.cfg.max_login_fails and self.login_fails >= self.cfg.max_login_fails:
+            self.close_when_done()
+
+    def _oops(self, text: str) -> None:
+        self.respond(text)
+        self.close_when_done()
+
+    def _login_anonymous(self, password: str) -> None:
+        c = self.cfg
+        if c.user_config_dir:
+            c = load_user_config(c, c.user_config_dir, self.username)
+        ident = accounts.lookup(c.ftp_username or "ftp")
+        root = c.anon_root or (ident.home if ident else None)
+        if root is None:
+            self._oops(f"500 OOPS: cannot locate user entry:{c.ftp_username}")
+            return
+        if ident is None:
+            if os.geteuid() == 0:
+                self._oops(f"500 OOPS: cannot locate user entry:{c.ftp_username}")
+                return
+            ident = accounts.Identity("ftp", os.getuid(), os.getgid(), root)
+        self.anon_password = password
+        self._start_session(c, ident, root=root, chroot=True, cwd="/", umask=c.anon_umask,
+                            anonymous=True)
+
+    def _login_local(self, ident: accounts.Identity) -> None:
+        c = self.cfg
+        if c.user_config_dir:
+            c = load_user_config(c, c.user_config_dir, ident.name)
+        start = c.local_root or ident.home
+        if not os.path.isdir(start):
+            self._oops(f"500 OOPS: cannot change directory:{start}")
+            return
+        chroot = accounts.wants_chroot(c, ident.name)
+        if chroot:
+            self._start_session(c, ident, root=start, chroot=True, cwd="/", umask=c.local_umask,
+                                anonymous=False)
+        else:
+            self._start_session(c, ident, root="/", chroot=False, cwd=os.path.normpath(start),
+                                umask=c.local_umask, anonymous=False)
+
+    def _start_session(
+        self, c: Config, ident: accounts.Identity, *, root: str, chroot: bool, cwd: str,
+        umask: int, anonymous: bool,
+    ) -> None:
+        root = os.path.realpath(root)
+        if chroot and not c.allow_writeable_chroot and accounts.writable_by(root, ident):
+            self._oops(OOPS_WRITABLE_ROOT)
+            return
+        real_chroot = chroot and os.geteuid() == 0
+        try:
+            accounts.become(ident, root if real_chroot else None)
+        except OSError as err:
+            self._oops(f"500 OOPS: cannot change to user {ident.name}: {err.strerror}")
+            return
+        os.umask(umask & 0o777)
+        self.cfg = c
+        self.anonymous = anonymous
+        self.authorizer = Perms(c, anonymous)
+        rate = c.anon_max_rate if anonymous else c.local_max_rate
+        if rate:
+            ThrottledDataChannel.read_limit = rate
+            ThrottledDataChannel.write_limit = rate
+            self.dtp_handler = ThrottledDataChannel
+        self.timeout = c.idle_session_timeout or None
+        fs_root = "/" if real_chroot else root
+        self.fs = self.abstracted_fs(fs_root, self)
+        self.fs.cwd = cwd
+        self.authenticated = True
+        self.password = ""
+        self.attempted_logins = 0
+        if self.tlog is not None:
+            detail = f', anon password "{self.anon_password}"' if anonymous else ""
+            self.tlog.vsftpd(f'OK LOGIN: Client "{self.remote_ip}"{detail}', self.log_user)
+        self.respond("230 Login successful.")
+
+    @property
+    def log_user(self) -> str:
+        return "ftp" if self.anonymous else self.username
+
+    # --- commands with vsftpd semantics
+
+    def ftp_TYPE(self, line: str) -> None:
+        t = line.upper().replace(" ", "")
+        ascii_ok = self.cfg.ascii_upload_enable or self.cfg.ascii_download_enable
+        if t in ("A", "AN", "L7"):
+            self._requested_type = "a"
+            self._current_type = "a" if ascii_ok else "i"
+            self.respond("200 Switching to ASCII mode.")
+        elif t in ("I", "L8"):
+            self._requested_type = "i"
+            self._current_type = "i"
+            self.respond("200 Switching to Binary mode.")
+        else:
+            self.respond("500 Unrecognised TYPE command.")
+
+    def ftp_PORT(self, line: str) -> None:
+        if not self.cfg.port_enable:
+            self.respond("550 Permission denied.")
+            return
+        self._port_verb = "PORT"
+        super().ftp_PORT(line)
+
+    def ftp_EPRT(self, line: str) -> None:
+        if not self.cfg.port_enable:
+            self.respond("550 Permission denied.")
+            return
+        self._port_verb = "EPRT"
+        super().ftp_EPRT(line)
+
+    def ftp_PASV(self, line: str) -> None:
+        if not self.cfg.pasv_enable:
+            self.respond("550 Permission denied.")
+            return
+        super().ftp_PASV(line)
+
+    def ftp_EPSV(self, line: str) -> None:
+        if not self.cfg.pasv_enable:
+            self.respond("550 Permission denied.")
+            return
+        super().ftp_EPSV(line)
+
+    def _make_eport(self, ip: str, port: int) -> None:
+        remote = self.remote_ip[7:] if self.remote_ip.startswith("::ffff:") else self.remote_ip
+        if not self.cfg.port_promiscuous and (ip != remote or port < 1024):
+            # No FTP bounce: only the client itself, on an unprivileged port.
+            self.respond(f"500 Illegal {self._port_verb} command.")
+            return
+        self._shutdown_connecting_dtp()
+        if self.data_channel is not None:
+            self.data_channel.close()
+            self.data_channel = None
+        self._dtp_connector = self.active_dtp(ip, port, self)
+
+    def ftp_RETR(self, file: str) -> Any:
+        if self.anonymous and self.cfg.anon_world_readable_only:
+            try:
+                st = os.stat(file)
+            except OSError:
+                st = None
+            if st is None or not st.st_mode & stat.S_IROTH:
+                self.respond("550 Failed to open file.")
+                return None
+        return super().ftp_RETR(file)
+
+    def ftp_CWD(self, path: str) -> Any:
+        init_cwd = os.getcwd()
+        try:
+            self.fs.chdir(path)
+        except OSError:
+            self.respond("550 Failed to change directory.")
+            return None
+        finally:
+            if os.getcwd() != init_cwd:
+                os.chdir(init_cwd)
+        if self.cfg.dirmessage_enable and self.cfg.message_file:
+            try:
+                with open(os.path.join(path, self.cfg.message_file),
+                          encoding="utf-8", errors="replace") as fh:
+                    lines = fh.read(8192).splitlines()
+            except OSError:
+                lines = []
+            for ln in lines:
+                self.push(f"250-{ln}\r\n")
+        self.respond("250 Directory successfully changed.")
+        return path
+
+    def ftp_SITE_CHMOD(self, path: str, mode: str) -> Any:
+        if self.anonymous or not self.cfg.chmod_enable:
+            self.respond("550 Permission denied.")
+            return None
+        return super().ftp_SITE_CHMOD(path, mode)
+
+    # --- logging hooks
+
+    def log_cmd(self, cmd: str, arg: str, respcode: int, respstr: str) -> None:
+        if self.tlog is None:
+            return
+        what = {"MKD": "MKDIR", "XMKD": "MKDIR", "DELE": "DELETE", "RMD": "RMDIR",
+                "XRMD": "RMDIR", "RNTO": "RENAME", "SITE CHMOD": "CHMOD"}.get(cmd)
+        if what is None or self.fs is None:
+            return
+        ok = str(respcode).startswith("2")
+        path = self.fs.fs2ftp(arg) if os.path.isabs(arg) else arg
+        self.tlog.vsftpd(
+            f'{"OK" if ok else "FAIL"} {what}: Client "{self.remote_ip}", "{path}"', self.log_user
+        )
+
+    def log_transfer(self, cmd: str, filename: str, receive: bool, completed: bool,
+                     elapsed: float, bytes: int) -> None:  # noqa: A002 - pyftpdlib's name
+        if self.tlog is None or self.fs is None:
+            return
+        path = self.fs.fs2ftp(filename)
+        self.tlog.transfer(
+            ok=bool(completed), what="UPLOAD" if receive else "DOWNLOAD",
+            host=self.remote_ip, path=path, size=int(bytes), start=time.time() - elapsed,
+            binary=self._requested_type == "i", incoming=receive, anonymous=self.anonymous,
+            user=self.log_user, xfer_user=self.anon_password if self.anonymous else self.username,
+        )
+
+    def log(self, msg: str, logfun: Any = None) -> None:  # type: ignore[override]
+        """pyftpdlib's per-event logging is replaced by the vsftpd/xferlog files."""
+
+    def logline(self, msg: str, logfun: Any = None) -> None:  # type: ignore[override]
+        pass

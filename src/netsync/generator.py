@@ -1,0 +1,993 @@
+"""The generator role: compares the file list with the destination and decides.
+
+For each entry it creates directories, symlinks, devices and hard links
+itself, fixes attributes of up-to-date files, deletes extraneous files, and
+asks the sender (through the transport) for the data of files that differ.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from netsync import log
+from netsync import messages as m
+from netsync.flist import (
+    FLAG_CONTENT_DIR,
+    FLAG_DIR_CREATED,
+    FLAG_HLINK_FOLLOWER,
+    FLAG_IMPLIED_DIR,
+    FLAG_MISSING_DIR,
+    FLAG_MOUNT_DIR,
+    FLAG_TOP_DIR,
+    FileEntry,
+    FileList,
+    is_unsafe_symlink,
+    join,
+    parent_of,
+)
+from netsync.metadata import AttrOptions, dest_mode, keep_time, mtime_differs, set_file_attrs
+from netsync.receiver import Receiver, tmp_name
+from netsync.report import Reporter
+
+I = log  # ITEM_* constants live in log
+
+DEL_RECURSE = 1
+DEL_FOR = {"file": "regular file", "dir": "directory", "symlink": "symlink",
+           "device": "device file", "special": "special file"}
+
+
+@dataclass
+class GenOptions:
+    recursive: bool = False
+    dirs: bool = False
+    links: bool = False
+    safe_links: bool = False
+    munge_links: bool = False
+    keep_dirlinks: bool = False
+    hard_links: bool = False
+    devices: bool = False
+    specials: bool = False
+    checksum: bool = False
+    size_only: bool = False
+    ignore_times: bool = False
+    update: bool = False
+    existing: bool = False
+    ignore_existing: bool = False
+    max_size: int | None = None
+    min_size: int | None = None
+    whole_file: bool = True
+    append: int = 0
+    delete: bool = False
+    delete_mode: str | None = None  # before/during/delay/after
+    force: bool = False
+    max_delete: int | None = None
+    ignore_errors: bool = False
+    remove_source_files: bool = False
+    backup: bool = False
+    backup_dir: bytes | None = None
+    suffix: bytes = b"~"
+    alt_dest: list[bytes] = field(default_factory=list)
+    alt_dest_type: str | None = None  # compare/copy/link
+    implied_dirs: bool = True
+    relative: bool = False
+    list_only: bool = False
+    dry_run: bool = False
+    am_root: bool = False
+    omit_dir_times: bool = False
+    mkpath: bool = False
+    inc_recurse: bool = True
+
+
+class Generator:
+    def __init__(self, g: GenOptions, attrs: AttrOptions, flist: FileList, dest: bytes,
+                 receiver: Receiver, request: Callable[[m.SendRequest], m.FileData],
+                 reporter: Reporter, filters=None, checksum_fn=None,
+                 on_success: Callable[[int], None] | None = None,
+                 solo_file: bool = False) -> None:
+        self.g = g
+        self.a = attrs
+        self.flist = flist
+        self.dest = dest
+        self.recv = receiver
+        self.request = request
+        self.rep = reporter
+        self.filters = filters
+        self.checksum_fn = checksum_fn
+        self.on_success = on_success
+        self.solo_file = solo_file
+        self.skip_dir: bytes | None = None
+        self.dry_missing: bytes | None = None
+        self.dir_fixups: list[tuple[bytes, FileEntry, int]] = []
+        self.deletions = 0
+        self.skipped_deletes = 0
+        self.hl_done: dict[int, int] = {}  # hard-link group -> ndx of a finished member
+        self.hl_last: dict[int, int] = {}  # hard-link group -> its last ndx
+        self.hl_deferred: list[int] = []
+        if g.hard_links:
+            for i, e in enumerate(flist.entries):
+                if e.hlink is not None:
+                    self.hl_last[e.hlink] = i
+        self.stats = m.Stats()
+        self._children: dict[bytes, set[bytes]] | None = None
+        self.io_error = flist.io_error
+        self._warned_io = False
+        self._batch = False
+
+    # ------------------------------------------------------------- helpers
+    def dpath(self, name: bytes) -> bytes:
+        if self.solo_file:
+            return self.dest
+        return join(self.dest, name)
+
+    def _gen_stat(self, path: bytes, follow_dir: bool) -> os.stat_result | None | bool:
+        """lstat for the generator: False (after reporting) when it fails other than ENOENT."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as ex:
+            self.rep.error_xfer(f'recv_generator: failed to stat "{self.rep.full_path(path)}": '
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
+            return False
+        if follow_dir and stat.S_ISLNK(st.st_mode):
+            try:
+                st2 = os.stat(path)
+                if stat.S_ISDIR(st2.st_mode):
+                    return st2
+            except OSError:
+                pass
+        return st
+
+    def _lstat(self, path: bytes, follow_dir: bool = False) -> os.stat_result | None:
+        try:
+            st = os.lstat(path)
+            if follow_dir and stat.S_ISLNK(st.st_mode):
+                try:
+                    st2 = os.stat(path)
+                    if stat.S_ISDIR(st2.st_mode):
+                        return st2
+                except OSError:
+                    pass
+            return st
+        except OSError:
+            return None
+
+    def _is_below(self, name: bytes, top: bytes | None) -> bool:
+        return top is not None and (top == b"." or name.startswith(top + b"/"))
+
+    def itemize(self, e: FileEntry, st: os.stat_result | None, iflags: int,
+                xname: bytes | None = None) -> int:
+        """generator.c itemize(): add the REPORT_* bits and report the item."""
+        a = self.a
+        if st is not None:
+            if stat.S_ISREG(e.mode) and e.size != st.st_size:
+                iflags |= I.ITEM_REPORT_SIZE
+            if keep_time(a, e.mode):
+                if mtime_differs(a, st, e):
+                    iflags |= I.ITEM_REPORT_TIME
+            elif iflags & (I.ITEM_TRANSFER | I.ITEM_LOCAL_CHANGE) and not iflags & I.ITEM_MATCHED \
+                    and (not iflags & I.ITEM_XNAME_FOLLOWS or xname):
+                iflags |= I.ITEM_REPORT_TIME
+            if not stat.S_ISLNK(e.mode):
+                if a.perms:
+                    if stat.S_IMODE(st.st_mode) != stat.S_IMODE(e.mode):
+                        iflags |= I.ITEM_REPORT_PERMS
+                elif a.executability and bool(st.st_mode & 0o111) != bool(e.mode & 0o111):
+                    iflags |= I.ITEM_REPORT_PERMS
+            if a.owner and a.am_root:
+                uid = a.uid_map.get(e.uid, e.uid) if a.uid_map else e.uid
+                if a.chown_uid is not None:
+                    uid = a.chown_uid
+                if uid != st.st_uid:
+                    iflags |= I.ITEM_REPORT_OWNER
+            if a.group:
+                gid = a.gid_map.get(e.gid, e.gid) if a.gid_map else e.gid
+                if a.chown_gid is not None:
+                    gid = a.chown_gid
+                if gid != st.st_gid:
+                    iflags |= I.ITEM_REPORT_GROUP
+            if a.atimes and not stat.S_ISDIR(e.mode) and not stat.S_ISLNK(e.mode) \
+                    and st.st_atime_ns // 10**9 != e.atime_ns // 10**9:
+                iflags |= I.ITEM_REPORT_ATIME
+        else:
+            iflags |= I.ITEM_IS_NEW
+        iflags &= 0xFFFF
+        if not iflags & I.ITEM_TRANSFER and self.rep.should_send_itemize(iflags, xname):
+            self.rep.maybe_log_item(e, iflags, hlink=xname)
+            if iflags & I.ITEM_IS_NEW:
+                self._count_created(e)
+        return iflags
+
+    def _count_created(self, e: FileEntry) -> None:
+        s = self.stats
+        s.created_files += 1
+        if stat.S_ISDIR(e.mode):
+            s.created_dirs += 1
+        elif stat.S_ISLNK(e.mode):
+            s.created_links += 1
+        elif stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode):
+            s.created_devs += 1
+        elif not stat.S_ISREG(e.mode):
+            s.created_specials += 1
+
+    # ------------------------------------------------------------- deletion
+    def _children_of(self, dname: bytes) -> set[bytes]:
+        if self._children is None:
+            ch: dict[bytes, set[bytes]] = {}
+            for e in self.flist.entries:
+                if e.name == b".":
+                    continue
+                p, _, base = e.name.rpartition(b"/")
+                ch.setdefault(p or b".", set()).add(base)
+            self._children = ch
+        return self._children.get(dname, set())
+
+    def _dirlist(self, path: bytes, name: bytes) -> list[tuple[bytes, int]]:
+        """Entries of a destination dir that deletion may touch, in rsync's order."""
+        from netsync.flist import sort_key
+
+        out: list[tuple[bytes, int, bytes]] = []
+        try:
+            with os.scandir(path) as it:
+                for d in it:
+                    try:
+                        mode = d.stat(follow_symlinks=False).st_mode
+                    except OSError:
+                        continue
+                    rel = d.name if name == b"." else name + b"/" + d.name
+                    is_dir = stat.S_ISDIR(mode)
+                    if self.filters is not None and self.filters.excluded(rel, is_dir, "receiver"):
+                        continue
+                    out.append((d.name, mode, sort_key(d.name, is_dir)))
+        except OSError:
+            return []
+        out.sort(key=lambda t: t[2])
+        return [(n, md) for n, md, _ in out]
+
+    def delete_in_dir(self, name: bytes, path: bytes, enter: bool = True) -> None:
+        if self.io_error & 1 and not self.g.ignore_errors:
+            if not self._warned_io:
+                self.rep.info("IO error encountered -- skipping file deletion")
+                self._warned_io = True
+            return
+        if self.filters is not None and enter:
+            fstate = self.filters.enter_dir(name, path)
+        else:
+            fstate = None
+        try:
+            keep = self._children_of(name)
+            for base, mode in reversed(self._dirlist(path, name)):
+                if base in keep:
+                    continue
+                rel = base if name == b"." else name + b"/" + base
+                self.delete_item(rel, join(path, base), mode, DEL_RECURSE)
+        finally:
+            if fstate is not None:
+                self.filters.leave_dir(fstate)
+
+    def delete_item(self, rel: bytes, path: bytes, mode: int, flags: int,
+                    make_room: str | None = None) -> bool:
+        """delete.c delete_item(): True when the item is gone."""
+        ok = True
+        if stat.S_ISDIR(mode):
+            contents = self._dirlist(path, rel)
+            if contents:
+                if not flags & DEL_RECURSE:
+                    self.rep.info(f"cannot delete non-empty directory: {self.rep.safe(rel)}")
+                    ok = False
+                else:
+                    for base, cmode in reversed(contents):
+                        if not self.delete_item(rel + b"/" + base, path + b"/" + base, cmode,
+                                                flags):
+                            ok = False
+                    if not ok:
+                        self.rep.info(f"cannot delete non-empty directory: {self.rep.safe(rel)}")
+            if not ok:
+                return self._make_room_failed(make_room, rel)
+        if not make_room and self.g.max_delete is not None and self.deletions >= self.g.max_delete:
+            self.skipped_deletes += 1
+            return False
+        if not self.g.dry_run:
+            try:
+                if stat.S_ISDIR(mode):
+                    os.rmdir(path)
+                elif self.g.backup and not make_room == "backup" and (
+                        self.g.backup_dir is not None or not rel.endswith(self.g.suffix)):
+                    if not self.recv.make_backup(rel, path):
+                        return False
+                else:
+                    os.unlink(path)
+            except OSError as ex:
+                if stat.S_ISDIR(mode) and ex.errno == errno.ENOTEMPTY:
+                    self.rep.info(f"cannot delete non-empty directory: {self.rep.safe(rel)}")
+                    return self._make_room_failed(make_room, rel)
+                if ex.errno != errno.ENOENT:
+                    what = "rmdir" if stat.S_ISDIR(mode) else "unlink"
+                    self.rep.error_xfer(f"delete_file: {what}({self.rep.safe(rel)}) failed: "
+                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                    return self._make_room_failed(make_room, rel)
+        if not make_room:
+            self.rep.deleted(rel, mode)
+            self.deletions += 1
+            s = self.stats
+            s.deleted_files += 1
+            if stat.S_ISDIR(mode):
+                s.deleted_dirs += 1
+            elif stat.S_ISLNK(mode):
+                s.deleted_links += 1
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                s.deleted_devs += 1
+            elif not stat.S_ISREG(mode):
+                s.deleted_specials += 1
+        return True
+
+    def _make_room_failed(self, make_room: str | None, rel: bytes) -> bool:
+        if make_room:
+            self.rep.error_xfer(f"could not make way for new {DEL_FOR[make_room]} "
+                                f"{self.rep.safe(rel)}")
+        return False
+
+    def _make_room(self, rel: bytes, path: bytes, st: os.stat_result, what: str) -> bool:
+        flags = DEL_RECURSE if (self.g.delete_mode or self.g.delete or self.g.force) else 0
+        if self.g.backup and not stat.S_ISDIR(st.st_mode):
+            if self.g.dry_run:
+                return True
+            return self.recv.make_backup(rel, path)
+        return self.delete_item(rel, path, st.st_mode, flags, make_room=what)
+
+    def delete_pass(self) -> None:
+        """--delete-before / --delete-after: every content dir of the transfer."""
+        for e in self.flist.entries:
+            if stat.S_ISDIR(e.mode) and e.flags & FLAG_CONTENT_DIR \
+                    and not e.flags & FLAG_MISSING_DIR:
+                path = self.dpath(e.name)
+                st = self._lstat(path, self.g.keep_dirlinks)
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    self.delete_in_dir(e.name, path)
+
+    def delete_batch(self) -> None:
+        """Incremental recursion: rsync's generator deletes in every listed subdir as the
+        sender's sub-lists arrive, i.e. right after the top-level files (for trees that fit
+        in the sender's look-ahead)."""
+        stack: list[tuple[bytes, object]] = []
+        if self.filters is not None and not self.solo_file:
+            stack.append((b"", self.filters.enter_dir(b".", self.dest)))
+        for e in self.flist.entries:
+            if e.name == b"." or not stat.S_ISDIR(e.mode) or not e.flags & FLAG_CONTENT_DIR:
+                continue
+            while stack and stack[-1][0] and not e.name.startswith(stack[-1][0] + b"/"):
+                _, tok = stack.pop()
+                if tok is not None:
+                    self.filters.leave_dir(tok)
+            path = self.dpath(e.name)
+            st = self._lstat(path, self.g.keep_dirlinks)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                # Nothing below it can exist at the destination yet.
+                continue
+            tok = self.filters.enter_dir(e.name, path) if self.filters is not None else None
+            stack.append((e.name, tok))
+            self.delete_in_dir(e.name, path, enter=False)
+        while stack:
+            _, tok = stack.pop()
+            if tok is not None:
+                self.filters.leave_dir(tok)
+
+    # ------------------------------------------------------------- main loop
+    def run(self) -> None:
+        g = self.g
+        mode = g.delete_mode if g.delete else None
+        if mode == "before":
+            self.delete_pass()
+        self._batch = bool(mode == "during" and g.inc_recurse)
+        batch_pending = self._batch
+        for ndx, e in enumerate(self.flist.entries):
+            if batch_pending and e.name != b"." and stat.S_ISDIR(e.mode):
+                batch_pending = False
+                self.delete_batch()
+            self.recv_generator(ndx, e)
+        if batch_pending:
+            self.delete_batch()
+        self.finish_hard_links()
+        if mode in ("after", "delay"):
+            self.delete_pass()
+        self.recv.finish_delayed()
+        self.touch_up_dirs()
+        if self.skipped_deletes:
+            self.rep.warn_msg(f"Deletions stopped due to --max-delete limit "
+                              f"({self.skipped_deletes} skipped)")
+            self.rep.del_limit_hit = True
+
+    def touch_up_dirs(self) -> None:
+        from netsync.metadata import set_times
+
+        for path, e, new_mode in reversed(self.dir_fixups):
+            errs: list[str] = []
+            if new_mode == -1:
+                if keep_time(self.a, e.mode):
+                    set_times(self.a, path, e, self._lstat(path), errs)
+                continue
+            set_file_attrs(self.a, path, e, None, new_mode=new_mode, errors=errs)
+            for msg in errs:
+                self.rep.error_xfer(msg)
+
+    def recv_generator(self, ndx: int, e: FileEntry, hl_retry: bool = False) -> None:
+        g = self.g
+        a = self.a
+        name = e.name
+        is_dir = stat.S_ISDIR(e.mode)
+        if self.skip_dir is not None:
+            if self._is_below(name, self.skip_dir):
+                if is_dir:
+                    e.flags |= FLAG_MISSING_DIR
+                return
+            self.skip_dir = None
+        path = self.dpath(name)
+        if self.dry_missing is not None and self._is_below(name, self.dry_missing):
+            st = None
+        else:
+            self.dry_missing = None
+            got = self._gen_stat(path, g.keep_dirlinks and is_dir)
+            if got is False:
+                return
+            st = got  # type: ignore[assignment]
+            if g.relative and not g.implied_dirs and st is None and b"/" in name:
+                parent = parent_of(path)
+                if not os.path.isdir(parent):
+                    if g.dry_run:
+                        st = None
+                    else:
+                        os.makedirs(parent, exist_ok=True)
+        if g.existing and st is None:
+            if is_dir:
+                self.skip_dir = name
+                e.flags |= FLAG_MISSING_DIR
+            if self.rep.level("skip") >= 1:
+                what = "directory" if is_dir else "file"
+                self.rep.info(f'not creating new {what} "{self.rep.safe(name)}"')
+            return
+        if g.ignore_existing and st is not None and not (is_dir and stat.S_ISDIR(st.st_mode)):
+            if self.rep.level("skip") >= 1:
+                self.rep.info(f"{self.rep.safe(name)} exists")
+            if is_dir and not g.dry_run:
+                # rsync still re-times every listed dir at the end (touch_up_dirs).
+                self.dir_fixups.append((path, e, -1))
+            return
+        if is_dir:
+            self._gen_dir(ndx, e, path, st)
+            return
+        new_mode = e.mode
+        if not a.perms:
+            exists = st is not None and not stat.S_ISDIR(st.st_mode)
+            new_mode = dest_mode(a, e.mode, st.st_mode if st else 0, exists)
+        if g.hard_links and e.hlink is not None and not hl_retry:
+            if self._hard_link(ndx, e, path, st):
+                return
+        if stat.S_ISLNK(e.mode):
+            if g.links:
+                self._gen_symlink(ndx, e, path, st)
+            elif self.rep.level("nonreg") >= 1:
+                self.rep.info(f'skipping non-regular file "{self.rep.safe(name)}"')
+            return
+        if not stat.S_ISREG(e.mode):
+            is_dev = stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode)
+            if (is_dev and g.devices and a.am_root) or (not is_dev and g.specials):
+                self._gen_special(ndx, e, path, st, new_mode)
+            elif self.rep.level("nonreg") >= 1:
+                self.rep.info(f'skipping non-regular file "{self.rep.safe(name)}"')
+            return
+        self._gen_file(ndx, e, path, st, new_mode)
+
+    # ------------------------------------------------------------- dirs
+    def _gen_dir(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None) -> None:
+        g = self.g
+        a = self.a
+        if not g.implied_dirs and e.flags & FLAG_IMPLIED_DIR:
+            return
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            if not self._make_room(e.name, path, st, "dir"):
+                self.rep.info("*** Skipping any contents from this failed directory ***")
+                self.skip_dir = e.name
+                e.flags |= FLAG_MISSING_DIR
+                return
+            st = None
+        if g.dry_run and st is None:
+            if self.dry_missing is None:
+                self.dry_missing = e.name
+            e.flags |= FLAG_MISSING_DIR
+        new_mode = e.mode if a.perms else dest_mode(a, e.mode, st.st_mode if st else 0,
+                                                    st is not None)
+        statret_st = None if e.flags & FLAG_DIR_CREATED else st
+        xname = None
+        iflags = 0 if statret_st is not None else I.ITEM_LOCAL_CHANGE
+        quiet_item = False
+        if statret_st is None and g.alt_dest:
+            found = self._alt_non(e)
+            if found is not None:
+                if found[0] == 3:
+                    quiet_item = True
+                else:
+                    statret_st = found[2]
+        delete_now = g.delete and g.delete_mode == "during" \
+            and e.flags & FLAG_CONTENT_DIR and st is not None
+        if self._batch and e.name != b".":
+            delete_now = False
+        if delete_now and g.inc_recurse and e.name == b".":
+            self.delete_in_dir(e.name, path)
+            delete_now = False
+        if not quiet_item:
+            self.itemize(e, statret_st, iflags, xname)
+        if st is None and not g.dry_run:
+            try:
+                os.mkdir(path, stat.S_IMODE(new_mode) | 0o700)
+            except FileExistsError:
+                pass
+            except OSError as ex:
+                if g.relative and ex.errno == errno.ENOENT:
+                    try:
+                        os.makedirs(path, stat.S_IMODE(new_mode) | 0o700)
+                        ex = None  # type: ignore[assignment]
+                    except OSError as ex2:
+                        ex = ex2
+                if ex is not None:
+                    self.rep.error_xfer(f"recv_generator: mkdir {self.rep.full_path(path)} "
+                                        f"failed: {os.strerror(ex.errno or 0)} ({ex.errno})")
+                    self.rep.info("*** Skipping any contents from this failed directory ***")
+                    self.skip_dir = e.name
+                    e.flags |= FLAG_MISSING_DIR
+                    return
+        if not g.dry_run:
+            errs: list[str] = []
+            # Owner/perms now; the times after the contents are written.
+            cur = self._lstat(path)
+            if cur is not None:
+                self._dir_attrs_now(path, e, cur, new_mode, errs)
+            for msg in errs:
+                self.rep.error_xfer(msg)
+            self.dir_fixups.append((path, e, new_mode))
+        if delete_now and not e.flags & FLAG_MISSING_DIR:
+            self.delete_in_dir(e.name, path)
+
+    def _dir_attrs_now(self, path: bytes, e: FileEntry, st: os.stat_result, new_mode: int,
+                       errs: list[str]) -> None:
+        a = self.a
+        saved = a.times
+        a.times = False
+        try:
+            set_file_attrs(a, path, e, st, new_mode=new_mode, errors=errs)
+        finally:
+            a.times = saved
+
+    # ------------------------------------------------------------- links etc.
+    def _gen_symlink(self, ndx: int, e: FileEntry, path: bytes,
+                     st: os.stat_result | None) -> None:
+        g = self.g
+        target = e.link or b""
+        if g.safe_links and is_unsafe_symlink(target, e.name):
+            if self.rep.level("name") >= 1:
+                self.rep.info(f'ignoring unsafe symlink "{self.rep.safe(e.name)}" -> '
+                              f'"{self.rep.safe(target)}"')
+            return
+        if g.munge_links:
+            target = b"/rsyncd-munged/" + target
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            try:
+                cur = os.readlink(path)
+            except OSError:
+                cur = None
+            if cur == target:
+                set_file_attrs(self.a, path, e, st)
+                self.itemize(e, st, 0)
+                self._remember_hl(ndx, path)
+                if g.remove_source_files:
+                    self._success(ndx)
+                return
+        quiet_item = False
+        st_for_item = st if st is not None and stat.S_ISLNK(st.st_mode) else None
+        if st is None and g.alt_dest:
+            found = self._alt_non(e)
+            if found is not None:
+                if found[0] == 3:
+                    if g.alt_dest_type == "compare":
+                        return
+                    quiet_item = True
+                    if g.alt_dest_type == "link" and not g.dry_run:
+                        tmp = tmp_name(path, None)
+                        try:
+                            os.link(found[1], tmp, follow_symlinks=False)
+                            os.replace(tmp, path)
+                            self._remember_hl(ndx, path)
+                            return
+                        except OSError:
+                            try:
+                                os.unlink(tmp)
+                            except OSError:
+                                pass
+                else:
+                    st_for_item = found[2]
+        if st is not None and (stat.S_ISDIR(st.st_mode) or g.backup):
+            if not self._make_room(e.name, path, st, "symlink"):
+                return
+        if not g.dry_run:
+            tmp = tmp_name(path, None)
+            try:
+                os.symlink(target, tmp)
+                set_file_attrs(self.a, tmp, e, None)
+                os.replace(tmp, path)
+            except OSError as ex:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                self.rep.error_xfer(f'symlink "{self.rep.full_path(path)}" -> '
+                                    f'"{self.rep.safe(target)}" failed: '
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                return
+        if not quiet_item:
+            self.itemize(e, st_for_item, I.ITEM_LOCAL_CHANGE | I.ITEM_REPORT_CHANGE)
+        self._remember_hl(ndx, path)
+        if g.remove_source_files:
+            self._success(ndx)
+
+    def _gen_special(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
+                     new_mode: int) -> None:
+        g = self.g
+        if st is not None:
+            same_type = stat.S_IFMT(st.st_mode) == stat.S_IFMT(e.mode)
+            if same_type and (not (stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode))
+                              or st.st_rdev == e.rdev):
+                set_file_attrs(self.a, path, e, st, new_mode=new_mode)
+                self.itemize(e, st, 0)
+                self._remember_hl(ndx, path)
+                if g.remove_source_files:
+                    self._success(ndx)
+                return
+            if stat.S_ISDIR(st.st_mode):
+                is_dev = stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode)
+                if not self._make_room(e.name, path, st, "device" if is_dev else "special"):
+                    return
+            if not same_type:
+                st = None
+        quiet_item = False
+        item_st = st
+        if st is None and g.alt_dest:
+            found = self._alt_non(e)
+            if found is not None:
+                if found[0] == 3:
+                    if g.alt_dest_type == "compare":
+                        return
+                    quiet_item = True
+                else:
+                    item_st = found[2]
+        if not g.dry_run:
+            tmp = tmp_name(path, None)
+            try:
+                os.mknod(tmp, e.mode, e.rdev)
+                set_file_attrs(self.a, tmp, e, None, new_mode=new_mode)
+                os.replace(tmp, path)
+            except OSError as ex:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                self.rep.error_xfer(f'mknod "{self.rep.full_path(path)}" failed: '
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                return
+        if not quiet_item:
+            self.itemize(e, item_st, I.ITEM_LOCAL_CHANGE | I.ITEM_REPORT_CHANGE)
+        self._remember_hl(ndx, path)
+        if g.remove_source_files:
+            self._success(ndx)
+
+    def _remember_hl(self, ndx: int, path: bytes) -> None:
+        e = self.flist.entries[ndx]
+        if self.g.hard_links and e.hlink is not None and e.hlink not in self.hl_done:
+            self.hl_done[e.hlink] = ndx
+
+    def _hard_link(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
+                   deferred: bool = False) -> bool:
+        """hlink.c: link to a finished member of the group, or wait for one.
+
+        Returns True when this entry was handled (linked or deferred).
+        """
+        group = e.hlink
+        assert group is not None
+        done = self.hl_done.get(group)
+        if done is None:
+            if st is None and ndx != self.hl_last.get(group) and not deferred:
+                # Not the last of its group and missing: the last one gets the data
+                # and this one is linked to it afterwards (rsync's in_progress wait).
+                self.hl_deferred.append(ndx)
+                return True
+            return False
+        first = self.flist.entries[done]
+        first_path = self.dpath(first.name)
+        fst = self._lstat(first_path)
+        if st is not None and fst is not None and st.st_ino == fst.st_ino \
+                and st.st_dev == fst.st_dev:
+            self.itemize(e, st, 0)
+            return True
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            if not self._make_room(e.name, path, st, "file"):
+                return True
+        if not self.g.dry_run:
+            tmp = tmp_name(path, None)
+            try:
+                os.link(first_path, tmp)
+                if st is not None and self.g.backup and not stat.S_ISDIR(st.st_mode):
+                    self.recv.make_backup(e.name, path)
+                os.replace(tmp, path)
+            except OSError as ex:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                self.rep.error_xfer(f'link "{self.rep.full_path(path)}" => '
+                                    f'{self.rep.safe(first.name)} failed: '
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                return True
+        self.itemize(e, st, I.ITEM_LOCAL_CHANGE | I.ITEM_XNAME_FOLLOWS, xname=first.name)
+        if self.g.remove_source_files:
+            self._success(ndx)
+        return True
+
+    def finish_hard_links(self) -> None:
+        """Link the members that waited for their group's data (hlink.c finish_hard_link)."""
+        for ndx in reversed(self.hl_deferred):
+            e = self.flist.entries[ndx]
+            path = self.dpath(e.name)
+            st = self._lstat(path)
+            if not self._hard_link(ndx, e, path, st, deferred=True):
+                self.recv_generator(ndx, e, hl_retry=True)
+        self.hl_deferred.clear()
+
+    def _success(self, ndx: int) -> None:
+        if self.on_success is not None and not self.g.dry_run:
+            self.on_success(ndx)
+
+    # ------------------------------------------------------------- files
+    def _quick_check_ok(self, e: FileEntry, path: bytes, st: os.stat_result) -> bool:
+        g = self.g
+        if st.st_size != e.size:
+            return False
+        if g.checksum:
+            if self.checksum_fn is None or e.checksum is None:
+                return False
+            try:
+                return self.checksum_fn(path, st.st_size) == e.checksum
+            except OSError:
+                return False
+        if g.size_only:
+            return True
+        if g.ignore_times:
+            return False
+        return not mtime_differs(self.a, st, e)
+
+    def _gen_file(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
+                  new_mode: int) -> None:
+        g = self.g
+        name = e.name
+        if g.max_size is not None and e.size > g.max_size:
+            if self.rep.level("skip") >= 1:
+                self.rep.info(f"{self.rep.safe(name)} is over max-size")
+            return
+        if g.min_size is not None and e.size < g.min_size:
+            if self.rep.level("skip") >= 1:
+                self.rep.info(f"{self.rep.safe(name)} is under min-size")
+            return
+        if g.update and st is not None and stat.S_IFMT(st.st_mode) == stat.S_IFMT(e.mode) \
+                and e.mtime - st.st_mtime_ns // 10**9 < self.a.modify_window:
+            if self.rep.level("skip") >= 1:
+                self.rep.info(f"{self.rep.safe(name)} is newer")
+            return
+        if g.update and st is not None and stat.S_ISREG(st.st_mode) \
+                and e.mtime_ns < st.st_mtime_ns and self.a.modify_window == 0 \
+                and e.mtime < st.st_mtime_ns // 10**9:
+            return
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            if not self._make_room(name, path, st, "file"):
+                return
+            st = None
+        basis = path if st is not None else None
+        basis_st = st
+        xname: bytes | None = None
+        iflags_extra = 0
+        if g.alt_dest and (st is None or g.alt_dest_type != "copy"):
+            found = self._try_alt_dests(ndx, e, path, st, new_mode)
+            if found is True:
+                if g.remove_source_files:
+                    self._success(ndx)
+                return
+            if isinstance(found, tuple):
+                basis, basis_st = found
+                iflags_extra = I.ITEM_BASIS_TYPE_FOLLOWS
+        if basis_st is None:
+            self._transfer(ndx, e, path, None, None, new_mode, iflags_extra)
+            return
+        if basis is path and self._quick_check_ok(e, path, basis_st):
+            errs: list[str] = []
+            set_file_attrs(self.a, path, e, basis_st, new_mode=new_mode, errors=errs,
+                           accurate=g.checksum)
+            for msg in errs:
+                self.rep.error_xfer(msg)
+            self.itemize(e, basis_st, 0)
+            self._remember_hl(ndx, path)
+            if g.remove_source_files:
+                self._success(ndx)
+            return
+        if g.append and st is not None and st.st_size >= e.size:
+            return
+        self._transfer(ndx, e, path, basis, st, new_mode, iflags_extra, basis_st=basis_st,
+                       xname=xname)
+
+    def _try_alt_dests(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
+                       new_mode: int):
+        """generator.c try_dests_reg(): True = handled; (basis, st) = use as basis; None."""
+        g = self.g
+        best = None
+        level = 0
+        for alt in g.alt_dest:
+            apath = join(alt, e.name)
+            ast = self._lstat(apath)
+            if ast is None or not stat.S_ISREG(ast.st_mode):
+                continue
+            if level == 0:
+                best, level = (apath, ast), 1
+            if not self._quick_check_ok(e, apath, ast):
+                continue
+            if level == 1:
+                best, level = (apath, ast), 2
+            if not self._attrs_differ(e, ast, new_mode):
+                best, level = (apath, ast), 3
+                break
+        if not level:
+            return None
+        apath, ast = best
+        if level == 3 and g.alt_dest_type != "copy":
+            if st is not None:
+                if g.alt_dest_type == "link" and st.st_ino == ast.st_ino \
+                        and st.st_dev == ast.st_dev:
+                    return None
+                if not g.dry_run:
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        return None
+            if g.alt_dest_type == "link":
+                linked = g.dry_run
+                if not g.dry_run:
+                    tmp = tmp_name(path, None)
+                    try:
+                        os.link(apath, tmp)
+                        os.replace(tmp, path)
+                        linked = True
+                    except OSError:
+                        try:
+                            os.unlink(tmp)
+                        except OSError:
+                            pass
+                if linked:
+                    if self.rep.has_i > 1 or self.rep.level("name") >= 2:
+                        self.itemize(e, ast, I.ITEM_LOCAL_CHANGE | I.ITEM_XNAME_FOLLOWS, xname=b"")
+                    self._remember_hl(ndx, path)
+                    return True
+                # fall through to a local copy
+            else:
+                self.itemize(e, ast, 0)
+                return True
+        if st is not None:
+            return None
+        if level >= 2:
+            if not g.dry_run:
+                import shutil
+
+                tmp = tmp_name(path, None)
+                try:
+                    shutil.copyfile(apath, tmp, follow_symlinks=False)
+                    set_file_attrs(self.a, tmp, e, None, new_mode=new_mode, accurate=True)
+                    os.replace(tmp, path)
+                except OSError as ex:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                    self.rep.error_xfer(f'copy "{self.rep.full_path(apath)}" failed: '
+                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                    return True
+            self.itemize(e, ast, I.ITEM_LOCAL_CHANGE)
+            self._remember_hl(ndx, path)
+            return True
+        return best
+
+    def _alt_non(self, e: FileEntry) -> tuple[int, bytes, os.stat_result] | None:
+        """try_dests_non(): (match level, path, stat) of the best alt-dest entry."""
+        best = None
+        for alt in self.g.alt_dest:
+            apath = join(alt, e.name)
+            ast = self._lstat(apath)
+            if ast is None or stat.S_IFMT(ast.st_mode) != stat.S_IFMT(e.mode):
+                continue
+            level = 1
+            if stat.S_ISLNK(e.mode):
+                try:
+                    same = os.readlink(apath) == e.link
+                except OSError:
+                    same = False
+            elif stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode):
+                same = ast.st_rdev == e.rdev
+            else:
+                same = True
+            if same:
+                level = 2
+                mode = e.mode if self.a.perms else dest_mode(self.a, e.mode, ast.st_mode, True)
+                if not self._attrs_differ(e, ast, mode):
+                    return (3, apath, ast)
+            if best is None or level > best[0]:
+                best = (level, apath, ast)
+        return best
+
+    def _attrs_differ(self, e: FileEntry, st: os.stat_result, new_mode: int) -> bool:
+        a = self.a
+        if not stat.S_ISLNK(e.mode) and a.perms \
+                and stat.S_IMODE(st.st_mode) != stat.S_IMODE(new_mode):
+            return True
+        if keep_time(a, e.mode) and mtime_differs(a, st, e):
+            return True
+        if a.owner and a.am_root and st.st_uid != e.uid:
+            return True
+        if a.group and st.st_gid != e.gid:
+            return True
+        return False
+
+    def _transfer(self, ndx: int, e: FileEntry, path: bytes, basis: bytes | None,
+                  dest_st: os.stat_result | None, new_mode: int, iflags_extra: int = 0,
+                  basis_st: os.stat_result | None = None, xname: bytes | None = None) -> None:
+        g = self.g
+        extra = I.ITEM_REPORT_CHANGE if g.checksum else 0
+        # Itemized against the basis (the dest file, or the --*-dest file used instead).
+        iflags = self.itemize(e, basis_st, I.ITEM_TRANSFER | iflags_extra | extra)
+        if not self.a.perms:
+            # The receiver decides the mode from the basis it opens (receiver.c).
+            exists = basis_st is not None and stat.S_ISREG(basis_st.st_mode)
+            new_mode = dest_mode(self.a, e.mode, basis_st.st_mode if exists else 0, exists)
+        sums = None
+        if not g.whole_file and basis is not None and basis_st is not None and basis_st.st_size:
+            from netsync import match
+
+            with open(basis, "rb") as f:
+                bdata = f.read()
+            sums = match.generate_sums(bdata, len(bdata), "md5", 0, 32)
+        self.rep.log_item_transfer_start(e, iflags)
+        req = m.SendRequest(ndx, iflags, sums, "md5", 0, 32)
+        if g.dry_run:
+            self.rep.log_item_transfer_end(e, iflags, 0)
+            self._count_transfer(e, iflags)
+            return
+        self.rep.progress_start(ndx, e)
+        data = self.request(req)
+        ok = self.recv.receive(e, data, path, e.name, basis, dest_st, new_mode)
+        if ok:
+            self._count_transfer(e, iflags)
+            self.rep.progress_end(e)
+            self.rep.log_item_transfer_end(e, iflags, e.size)
+            self._remember_hl(ndx, path)
+            if g.remove_source_files:
+                self._success(ndx)
+        else:
+            self.rep.progress_abort()
+
+    def _count_transfer(self, e: FileEntry, iflags: int) -> None:
+        s = self.stats
+        s.xferred_files += 1
+        s.total_transferred_size += e.size
+        s.literal_data += e.size
+        if iflags & I.ITEM_IS_NEW:
+            s.created_files += 1
+
+
+__all__ = ["Generator", "GenOptions", "FLAG_TOP_DIR", "FLAG_MOUNT_DIR"]

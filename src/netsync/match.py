@@ -1,0 +1,340 @@
+"""The rsync delta algorithm, pure: block sums, matching, and applying a delta.
+
+* Generator side: :func:`generate_sums` describes a basis file (weak + strong
+  sum per block, sized by rsync's sum_sizes_sqroot).
+* Sender side: :func:`match_tokens` walks the new data and yields literal
+  chunks and matched block indexes, choosing the same blocks rsync's
+  hash_search() would (highest-numbered block in the weak-sum chain that
+  passes the strong check, except that the block after the previous match
+  wins when it also matches; at most MAX_CHAIN_LEN weak-equal candidates per
+  offset).  The rolling weak sums of a whole window are computed at once with
+  numpy and looked up vectorised; only real weak-sum hits get a strong sum.
+* Receiver side: :func:`apply_tokens` rebuilds the new file from the basis.
+
+Inputs may be ``bytes`` or an ``mmap``; large data is processed in windows so
+a multi-GiB file is never copied whole.
+"""
+
+from __future__ import annotations
+
+import mmap
+from bisect import bisect_left
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .checksum import (
+    CHUNK_SIZE,
+    SHORT_SUM_LENGTH,
+    FileSum,
+    SumHead,
+    block_checksum1,
+    digest_len,
+    get_checksum1,
+    resolve_checksum,
+    rolling_checksum1,
+    strong_block_sum,
+    sum_sizes_sqroot,
+)
+from .errors import RERR_FILEIO, RERR_PROTOCOL, RsyncError
+
+__all__ = [
+    "ApplyStats",
+    "BlockSums",
+    "SumHead",
+    "apply_tokens",
+    "generate_sums",
+    "match_tokens",
+]
+
+Data = bytes | bytearray | memoryview | mmap.mmap
+Token = bytes | int
+
+MAX_CHAIN_LEN = 1024  # match.c: weak-equal candidates examined per offset
+WINDOW = 8 << 20  # bytes of rolling sums computed per numpy pass
+
+
+@dataclass(slots=True)
+class BlockSums:
+    """What the generator sends for one basis file."""
+
+    head: SumHead
+    sum1: npt.NDArray[np.uint32]  # weak sum per block
+    strong: bytes  # count * s2length bytes
+
+    def strong_at(self, i: int) -> bytes:
+        s = self.head.s2length
+        return self.strong[i * s : (i + 1) * s]
+
+    @classmethod
+    def from_lists(cls, head: SumHead, sum1: Iterable[int], strong: bytes) -> BlockSums:
+        """Build from values decoded off the wire (see wire.decode_block_sums)."""
+        arr = np.fromiter((int(s) & 0xFFFFFFFF for s in sum1), dtype=np.uint32)
+        if arr.shape[0] != head.count or len(strong) != head.count * head.s2length:
+            raise ValueError("block sums do not match the sum head")
+        return cls(head, arr, strong)
+
+
+def _view(data: Data) -> memoryview:
+    return memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+
+
+def generate_sums(
+    basis: Data,
+    file_len: int,
+    checksum_name: str | None,
+    seed: int,
+    protocol: int,
+    s2length: int | None = None,
+    *,
+    proper_seed_order: bool = True,
+    csum_length: int = SHORT_SUM_LENGTH,
+    block_size: int = 0,
+) -> BlockSums:
+    """Sums of ``basis[:file_len]`` as rsync's generate_and_send_sums() computes them.
+
+    ``s2length`` overrides the computed strong-sum length (rsync's redo phase
+    passes csum_length=16 instead, which also works).
+    """
+    name = resolve_checksum(checksum_name, protocol)
+    count, blength, s2len, remainder = sum_sizes_sqroot(
+        file_len, protocol, csum_length, block_size, xfer_sum_len=digest_len(name)
+    )
+    if s2length is not None:
+        s2len = s2length
+    head = SumHead(count, blength, s2len, remainder)
+    view = _view(basis)[:file_len]
+    if len(view) < file_len:
+        raise RsyncError(RERR_FILEIO, "basis file is shorter than its stated length")
+    step = max(1, WINDOW // blength) * blength
+    weak_parts = []
+    strong = bytearray()
+    for w0 in range(0, file_len, step):
+        chunk = view[w0 : w0 + step]
+        weak_parts.append(block_checksum1(chunk, blength))
+        for b0 in range(0, len(chunk), blength):
+            strong += strong_block_sum(
+                name, chunk[b0 : b0 + blength], seed, protocol, proper_seed_order
+            )[:s2len]
+    sum1 = np.concatenate(weak_parts) if weak_parts else np.zeros(0, dtype=np.uint32)
+    return BlockSums(head, sum1.astype(np.uint32, copy=False), bytes(strong))
+
+
+class _Index:
+    """Weak-sum lookup emulating rsync's hash chains (highest block index first)."""
+
+    def __init__(self, sums: BlockSums) -> None:
+        count = sums.head.count
+        idx = np.arange(count, dtype=np.int64)
+        order = np.lexsort((-idx, sums.sum1))
+        self.sorted_sums = sums.sum1[order]
+        self.sorted_idx = idx[order]
+        # A small bitmap filters most offsets before the exact searchsorted.
+        bits = min(24, max(16, int(count).bit_length() + 6))
+        self.mask = np.uint32((1 << bits) - 1)
+        self.table = np.zeros(1 << bits, dtype=bool)
+        self.table[sums.sum1 & self.mask] = True
+
+    def candidates(
+        self, weak: npt.NDArray[np.uint32]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Offsets (into ``weak``) whose sum equals some block's, with chain bounds."""
+        pre = np.flatnonzero(self.table[weak & self.mask])
+        vals = weak[pre]
+        lo = np.searchsorted(self.sorted_sums, vals, "left")
+        hi = np.searchsorted(self.sorted_sums, vals, "right")
+        keep = hi > lo
+        return pre[keep], lo[keep], hi[keep]
+
+    def chain(self, weak: int) -> tuple[int, int]:
+        v = np.uint32(weak)
+        return (
+            int(np.searchsorted(self.sorted_sums, v, "left")),
+            int(np.searchsorted(self.sorted_sums, v, "right")),
+        )
+
+
+def match_tokens(
+    data: Data,
+    sums: BlockSums,
+    checksum_name: str | None,
+    seed: int,
+    protocol: int,
+    *,
+    proper_seed_order: bool = True,
+) -> Generator[Token, None, bytes]:
+    """Yield the delta of ``data`` against the basis described by ``sums``.
+
+    Yields literal chunks (``bytes``, each <= CHUNK_SIZE) and matched block
+    indexes (``int``); the generator's return value is the whole-file checksum
+    of ``data`` (rsync's sender_file_sum), e.g. ``file_sum = yield from ...``.
+    """
+    name = resolve_checksum(checksum_name, protocol)
+    view = _view(data)
+    n = len(view)
+    fsum = FileSum(name, seed, protocol)
+    head = sums.head
+
+    def literal(a: int, b: int) -> Generator[bytes, None, None]:
+        for i in range(a, b, CHUNK_SIZE):
+            chunk = bytes(view[i : min(b, i + CHUNK_SIZE)])
+            fsum.update(chunk)
+            yield chunk
+
+    if n == 0 or head.count == 0:
+        yield from literal(0, n)
+        return fsum.digest()
+
+    bl = head.blength
+    s2 = head.s2length
+    index = _Index(sums)
+    sorted_idx = index.sorted_idx
+    sum1 = sums.sum1
+    last_i = head.count - 1
+
+    def block_len(i: int) -> int:
+        return head.remainder if (i == last_i and head.remainder) else bl
+
+    def pick(offset: int, weak: int, lo: int, hi: int, length: int, want_i: int) -> int:
+        """rsync's hash_search() decision at one offset; -1 for no match."""
+        strong: bytes | None = None
+        for i in sorted_idx[lo : min(hi, lo + MAX_CHAIN_LEN)].tolist():
+            if block_len(i) != length:
+                continue
+            if strong is None:
+                strong = strong_block_sum(
+                    name, view[offset : offset + length], seed, protocol, proper_seed_order
+                )[:s2]
+            if strong != sums.strong_at(i):
+                continue
+            if (
+                i != want_i
+                and want_i < head.count
+                and int(sum1[want_i]) == weak
+                and block_len(want_i) == length
+                and strong == sums.strong_at(want_i)
+            ):
+                i = want_i
+            return i
+        return -1
+
+    last = 0  # start of literal data not yet sent
+    pos = 0  # next offset to examine
+    want_i = 0
+    n_full = n - bl + 1  # offsets with a full window
+    step = max(WINDOW, 4 * bl)
+    for w0 in range(0, max(n_full, 0), step):
+        w1 = min(n_full, w0 + step)
+        if pos >= w1:
+            continue
+        weak = rolling_checksum1(view[w0 : w1 + bl - 1], bl)
+        offs, los, his = index.candidates(weak)
+        offs_l = (offs + w0).tolist()
+        los_l, his_l = los.tolist(), his.tolist()
+        j = bisect_left(offs_l, pos)
+        while j < len(offs_l):
+            o = offs_l[j]
+            weak_o = int(weak[o - w0])
+            i = pick(o, weak_o, los_l[j], his_l[j], bl, want_i)
+            if i < 0:
+                j += 1
+                continue
+            yield from literal(last, o)
+            fsum.update(view[o : o + bl])
+            yield i
+            want_i = i + 1
+            last = pos = o + bl
+            j = bisect_left(offs_l, pos, j)
+        pos = max(pos, w1)
+        # Everything before pos is settled: stream it rather than hold it.
+        if pos - last >= CHUNK_SIZE:
+            cut = last + (pos - last) // CHUNK_SIZE * CHUNK_SIZE
+            yield from literal(last, cut)
+            last = cut
+
+    # A short final block can only match the very end of the data.
+    if head.remainder:
+        o = n - head.remainder
+        if o >= pos:
+            weak_o = get_checksum1(view[o:n])
+            lo, hi = index.chain(weak_o)
+            if hi > lo:
+                i = pick(o, weak_o, lo, hi, head.remainder, want_i)
+                if i >= 0:
+                    yield from literal(last, o)
+                    fsum.update(view[o:n])
+                    yield i
+                    last = n
+    yield from literal(last, n)
+    return fsum.digest()
+
+
+def delta(
+    data: Data,
+    sums: BlockSums,
+    checksum_name: str | None,
+    seed: int,
+    protocol: int,
+    *,
+    proper_seed_order: bool = True,
+) -> tuple[list[Token], bytes]:
+    """match_tokens() collected into a list, plus the whole-file checksum."""
+    tokens: list[Token] = []
+    gen = match_tokens(
+        data, sums, checksum_name, seed, protocol, proper_seed_order=proper_seed_order
+    )
+    while True:
+        try:
+            tokens.append(next(gen))
+        except StopIteration as stop:
+            return tokens, stop.value
+
+
+@dataclass(slots=True)
+class ApplyStats:
+    size: int = 0  # bytes written
+    literal: int = 0  # rsync's literal_data
+    matched: int = 0  # rsync's matched_data
+
+
+def apply_tokens(
+    basis: Data | None,
+    tokens: Iterable[Token | None],
+    out_write: Callable[[bytes], object],
+    blength: int,
+    remainder: int,
+    count: int,
+    file_sum: FileSum | None = None,
+) -> ApplyStats:
+    """Rebuild the new file from tokens (rsync's receive_data).
+
+    A token ``None`` (the wire's end marker) stops early.  Each written byte is
+    also fed to ``file_sum`` so the caller can compare it with the sender's.
+    Invalid block indexes raise RsyncError with RERR_PROTOCOL.
+    """
+    view = _view(basis) if basis is not None else None
+    st = ApplyStats()
+    for tok in tokens:
+        if tok is None:
+            break
+        if isinstance(tok, int):
+            if tok < 0 or tok >= count:
+                raise RsyncError(RERR_PROTOCOL, f"Invalid block index {tok} (count={count})")
+            length = remainder if (tok == count - 1 and remainder) else blength
+            start = tok * blength
+            if view is None:
+                raise RsyncError(RERR_PROTOCOL, "got a block match with no basis file")
+            chunk = bytes(view[start : start + length])
+            if len(chunk) != length:
+                raise RsyncError(RERR_FILEIO, "basis file changed during the transfer")
+            st.matched += length
+        else:
+            chunk = bytes(tok)
+            st.literal += len(chunk)
+        if file_sum is not None:
+            file_sum.update(chunk)
+        out_write(chunk)
+        st.size += len(chunk)
+    return st

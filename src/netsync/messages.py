@@ -1,0 +1,93 @@
+"""Typed messages the three roles exchange.
+
+These mirror what rsync puts on its wire between generator, sender and
+receiver; a transport either hands them over in-process or encodes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class FatalError(Exception):
+    """A role hit a condition that ends the whole transfer (rsync's exit_cleanup)."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(message or f"exit {code}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class SendRequest:
+    """Generator -> sender: send file ``ndx`` (rsync: ndx, iflags, sum head + sums)."""
+
+    ndx: int
+    iflags: int
+    sums: Any = None  # netsync.match.BlockSums or None for a whole-file send
+    checksum_name: str = "md5"
+    seed: int = 0
+    protocol: int = 32
+
+
+@dataclass(slots=True)
+class FileData:
+    """Sender -> receiver: the echoed request and the file's token stream.
+
+    ``tokens`` yields literal ``bytes`` (<= 32 KiB each) or ``int`` block
+    indexes into the basis file. An in-process transport may also set
+    ``source_fd`` so the receiver can copy with copy_file_range instead of
+    consuming the tokens; it must then close the tokens iterator.
+    """
+
+    ndx: int
+    iflags: int
+    sums: Any
+    tokens: Iterator[bytes | int]
+    source_fd: int | None = None
+    size: int = 0
+    failed: bool = False
+
+
+@dataclass(slots=True)
+class Done:
+    """NDX_DONE: end of a phase."""
+
+    phase: int
+
+
+@dataclass(slots=True)
+class Stats:
+    """Transfer counters (rsync's struct stats) kept by the roles."""
+
+    num_files: int = 0
+    num_reg: int = 0
+    num_dirs: int = 0
+    num_links: int = 0
+    num_devs: int = 0
+    num_specials: int = 0
+    created_files: int = 0
+    created_reg: int = 0
+    created_dirs: int = 0
+    created_links: int = 0
+    created_devs: int = 0
+    created_specials: int = 0
+    deleted_files: int = 0
+    deleted_reg: int = 0
+    deleted_dirs: int = 0
+    deleted_links: int = 0
+    deleted_devs: int = 0
+    deleted_specials: int = 0
+    xferred_files: int = 0
+    total_size: int = 0
+    total_transferred_size: int = 0
+    literal_data: int = 0
+    matched_data: int = 0
+    flist_size: int = 0
+    flist_buildtime: float = 0.0
+    flist_xfertime: float = 0.0
+    total_written: int = 0
+    total_read: int = 0
+    extra: dict[str, int] = field(default_factory=dict)

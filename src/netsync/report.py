@@ -1,0 +1,246 @@
+"""What the user sees: per-file lines, messages, the log file, and the exit status.
+
+The roles call a :class:`Reporter`; it decides (as rsync's log.c does) which
+lines appear for the chosen -v/-i/--out-format/--log-file settings.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from typing import TextIO
+
+from netsync import log
+from netsync.errors import RERR_DEL_LIMIT, RERR_FILEIO, RERR_PARTIAL, RERR_VANISHED
+from netsync.flist import FileEntry
+
+SIGNIFICANT = ~(log.ITEM_BASIS_TYPE_FOLLOWS | log.ITEM_XNAME_FOLLOWS | log.ITEM_LOCAL_CHANGE)
+
+
+class Reporter:
+    def __init__(
+        self,
+        *,
+        prog: str = "netsync",
+        info: dict[str, int] | None = None,
+        quiet: int = 0,
+        itemize: int = 0,
+        out_format: str | None = None,
+        log_file: str | None = None,
+        log_file_format: str | None = None,
+        dry_run: bool = False,
+        eight_bit: bool = False,
+        human: int = 1,
+        progress: bool = False,
+        preserve_mtimes: bool = True,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+    ) -> None:
+        self.prog = prog
+        self.info_levels = info or {}
+        self.quiet = quiet
+        self.dry_run = dry_run
+        self.eight_bit = eight_bit
+        self.human = human
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.ctx = log.LogContext(am_sender=True, local_server=True,
+                                  preserve_mtimes=preserve_mtimes)
+        # options.c: pick the stdout format and whether lines print before the data.
+        fmt = out_format
+        self.has_i = 0
+        self.log_before_transfer = False
+        if fmt:
+            if log.log_format_has(fmt, "i"):
+                self.has_i = itemize | 1
+            if not any(log.log_format_has(fmt, c) for c in "bcC"):
+                self.log_before_transfer = True
+        elif itemize:
+            fmt = "%i %n%L"
+            self.has_i = itemize
+            self.log_before_transfer = True
+        if self.level("name") >= 1 and not fmt:
+            fmt = "%n%L"
+            self.log_before_transfer = True
+        self.stdout_format = fmt
+        self.has_o_or_i = bool(self.has_i or log.log_format_has(fmt, "o"))
+        self.logfile = None
+        self.logfile_format = None
+        self.logfile_has_i = False
+        if log_file:
+            self.logfile = open(log_file, "ab")
+            self.logfile_format = log_file_format or "%i %n%L"
+            self.logfile_has_i = log.log_format_has(self.logfile_format, "i")
+        self.progress = None
+        self._progress_level = self.level("progress") or (1 if progress else 0)
+        self.got_xfer_error = False
+        self.got_vanished = False
+        self.got_io_error = False
+        self.del_limit_hit = False
+        self.cwd = os.getcwd().encode()
+        self.saw_error = False
+
+    def attach_stats(self, stats) -> None:
+        """Progress lines show counters (xfr#, to-chk) kept by the engine."""
+        if self._progress_level and not self.quiet:
+            from netsync.progress import Progress
+
+            self.progress = Progress(self.out, level=self._progress_level, human=self.human,
+                                     stats=stats)
+
+    def level(self, name: str) -> int:
+        return self.info_levels.get(name, 0)
+
+    # --------------------------------------------------------------- text
+    def safe(self, name: bytes) -> str:
+        return log.safe_name(name, self.eight_bit)
+
+    def full_path(self, path: bytes) -> str:
+        if not path.startswith(b"/"):
+            path = self.cwd + b"/" + path
+        return self.safe(log.clean_fname(path))
+
+    def _emit(self, line: str, stream: TextIO | None = None) -> None:
+        stream = stream or self.out
+        if self.progress is not None:
+            self.progress.newline_if_needed(stream)
+        stream.write(line + "\n")
+        stream.flush() if stream is self.err else None
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            self._emit(msg)
+        self._log_file_msg(msg)
+
+    def error(self, msg: str, role: str | None = None) -> None:
+        self.saw_error = True
+        self.out.flush()
+        tag = f" [{role}]" if role else ""
+        self._emit(f"{self.prog}:{tag} {msg}", self.err)
+        self._log_file_msg(f"{self.prog}:{tag} {msg}")
+
+    def error_xfer(self, msg: str, role: str | None = None, fatal_io: bool = False,
+                   bare: bool = False) -> None:
+        self.got_xfer_error = True
+        if bare:
+            self.out.flush()
+            self._emit(msg, self.err)
+            self._log_file_msg(msg)
+        else:
+            self.error(msg, role)
+
+    def warning(self, msg: str, role: str | None = None) -> None:
+        self.got_vanished = True
+        self.out.flush()
+        self._emit(msg, self.err)
+        self._log_file_msg(msg)
+
+    def warn_msg(self, msg: str) -> None:
+        """An FWARNING message: stderr, no effect on the exit code."""
+        self.out.flush()
+        self._emit(msg, self.err)
+        self._log_file_msg(msg)
+
+    def _log_file_msg(self, msg: str) -> None:
+        if self.logfile is not None:
+            self.logfile.write(log.log_file_line(msg))
+
+    # --------------------------------------------------------------- items
+    def _item(self, e: FileEntry, iflags: int, hlink: bytes | None = None,
+              written: int = 0) -> log.LogItem:
+        return log.LogItem(
+            e.name, e.mode, e.size, e.mtime,
+            link=e.link if stat.S_ISLNK(e.mode) else None, hlink=hlink, iflags=iflags,
+            uid=e.uid, gid=e.gid, written=written,
+            checksum=e.checksum.hex() if e.checksum else None,
+        )
+
+    def log_item(self, e: FileEntry, iflags: int, *, to_stdout: bool = True,
+                 to_logfile: bool = True, hlink: bytes | None = None, written: int = 0) -> None:
+        item = self._item(e, iflags, hlink, written)
+        if to_stdout and self.stdout_format and not self.quiet:
+            self._emit(log.format_log(self.stdout_format, item, self.ctx,
+                                      eight_bit=self.eight_bit))
+        if to_logfile and self.logfile is not None and self.logfile_format and not self.dry_run:
+            raw = log.expand_log_format(self.logfile_format, item, self.ctx)
+            self.logfile.write(log.log_file_line(raw))
+
+    def maybe_log_item(self, e: FileEntry, iflags: int, hlink: bytes | None = None) -> None:
+        """log.c maybe_log_item(): an item that was not transferred."""
+        significant = iflags & SIGNIFICANT & 0xFFFF
+        xname = hlink or b""
+        see = bool(self.has_i) and bool(significant or xname or self.has_i > 1
+                                        or (self.level("name") >= 2 and self.has_i))
+        local_change = bool(iflags & log.ITEM_LOCAL_CHANGE and significant)
+        if see or local_change or xname or (stat.S_ISDIR(e.mode) and significant):
+            to_stdout = True
+            to_logfile = bool(significant or self.logfile_has_i)
+            self.log_item(e, iflags, to_stdout=to_stdout, to_logfile=to_logfile, hlink=hlink)
+
+    def should_send_itemize(self, iflags: int, xname: bytes | None = None) -> bool:
+        """generator.c itemize(): is this item reported to the sender at all?"""
+        return bool(iflags & 0xFFFF & SIGNIFICANT or self.level("name") >= 2
+                    or self.has_i > 1 or xname)
+
+    def log_item_transfer_start(self, e: FileEntry, iflags: int) -> None:
+        """sender.c: the line printed before a file's data when the format allows."""
+        if self.log_before_transfer:
+            self.log_item(e, iflags, to_logfile=False)
+        elif self.level("name") >= 1 and self.level("progress") == 1 and not self.quiet:
+            self._emit(self.safe(e.name))
+
+    def log_item_transfer_end(self, e: FileEntry, iflags: int, written: int) -> None:
+        self.log_item(e, iflags, to_stdout=not self.log_before_transfer, written=written)
+
+    def deleted(self, name: bytes, mode: int) -> None:
+        if self.level("del") >= 1 or self.stdout_format:
+            if not self.quiet:
+                self._emit(log.format_delete(name, mode, self.stdout_format if self.has_o_or_i
+                                             else None, self.ctx, eight_bit=self.eight_bit))
+        if self.logfile is not None and not self.dry_run and self.logfile_format:
+            fmt = log.delete_format(self.logfile_format)
+            raw = log.expand_log_format(fmt, log.LogItem.deletion(name, mode), self.ctx)
+            self.logfile.write(log.log_file_line(raw))
+
+    def backup_note(self, name: bytes, bpath: bytes) -> None:
+        if self.level("backup") >= 1:
+            self.info(f"backed up {self.safe(name)} to {self.safe(bpath)}")
+
+    def remove_note(self, e: FileEntry) -> None:
+        if self.level("remove") >= 1:
+            self.info(f"sender removed {self.safe(e.name)}")
+
+    # --------------------------------------------------------------- progress
+    def progress_start(self, ndx: int, e: FileEntry) -> None:
+        if self.progress is not None:
+            self.progress.start_file(ndx, e.size)
+
+    def progress_update(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress.update(done)
+
+    def progress_abort(self) -> None:
+        if self.progress is not None:
+            self.progress.newline_if_needed()
+
+    def progress_end(self, e: FileEntry) -> None:
+        if self.progress is not None:
+            self.progress.end_file(e.size)
+
+    # --------------------------------------------------------------- end
+    def exit_code(self, io_error: int = 0) -> int:
+        if self.del_limit_hit:
+            return RERR_DEL_LIMIT
+        if self.got_xfer_error or io_error & 1:
+            return RERR_PARTIAL
+        if self.got_vanished or io_error & 2:
+            return RERR_VANISHED
+        if self.got_io_error:
+            return RERR_FILEIO
+        return 0
+
+    def close(self) -> None:
+        if self.logfile is not None:
+            self.logfile.close()
+            self.logfile = None

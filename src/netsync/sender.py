@@ -1,0 +1,403 @@
+"""The sender role: builds the file list from the source arguments and sends file data.
+
+It answers the generator's typed requests (:class:`netsync.messages.SendRequest`)
+with :class:`netsync.messages.FileData`; it never learns whether the generator
+is in this process or at the other end of a wire.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+
+from netsync import messages as m
+from netsync.flist import (
+    FLAG_CONTENT_DIR,
+    FLAG_HLINK_FIRST,
+    FLAG_HLINK_FOLLOWER,
+    FLAG_IMPLIED_DIR,
+    FLAG_MOUNT_DIR,
+    FLAG_TOP_DIR,
+    FileEntry,
+    FileList,
+    WalkOptions,
+    entry_key,
+    is_unsafe_symlink,
+    join,
+)
+from netsync.report import Reporter
+
+CHUNK_SIZE = 32 * 1024  # rsync refuses literal tokens larger than this
+IOERR_GENERAL = 1
+IOERR_VANISHED = 2
+
+
+def _clean(path: bytes) -> bytes:
+    """rsync's clean_fname: collapse '//' and '/./', drop a trailing '/.'."""
+    absolute = path.startswith(b"/")
+    parts = [p for p in path.split(b"/") if p and p != b"."]
+    out = b"/".join(parts)
+    if absolute:
+        out = b"/" + out
+    return out or (b"/" if absolute else b".")
+
+
+class Sender:
+    def __init__(self, wopts: WalkOptions, reporter: Reporter, filters=None,
+                 checksum_fn=None) -> None:
+        self.w = wopts
+        self.rep = reporter
+        self.filters = filters
+        self.checksum_fn = checksum_fn
+        self.flist = FileList()
+        self._seen_dirs: set[tuple[int, bytes]] = set()
+        self._hl_groups: dict[tuple[int, int], int] = {}
+        self.io_error = 0
+        self.missing_args = 0  # 1: --ignore-missing-args
+
+    # ---------------------------------------------------------------- file list
+    def build_file_list(self, args: list[bytes], files_from: list[bytes] | None = None,
+                        ff_base: bytes | None = None) -> FileList:
+        entries: list[FileEntry] = []
+        self._entries = entries
+        self._hl_keys: list[tuple[int, int] | None] = []
+        if files_from is not None:
+            assert ff_base is not None
+            base = ff_base.rstrip(b"/") or b"/"
+            root_idx = self._root(base)
+            for name in files_from:
+                trailing = name.endswith(b"/")
+                rel = _clean(name.lstrip(b"/")) if name.strip(b"/") else b"."
+                dotdir = rel == b"." or trailing
+                self._add_arg(root_idx, base, rel, relative=True, dotdir=dotdir,
+                              from_files=True)
+        else:
+            for arg in args:
+                self._add_source(arg)
+        self._finish()
+        return self.flist
+
+    def _root(self, root: bytes) -> int:
+        try:
+            return self.flist.roots.index(root)
+        except ValueError:
+            self.flist.roots.append(root)
+            return len(self.flist.roots) - 1
+
+    def _add_source(self, arg: bytes) -> None:
+        w = self.w
+        if w.relative:
+            idx = arg.find(b"/./")
+            if idx >= 0:
+                base = arg[:idx] or b"/"
+                rel = arg[idx + 3:]
+            else:
+                base = b"/" if arg.startswith(b"/") else b"."
+                rel = arg.lstrip(b"/") if arg.startswith(b"/") else arg
+            trailing = rel.endswith(b"/")
+            rel = _clean(rel.lstrip(b"/")) if rel.strip(b"/") else b"."
+            if rel == b"/":
+                rel = b"."
+            for comp in rel.split(b"/"):
+                if comp == b"..":
+                    raise m.FatalError(1, f'found ".." dir in relative path: {os.fsdecode(rel)}')
+            root_idx = self._root(base)
+            self._add_arg(root_idx, base, rel, relative=True, dotdir=(rel == b"." or trailing))
+            return
+        # Non-relative: the last component is the name, what precedes it the root.
+        dotdir = False
+        if not arg or arg.endswith(b"/"):
+            dotdir = True
+            path = arg + b"." if arg != b"./" else b"."
+        elif arg == b".." or arg.endswith(b"/.."):
+            path = arg + b"/."
+            dotdir = True
+        elif arg == b"." or arg.endswith(b"/."):
+            path = arg
+            dotdir = True
+        else:
+            path = arg
+        slash = path.rfind(b"/")
+        if slash >= 0:
+            base = path[:slash] or b"/"
+            name = path[slash + 1:]
+        else:
+            base, name = b".", path
+        root_idx = self._root(base)
+        self._add_arg(root_idx, base, name, relative=False, dotdir=dotdir)
+
+    def _lstat(self, path: bytes, follow: bool) -> os.stat_result:
+        return os.stat(path) if follow else os.lstat(path)
+
+    def _add_arg(self, root_idx: int, base: bytes, name: bytes, *, relative: bool,
+                 dotdir: bool = False, from_files: bool = False) -> None:
+        w = self.w
+        path = join(base, name)
+        try:
+            st = self._stat_for(path, name, follow_dir=w.copy_dirlinks or dotdir)
+        except OSError as e:
+            if e.errno == errno.ENOENT and self.missing_args == 1:
+                return
+            self.io_error |= IOERR_GENERAL
+            self.rep.error_xfer(f'link_stat "{self.rep.full_path(path)}" failed: '
+                                f"{os.strerror(e.errno or 0)} ({e.errno})", role="sender")
+            return
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not dotdir and self._excluded(name, is_dir):
+            return
+        if is_dir and not (w.recursive or w.dirs):
+            self.rep.info(f"skipping directory {self.rep.safe(name)}")
+            return
+        if relative and w.implied_dirs and b"/" in name:
+            # Send implied parent dirs so their permissions arrive too.
+            comps = name.split(b"/")
+            for i in range(1, len(comps)):
+                pname = b"/".join(comps[:i])
+                if (root_idx, pname) in self._seen_dirs:
+                    continue
+                try:
+                    pst = os.stat(join(base, pname))
+                except OSError:
+                    continue
+                self._seen_dirs.add((root_idx, pname))
+                self._append(FileEntry(pname, pst.st_mode), pst, root_idx,
+                             FLAG_IMPLIED_DIR, path=join(base, pname))
+        if w.one_file_system:
+            self._fs_dev = st.st_dev
+        if is_dir:
+            content = w.recursive or (w.dirs and dotdir) or from_files and w.recursive
+            flags = FLAG_TOP_DIR | (FLAG_CONTENT_DIR if content else 0)
+            e = self._make(name, st, path, root_idx, flags)
+            if e is None:
+                return
+            if content:
+                self._walk_dir(root_idx, path, name, depth_recurse=w.recursive)
+        else:
+            self._make(name, st, path, root_idx, 0)
+
+    def _stat_for(self, path: bytes, name: bytes, follow_dir: bool) -> os.stat_result:
+        w = self.w
+        if w.copy_links:
+            return os.stat(path)
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if follow_dir:
+                try:
+                    st2 = os.stat(path)
+                    if stat.S_ISDIR(st2.st_mode):
+                        return st2
+                except OSError:
+                    pass
+            if w.copy_unsafe_links:
+                target = os.readlink(path)
+                if is_unsafe_symlink(target, name):
+                    return os.stat(path)
+        return st
+
+    def _excluded(self, name: bytes, is_dir: bool) -> bool:
+        return bool(self.filters is not None and self.filters.excluded(name, is_dir, "sender"))
+
+    def _make(self, name: bytes, st: os.stat_result, path: bytes, root_idx: int,
+              flags: int) -> FileEntry | None:
+        mode = st.st_mode
+        e = FileEntry(name, mode, st.st_size if stat.S_ISDIR(mode) else 0, st.st_mtime_ns,
+                      st.st_uid, st.st_gid)
+        if stat.S_ISDIR(mode):
+            if (root_idx, name) in self._seen_dirs and not flags & FLAG_TOP_DIR:
+                return None
+            self._seen_dirs.add((root_idx, name))
+        return self._append(e, st, root_idx, flags, path)
+
+    def _append(self, e: FileEntry, st: os.stat_result, root_idx: int, flags: int,
+                path: bytes) -> FileEntry | None:
+        mode = st.st_mode
+        e.mode = mode
+        e.mtime_ns = st.st_mtime_ns
+        e.uid, e.gid = st.st_uid, st.st_gid
+        e.flags |= flags
+        e.root = root_idx
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            e.size = st.st_size
+        elif stat.S_ISLNK(mode):
+            try:
+                e.link = os.readlink(path)
+            except OSError as ex:
+                self._vanished_or_error(path, ex, "readlink_stat")
+                return None
+            e.size = len(e.link)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            e.rdev = st.st_rdev
+        e.atime_ns = st.st_atime_ns
+        key: tuple[int, int] | None = None
+        if self.w.hard_links and st.st_nlink > 1 and not stat.S_ISDIR(mode):
+            key = (st.st_dev, st.st_ino)
+        if self.w.checksum and stat.S_ISREG(mode) and self.checksum_fn is not None:
+            try:
+                e.checksum = self.checksum_fn(path, e.size)
+            except OSError:
+                e.checksum = b""
+        self._entries.append(e)
+        self._hl_keys.append(key)
+        return e
+
+    def _vanished_or_error(self, path: bytes, ex: OSError, what: str) -> None:
+        if ex.errno == errno.ENOENT and (self.w.copy_links or self.w.copy_unsafe_links) \
+                and os.path.islink(path):
+            self.io_error |= IOERR_GENERAL
+            self.rep.error_xfer(f'symlink has no referent: "{self.rep.full_path(path)}"',
+                                bare=True)
+            return
+        if ex.errno == errno.ENOENT:
+            self.io_error |= IOERR_VANISHED
+            self.rep.warning(f'file has vanished: "{self.rep.full_path(path)}"', role="sender")
+        else:
+            self.io_error |= IOERR_GENERAL
+            self.rep.error_xfer(f'{what}({self.rep.full_path(path)}) failed: '
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
+
+    def _walk_dir(self, root_idx: int, dpath: bytes, dname: bytes, depth_recurse: bool) -> None:
+        """Depth-first walk below ``dpath`` (a directory already listed as ``dname``)."""
+        w = self.w
+        fstate = self.filters.enter_dir(dname, dpath) if self.filters is not None else None
+        try:
+            try:
+                with os.scandir(dpath) as it:
+                    names = [d.name for d in it]
+            except OSError as ex:
+                if ex.errno == errno.ENOENT:
+                    self._vanished_or_error(dpath, ex, "opendir")
+                else:
+                    self.io_error |= IOERR_GENERAL
+                    self.rep.error_xfer(f'opendir "{self.rep.full_path(dpath)}" failed: '
+                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
+                return
+            names.sort()
+            subdirs: list[tuple[bytes, bytes]] = []
+            for n in names:
+                name = n if dname == b"." else dname + b"/" + n
+                path = dpath + b"/" + n if not dpath.endswith(b"/") else dpath + n
+                try:
+                    st = self._stat_for(path, name, follow_dir=w.copy_dirlinks)
+                except OSError as ex:
+                    self._vanished_or_error(path, ex, "readlink_stat")
+                    continue
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if self._excluded(name, is_dir):
+                    continue
+                flags = 0
+                if is_dir and w.one_file_system and st.st_dev != self._fs_dev:
+                    if w.one_file_system > 1:
+                        continue
+                    flags |= FLAG_MOUNT_DIR
+                elif is_dir and depth_recurse:
+                    flags |= FLAG_CONTENT_DIR
+                e = self._make(name, st, path, root_idx, flags)
+                if e is not None and is_dir and flags & FLAG_CONTENT_DIR:
+                    subdirs.append((path, name))
+            for path, name in subdirs:
+                self._walk_dir(root_idx, path, name, depth_recurse)
+        finally:
+            if fstate is not None:
+                self.filters.leave_dir(fstate)
+
+    def _finish(self) -> None:
+        """Sort like rsync, drop duplicates, and link hard-link groups."""
+        entries = self._entries
+        keys = self._hl_keys
+        order = sorted(range(len(entries)), key=lambda i: entry_key(entries[i]))
+        out: list[FileEntry] = []
+        out_keys: list[tuple[int, int] | None] = []
+        last_name: bytes | None = None
+        for i in order:
+            e = entries[i]
+            if e.name == last_name:
+                # rsync keeps the first; a later top dir's flags merge into it.
+                prev = out[-1]
+                prev.flags |= e.flags & (FLAG_TOP_DIR | FLAG_CONTENT_DIR)
+                continue
+            last_name = e.name
+            out.append(e)
+            out_keys.append(keys[i])
+        groups: dict[tuple[int, int], int] = {}
+        for idx, key in enumerate(out_keys):
+            if key is None:
+                continue
+            first = groups.get(key)
+            if first is None:
+                groups[key] = idx
+                out[idx].hlink = idx
+            else:
+                out[idx].hlink = first
+                out[idx].flags |= FLAG_HLINK_FOLLOWER
+                out[first].flags |= FLAG_HLINK_FIRST
+        # A lone member (others excluded) is no group at all.
+        for key, first in groups.items():
+            if not out[first].flags & FLAG_HLINK_FIRST:
+                out[first].hlink = None
+        self.flist.entries = out
+        self.flist.io_error = self.io_error
+        del self._entries, self._hl_keys
+
+    # ---------------------------------------------------------------- data
+    def send_file(self, req: m.SendRequest) -> m.FileData:
+        """Open the source file and describe its data for the receiver."""
+        e = self.flist.entries[req.ndx]
+        path = self.flist.source_path(e)
+        try:
+            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+            if not (self.w.copy_links or self.w.copy_unsafe_links):
+                flags |= os.O_NOFOLLOW
+            fd = os.open(path, flags)
+        except OSError as ex:
+            if ex.errno == errno.ENOENT:
+                self.io_error |= IOERR_VANISHED
+                self.rep.warning(f'file has vanished: "{self.rep.full_path(path)}"', role="sender")
+            else:
+                self.io_error |= IOERR_GENERAL
+                self.rep.error_xfer(f'send_files failed to open "{self.rep.full_path(path)}": '
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
+            return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
+        st = os.fstat(fd)
+        return m.FileData(req.ndx, req.iflags, req.sums, self._tokens(fd, req, st.st_size),
+                          source_fd=fd, size=st.st_size)
+
+    def _tokens(self, fd: int, req: m.SendRequest, size: int) -> Iterator[bytes | int]:
+        try:
+            if req.sums is None or req.sums.head.count == 0:
+                while True:
+                    chunk = os.read(fd, 256 * 1024)
+                    if not chunk:
+                        break
+                    for i in range(0, len(chunk), CHUNK_SIZE):
+                        yield chunk[i:i + CHUNK_SIZE]
+            else:
+                from netsync import match
+
+                with open(fd, "rb", closefd=False) as f:
+                    data = f.read()
+                yield from match.match_tokens(data, req.sums, req.checksum_name, req.seed,
+                                              req.protocol)
+        finally:
+            os.close(fd)
+
+    def remove_source(self, ndx: int) -> None:
+        """--remove-source-files: the receiver confirmed this file arrived."""
+        e = self.flist.entries[ndx]
+        path = self.flist.source_path(e)
+        try:
+            st = os.lstat(path)
+            # rsync refuses to remove a file that changed since it was listed.
+            if stat.S_ISREG(e.mode) and (st.st_size != e.size or st.st_mtime_ns != e.mtime_ns):
+                self.rep.info(f"Skipping sender remove for changed file: {self.rep.safe(e.name)}")
+                return
+            os.unlink(path)
+            self.rep.remove_note(e)
+        except OSError as ex:
+            if ex.errno != errno.ENOENT:
+                self.rep.error_xfer(f'sender failed to remove "{self.rep.full_path(path)}": '
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
+
+
+__all__ = ["Sender", "FLAG_HLINK_FIRST", "FLAG_MOUNT_DIR"]

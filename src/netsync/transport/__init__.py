@@ -1,0 +1,180 @@
+"""Client-side transports: get a byte stream to a remote rsync and start the protocol.
+
+- ``remote``: command-line specs (host:path, host::module, rsync://...).
+- ``rsh``: the remote-shell command line and the ``rsync --server`` argument vector.
+- ``daemon``: TCP connection and the ``@RSYNCD:`` exchange (also over a remote shell).
+- ``handshake``: sans-I/O start of the binary protocol (versions, compat flags,
+  checksum/compression negotiation, checksum seed).
+
+Submodules are imported lazily so ``import netsync.transport`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from netsync.errors import RERR_STREAMIO, RsyncError
+
+if TYPE_CHECKING:
+    import socket
+    import subprocess
+
+__all__ = ["TransportError", "Connection", "PipeConnection", "SocketConnection", "join_lines",
+           "PROG"]
+
+PROG = "netsync"
+
+
+class TransportError(RsyncError):
+    """A fatal transport condition.
+
+    ``bare`` messages are printed as they are (rsync prints "@ERROR: ..." and
+    "ERROR: ..." lines without its "rsync: " prefix); others get "netsync: ".
+    """
+
+    def __init__(self, code: int, message: str | None = None, *, bare: bool = False) -> None:
+        super().__init__(code, message)
+        self.bare = bare
+
+
+def join_lines(lines: list[str]) -> str:
+    """Several "netsync: ..." error lines as one non-bare message."""
+    return f"\n{PROG}: ".join(lines)
+
+
+class Connection:
+    """A byte stream to the remote rsync: blocking reads/writes on raw fds.
+
+    ``rfd``/``wfd`` are exposed so the engine can select()/poll() on them.
+    """
+
+    def __init__(self, rfd: int, wfd: int, who: str = "client") -> None:
+        #: rsync's who_am_i() for messages: "sender" (push) or "Receiver" (pull).
+        self.who = who
+        self.rfd = rfd
+        self.wfd = wfd
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.closed = False
+
+    def read(self, n: int = 65536) -> bytes:
+        """Up to ``n`` bytes; b"" at end of stream."""
+        data = os.read(self.rfd, n)
+        self.bytes_read += len(data)
+        return data
+
+    def read_exact(self, n: int) -> bytes:
+        """Exactly ``n`` bytes or an rsync-style "connection unexpectedly closed" error."""
+        chunks = []
+        left = n
+        while left:
+            data = self.read(left)
+            if not data:
+                raise self.unexpected_close()
+            chunks.append(data)
+            left -= len(data)
+        return b"".join(chunks)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                done = os.write(self.wfd, view)
+            except OSError as exc:
+                # rsync's safe_write() message; the child's status (e.g. 127) wins if higher.
+                code = max(RERR_STREAMIO, self.exit_status(timeout=2.0) or 0)
+                raise TransportError(code, f"[{self.who}] safe_write failed to write "
+                                     f"{len(view)} bytes to socket: {exc.strerror} "
+                                     f"({exc.errno})") from None
+            self.bytes_written += done
+            view = view[done:]
+
+    def unexpected_close(self) -> TransportError:
+        """rsync's "connection unexpectedly closed" (exit 12, or the child's status if higher)."""
+        code = max(RERR_STREAMIO, self.exit_status(timeout=2.0) or 0)
+        return TransportError(code, f"connection unexpectedly closed "
+                                    f"({self.bytes_read} bytes received so far) [{self.who}]")
+
+    def exit_status(self, timeout: float | None = None) -> int | None:  # noqa: ARG002
+        """The remote-shell child's exit status (None for sockets or a running child)."""
+        return None
+
+    def close(self) -> int | None:
+        """Close both directions; returns the child's exit status when there is one."""
+        if not self.closed:
+            self.closed = True
+            for fd in {self.rfd, self.wfd}:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        return None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PipeConnection(Connection):
+    """The pipes to a remote-shell child (ssh ... rsync --server ...)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], command: list[str],
+                 who: str = "client") -> None:
+        assert proc.stdout is not None and proc.stdin is not None
+        self.proc = proc
+        self.command = command
+        # Own the fds outright: Popen's file objects would buffer.
+        rfd = os.dup(proc.stdout.fileno())
+        wfd = os.dup(proc.stdin.fileno())
+        proc.stdout.close()
+        proc.stdin.close()
+        super().__init__(rfd, wfd, who)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def exit_status(self, timeout: float | None = None) -> int | None:
+        import subprocess
+
+        if timeout is None:
+            rc = self.proc.poll()
+        else:
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        if rc is None:
+            return None
+        # rsync's wait_process_with_flush: a signal death is "terminated abnormally" (16).
+        return rc if rc >= 0 else 16
+
+    def close(self, timeout: float = 30.0) -> int | None:
+        """Close our ends, then wait for the child like rsync does at the end of a run."""
+        super().close()
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        return self.exit_status()
+
+
+class SocketConnection(Connection):
+    """A TCP connection to an rsync daemon."""
+
+    def __init__(self, sock: socket.socket, peer: str = "", who: str = "client") -> None:
+        self.sock = sock
+        self.peer = peer
+        super().__init__(sock.fileno(), sock.fileno(), who)
+
+    def close(self) -> int | None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+        return None

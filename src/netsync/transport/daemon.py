@@ -1,0 +1,444 @@
+"""Talking to an rsync daemon: TCP connect (socket.c) and the @RSYNCD: exchange
+(clientserver.c start_inband_exchange, authenticate.c auth_client).
+
+The same :class:`DaemonClient` runs over a TCP :class:`SocketConnection` or over
+the pipes of ``ssh host rsync --server --daemon .`` (daemon over a remote shell).
+After ``@RSYNCD: OK`` and the arguments, the binary protocol starts with the
+compat flags: build a ``ClientHandshake`` with ``daemon_protocol=client.protocol``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from netsync.errors import (
+    RERR_CONTIMEOUT,
+    RERR_PROTOCOL,
+    RERR_SOCKETIO,
+    RERR_STARTCLIENT,
+    RERR_SYNTAX,
+    RERR_UNSUPPORTED,
+)
+from netsync.transport import Connection, SocketConnection, TransportError, join_lines
+from netsync.transport.rsh import ServerArgs
+
+if TYPE_CHECKING:
+    from netsync.options import Options
+
+__all__ = [
+    "AUTH_DIGESTS", "DaemonClient", "ModuleReply", "connect", "greeting_line", "parse_greeting",
+    "negotiate_protocol", "choose_auth_digest", "auth_response", "read_password",
+    "daemon_server_args", "encode_daemon_args",
+]
+
+# checksum.c valid_auth_checksums_items, strongest first.
+AUTH_DIGESTS: tuple[str, ...] = ("sha512", "sha256", "sha1", "md5", "md4")
+_MAX_LINE = 4096 + 1024  # rsync's BIGPATHBUFLEN (read_line_old fails on longer lines)
+
+_SOCKET_OPTIONS: dict[str, tuple[str, str, str]] = {
+    # name: (level, option, kind) -- socket.c socket_options[]
+    "SO_KEEPALIVE": ("SOL_SOCKET", "SO_KEEPALIVE", "bool"),
+    "SO_REUSEADDR": ("SOL_SOCKET", "SO_REUSEADDR", "bool"),
+    "SO_BROADCAST": ("SOL_SOCKET", "SO_BROADCAST", "bool"),
+    "TCP_NODELAY": ("IPPROTO_TCP", "TCP_NODELAY", "bool"),
+    "IPTOS_LOWDELAY": ("IPPROTO_IP", "IP_TOS", "on:16"),
+    "IPTOS_THROUGHPUT": ("IPPROTO_IP", "IP_TOS", "on:8"),
+    "SO_SNDBUF": ("SOL_SOCKET", "SO_SNDBUF", "int"),
+    "SO_RCVBUF": ("SOL_SOCKET", "SO_RCVBUF", "int"),
+    "SO_SNDLOWAT": ("SOL_SOCKET", "SO_SNDLOWAT", "int"),
+    "SO_RCVLOWAT": ("SOL_SOCKET", "SO_RCVLOWAT", "int"),
+    "SO_SNDTIMEO": ("SOL_SOCKET", "SO_SNDTIMEO", "int"),
+    "SO_RCVTIMEO": ("SOL_SOCKET", "SO_RCVTIMEO", "int"),
+}
+
+
+def _stderr(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def _atoi(text: str) -> int:
+    """C atoi(): leading whitespace, optional sign, digits; 0 when none."""
+    s = text.lstrip()
+    k = 1 if s[:1] in ("+", "-") else 0
+    while k < len(s) and s[k].isdigit() and s[k].isascii():
+        k += 1
+    try:
+        return int(s[:k])
+    except ValueError:
+        return 0
+
+
+def set_socket_options(sock: object, options: str | None,
+                       warn: Callable[[str], None] = _stderr) -> None:
+    """rsync's set_socket_options() for --sockopts (unknown names are reported, not fatal)."""
+    import socket
+
+    assert isinstance(sock, socket.socket)
+    if not options:
+        return
+    for tok in options.replace("\t", " ").replace(",", " ").split():
+        name, eq, val = tok.partition("=")
+        spec = _SOCKET_OPTIONS.get(name)
+        if spec is None:
+            warn(f"Unknown socket option {name}")
+            continue
+        level = getattr(socket, spec[0], None)
+        opt = getattr(socket, spec[1], None)
+        if level is None or opt is None:
+            continue
+        if spec[2].startswith("on:"):
+            if eq:
+                warn(f"syntax error -- {name} does not take a value")
+                continue
+            value = int(spec[2][3:])
+        else:
+            value = _atoi(val) if eq else 1
+        try:
+            sock.setsockopt(level, opt, value)
+        except OSError as exc:
+            warn(f"failed to set socket option {name}: {exc.strerror}")
+
+
+def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 0,
+            contimeout: int = 0, sockopts: str | None = None, who: str = "client",
+            warn: Callable[[str], None] = _stderr) -> SocketConnection:
+    """rsync's open_socket_out(): try each address of ``host`` until one connects.
+
+    Refused/unreachable: exit 10 with rsync's "failed to connect to HOST (ADDR):
+    ... (errno)" line per address; --contimeout expiring: exit 35.
+    """
+    import errno as errno_mod
+    import socket
+
+    family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(af_hint, socket.AF_UNSPEC)
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise TransportError(RERR_SOCKETIO, f"getaddrinfo: {host} {port}: {exc.strerror}") from None
+    failures: list[str] = []
+    for fam, stype, proto, _canon, addr in infos:
+        try:
+            sock = socket.socket(fam, stype, proto)
+        except OSError:
+            continue
+        if address is not None:
+            try:
+                local = socket.getaddrinfo(address, 0, fam, stype, 0, socket.AI_PASSIVE)
+                sock.bind(local[0][4])
+            except OSError as exc:
+                if isinstance(exc, socket.gaierror):
+                    warn(f"getaddrinfo: bind address {address}: {exc.strerror}")
+                sock.close()
+                continue
+        set_socket_options(sock, sockopts, warn)
+        if contimeout > 0:
+            sock.settimeout(contimeout)
+        try:
+            sock.connect(addr)
+        except (TimeoutError, socket.timeout):
+            sock.close()
+            raise TransportError(RERR_CONTIMEOUT) from None
+        except OSError as exc:
+            sock.close()
+            code = exc.errno or errno_mod.EIO
+            failures.append(f"[{who}] failed to connect to {host} ({addr[0]}): "
+                            f"{os.strerror(code)} ({code})")
+            continue
+        sock.settimeout(None)
+        return SocketConnection(sock, peer=addr[0], who=who)
+    raise TransportError(RERR_SOCKETIO, join_lines(failures) if failures else None)
+
+
+# ---------------------------------------------------------------------------
+# Pure pieces of the exchange
+
+
+def greeting_line(protocol: int, digests: tuple[str, ...] = AUTH_DIGESTS) -> bytes:
+    """Our "@RSYNCD: 32.0 sha512 sha256 sha1 md5 md4" line (the list is always sent)."""
+    return f"@RSYNCD: {protocol}.0 {' '.join(digests)}\n".encode()
+
+
+@dataclass(frozen=True)
+class Greeting:
+    remote_protocol: int
+    remote_sub: int
+    digests: list[str] | None  # None when the server sent no list
+
+
+def parse_greeting(line: str) -> Greeting:
+    """Parse the server's "@RSYNCD: VER.SUB [digest ...]" line (exchange_protocols)."""
+    if not line.startswith("@RSYNCD: "):
+        raise TransportError(RERR_STARTCLIENT, f'server sent "{line}" rather than greeting')
+    rest = line[9:]
+    num = rest.split(" ", 1)[0]
+    ver, dot, sub = num.partition(".")
+    if not ver.strip().lstrip("+-").isdigit():
+        raise TransportError(RERR_STARTCLIENT, f'server sent "{line}" rather than greeting')
+    remote = _atoi(ver)
+    if not dot or not sub[:1].isdigit():
+        if remote >= 30:
+            raise TransportError(RERR_STARTCLIENT,
+                                 f"the server omitted the subprotocol value: {line}")
+        remote_sub = 0
+    else:
+        remote_sub = _atoi(sub)
+    space = line.find(" ", 9)
+    digests = line[space + 1:].split() if space >= 0 else None
+    if digests is None and remote > 31:
+        raise TransportError(RERR_STARTCLIENT, f"the server omitted the digest name list: {line}")
+    return Greeting(remote, remote_sub, digests)
+
+
+def negotiate_protocol(ours: int, greeting: Greeting) -> int:
+    """The protocol both sides use after the greetings (our subprotocol is 0)."""
+    remote, sub = greeting.remote_protocol, greeting.remote_sub
+    if ours > remote:
+        return remote - 1 if sub else remote
+    if ours == remote and sub != 0:
+        return ours - 1
+    return ours
+
+
+def choose_auth_digest(server_digests: list[str] | None, protocol: int,
+                       ours: tuple[str, ...] = AUTH_DIGESTS) -> str:
+    """negotiate_daemon_auth() on the client: our strongest digest the server listed.
+
+    A server without a list gets md5 from protocol 30, else (old) md4.
+    """
+    if server_digests is None:
+        return "md5" if protocol >= 30 else "md4"
+    theirs = {d.lower() for d in server_digests}
+    for name in ours:
+        if name in theirs:
+            return name
+    raise TransportError(RERR_UNSUPPORTED, "\n".join([
+        "Failed to negotiate a daemon auth checksum choice.",
+        f"Server list: {' '.join(server_digests)}",
+        f"Client list: {' '.join(ours)}"]), bare=True)
+
+
+def auth_response(password: bytes, challenge: str, digest: str) -> str:
+    """base64 (no '=' padding) of H(password + challenge), as rsync's generate_hash()."""
+    data = password + challenge.encode()
+    if digest == "md4":
+        from Crypto.Hash import MD4
+
+        raw = MD4.new(data).digest()
+    else:
+        import hashlib
+
+        raw = hashlib.new(digest, data).digest()
+    return base64.b64encode(raw).decode().rstrip("=")
+
+
+def read_password(password_file: str | None, *, who: str = "client",
+                  prompt: Callable[[], str] | None = None) -> bytes:
+    """The password: --password-file ("-" = stdin), else $RSYNC_PASSWORD, else a prompt.
+
+    The file must not be accessible by others, and must be owned by root when
+    running as root (rsync's getpassf checks); only its first line is used.
+    """
+    if password_file is not None:
+        if password_file == "-":
+            data = sys.stdin.buffer.readline(511)
+        else:
+            try:
+                fd = os.open(password_file, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise TransportError(RERR_SYNTAX, f"[{who}] could not open password file "
+                                     f"{password_file}: {exc.strerror} ({exc.errno})") from None
+            try:
+                st = os.fstat(fd)
+                if st.st_mode & 0o006:
+                    raise TransportError(RERR_SYNTAX,
+                                         "ERROR: password file must not be other-accessible",
+                                         bare=True)
+                if os.geteuid() == 0 and st.st_uid != 0:
+                    raise TransportError(RERR_SYNTAX, "ERROR: password file must be owned by "
+                                         "root when running as root", bare=True)
+                data = os.read(fd, 511)
+            finally:
+                os.close(fd)
+        first = data.replace(b"\r", b"\n").split(b"\n")
+        line = next((part for part in first if part), b"")
+        if not line:
+            raise TransportError(RERR_SYNTAX,
+                                 f"ERROR: failed to read a password from {password_file}",
+                                 bare=True)
+        return line
+    env = os.environb.get(b"RSYNC_PASSWORD")
+    if env is not None:
+        return env
+    if prompt is None:
+        import getpass
+
+        try:
+            return os.fsencode(getpass.getpass("Password: "))
+        except (EOFError, OSError):
+            return b""
+    return os.fsencode(prompt())
+
+
+def daemon_server_args(opts: Options, am_sender: bool, paths: list[str]) -> ServerArgs:
+    """The arguments sent to a daemon after "@RSYNCD: OK" (start_inband_exchange).
+
+    ``paths`` start with the module name ("mod/dir").  A bare "mod" is sent as
+    "mod/"; a leading '-' gets "./" and, unless --old-args, a " mod/" inside a
+    name is written " [ ]mod/"-style ("[ ]" replaces the space) so the daemon
+    cannot split it into another module path.
+    """
+    from netsync.options import server_options
+
+    head, rest = server_options(opts, am_sender)
+    module = paths[0].split("/", 1)[0] if paths else ""
+    marker = f" {module}/"
+    converted: list[str] = []
+    for arg in paths:
+        if arg == module:
+            converted.append(module + "/")
+            continue
+        out = "./" + arg if arg.startswith("-") else arg
+        if not opts.old_args:
+            out = out.replace(marker, "[ ]" + marker[1:])
+        converted.append(out)
+    if opts.secluded_args and not opts.old_args:
+        return ServerArgs(head, ["rsync", *rest, ".", *converted])
+    return ServerArgs([*head, *rest, ".", *converted])
+
+
+def encode_daemon_args(words: list[str], protocol: int) -> bytes:
+    """NUL-terminated words plus an empty one from protocol 30, else newline-terminated."""
+    end = b"\0" if protocol >= 30 else b"\n"
+    return b"".join(os.fsencode(w) + end for w in words) + end
+
+
+# ---------------------------------------------------------------------------
+# The exchange
+
+
+@dataclass
+class ModuleReply:
+    """What the daemon said before "@RSYNCD: OK" (ok=True) or "@RSYNCD: EXIT" (ok=False).
+
+    ``lines`` are the motd and, for a listing, the "name\\tcomment" lines: the
+    protocol cannot tell them apart (rsync's man page says so too).
+    """
+
+    ok: bool
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def modules(self) -> list[tuple[str, str]]:
+        """(name, comment) for the lines that look like module listing entries."""
+        out = []
+        for line in self.lines:
+            name, tab, comment = line.partition("\t")
+            if tab and name.strip():
+                out.append((name.rstrip(" "), comment))
+        return out
+
+
+class DaemonClient:
+    """The client side of the @RSYNCD: exchange over any Connection.
+
+    ``on_line`` is called with every motd/listing line as it arrives (rsync
+    prints them as they come); lines are also collected in the reply.
+    """
+
+    def __init__(self, conn: Connection, protocol: int = 32, *,
+                 on_line: Callable[[str], None] | None = None) -> None:
+        self.conn = conn
+        self.our_protocol = protocol
+        self.on_line = on_line
+        self.greeting: Greeting | None = None
+        self.protocol = protocol
+        self.auth_digest: str | None = None
+
+    def read_line(self, what: str) -> str:
+        """One line (\\r dropped) as rsync's read_line_old; EOF, NUL or overlong = failure."""
+        buf = bytearray()
+        while True:
+            ch = self.conn.read(1)
+            if not ch or ch == b"\0":
+                raise TransportError(RERR_STARTCLIENT, what)
+            if ch == b"\n":
+                return buf.decode("utf-8", "surrogateescape")
+            if ch != b"\r":
+                buf += ch
+                if len(buf) >= _MAX_LINE:
+                    raise TransportError(RERR_STARTCLIENT, what)
+
+    def greet(self) -> int:
+        """Exchange greetings; returns (and stores) the negotiated protocol."""
+        self.conn.write(greeting_line(self.our_protocol))
+        line = self.read_line("rsync: did not see server greeting")
+        self.greeting = parse_greeting(line)
+        remote = self.greeting.remote_protocol
+        if remote < 20 or remote > 40:
+            raise TransportError(RERR_PROTOCOL, "\n".join([
+                "protocol version mismatch -- is your shell clean?",
+                "(see the rsync manpage for an explanation)"]), bare=True)
+        self.protocol = negotiate_protocol(self.our_protocol, self.greeting)
+        from netsync.transport.handshake import MIN_PROTOCOL
+
+        if self.protocol < MIN_PROTOCOL:
+            raise TransportError(RERR_PROTOCOL, f"the server speaks protocol {remote}; "
+                                 f"netsync needs {MIN_PROTOCOL} or newer (rsync 2.6.0+)")
+        return self.protocol
+
+    def request(self, module: str, user: str | None = None,
+                password: Callable[[], bytes] | None = None) -> ModuleReply:
+        """Ask for ``module`` ("" lists the modules) and read up to OK / EXIT.
+
+        ``password`` is called only if the daemon asks (AUTHREQD).  An @ERROR
+        line raises TransportError(5) with the line as a bare message.
+        """
+        if self.greeting is None:
+            self.greet()
+        assert self.greeting is not None
+        self.conn.write(module.encode("utf-8", "surrogateescape") + b"\n")
+        reply = ModuleReply(ok=False)
+        while True:
+            line = self.read_line("rsync: didn't get server startup line")
+            if line.startswith("@RSYNCD: AUTHREQD "):
+                self._authenticate(line[18:], user, password)
+                continue
+            if line == "@RSYNCD: OK":
+                reply.ok = True
+                return reply
+            if line == "@RSYNCD: EXIT":
+                return reply
+            if line.startswith("@ERROR"):
+                raise TransportError(RERR_STARTCLIENT, line, bare=True)
+            reply.lines.append(line)
+            if self.on_line is not None:
+                self.on_line(line)
+
+    def list_modules(self) -> ModuleReply:
+        return self.request("")
+
+    def _authenticate(self, challenge: str, user: str | None,
+                      password: Callable[[], bytes] | None) -> None:
+        assert self.greeting is not None
+        if user is None:
+            user = os.environ.get("USER") or os.environ.get("LOGNAME")
+        if not user:
+            user = "nobody"
+        self.auth_digest = choose_auth_digest(self.greeting.digests, self.protocol)
+        secret = password() if password is not None else read_password(None)
+        response = auth_response(secret, challenge, self.auth_digest)
+        self.conn.write(f"{user} {response}\n".encode("utf-8", "surrogateescape"))
+
+    def send_args(self, args: ServerArgs) -> None:
+        """Send the server arguments in the protocol's form (then the secluded ones)."""
+        from netsync.transport.rsh import encode_secluded
+
+        self.conn.write(encode_daemon_args(args.argv, self.protocol))
+        if args.secluded:
+            self.conn.write(encode_secluded(args.secluded))
