@@ -59,7 +59,11 @@ class Recording:
         self.checksum = "md4" if proto < 30 else "md5"
         if proto >= 30:
             self.compat = s2c.varint()
-            if self.compat & CF_VARINT_FLIST_FLAGS:
+            choice = [o.split("=", 1)[1] for o in self.meta["client_options"]
+                      if o.startswith("--checksum-choice=")]
+            if choice:  # no negotiation then
+                self.checksum = choice[0]
+            elif self.compat & CF_VARINT_FLIST_FLAGS:
                 client = c2s.vstring().decode().split()
                 server = s2c.vstring().decode().split()
                 self.checksum = negotiate(client, server)
@@ -72,8 +76,8 @@ class Recording:
             frames.feed(rest)
             rest = b"".join(ev.data for ev in frames if isinstance(ev, wire.DataEvent))
         self.data = rest
-        flags = self.meta["server_command"].split()[2]
-        assert flags.startswith("-")
+        flags = next(a for a in self.meta["server_command"].split()[2:]
+                     if a.startswith("-") and not a.startswith("--"))
         letters = flags.split("e.")[0]
         opts = self.meta["client_options"]
         self.options = dict(
@@ -114,14 +118,11 @@ def decode_recording(rec: Recording) -> tuple[FlistDecoder, list[tuple[int, list
     assert got[1] == EndOfList(0)
     if dec.inc_recurse:
         ndxs = wire.NdxDecoder(rec.protocol)
-        start = dec.ndx_start
         while True:
             ndx = dec.reader.ndx(ndxs)
             if ndx == wire.NDX_FLIST_EOF:
                 break
-            assert ndx <= wire.NDX_FLIST_OFFSET
-            start += len(lists[-1][1]) + 1
-            dec.start_list(start)
+            dec.begin_sublist(ndx)
             got = dec.entries_until_end()
             assert got is not None
             lists.append((ndx, list(got[0])))
@@ -308,13 +309,22 @@ OPTS = dict(
 )
 
 
+def make_decoder(protocol: int, compat: int, **kw: object) -> FlistDecoder:
+    """A decoder for one list holding a whole tree, numbered from 0 (a real
+    incremental-recursion list holds one directory's entries)."""
+    opts = {**OPTS, **kw}
+    dec = FlistDecoder(protocol, compat_flags=compat, **opts)  # type: ignore[arg-type]
+    dec.start_list(0)
+    return dec
+
+
 def roundtrip(protocol: int, compat: int, entries: list[FileEntry], io_error: int = 0,
               **kw: object) -> tuple[bytes, FlistDecoder, list[FileEntry], EndOfList]:
     opts = {**OPTS, **kw}
     enc = FlistEncoder(protocol, compat_flags=compat, user_names=USERS, group_names=GROUPS,
                        ndx_start=0, **opts)  # type: ignore[arg-type]
     data = b"".join(enc.encode_entry(e, i) for i, e in enumerate(entries)) + enc.end(io_error)
-    dec = FlistDecoder(protocol, compat_flags=compat, ndx_start=0, **opts)  # type: ignore[arg-type]
+    dec = make_decoder(protocol, compat, **opts)
     dec.feed(data)
     got = dec.entries_until_end()
     assert got is not None
@@ -375,7 +385,7 @@ def test_reencoding_decoded_entries_is_byte_identical(protocol: int, compat: int
 @pytest.mark.parametrize(("protocol", "compat"), CONFIGS)
 def test_byte_at_a_time_feeding(protocol: int, compat: int) -> None:
     data = roundtrip(protocol, compat, sample_entries(), io_error=1)[0]
-    dec = FlistDecoder(protocol, compat_flags=compat, ndx_start=0, **OPTS)  # type: ignore[arg-type]
+    dec = make_decoder(protocol, compat)
     items: list[object] = []
     for i in range(len(data)):
         dec.feed(data[i : i + 1])
@@ -425,9 +435,59 @@ def test_id_lists_order_and_id0() -> None:
         + (1000).to_bytes(4, "little") + b"\x05alice" + bytes(4)
     )
     enc = FlistEncoder(30, compat_flags=CF_ID0_NAMES, preserve_uid=True, user_names=USERS)
-    assert enc.id_lists({1000: b"alice"}) == b"\xc0\x03\xe8\x05alice\x00\x04root"[:0] + (
-        wire.encode_varint(1000) + b"\x05alice" + b"\x00\x04root"
-    )
+    assert enc.id_lists({1000: b"alice"}) == wire.encode_varint(1000) + b"\x05alice\x00\x04root"
+
+
+def _inc_lists(second: list[bytes]) -> tuple[bytes, bytes]:
+    """Protocol 31 incremental recursion: [".", "d", "e"] then a list of ``second``."""
+    enc = FlistEncoder(31, compat_flags=0x1FF)
+    d = stat.S_IFDIR | 0o755
+    first = [FileEntry(b".", d, flags=FLAG_TOP_DIR | FLAG_CONTENT_DIR),
+             FileEntry(b"d", d, flags=FLAG_CONTENT_DIR), FileEntry(b"e", d)]
+    one = b"".join(enc.encode_entry(e) for e in first) + enc.end()
+    enc.start_list(1 + len(first) + 1)
+    two = b"".join(enc.encode_entry(FileEntry(n, stat.S_IFREG | 0o644)) for n in second)
+    return one, two + enc.end()
+
+
+def test_sub_lists_follow_rsyncs_dir_list() -> None:
+    one, two = _inc_lists([b"d/x", b"d/y"])
+    dec = FlistDecoder(31, compat_flags=0x1FF)
+    dec.feed(one)
+    assert dec.entries_until_end() is not None
+    assert dec.dir_names == [b".", b"d", b"e"]
+    with pytest.raises(wire.WireError) as ei:
+        dec.begin_sublist(wire.NDX_FLIST_OFFSET - 3)
+    assert ei.value.code == RERR_PROTOCOL
+    assert dec.begin_sublist(wire.NDX_FLIST_OFFSET - 1) == 1
+    assert dec.ndx_start == 5
+    dec.feed(two)
+    got = dec.entries_until_end()
+    assert got is not None and [e.name for e in got[0]] == [b"d/x", b"d/y"]
+    with pytest.raises(wire.WireError) as ei:
+        dec.begin_sublist(wire.NDX_FLIST_OFFSET - 1)
+    assert "duplicate" in str(ei.value) and ei.value.code == RERR_PROTOCOL
+
+
+@pytest.mark.parametrize("names", [[b"e/x"], [b"d/x", b"d/sub/y"], [b"x"]])
+def test_sub_list_entries_outside_their_directory_abort(names: list[bytes]) -> None:
+    one, two = _inc_lists(names)
+    dec = FlistDecoder(31, compat_flags=0x1FF)
+    dec.feed(one + two)
+    assert dec.entries_until_end() is not None
+    dec.begin_sublist(wire.NDX_FLIST_OFFSET - 1)
+    with pytest.raises(wire.WireError) as ei:
+        dec.entries_until_end()
+    assert "invalid path from sender" in str(ei.value) and ei.value.code == RERR_UNSUPPORTED
+
+
+def test_first_inc_recurse_list_holds_top_level_names_only() -> None:
+    enc = FlistEncoder(31, compat_flags=0x1FF)
+    dec = FlistDecoder(31, compat_flags=0x1FF)
+    dec.feed(enc.encode_entry(FileEntry(b"a/b", stat.S_IFREG | 0o644)))
+    with pytest.raises(wire.WireError) as ei:
+        dec.next_entry()
+    assert ei.value.code == RERR_UNSUPPORTED
 
 
 # ---------------------------------------------------------------------------
@@ -448,6 +508,33 @@ def test_sort_order_dirs_after_files_from_29() -> None:
         b".", b"-x", b"a.txt", b"c", b"a", b"a/z", b"b", b"b/x"]
     assert _names(sort_and_clean(entries, protocol=28)) == [
         b"-x", b".", b"a", b"a.txt", b"a/z", b"b", b"b/x", b"c"]
+
+
+RSYNC = "/usr/bin/rsync"
+
+
+@pytest.mark.skipif(not os.path.exists(RSYNC), reason="needs rsync")
+@pytest.mark.parametrize("protocol", [28, 29, 31])
+def test_sort_order_matches_rsync_list_only(tmp_path: Path, protocol: int) -> None:
+    import subprocess
+
+    src = tmp_path / "src"
+    for d in ("a", "b.d", "a.b", "a/x.d"):
+        (src / d).mkdir(parents=True)
+    for f in ("a.txt", "a-b", "-x", ".hidden", "a/x", "a/.y", "a/x y", "b", "b.d/z", "a.b/q",
+              "A", "\u00e9", "a/x.d/k", "a/x.d0"):
+        (src / f).write_bytes(b"")
+    out = subprocess.run(
+        [RSYNC, "-r", "--no-inc-recursive", f"--protocol={protocol}", "--list-only", f"{src}/"],
+        check=True, capture_output=True,
+    ).stdout
+    listed = [line.split(maxsplit=4)[4] for line in out.splitlines()]
+    entries = []
+    for name in listed:
+        p = src / os.fsdecode(name)
+        entries.append(FileEntry(name, os.lstat(p).st_mode))
+    shuffled = entries[::-1]
+    assert _names(sort_and_clean(shuffled, protocol=protocol)) == listed
 
 
 def test_duplicates_are_flagged_not_removed() -> None:
@@ -482,7 +569,7 @@ def test_strip_root() -> None:
 
 def decode_all(data: bytes, protocol: int = 31, compat: int = 0x1FF, **kw: object) -> list[object]:
     opts = {**OPTS, **kw}
-    dec = FlistDecoder(protocol, compat_flags=compat, ndx_start=0, **opts)  # type: ignore[arg-type]
+    dec = make_decoder(protocol, compat, **opts)
     dec.feed(data)
     out: list[object] = []
     while (item := dec.next_entry()) is not None:
@@ -578,7 +665,8 @@ def test_nsec_out_of_range() -> None:
 
 
 def test_negative_size() -> None:
-    tail = wire.encode_varlong(-1, 3) + wire.encode_varlong(5, 4) + wire.encode_int32(0o100644)
+    tail = (wire.encode_varlong(-1, 3) + wire.encode_varlong(5, 4) + wire.encode_int32(0o100644)
+            + b"\0\0" + bytes(16))
     expect_error(raw_entry(b"x", tail=tail), RERR_UNSUPPORTED)
 
 
@@ -592,7 +680,8 @@ def test_symlink_target_overflow() -> None:
 def test_io_error_end_marker_needs_safe_flists() -> None:
     data = b"\x04\x10\x01"
     expect_error(data, RERR_PROTOCOL, protocol=30, compat=0)
-    assert decode_all(data, protocol=30, compat=CF_SAFE_FLIST) == [EndOfList(1)]
+    # The uid and gid lists follow (no incremental recursion), each ended by 0.
+    assert decode_all(data + b"\0\0", protocol=30, compat=CF_SAFE_FLIST) == [EndOfList(1)]
 
 
 def test_entry_count_is_bounded() -> None:
@@ -602,8 +691,8 @@ def test_entry_count_is_bounded() -> None:
 
 def test_truncation_anywhere_just_waits() -> None:
     data = roundtrip(31, 0x1FF, sample_entries())[0]
-    for cut in range(0, len(data), 7):
-        dec = FlistDecoder(31, compat_flags=0x1FF, ndx_start=0, **OPTS)  # type: ignore[arg-type]
+    for cut in range(1, len(data), 7):
+        dec = make_decoder(31, 0x1FF)
         dec.feed(data[:cut])
         while dec.next_entry() is not None:
             pass

@@ -325,7 +325,6 @@ def test_sender_without_server_and_files_from_arg_count_show_usage() -> None:
     (["--xattrs"], "--xattrs (-X)"),
     (["-A"], "--acls (-A)"),
     (["-y"], "--fuzzy (-y)"),
-    (["-m"], "--prune-empty-dirs (-m)"),
     (["-N"], "--crtimes (-N)"),
     (["-s"], "--secluded-args (-s)"),
     (["--protect-args"], "--protect-args"),

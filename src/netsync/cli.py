@@ -191,7 +191,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     from netsync.flist import WalkOptions
     from netsync.generator import Generator, GenOptions
     from netsync.metadata import AttrOptions
-    from netsync.receiver import Receiver, ReceiveOptions
+    from netsync.receiver import ReceiveOptions, Receiver
     from netsync.report import Reporter
     from netsync.sender import Sender
 
@@ -252,12 +252,15 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     else:
         flist = sender.build_file_list(sources)
     build_time = time.time() - t0
+    rep.roots = flist.roots
     if show_flist:
         if rep.level("flist") >= 2:
             n = len(flist.entries)
             rep.out.write(f"{n} file{' ' if n == 1 else 's '}to consider\n")
         else:
             rep.out.write("done\n")
+    if opts.prune_empty_dirs:
+        _prune_empty_dirs(flist)
     if chmod_rules:
         from netsync.chmod import tweak_mode
 
@@ -328,6 +331,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         am_root=am_root, omit_dir_times=bool(opts.omit_dir_times), mkpath=opts.mkpath,
         inc_recurse=inc_recurse,
     )
+    ropts.bwlimit = opts.bwlimit_bytes or 0
     receiver = Receiver(ropts, a, rep)
     if rfilters is not None:
         rfilters.set_root(os.path.abspath(dest_root))
@@ -351,6 +355,33 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     code = rep.exit_code(io_error)
     _exit_line(code)
     return code
+
+
+def _prune_empty_dirs(flist) -> None:
+    """-m: drop directories with nothing but (empty) directories below them."""
+    from netsync.flist import FLAG_TOP_DIR
+
+    keep: set[bytes] = {b"."}
+    for e in flist.entries:
+        if not stat.S_ISDIR(e.mode):
+            name = e.name
+            while True:
+                i = name.rfind(b"/")
+                name = name[:i] if i >= 0 else b"."
+                if name in keep:
+                    break
+                keep.add(name)
+                if name == b".":
+                    break
+    old = flist.entries
+    out = [e for e in old if not stat.S_ISDIR(e.mode) or e.name in keep
+           or e.flags & FLAG_TOP_DIR]
+    if len(out) != len(old):
+        remap = {id(e): i for i, e in enumerate(out)}
+        for e in out:
+            if e.hlink is not None:
+                e.hlink = remap.get(id(old[e.hlink]))
+        flist.entries = out
 
 
 def _get_local_name(opts, rep, flist, dest: bytes) -> tuple[bool, bool]:

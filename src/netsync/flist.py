@@ -6,7 +6,6 @@ Names are bytes relative to the transfer root (``b"."`` is the top directory,
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field

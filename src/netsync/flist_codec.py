@@ -36,6 +36,7 @@ from .flist import (
     sort_key,
 )
 from .wire import (
+    NDX_FLIST_OFFSET,
     Buffer,
     Reader,
     TruncatedError,
@@ -48,7 +49,6 @@ from .wire import (
     encode_varint,
     encode_varint30,
     encode_varlong,
-    encode_varlong30,
 )
 
 # rsync.h XMIT_* bits (several are reused with a protocol-dependent meaning).
@@ -91,18 +91,18 @@ _VALID_TYPES = frozenset(
 _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
-# io.c int_byte_extra[]: extra varint bytes, indexed by first byte / 4.
-_EXTRA = bytes([0] * 32 + [1] * 16 + [2] * 8 + [3] * 4 + [4, 4, 5, 6])
 
 NameSource = Mapping[int, bytes] | Callable[[int], bytes | None] | None
 
 
+_IFMT = 0o170000
+_IFREG, _IFDIR, _IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+_DEVICES = frozenset((stat.S_IFCHR, stat.S_IFBLK))
+_SPECIALS = frozenset((stat.S_IFIFO, stat.S_IFSOCK))
+
+
 def _is_device(mode: int) -> bool:
-    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-
-
-def _is_special(mode: int) -> bool:
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+    return mode & _IFMT in _DEVICES
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +150,14 @@ class _Options:
         self.checksum_len = checksum_len
         self.preserve_atimes = preserve_atimes
         self.numeric_ids = numeric_ids
-        # Names travel inline only with incremental recursion (send_file_entry).
-        self.inline_names = protocol >= 30 and self.inc_recurse and not numeric_ids
-        # Otherwise a uid/gid name list follows the (first and only) list.
+        # uid/gid names travel inline with incremental recursion (protocol >= 30);
+        # otherwise name lists follow the (first and only) list.
         self.id_lists_follow = not numeric_ids and not self.inc_recurse
 
     def rdev_on_wire(self, mode: int) -> bool:
-        return (self.preserve_devices and _is_device(mode)) or (
-            self.preserve_specials and _is_special(mode) and self.protocol < 31
+        ftype = mode & _IFMT
+        return (self.preserve_devices and ftype in _DEVICES) or (
+            self.preserve_specials and ftype in _SPECIALS and self.protocol < 31
         )
 
 
@@ -236,7 +236,9 @@ class FlistEncoder(_Options):
         name = e.name
         if not name or b"\0" in name or len(name) >= MAXPATHLEN:
             raise ValueError(f"cannot send file name {name!r}")
-        is_dir = stat.S_ISDIR(mode)
+        ftype = mode & _IFMT
+        is_dir = ftype == _IFDIR
+        is_reg = ftype == _IFREG
         xflags = 0
         if is_dir:
             if proto >= 30:
@@ -255,7 +257,7 @@ class FlistEncoder(_Options):
             self._mode = mode
 
         rdev_minor_wire = 0
-        if self.preserve_devices and _is_device(mode):
+        if self.preserve_devices and ftype in _DEVICES:
             if proto < 28:
                 if e.rdev == self._rdev:
                     xflags |= XMIT_SAME_RDEV_PRE28
@@ -271,7 +273,7 @@ class FlistEncoder(_Options):
                     self._rdev_major = major
                 if proto < 30 and rdev_minor_wire <= 0xFF:
                     xflags |= XMIT_RDEV_MINOR_8_PRE30
-        elif self.preserve_specials and _is_special(mode) and proto < 31:
+        elif self.preserve_specials and ftype in _SPECIALS and proto < 31:
             # rsync sends a dummy rdev as cheaply as the format allows.
             if proto < 28:
                 xflags |= XMIT_SAME_RDEV_PRE28
@@ -319,7 +321,7 @@ class FlistEncoder(_Options):
         hl_dev = hl_ino = -1
         if self.preserve_hard_links and (
             (not is_dir and e.flags & (FLAG_HLINK_FIRST | FLAG_HLINK_FOLLOWER))
-            or (proto < 28 and stat.S_ISREG(mode))
+            or (proto < 28 and is_reg)
         ):
             if proto >= 30:
                 if e.flags & FLAG_HLINK_FOLLOWER:
@@ -340,11 +342,7 @@ class FlistEncoder(_Options):
                     self._dev = hl_dev
             xflags |= XMIT_HLINKED
 
-        last = self._lastname
-        limit = min(len(last), len(name), 255)
-        l1 = 0
-        while l1 < limit and name[l1] == last[l1]:
-            l1 += 1
+        l1 = _common_prefix(self._lastname, name, 255)
         l2 = len(name) - l1
         if l1:
             xflags |= XMIT_SAME_NAME
@@ -353,7 +351,7 @@ class FlistEncoder(_Options):
 
         out = bytearray()
         if self.varint_flags:
-            out += encode_varint(xflags or XMIT_EXTENDED_FLAGS)
+            out += _varint_bytes(xflags or XMIT_EXTENDED_FLAGS)
         elif proto >= 28:
             if not xflags and not is_dir:
                 xflags |= XMIT_TOP_DIR  # harmless on a non-dir; 0 would end the list
@@ -376,34 +374,34 @@ class FlistEncoder(_Options):
         self._lastname = name
 
         if first_hlink_ndx >= 0:
-            out += encode_varint(first_hlink_ndx)
+            out += _varint_bytes(first_hlink_ndx)
             if first_hlink_ndx >= self.ndx_start:
                 return bytes(out)  # the receiver copies the rest from the first
 
-        out += encode_varlong30(e.size, 3, proto)
+        out += (_varlong_bytes(e.size, 3) if proto >= 30 else encode_longint(e.size))
         if not xflags & XMIT_SAME_TIME:
             if proto >= 30:
-                out += encode_varlong(modtime, 4)
+                out += _varlong_bytes(modtime, 4)
             else:
                 out += _U32.pack(modtime & 0xFFFFFFFF)
         if xflags & XMIT_MOD_NSEC:
-            out += encode_varint(nsec)
+            out += _varint_bytes(nsec)
         if not xflags & XMIT_SAME_MODE:
             out += encode_int32(mode)
         if self.preserve_atimes and not is_dir and not xflags & XMIT_SAME_ATIME:
-            out += encode_varlong(atime, 4)
+            out += _varlong_bytes(atime, 4)
         if self.preserve_uid and not xflags & XMIT_SAME_UID:
             if proto < 30:
                 out += encode_int32(e.uid)
             else:
-                out += encode_varint(e.uid)
+                out += _varint_bytes(e.uid)
                 if xflags & XMIT_USER_NAME_FOLLOWS:
                     out += _short_name(user_name)
         if self.preserve_gid and not xflags & XMIT_SAME_GID:
             if proto < 30:
                 out += encode_int32(e.gid)
             else:
-                out += encode_varint(e.gid)
+                out += _varint_bytes(e.gid)
                 if xflags & XMIT_GROUP_NAME_FOLLOWS:
                     out += _short_name(group_name)
         if self.rdev_on_wire(mode):
@@ -414,12 +412,12 @@ class FlistEncoder(_Options):
                 if not xflags & XMIT_SAME_RDEV_MAJOR:
                     out += encode_varint30(self._rdev_major, proto)
                 if proto >= 30:
-                    out += encode_varint(rdev_minor_wire)
+                    out += _varint_bytes(rdev_minor_wire)
                 elif xflags & XMIT_RDEV_MINOR_8_PRE30:
                     out.append(rdev_minor_wire)
                 else:
                     out += encode_int32(rdev_minor_wire)
-        if self.preserve_links and stat.S_ISLNK(mode):
+        if self.preserve_links and ftype == _IFLNK:
             target = e.link or b""
             if not target or len(target) >= MAXPATHLEN:
                 raise ValueError(f"cannot send symlink target {target!r}")
@@ -430,8 +428,8 @@ class FlistEncoder(_Options):
             if not xflags & XMIT_SAME_DEV_PRE30:
                 out += encode_longint(self._dev + 1)
             out += encode_longint(hl_ino)
-        if self.always_checksum and (stat.S_ISREG(mode) or proto < 28):
-            if stat.S_ISREG(mode):
+        if self.always_checksum and (is_reg or proto < 28):
+            if is_reg:
                 s = e.checksum
                 if s is None or len(s) != self.checksum_len:
                     raise ValueError(f"{name!r}: need a {self.checksum_len}-byte checksum")
@@ -504,6 +502,33 @@ class FlistEncoder(_Options):
         else:
             out += encode_varint30(0, self.protocol)
         return bytes(out)
+
+
+def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
+    """Length of the common prefix of a and b, at most limit (slice compares, no byte loop)."""
+    n = min(len(a), len(b), limit)
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _varlong_bytes(x: int, min_bytes: int) -> bytes:
+    # Fast path of write_varlong() for the common small non-negative values.
+    if 0 <= x < 1 << (8 * min_bytes - 1):
+        return bytes((x >> (8 * (min_bytes - 1)),)) + (x & ((1 << (8 * (min_bytes - 1))) - 1)
+                                                       ).to_bytes(min_bytes - 1, "little")
+    return encode_varlong(x, min_bytes)
+
+
+def _varint_bytes(x: int) -> bytes:
+    return bytes((x,)) if 0 <= x < 0x80 else encode_varint(x)
 
 
 def _lookup(src: NameSource) -> Callable[[int], bytes | None]:
@@ -605,39 +630,64 @@ class FlistDecoder(_Options):
         self.reader = reader if reader is not None else Reader(protocol=protocol)
         self.ndx_start = (1 if self.inc_recurse else 0) if ndx_start is None else ndx_start
         self.entries: list[FileEntry] = []
+        # Incremental recursion: rsync's dir_flist (each list's directories,
+        # sorted per list), which sub-list announcements index into.
+        self.dir_names: list[bytes] = []
+        self._dirs_listed: set[int] = set()
+        self._next_ndx_start = self.ndx_start
+        self._expect_dir: bytes | None = b"" if self.inc_recurse else None
         self.uid_names: dict[int, bytes] = {}
         self.gid_names: dict[int, bytes] = {}
         self.total_entries = 0
-        # recv_file_entry()'s statics.
+        # recv_file_entry()'s statics: the name, then (mode, modtime, atime,
+        # uid, gid, rdev, rdev_major, dev) in one tuple (cheaper per entry).
         self._lastname = b""
-        self._mode = 0
-        self._modtime = 0
-        self._atime = 0
-        self._rdev = 0
-        self._rdev_major = 0
-        self._uid = 0
-        self._gid = 0
-        self._dev = 0
+        self._state = (0, 0, 0, 0, 0, 0, 0, 0)
         self._in_del_hier = False
         self._del_hier_name_len = 0
         self._idev: dict[tuple[int, int], int] = {}
         # Trailer state: None while in the list, else the step reached.
         self._trailer: int | None = None
         self._io_error = 0
+        self._list_open = False  # entries seen, end marker not yet
 
     # -- buffer handling ---------------------------------------------------
 
     def feed(self, data: Buffer) -> None:
         self.reader.feed(data)
 
-    def start_list(self, ndx_start: int) -> None:
-        """Begin a new list (an incremental-recursion sub-list) at index ``ndx_start``."""
+    def start_list(self, ndx_start: int, parent_dir: bytes | None = None) -> None:
+        """Begin a new list (an incremental-recursion sub-list) at index ``ndx_start``.
+
+        With ``parent_dir`` every entry must lie directly in that directory
+        (b"" = the transfer root).  :meth:`begin_sublist` does all this from
+        the index the sender announced the list with.
+        """
         self.ndx_start = ndx_start
         self.entries = []
+        self._expect_dir = parent_dir
+
+    def begin_sublist(self, ndx: int) -> int:
+        """Incremental recursion: the sender announced a directory's list with
+        ``ndx`` = NDX_FLIST_OFFSET - dir_ndx.  Checks it the way
+        recv_file_list() does (a known directory, at most one list each),
+        starts the list and returns dir_ndx."""
+        dir_ndx = NDX_FLIST_OFFSET - ndx
+        if not self.inc_recurse or self._list_open or self._trailer is not None:
+            raise WireError("unexpected sub-list from sender", RERR_PROTOCOL)
+        if not 0 <= dir_ndx < len(self.dir_names):
+            raise WireError(f"Invalid dir index: {ndx} ({NDX_FLIST_OFFSET} - "
+                            f"{NDX_FLIST_OFFSET - len(self.dir_names) + 1})", RERR_PROTOCOL)
+        if dir_ndx in self._dirs_listed:
+            raise WireError(f"refusing malicious duplicate flist for dir {dir_ndx}",
+                            RERR_PROTOCOL)
+        self._dirs_listed.add(dir_ndx)
+        self.start_list(self._next_ndx_start, self.dir_names[dir_ndx])
+        return dir_ndx
 
     def close(self) -> None:
-        """Declare end of input: raise TruncatedError inside a record."""
-        if self.reader.remaining:
+        """Declare end of input: raise TruncatedError inside a list or record."""
+        if self.reader.remaining or self._list_open or self._trailer is not None:
             raise TruncatedError("connection closed in the middle of the file list")
 
     def entries_until_end(self) -> tuple[list[FileEntry], EndOfList] | None:
@@ -683,6 +733,7 @@ class FlistDecoder(_Options):
         except (_Need, TruncatedError, IndexError, struct.error):
             return None
         r.pos = pos
+        self._list_open = True
         return entry
 
     def _entry(self, buf: bytearray, pos: int, xflags: int) -> tuple[FileEntry, int]:
@@ -719,15 +770,15 @@ class FlistDecoder(_Options):
         name = clean_fname(raw)
         if name is None or (not self.relative_paths and name[:1] == b"/"):
             raise _unsafe(raw)
+        if self._expect_dir is not None:
+            cur_dir = name.rpartition(b"/")[0]
+            if self.relative_paths and cur_dir[:1] == b"/":
+                cur_dir = cur_dir[1:]
+            if cur_dir != self._expect_dir:
+                raise WireError("ABORTING due to invalid path from sender: " + _show(name),
+                                RERR_UNSUPPORTED)
 
-        mode = self._mode
-        modtime = self._modtime
-        atime = self._atime
-        uid = self._uid
-        gid = self._gid
-        rdev = self._rdev
-        rdev_major = self._rdev_major
-        dev = self._dev
+        mode, modtime, atime, uid, gid, rdev, rdev_major, dev = self._state
         uname = gname = None
         nsec = 0
         link: bytes | None = None
@@ -765,7 +816,7 @@ class FlistDecoder(_Options):
             checksum = first.checksum
         else:
             if proto >= 30:
-                size, pos = decode_varlong(buf, pos, 3)
+                size, pos = _varlong(buf, pos, 3)
             else:
                 size = _I32.unpack_from(buf, pos)[0]
                 pos += 4
@@ -774,7 +825,7 @@ class FlistDecoder(_Options):
                     pos += 8
             if not xflags & XMIT_SAME_TIME:
                 if proto >= 30:
-                    modtime, pos = decode_varlong(buf, pos, 4)
+                    modtime, pos = _varlong(buf, pos, 4)
                 else:
                     modtime = _U32.unpack_from(buf, pos)[0]  # read_uint()
                     pos += 4
@@ -789,11 +840,11 @@ class FlistDecoder(_Options):
             if not xflags & XMIT_SAME_MODE:
                 mode = _U32.unpack_from(buf, pos)[0]
                 pos += 4
-            if stat.S_IFMT(mode) not in _VALID_TYPES:
+            if mode & _IFMT not in _VALID_TYPES:
                 raise WireError(f"invalid file mode 0{mode:o} for {_show(raw)}", RERR_PROTOCOL)
-            is_dir = stat.S_ISDIR(mode)
+            is_dir = mode & _IFMT == _IFDIR
             if self.preserve_atimes and not is_dir and not xflags & XMIT_SAME_ATIME:
-                atime, pos = decode_varlong(buf, pos, 4)
+                atime, pos = _varlong(buf, pos, 4)
             if self.preserve_uid and not xflags & XMIT_SAME_UID:
                 if proto < 30:
                     uid = _U32.unpack_from(buf, pos)[0]
@@ -839,7 +890,7 @@ class FlistDecoder(_Options):
                 size = 0
             elif proto < 28:
                 rdev = 0
-            if stat.S_ISLNK(mode):
+            if mode & _IFMT == _IFLNK:
                 if self.preserve_links:
                     if proto >= 30:
                         n, pos = _varint(buf, pos)
@@ -859,8 +910,9 @@ class FlistDecoder(_Options):
                 else:
                     link = b""
 
-        is_dir = stat.S_ISDIR(mode)
-        is_reg = stat.S_ISREG(mode)
+        ftype = mode & _IFMT
+        is_dir = ftype == _IFDIR
+        is_reg = ftype == _IFREG
         hlinked = bool(xflags & XMIT_HLINKED) or (
             self.preserve_hard_links and proto < 28 and is_reg
         )
@@ -936,14 +988,7 @@ class FlistDecoder(_Options):
                 eflags |= FLAG_HLINK_FIRST if hlink == ndx else FLAG_HLINK_FOLLOWER
 
         self._lastname = bytes(raw)
-        self._mode = mode
-        self._modtime = modtime
-        self._atime = atime
-        self._uid = uid
-        self._gid = gid
-        self._rdev = rdev
-        self._rdev_major = rdev_major
-        self._dev = dev
+        self._state = (mode, modtime, atime, uid, gid, rdev, rdev_major, dev)
         if uname:
             self.uid_names[uid] = uname
         if gname:
@@ -956,7 +1001,7 @@ class FlistDecoder(_Options):
             modtime * NS + nsec,
             uid if self.preserve_uid else 0,
             gid if self.preserve_gid else 0,
-            rdev if _is_device(mode) and self.preserve_devices else 0,
+            rdev if ftype in _DEVICES and self.preserve_devices else 0,
             link,
             eflags,
         )
@@ -998,9 +1043,19 @@ class FlistDecoder(_Options):
                     self._trailer = 3
                 else:
                     self._trailer = None
+                    self._list_open = False
+                    self._list_done()
                     return EndOfList(self._io_error)
         except (_Need, TruncatedError, IndexError, struct.error):
             return None
+
+    def _list_done(self) -> None:
+        self._next_ndx_start = self.ndx_start + len(self.entries) + 1
+        if self.inc_recurse:
+            key = _key if self.protocol >= 29 else _key_pre29
+            dirs = sorted((e for e in self.entries if e.mode & _IFMT == _IFDIR), key=key)
+            self.dir_names.extend(e.name.lstrip(b"/") if self.relative_paths else e.name
+                                  for e in dirs)
 
     def _read_id_list(self, users: bool) -> bool:
         """Read (id, name) pairs until the terminator; True when the list is done."""
@@ -1034,6 +1089,16 @@ def _varint(buf: bytearray, pos: int) -> tuple[int, int]:
     if b < 0x80:
         return b, pos + 1
     return decode_varint(buf, pos)
+
+
+def _varlong(buf: bytearray, pos: int, min_bytes: int) -> tuple[int, int]:
+    first = buf[pos]
+    if first < 0x80:  # no extra bytes: the first byte is the top one
+        end = pos + min_bytes
+        if end > len(buf):
+            raise _Need
+        return int.from_bytes(buf[pos + 1 : end], "little") | first << (8 * (min_bytes - 1)), end
+    return decode_varlong(buf, pos, min_bytes)
 
 
 def _name_byte(buf: bytearray, pos: int) -> tuple[bytes, int]:

@@ -18,7 +18,6 @@ from netsync import messages as m
 from netsync.flist import (
     FLAG_CONTENT_DIR,
     FLAG_DIR_CREATED,
-    FLAG_HLINK_FOLLOWER,
     FLAG_IMPLIED_DIR,
     FLAG_MISSING_DIR,
     FLAG_MOUNT_DIR,
@@ -32,8 +31,6 @@ from netsync.flist import (
 from netsync.metadata import AttrOptions, dest_mode, keep_time, mtime_differs, set_file_attrs
 from netsync.receiver import Receiver, tmp_name
 from netsync.report import Reporter
-
-I = log  # ITEM_* constants live in log
 
 DEL_RECURSE = 1
 DEL_FOR = {"file": "regular file", "dir": "directory", "symlink": "symlink",
@@ -115,7 +112,8 @@ class Generator:
         self._children: dict[bytes, set[bytes]] | None = None
         self.io_error = flist.io_error
         self._warned_io = False
-        self._batch = False
+        self._top_deleted = False
+        self._fstack: list[tuple[bytes, object]] = []
 
     # ------------------------------------------------------------- helpers
     def dpath(self, name: bytes) -> bytes:
@@ -165,40 +163,40 @@ class Generator:
         a = self.a
         if st is not None:
             if stat.S_ISREG(e.mode) and e.size != st.st_size:
-                iflags |= I.ITEM_REPORT_SIZE
+                iflags |= log.ITEM_REPORT_SIZE
             if keep_time(a, e.mode):
                 if mtime_differs(a, st, e):
-                    iflags |= I.ITEM_REPORT_TIME
-            elif iflags & (I.ITEM_TRANSFER | I.ITEM_LOCAL_CHANGE) and not iflags & I.ITEM_MATCHED \
-                    and (not iflags & I.ITEM_XNAME_FOLLOWS or xname):
-                iflags |= I.ITEM_REPORT_TIME
+                    iflags |= log.ITEM_REPORT_TIME
+            elif iflags & (log.ITEM_TRANSFER | log.ITEM_LOCAL_CHANGE) and not iflags & log.ITEM_MATCHED \
+                    and (not iflags & log.ITEM_XNAME_FOLLOWS or xname):
+                iflags |= log.ITEM_REPORT_TIME
             if not stat.S_ISLNK(e.mode):
                 if a.perms:
                     if stat.S_IMODE(st.st_mode) != stat.S_IMODE(e.mode):
-                        iflags |= I.ITEM_REPORT_PERMS
+                        iflags |= log.ITEM_REPORT_PERMS
                 elif a.executability and bool(st.st_mode & 0o111) != bool(e.mode & 0o111):
-                    iflags |= I.ITEM_REPORT_PERMS
+                    iflags |= log.ITEM_REPORT_PERMS
             if a.owner and a.am_root:
                 uid = a.uid_map.get(e.uid, e.uid) if a.uid_map else e.uid
                 if a.chown_uid is not None:
                     uid = a.chown_uid
                 if uid != st.st_uid:
-                    iflags |= I.ITEM_REPORT_OWNER
+                    iflags |= log.ITEM_REPORT_OWNER
             if a.group:
                 gid = a.gid_map.get(e.gid, e.gid) if a.gid_map else e.gid
                 if a.chown_gid is not None:
                     gid = a.chown_gid
                 if gid != st.st_gid:
-                    iflags |= I.ITEM_REPORT_GROUP
+                    iflags |= log.ITEM_REPORT_GROUP
             if a.atimes and not stat.S_ISDIR(e.mode) and not stat.S_ISLNK(e.mode) \
                     and st.st_atime_ns // 10**9 != e.atime_ns // 10**9:
-                iflags |= I.ITEM_REPORT_ATIME
+                iflags |= log.ITEM_REPORT_ATIME
         else:
-            iflags |= I.ITEM_IS_NEW
+            iflags |= log.ITEM_IS_NEW
         iflags &= 0xFFFF
-        if not iflags & I.ITEM_TRANSFER and self.rep.should_send_itemize(iflags, xname):
+        if not iflags & log.ITEM_TRANSFER and self.rep.should_send_itemize(iflags, xname):
             self.rep.maybe_log_item(e, iflags, hlink=xname)
-            if iflags & I.ITEM_IS_NEW:
+            if iflags & log.ITEM_IS_NEW:
                 self._count_created(e)
         return iflags
 
@@ -339,35 +337,27 @@ class Generator:
             return self.recv.make_backup(rel, path)
         return self.delete_item(rel, path, st.st_mode, flags, make_room=what)
 
-    def delete_pass(self) -> None:
-        """--delete-before / --delete-after: every content dir of the transfer."""
-        for e in self.flist.entries:
-            if stat.S_ISDIR(e.mode) and e.flags & FLAG_CONTENT_DIR \
-                    and not e.flags & FLAG_MISSING_DIR:
-                path = self.dpath(e.name)
-                st = self._lstat(path, self.g.keep_dirlinks)
-                if st is not None and stat.S_ISDIR(st.st_mode):
-                    self.delete_in_dir(e.name, path)
-
-    def delete_batch(self) -> None:
-        """Incremental recursion: rsync's generator deletes in every listed subdir as the
-        sender's sub-lists arrive, i.e. right after the top-level files (for trees that fit
-        in the sender's look-ahead)."""
+    def delete_dirs(self, include_top: bool) -> None:
+        """Delete in every listed content dir, in list order, with the receiver-side
+        per-dir filter files entered along the way (the top dir's stay entered: rsync
+        reads them once, when it first deletes there)."""
         stack: list[tuple[bytes, object]] = []
-        if self.filters is not None and not self.solo_file:
-            stack.append((b"", self.filters.enter_dir(b".", self.dest)))
         for e in self.flist.entries:
-            if e.name == b"." or not stat.S_ISDIR(e.mode) or not e.flags & FLAG_CONTENT_DIR:
+            if not stat.S_ISDIR(e.mode) or not e.flags & FLAG_CONTENT_DIR \
+                    or e.flags & FLAG_MISSING_DIR:
                 continue
-            while stack and stack[-1][0] and not e.name.startswith(stack[-1][0] + b"/"):
+            if e.name == b".":
+                if include_top:
+                    self._delete_top()
+                continue
+            while stack and not e.name.startswith(stack[-1][0] + b"/"):
                 _, tok = stack.pop()
                 if tok is not None:
                     self.filters.leave_dir(tok)
             path = self.dpath(e.name)
             st = self._lstat(path, self.g.keep_dirlinks)
             if st is None or not stat.S_ISDIR(st.st_mode):
-                # Nothing below it can exist at the destination yet.
-                continue
+                continue  # nothing below it exists at the destination yet
             tok = self.filters.enter_dir(e.name, path) if self.filters is not None else None
             stack.append((e.name, tok))
             self.delete_in_dir(e.name, path, enter=False)
@@ -376,24 +366,43 @@ class Generator:
             if tok is not None:
                 self.filters.leave_dir(tok)
 
+    def _delete_top(self) -> None:
+        if self._top_deleted:
+            return
+        self._top_deleted = True
+        st = self._lstat(self.dest)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            self.delete_in_dir(b".", self.dest, enter=False)
+
     # ------------------------------------------------------------- main loop
     def run(self) -> None:
         g = self.g
         mode = g.delete_mode if g.delete else None
+        top = None
+        if self.filters is not None and mode and not self.solo_file \
+                and os.path.isdir(self.dest):
+            top = self.filters.enter_dir(b".", self.dest)
+        try:
+            self._run(mode)
+        finally:
+            if top is not None:
+                self.filters.leave_dir(top)
+
+    def _run(self, mode: str | None) -> None:
         if mode == "before":
-            self.delete_pass()
-        self._batch = bool(mode == "during" and g.inc_recurse)
-        batch_pending = self._batch
+            self.delete_dirs(include_top=True)
+        fstack = self._fstack
         for ndx, e in enumerate(self.flist.entries):
-            if batch_pending and e.name != b"." and stat.S_ISDIR(e.mode):
-                batch_pending = False
-                self.delete_batch()
+            # Leave the per-dir filter files of dirs whose subtree is done.
+            while fstack and not e.name.startswith(fstack[-1][0] + b"/"):
+                self.filters.leave_dir(fstack.pop()[1])
             self.recv_generator(ndx, e)
-        if batch_pending:
-            self.delete_batch()
+        while fstack:
+            self.filters.leave_dir(fstack.pop()[1])
         self.finish_hard_links()
         if mode in ("after", "delay"):
-            self.delete_pass()
+            self._top_deleted = False
+            self.delete_dirs(include_top=True)
         self.recv.finish_delayed()
         self.touch_up_dirs()
         if self.skipped_deletes:
@@ -502,7 +511,7 @@ class Generator:
                                                     st is not None)
         statret_st = None if e.flags & FLAG_DIR_CREATED else st
         xname = None
-        iflags = 0 if statret_st is not None else I.ITEM_LOCAL_CHANGE
+        iflags = 0 if statret_st is not None else log.ITEM_LOCAL_CHANGE
         quiet_item = False
         if statret_st is None and g.alt_dest:
             found = self._alt_non(e)
@@ -513,13 +522,11 @@ class Generator:
                     statret_st = found[2]
         delete_now = g.delete and g.delete_mode == "during" \
             and e.flags & FLAG_CONTENT_DIR and st is not None
-        if self._batch and e.name != b".":
-            delete_now = False
-        if delete_now and g.inc_recurse and e.name == b".":
-            self.delete_in_dir(e.name, path)
-            delete_now = False
         if not quiet_item:
             self.itemize(e, statret_st, iflags, xname)
+        if delete_now and e.name == b"." and not self.solo_file:
+            self._delete_top()
+            delete_now = False
         if st is None and not g.dry_run:
             try:
                 os.mkdir(path, stat.S_IMODE(new_mode) | 0o700)
@@ -549,7 +556,10 @@ class Generator:
                 self.rep.error_xfer(msg)
             self.dir_fixups.append((path, e, new_mode))
         if delete_now and not e.flags & FLAG_MISSING_DIR:
-            self.delete_in_dir(e.name, path)
+            # Stat and itemize first, then delete (the dir's mtime moves when we delete).
+            if self.filters is not None:
+                self._fstack.append((e.name, self.filters.enter_dir(e.name, path)))
+            self.delete_in_dir(e.name, path, enter=False)
 
     def _dir_attrs_now(self, path: bytes, e: FileEntry, st: os.stat_result, new_mode: int,
                        errs: list[str]) -> None:
@@ -627,7 +637,7 @@ class Generator:
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                 return
         if not quiet_item:
-            self.itemize(e, st_for_item, I.ITEM_LOCAL_CHANGE | I.ITEM_REPORT_CHANGE)
+            self.itemize(e, st_for_item, log.ITEM_LOCAL_CHANGE | log.ITEM_REPORT_CHANGE)
         self._remember_hl(ndx, path)
         if g.remove_source_files:
             self._success(ndx)
@@ -660,6 +670,18 @@ class Generator:
                     if g.alt_dest_type == "compare":
                         return
                     quiet_item = True
+                    if g.alt_dest_type == "link" and not g.dry_run:
+                        tmp = tmp_name(path, None)
+                        try:
+                            os.link(found[1], tmp, follow_symlinks=False)
+                            os.replace(tmp, path)
+                            self._remember_hl(ndx, path)
+                            return
+                        except OSError:
+                            try:
+                                os.unlink(tmp)
+                            except OSError:
+                                pass
                 else:
                     item_st = found[2]
         if not g.dry_run:
@@ -677,7 +699,7 @@ class Generator:
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                 return
         if not quiet_item:
-            self.itemize(e, item_st, I.ITEM_LOCAL_CHANGE | I.ITEM_REPORT_CHANGE)
+            self.itemize(e, item_st, log.ITEM_LOCAL_CHANGE | log.ITEM_REPORT_CHANGE)
         self._remember_hl(ndx, path)
         if g.remove_source_files:
             self._success(ndx)
@@ -729,7 +751,7 @@ class Generator:
                                     f'{self.rep.safe(first.name)} failed: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                 return True
-        self.itemize(e, st, I.ITEM_LOCAL_CHANGE | I.ITEM_XNAME_FOLLOWS, xname=first.name)
+        self.itemize(e, st, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=first.name)
         if self.g.remove_source_files:
             self._success(ndx)
         return True
@@ -803,7 +825,7 @@ class Generator:
                 return
             if isinstance(found, tuple):
                 basis, basis_st = found
-                iflags_extra = I.ITEM_BASIS_TYPE_FOLLOWS
+                iflags_extra = log.ITEM_BASIS_TYPE_FOLLOWS
         if basis_st is None:
             self._transfer(ndx, e, path, None, None, new_mode, iflags_extra)
             return
@@ -873,7 +895,7 @@ class Generator:
                             pass
                 if linked:
                     if self.rep.has_i > 1 or self.rep.level("name") >= 2:
-                        self.itemize(e, ast, I.ITEM_LOCAL_CHANGE | I.ITEM_XNAME_FOLLOWS, xname=b"")
+                        self.itemize(e, ast, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=b"")
                     self._remember_hl(ndx, path)
                     return True
                 # fall through to a local copy
@@ -899,7 +921,7 @@ class Generator:
                     self.rep.error_xfer(f'copy "{self.rep.full_path(apath)}" failed: '
                                         f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                     return True
-            self.itemize(e, ast, I.ITEM_LOCAL_CHANGE)
+            self.itemize(e, ast, log.ITEM_LOCAL_CHANGE)
             self._remember_hl(ndx, path)
             return True
         return best
@@ -948,9 +970,9 @@ class Generator:
                   dest_st: os.stat_result | None, new_mode: int, iflags_extra: int = 0,
                   basis_st: os.stat_result | None = None, xname: bytes | None = None) -> None:
         g = self.g
-        extra = I.ITEM_REPORT_CHANGE if g.checksum else 0
+        extra = log.ITEM_REPORT_CHANGE if g.checksum else 0
         # Itemized against the basis (the dest file, or the --*-dest file used instead).
-        iflags = self.itemize(e, basis_st, I.ITEM_TRANSFER | iflags_extra | extra)
+        iflags = self.itemize(e, basis_st, log.ITEM_TRANSFER | iflags_extra | extra)
         if not self.a.perms:
             # The receiver decides the mode from the basis it opens (receiver.c).
             exists = basis_st is not None and stat.S_ISREG(basis_st.st_mode)
@@ -962,17 +984,20 @@ class Generator:
             with open(basis, "rb") as f:
                 bdata = f.read()
             sums = match.generate_sums(bdata, len(bdata), "md5", 0, 32)
-        self.rep.log_item_transfer_start(e, iflags)
         req = m.SendRequest(ndx, iflags, sums, "md5", 0, 32)
         if g.dry_run:
+            self.rep.log_item_transfer_start(e, iflags)
             self.rep.log_item_transfer_end(e, iflags, 0)
             self._count_transfer(e, iflags)
             return
+        data = self.request(req)  # the sender opens the file; a failure is logged there
+        if data.failed:
+            return
+        self.rep.log_item_transfer_start(e, iflags)
+        self._count_transfer(e, iflags)
         self.rep.progress_start(ndx, e)
-        data = self.request(req)
         ok = self.recv.receive(e, data, path, e.name, basis, dest_st, new_mode)
         if ok:
-            self._count_transfer(e, iflags)
             self.rep.progress_end(e)
             self.rep.log_item_transfer_end(e, iflags, e.size)
             self._remember_hl(ndx, path)
@@ -986,7 +1011,7 @@ class Generator:
         s.xferred_files += 1
         s.total_transferred_size += e.size
         s.literal_data += e.size
-        if iflags & I.ITEM_IS_NEW:
+        if iflags & log.ITEM_IS_NEW:
             s.created_files += 1
 
 

@@ -49,7 +49,6 @@ NOT_IMPLEMENTED: set[str] = {
     "read-batch",
     "only-write-batch",
     "fuzzy",
-    "prune-empty-dirs",
     "copy-devices",
     "write-devices",
     "open-noatime",

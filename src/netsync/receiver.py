@@ -34,6 +34,7 @@ class ReceiveOptions:
     backup_dir: bytes | None = None
     suffix: bytes = b"~"
     dry_run: bool = False
+    bwlimit: int = 0  # bytes per second, 0 = unlimited
 
 
 def tmp_name(dest: bytes, temp_dir: bytes | None) -> bytes:
@@ -54,6 +55,20 @@ class Receiver:
         self.current_tmp: bytes | None = None
         self.current_dest: bytes | None = None
         self.delayed: list[tuple[bytes, bytes]] = []
+        self._bw_start: float | None = None
+        self._bw_bytes = 0
+
+    def _throttle(self, n: int) -> None:
+        """--bwlimit: sleep so the average rate stays under the limit (io.c sleep_for_bwlimit)."""
+        import time
+
+        now = time.monotonic()
+        if self._bw_start is None:
+            self._bw_start = now
+        self._bw_bytes += n
+        ahead = self._bw_bytes / self.r.bwlimit - (now - self._bw_start)
+        if ahead > 0:
+            time.sleep(ahead)
 
     # ------------------------------------------------------------- backups
     def backup_name(self, dest_rel: bytes, dest: bytes) -> bytes:
@@ -140,7 +155,8 @@ class Receiver:
         """Write the file's data to ``out_fd`` from offset ``start``; return bytes written."""
         written = 0
         prog = self.rep.progress_update
-        if data.source_fd is not None and not self.r.sparse and data.sums is None:
+        if data.source_fd is not None and not self.r.sparse and data.sums is None \
+                and not self.r.bwlimit:
             src = data.source_fd
             off = start
             while True:
@@ -190,6 +206,8 @@ class Receiver:
             else:
                 os.write(out_fd, chunk)
             written += len(chunk)
+            if self.r.bwlimit:
+                self._throttle(len(chunk))
             prog(written)
         if self.r.sparse:
             os.ftruncate(out_fd, os.lseek(out_fd, 0, os.SEEK_CUR))

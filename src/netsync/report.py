@@ -79,6 +79,8 @@ class Reporter:
         self.got_io_error = False
         self.del_limit_hit = False
         self.cwd = os.getcwd().encode()
+        self.roots: list[bytes] = []  # the sender's source dirs, for %f
+        self.want_csum = any(log.log_format_has(f, "C") for f in (fmt, self.logfile_format))
         self.saw_error = False
 
     def attach_stats(self, stats) -> None:
@@ -149,12 +151,32 @@ class Reporter:
     # --------------------------------------------------------------- items
     def _item(self, e: FileEntry, iflags: int, hlink: bytes | None = None,
               written: int = 0) -> log.LogItem:
+        csum = None
+        if self.want_csum and stat.S_ISREG(e.mode) and iflags & log.ITEM_TRANSFER:
+            csum = self._file_sum(e)
         return log.LogItem(
             e.name, e.mode, e.size, e.mtime,
             link=e.link if stat.S_ISLNK(e.mode) else None, hlink=hlink, iflags=iflags,
-            uid=e.uid, gid=e.gid, written=written,
-            checksum=e.checksum.hex() if e.checksum else None,
+            uid=e.uid, gid=e.gid, written=written, checksum=csum,
+            pathname=self.roots[e.root] if self.roots else None,
         )
+
+    def _file_sum(self, e: FileEntry) -> str | None:
+        """%C of a transferred file: the transfer checksum (xxh128 between two 3.5s)."""
+        import xxhash
+
+        if not self.roots:
+            return None
+        root = self.roots[e.root]
+        path = e.name if root in (b"", b".") else root.rstrip(b"/") + b"/" + e.name
+        h = xxhash.xxh3_128()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except OSError:
+            return None
+        return h.hexdigest()
 
     def log_item(self, e: FileEntry, iflags: int, *, to_stdout: bool = True,
                  to_logfile: bool = True, hlink: bytes | None = None, written: int = 0) -> None:

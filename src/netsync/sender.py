@@ -333,7 +333,7 @@ class Sender:
                 out[idx].flags |= FLAG_HLINK_FOLLOWER
                 out[first].flags |= FLAG_HLINK_FIRST
         # A lone member (others excluded) is no group at all.
-        for key, first in groups.items():
+        for first in groups.values():
             if not out[first].flags & FLAG_HLINK_FIRST:
                 out[first].hlink = None
         self.flist.entries = out

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import weakref
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -44,10 +45,18 @@ __all__ = [
     "COMPRESS_NAMES",
     "DEFAULT_DONT_COMPRESS",
     "Block",
+    "DeflateDecoder",
+    "DeflateEncoder",
     "End",
     "Literal",
+    "Lz4Decoder",
+    "Lz4Encoder",
     "TokenDecoder",
     "TokenEncoder",
+    "ZlibDecoder",
+    "ZlibEncoder",
+    "ZstdDecoder",
+    "ZstdEncoder",
     "TokenEvent",
     "compression_level",
     "make_decoder",
@@ -171,11 +180,11 @@ def parse_skip_compress(spec: str | bytes) -> list[bytes]:
     """
     if isinstance(spec, str):
         spec = spec.encode()
-    out: list[bytes] = []
+    out: dict[bytes, None] = {}
     for word in spec.split(b"/"):
         if word:
-            out.extend(_expand_classes(word.lower()[:32]))
-    return out
+            out.update(dict.fromkeys(_expand_classes(word.lower()[:32])))
+    return list(out)
 
 
 def _expand_classes(word: bytes) -> list[bytes]:
@@ -268,10 +277,20 @@ class TokenEncoder:
         self._size = file_size
 
     def literal(self, data: bytes | bytearray | memoryview) -> bytes:
-        self._pend += data
-        return self._release(self._lm + len(self._pend), final=False)
+        view = memoryview(data)
+        out = bytearray()
+        # Piece by piece, so at most a few pieces are ever held back.
+        for i in range(0, len(view), CHUNK_SIZE):
+            self._pend += view[i : i + CHUNK_SIZE]
+            out += self._release(self._lm + len(self._pend), final=False)
+        return bytes(out)
 
     def block(self, index: int, block_data: bytes | bytearray | memoryview = b"") -> bytes:
+        """Block ``index`` matched; ``block_data`` is its content.
+
+        Pass the data for every codec: legacy zlib compresses it into its
+        history, and all codecs use its length to track the file offset.
+        """
         if index < 0:
             raise ValueError("block index must be >= 0")
         p = self._lm + len(self._pend)
@@ -374,7 +393,12 @@ def _record(payload: bytes | bytearray) -> bytes:
 
 
 class DeflateEncoder(TokenEncoder):
-    """send_deflated_token() for ``zlibx``; :class:`ZlibEncoder` adds history insertion."""
+    """send_deflated_token() for ``zlibx``; :class:`ZlibEncoder` adds history insertion.
+
+    ``level`` 0 means deflate's stored blocks (rsync's level when a daemon's
+    "dont compress" is ``*``); those are valid but their record cuts may differ
+    from rsync's, since stored-block output depends on buffer sizes.
+    """
 
     name = "zlibx"
 
@@ -481,21 +505,78 @@ class ZlibEncoder(DeflateEncoder):
                 break
 
 
+class _ZstdBuffer(ctypes.Structure):
+    _fields_ = (("ptr", ctypes.c_void_p), ("size", ctypes.c_size_t), ("pos", ctypes.c_size_t))
+
+
+ZSTD_C_COMPRESSION_LEVEL = 100
+ZSTD_C_NB_WORKERS = 400
+ZSTD_E_CONTINUE, ZSTD_E_FLUSH = 0, 1
+
+
+def _load_libzstd() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("zstd")
+    if not name:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+        lib.ZSTD_createCCtx.restype = ctypes.c_void_p
+        lib.ZSTD_createCCtx.argtypes = ()
+        lib.ZSTD_freeCCtx.argtypes = (ctypes.c_void_p,)
+        lib.ZSTD_freeCCtx.restype = ctypes.c_size_t
+        lib.ZSTD_CCtx_setParameter.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+        lib.ZSTD_CCtx_setParameter.restype = ctypes.c_size_t
+        buf_p = ctypes.POINTER(_ZstdBuffer)
+        lib.ZSTD_compressStream2.argtypes = (ctypes.c_void_p, buf_p, buf_p, ctypes.c_int)
+        lib.ZSTD_compressStream2.restype = ctypes.c_size_t
+        lib.ZSTD_isError.argtypes = (ctypes.c_size_t,)
+        lib.ZSTD_isError.restype = ctypes.c_uint
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+# python-zstandard bundles a newer libzstd than most systems' rsync links, and
+# zstd's output changes between versions (1.5.7 splits some blocks that 1.5.4
+# does not), so the system library, driven exactly like token.c drives it, is
+# preferred when present.
+_LIBZSTD = _load_libzstd()
+
+
 class ZstdEncoder(TokenEncoder):
     """send_zstd_token(): one zstd stream for the whole session, flushed per token.
 
-    zstd buffers input until a 128 KiB block is full; rsync calls
-    ZSTD_compressStream2() with a 16383-byte output buffer and stops as soon
-    as its input is used up, so compressed bytes can stay queued inside zstd
-    until the next call.  We feed python-zstandard the same block-sized pieces
-    and replay that queue to cut records where rsync does.
+    rsync calls ZSTD_compressStream2() with a 16383-byte output buffer, one
+    record per call, and stops as soon as its input is used up even if zstd
+    still holds compressed bytes (they come out with the next call).  With
+    the system libzstd (``native``) we make the very same calls.  Otherwise
+    python-zstandard is fed the same block-sized pieces and zstd's internal
+    queue is replayed, which cuts records identically but may compress
+    differently if its bundled zstd version differs from rsync's.
     """
 
     name = "zstd"
 
-    def __init__(self, level: int | None = None, protocol: int = 31) -> None:
+    def __init__(
+        self, level: int | None = None, protocol: int = 31, *, native: bool | None = None
+    ) -> None:
         super().__init__(compression_level("zstd", level), protocol)
-        self._c = zstandard.ZstdCompressor(level=self.level or 3).compressobj()
+        level_ = self.level if self.level is not None else 3
+        self.native = _LIBZSTD is not None if native is None else native
+        if self.native:
+            lib = _LIBZSTD
+            if lib is None:
+                raise RuntimeError("no system libzstd")
+            cctx = lib.ZSTD_createCCtx()
+            if not cctx:
+                raise MemoryError("ZSTD_createCCtx failed")
+            self._cctx = ctypes.c_void_p(cctx)
+            weakref.finalize(self, lib.ZSTD_freeCCtx, self._cctx)
+            lib.ZSTD_CCtx_setParameter(self._cctx, ZSTD_C_COMPRESSION_LEVEL, level_)
+            lib.ZSTD_CCtx_setParameter(self._cctx, ZSTD_C_NB_WORKERS, 0)
+            self._obuf = ctypes.create_string_buffer(MAX_DATA_COUNT)
+        else:
+            self._c = zstandard.ZstdCompressor(level=level_).compressobj()
         self._fill = 0  # input bytes buffered inside zstd (current block)
         self._queue = bytearray()  # compressed bytes zstd has not handed out yet
 
@@ -505,11 +586,29 @@ class ZstdEncoder(TokenEncoder):
         nb = len(data)
         out = bytearray(self._run_flags(token, nb))
         if nb or self.flush_pending:
-            out += self._compress(data, flush=token != -2)
+            flush = token != -2
+            out += self._native(data, flush) if self.native else self._compress(data, flush)
             self.flush_pending = token == -2
         if token == -1:
             out.append(END_FLAG)
         return bytes(out)
+
+    def _native(self, data: bytes, flush: bool) -> bytes:
+        lib = _LIBZSTD
+        assert lib is not None
+        src = ctypes.create_string_buffer(bytes(data), max(1, len(data)))
+        inb = _ZstdBuffer(ctypes.addressof(src), len(data), 0)
+        mode = ZSTD_E_FLUSH if flush else ZSTD_E_CONTINUE
+        out = bytearray()
+        while True:
+            outb = _ZstdBuffer(ctypes.addressof(self._obuf), MAX_DATA_COUNT, 0)
+            r = lib.ZSTD_compressStream2(self._cctx, ctypes.byref(outb), ctypes.byref(inb), mode)
+            if lib.ZSTD_isError(r):
+                raise WireError(f"ZSTD_compressStream returned {r}")
+            if outb.pos:
+                out += _record(self._obuf.raw[: outb.pos])
+            if (r == 0) if flush else (inb.pos == inb.size):
+                return bytes(out)
 
     def _compress(self, data: bytes, flush: bool) -> bytes:
         out = bytearray()
@@ -669,6 +768,17 @@ class TokenDecoder:
     def pending(self) -> int:
         """Bytes fed but not decoded yet."""
         return len(self._buf) - self._pos
+
+    def take_unconsumed(self) -> bytes:
+        """Hand back (and forget) the input after what was decoded.
+
+        After an End event these are the bytes that follow the token stream
+        (the file's checksum and onwards), for the caller's own reader.
+        """
+        rest = bytes(self._buf[self._pos :])
+        self._buf.clear()
+        self._pos = 0
+        return rest
 
     def see_block(self, data: bytes | bytearray | memoryview) -> None:
         """see_token(): only legacy zlib needs the matched data."""

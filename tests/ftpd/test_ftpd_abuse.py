@@ -28,6 +28,7 @@ def settle(srv) -> None:
     is a connection too, and it counts until its process has exited)."""
     s, fh = raw(srv)  # once this is served, earlier connections have been accepted
     fh.readline()
+    fh.close()
     s.close()
     children = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children")
     deadline = time.monotonic() + 10
@@ -83,6 +84,7 @@ def test_max_per_ip(ftpd, anon_root: Path) -> None:
     a, b = connect(srv), connect(srv)
     s, fh = raw(srv)
     assert fh.readline() == b"421 There are too many connections from your internet address.\r\n"
+    fh.close()
     s.close()
     other = connect(srv, "127.0.0.2")  # another address still gets in
     other.login()
@@ -92,6 +94,7 @@ def test_max_per_ip(ftpd, anon_root: Path) -> None:
     while True:  # the slot frees up once the session process has gone
         s, fh = raw(srv)
         line = fh.readline()
+        fh.close()
         s.close()
         if line.startswith(b"220") or time.monotonic() > deadline:
             break
@@ -106,6 +109,7 @@ def test_max_clients(ftpd, anon_root: Path) -> None:
     a, b = connect(srv, "127.0.0.1"), connect(srv, "127.0.0.3")
     s, fh = raw(srv, "127.0.0.4")
     assert fh.readline() == b"421 There are too many connected users, please try later.\r\n"
+    fh.close()
     s.close()
     a.login()
     assert "hello.txt" in a.nlst()  # the admitted sessions are unaffected

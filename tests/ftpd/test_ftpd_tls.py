@@ -93,6 +93,7 @@ def test_plaintext_data_refused(ftpd, cert, system_user, user_home) -> None:
     f.quit()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_tls11_client_refused(ftpd, cert, system_user, user_home) -> None:
     srv = ftpd(**tls_opts(cert, system_user))
     r = curl("--ssl-reqd", "-k", "--tls-max", "1.1", "-u",

@@ -54,9 +54,16 @@ _DATA_CMDS = frozenset({"LIST", "NLST", "MLSD", "RETR", "STOR", "STOU", "APPE"})
 _LIST_CMDS = frozenset({"LIST", "NLST", "MLSD"})
 
 
+_preloaded = False
+
+
 def preload_lazy_modules() -> None:
     """Import what Python and pyftpdlib load lazily, while the files are still
     reachable: after a chroot the interpreter cannot import anything."""
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
     time.strptime("20000101000000", "%Y%m%d%H%M%S")  # MFMT -> _strptime
     for enc in ("latin-1", "ascii", "idna", "utf-16", "utf-32"):
         "x".encode(enc)

@@ -141,7 +141,7 @@ def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 
             sock.settimeout(contimeout)
         try:
             sock.connect(addr)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             sock.close()
             raise TransportError(RERR_CONTIMEOUT) from None
         except OSError as exc:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netsync.errors import RERR_PROTOCOL, RERR_STREAMIO, RERR_SYNTAX, RERR_UNSUPPORTED
-from netsync.transport import TransportError, join_lines
+from netsync.transport import TransportError
 
 if TYPE_CHECKING:
     from netsync.options import Options

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""netsync-ftpd vs Debian's vsftpd on loopback, with curl as the client.
+
+Measures RETR and STOR of one SIZE-byte file (plain and TLS) and N concurrent
+logins + LIST, for both servers in the same run, and prints the ratios
+(netsync-ftpd / vsftpd: throughput >= 0.9 and login time <= 1.0 are the goals).
+
+    python bench/bench_ftpd.py --size 1G --logins 200       # the issue's figures
+    python bench/bench_ftpd.py --size 64M --logins 50       # a quick run
+
+Needs root (both servers log a throwaway local user in), curl and
+/usr/sbin/vsftpd (apt-get install -y vsftpd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAM_SRC = REPO / "packaging" / "pam.d" / "netsync-ftpd"
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().rstrip("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def common_conf(port: int, user_service: str, cert: str, key: str, tls: bool) -> str:
+    return "\n".join([
+        "listen=YES", "listen_address=127.0.0.1", f"listen_port={port}",
+        "anonymous_enable=NO", "local_enable=YES", "write_enable=YES",
+        f"pam_service_name={user_service}", "max_clients=0", "max_per_ip=0",
+        "pasv_min_port=20000", "pasv_max_port=40000",
+        f"ssl_enable={'YES' if tls else 'NO'}", f"rsa_cert_file={cert}",
+        f"rsa_private_key_file={key}", "require_ssl_reuse=YES",
+        "force_local_logins_ssl=YES", "force_local_data_ssl=YES", "",
+    ])
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], port: int) -> None:
+        self.name, self.port = name, port
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start(kind: str, work: Path, service: str, cert: str, key: str, tls: bool) -> Server:
+    port = free_port()
+    conf = work / f"{kind}-{'tls' if tls else 'plain'}.conf"
+    text = common_conf(port, service, cert, key, tls)
+    if kind == "vsftpd":
+        # Container-friendly, as Debian's vsftpd needs here.
+        text += "seccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\nbackground=NO\n"
+        text += "secure_chroot_dir=/var/run/vsftpd/empty\n"
+        os.makedirs("/var/run/vsftpd/empty", exist_ok=True)
+        argv = ["/usr/sbin/vsftpd", str(conf)]
+    else:
+        argv = [sys.executable, "-m", "netsync.ftpd", str(conf)]
+    conf.write_text(text)
+    return Server(kind, argv, port)
+
+
+def curl(args: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(["curl", "-sS", "--fail", *args], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def tls_args(tls: bool) -> list[str]:
+    return ["--ssl-reqd", "-k"] if tls else []
+
+
+def bench_transfer(srv: Server, user: str, pw: str, src: Path, tls: bool, home: Path) -> tuple[float, float]:
+    url = f"ftp://127.0.0.1:{srv.port}/"
+    auth = ["-u", f"{user}:{pw}"]
+    t_stor = curl([*tls_args(tls), *auth, "-T", str(src), url + "bench.bin"])
+    t_retr = curl([*tls_args(tls), *auth, "-o", "/dev/null", url + "bench.bin"])
+    (home / "bench.bin").unlink(missing_ok=True)
+    return t_retr, t_stor
+
+
+def bench_logins(srv: Server, user: str, pw: str, n: int) -> float:
+    url = f"ftp://127.0.0.1:{srv.port}/"
+
+    def one(_: int) -> None:
+        curl(["-u", f"{user}:{pw}", url])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(one, range(n)))
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="1G", help="transfer size (e.g. 64M, 1G)")
+    ap.add_argument("--logins", type=int, default=200, help="concurrent logins + LIST")
+    args = ap.parse_args()
+    size = parse_size(args.size)
+    if os.geteuid() != 0:
+        print("bench_ftpd.py needs root (local logins through PAM)", file=sys.stderr)
+        return 2
+    for tool in ("curl", "/usr/sbin/vsftpd"):
+        if not shutil.which(tool):
+            print(f"missing {tool} (apt-get install -y curl vsftpd)", file=sys.stderr)
+            return 2
+
+    name = "nsfb" + secrets.token_hex(3)
+    pw = "Bench-" + secrets.token_hex(6)
+    service = f"netsync-ftpd-bench-{name}"
+    pam_path = Path("/etc/pam.d") / service
+    work = Path(tempfile.mkdtemp(prefix="bench-ftpd-"))
+    subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{name}:{pw}\n", text=True, check=True)
+        shutil.copy(PAM_SRC, pam_path)
+        home = Path(pwd.getpwnam(name).pw_dir)
+        from netsync.ftpd.certs import make_cert
+
+        cert, key = make_cert(str(work / "tls"), "localhost")
+        src = work / "payload.bin"
+        with open(src, "wb") as fh:
+            chunk = os.urandom(1 << 20)
+            for _ in range(size // len(chunk)):
+                fh.write(chunk)
+            fh.write(chunk[: size % len(chunk)])
+        results: dict[str, dict[str, float]] = {}
+        for kind in ("vsftpd", "netsync-ftpd"):
+            r: dict[str, float] = {}
+            for tls in (False, True):
+                srv = start(kind, work, service, cert, key, tls)
+                try:
+                    retr, stor = bench_transfer(srv, name, pw, src, tls, home)
+                    tag = "tls" if tls else "plain"
+                    r[f"RETR {tag} MB/s"] = size / retr / 1e6
+                    r[f"STOR {tag} MB/s"] = size / stor / 1e6
+                    if not tls:
+                        r[f"{args.logins} logins+LIST s"] = bench_logins(srv, name, pw, args.logins)
+                finally:
+                    srv.stop()
+            results[kind] = r
+        keys = list(results["vsftpd"])
+        print(f"size={size} bytes, logins={args.logins}")
+        print(f"{'metric':28} {'vsftpd':>12} {'netsync-ftpd':>13} {'ratio':>7}")
+        for k in keys:
+            v, n = results["vsftpd"][k], results["netsync-ftpd"][k]
+            print(f"{k:28} {v:12.2f} {n:13.2f} {n / v:7.2f}")
+        return 0
+    finally:
+        pam_path.unlink(missing_ok=True)
+        subprocess.run(["userdel", "-r", "-f", name], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
