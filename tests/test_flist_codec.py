@@ -150,7 +150,7 @@ def encode_recording(rec: Recording, lists: list[tuple[int, list[FileEntry]]],
 
 BASIC = ["push27", "push29", "push30", "pull30", "push31", "pull31", "push31-md5",
          "push31-xxh64"]
-RICH = ["flist27", "flist29", "flist30", "flist31", "flist29-c", "flist30-c", "flist31-c",
+RICH = ["flist27", "flist27-c", "flist28", "flist29", "flist30", "flist31", "flist29-c", "flist30-c", "flist31-c",
         "flist31-noinc"]
 
 

@@ -93,9 +93,13 @@ def run_client(opts) -> int:
         sys.stderr.write(helptext.usage_text() if hasattr(helptext, "usage_text") else "")
         raise E.UsageError("", E.RERR_SYNTAX) if False else E.RsyncError(E.RERR_SYNTAX, None)
     if any(is_remote(a) for a in args):
-        raise E.RsyncError(E.RERR_UNSUPPORTED,
-                           "remote transfers (host:path, host::module, rsync://) are not "
-                           "implemented yet in this netsync")
+        try:
+            from netsync.client import run_remote
+        except ImportError:
+            raise E.RsyncError(E.RERR_UNSUPPORTED,
+                               "remote transfers (host:path, host::module, rsync://) are not "
+                               "implemented yet in this netsync") from None
+        return run_remote(opts, args)
     if opts.list_only or len(args) == 1:
         return local_sync(opts, args, None)
     return local_sync(opts, args[:-1], args[-1])

@@ -987,7 +987,7 @@ class FlistDecoder(_Options):
                 hlink = self._idev.setdefault(hl_key, ndx)
                 eflags |= FLAG_HLINK_FIRST if hlink == ndx else FLAG_HLINK_FOLLOWER
 
-        self._lastname = bytes(raw)
+        self._lastname = raw
         self._state = (mode, modtime, atime, uid, gid, rdev, rdev_major, dev)
         if uname:
             self.uid_names[uid] = uname
