@@ -186,8 +186,8 @@ def run_tree(tree: str, src: Path, progs: dict[str, list[str]], rounds: int,
                     print(f"  {tree:5} {measure_:5} round {rnd} {prog:7} {s.seconds:8.2f}s "
                           f"tree-rss {s.tree_rss_kib / 1024:8.1f} MiB "
                           f"sum-of-peaks {s.hwm_kib / 1024:8.1f} MiB", flush=True)
-        for prog in order:
-            shutil.rmtree(base / f"dst.{prog}", ignore_errors=True)
+            # Only one destination at a time: disk use stays at twice the source.
+            shutil.rmtree(dst, ignore_errors=True)
 
 
 def report(res: Results, trees: list[str]) -> bool:

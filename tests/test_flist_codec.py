@@ -50,9 +50,10 @@ class Recording:
     """A fixture's sender stream (demultiplexed) plus what the decoder needs."""
 
     def __init__(self, name: str) -> None:
-        self.meta = json.loads((FIXTURES / f"{name}.json").read_text())
-        c2s = wire.Reader((FIXTURES / f"{name}.c2s.bin").read_bytes())
-        s2c = wire.Reader((FIXTURES / f"{name}.s2c.bin").read_bytes())
+        base = FIXTURES / "flist" if name.startswith("flist") else FIXTURES
+        self.meta = json.loads((base / f"{name}.json").read_text())
+        c2s = wire.Reader((base / f"{name}.c2s.bin").read_bytes())
+        s2c = wire.Reader((base / f"{name}.s2c.bin").read_bytes())
         self.protocol = proto = self.meta["protocol"]
         assert c2s.int32() >= proto and s2c.int32() >= proto
         self.compat = 0
@@ -236,12 +237,16 @@ def test_rich_fixtures_decode_to_the_recorded_tree(name: str) -> None:
     assert (0 in dec.uid_names) == (proto >= 30)
 
 
-def test_rsync_abbreviates_followers_only_within_one_list() -> None:
+def test_hlink_is_the_wire_index_of_the_groups_first_member() -> None:
     rec = Recording("flist31")
     _, lists, _ = decode_recording(rec)
     assert rec.compat & CF_INC_RECURSE and len(lists) > 1
     first = {e.name: e for e in lists[0][1]}[b"hardlink1"]
+    # inc-recursion numbers the first list from 1.
     assert first.flags & FLAG_HLINK_FIRST and first.hlink == 1 + lists[0][1].index(first)
+    followers = [e for _, es in lists[1:] for e in es if e.flags & FLAG_HLINK_FOLLOWER]
+    assert {e.name for e in followers} == {b"dir/a.dat", b"dir/deep/hardlink2"}
+    assert all(e.hlink == first.hlink and e.size == first.size for e in followers)
 
 
 # ---------------------------------------------------------------------------
@@ -716,3 +721,19 @@ def test_mutated_streams_only_raise_wire_errors(protocol: int, compat: int) -> N
             decode_all(bytes(buf), protocol=protocol, compat=compat)
         except wire.WireError:
             pass
+
+
+def test_id_list_length_is_bounded() -> None:
+    entry = FlistEncoder(29, preserve_uid=True).encode_entry(FileEntry(b"f", 0o100644, uid=1))
+    names = b"".join(wire.encode_int32(i) + b"\x01u" for i in range(1, 5)) + bytes(4)
+    data = entry + b"\0" + names + bytes(4)  # end, uid list, io_error
+    only_uid = dict(preserve_gid=False, preserve_hard_links=False, always_checksum=False)
+    items = decode_all(data, protocol=29, compat=0, max_ids=10, **only_uid)
+    assert items[-1] == EndOfList(0)
+    expect_error(data, RERR_PROTOCOL, protocol=29, compat=0, max_ids=3, **only_uid)
+
+
+@pytest.mark.parametrize("name", [b"", b"a\0b", b"x" * 4096])
+def test_encoder_refuses_names_no_receiver_accepts(name: bytes) -> None:
+    with pytest.raises(ValueError):
+        FlistEncoder(31).encode_entry(FileEntry(name, 0o100644))

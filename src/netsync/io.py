@@ -1,0 +1,398 @@
+"""rsync's io.c for a client: multiplexed protocol I/O over a transport Connection.
+
+Inbound, the server's stream is demultiplexed (from protocol 23): MSG_DATA
+payload goes to an in-band buffer the typed readers consume, every other
+message is acted on at once (text printed as rsync prints it, io_error and
+xfer-error bits remembered, MSG_DELETED / MSG_SUCCESS / MSG_NO_SEND handed
+to callbacks).  Outbound bytes are buffered and sent as MSG_DATA frames when
+multiplexing out (protocol >= 30).
+
+Writes never block while the peer is blocked writing to us: when the output
+does not drain, input is read (and demultiplexed) meanwhile, as perform_io()
+does.  Each wait is bounded by ``timeout`` (--timeout) when one is set.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import sys
+import time
+from collections.abc import Callable
+
+from netsync.errors import RERR_PROTOCOL, RERR_STREAMIO, RERR_TIMEOUT
+from netsync.transport import Connection, TransportError
+from netsync.wire import (
+    DataEvent,
+    FrameDecoder,
+    Msg,
+    NdxDecoder,
+    NdxEncoder,
+    TruncatedError,
+    WireError,
+    decode_varint,
+    decode_varlong,
+    encode_frame,
+    encode_int32,
+    encode_shortint,
+    encode_varint,
+    encode_varlong,
+    encode_vstring,
+)
+
+__all__ = ["ProtocolIO", "RemoteExit"]
+
+_I32 = struct.Struct("<i")
+_U16 = struct.Struct("<H")
+OUT_FRAME = 32 * 1024  # payload per outbound MSG_DATA frame (rsync's buffer size)
+READ_SIZE = 256 * 1024
+IOERR_VALID_MASK = 0x7
+
+
+class RemoteExit(TransportError):
+    """The server sent MSG_ERROR_EXIT: it is exiting with ``code``."""
+
+
+class ProtocolIO:
+    """Typed, multiplex-aware reads and writes on one Connection."""
+
+    def __init__(self, conn: Connection, protocol: int, *, who: str = "sender",
+                 timeout: float | None = None) -> None:
+        self.conn = conn
+        self.protocol = protocol
+        self.who = who
+        self.timeout = timeout or None
+        self.mplex_in = False
+        self.mplex_out = False
+        self._frames = FrameDecoder()
+        self._data = bytearray()
+        self._pos = 0
+        self._out = bytearray()
+        self._eof = False
+        self.ndx_in = NdxDecoder(protocol)
+        self.ndx_out = NdxEncoder(protocol)
+        self.io_error = 0
+        self.got_xfer_error = False
+        self.remote_exit: int | None = None
+        # Callbacks for messages that concern the engine.
+        self.on_deleted: Callable[[bytes, bool], None] | None = None
+        self.on_success: Callable[[int], None] | None = None
+        self.on_no_send: Callable[[int], None] | None = None
+        self.on_redo: Callable[[int], None] | None = None
+        self.on_stats: Callable[[int], None] | None = None
+        self.on_text: Callable[[int, bytes], None] | None = None
+        os.set_blocking(conn.rfd, False)
+        if conn.wfd != conn.rfd:
+            os.set_blocking(conn.wfd, False)
+
+    # ------------------------------------------------------------------ raw
+    def start_multiplex_in(self, leftover: bytes = b"") -> None:
+        """Frames from here on; ``leftover`` = bytes already read past the handshake."""
+        rest = bytes(self._data[self._pos:]) + leftover
+        self._data = bytearray()
+        self._pos = 0
+        self.mplex_in = True
+        if rest:
+            self._frames.feed(rest)
+            self._drain_frames()
+
+    def add_leftover(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.mplex_in:
+            self._frames.feed(data)
+            self._drain_frames()
+        else:
+            self._data += data
+
+    def _wait(self, want_read: bool, want_write: bool) -> tuple[bool, bool]:
+        rl = [self.conn.rfd] if want_read else []
+        wl = [self.conn.wfd] if want_write else []
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                r, w, _ = select.select(rl, wl, [], left)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+            if r or w:
+                return bool(r), bool(w)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TransportError(RERR_TIMEOUT, f"[{self.who}] io timeout after "
+                                     f"{int(self.timeout or 0)} seconds -- exiting")
+
+    def _read_raw(self) -> bool:
+        """Read what is there (False at EOF) and demultiplex it."""
+        try:
+            chunk = os.read(self.conn.rfd, READ_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            raise TransportError(RERR_STREAMIO, f"read error: {exc.strerror} ({exc.errno}) "
+                                 f"[{self.who}]") from None
+        if not chunk:
+            self._eof = True
+            return False
+        self.conn.bytes_read += len(chunk)
+        if self.mplex_in:
+            self._frames.feed(chunk)
+            self._drain_frames()
+        else:
+            self._data += chunk
+        return True
+
+    def _drain_frames(self) -> None:
+        while True:
+            ev = self._frames.next_event()
+            if ev is None:
+                return
+            if isinstance(ev, DataEvent):
+                self._data += ev.data
+            else:
+                self._message(ev.code, ev.payload)
+
+    def _pump(self) -> None:
+        """Block until more in-band data (or a message) arrives."""
+        if self._eof:
+            raise self._closed()
+        self._flush_out(wait=False)
+        while True:
+            r, w = self._wait(True, bool(self._out))
+            if w:
+                self._write_some()
+            if r:
+                if not self._read_raw():
+                    raise self._closed()
+                return
+
+    def _closed(self) -> TransportError:
+        if self.remote_exit is not None:
+            return RemoteExit(self.remote_exit, None)
+        try:
+            self._frames.close()
+        except TruncatedError:
+            pass
+        return self.conn.unexpected_close()
+
+    # -------------------------------------------------------------- messages
+    def _message(self, code: Msg, payload: bytes) -> None:
+        if code in (Msg.INFO, Msg.ERROR, Msg.ERROR_XFER, Msg.WARNING, Msg.LOG, Msg.CLIENT,
+                    Msg.ERROR_SOCKET, Msg.ERROR_UTF8):
+            if code in (Msg.LOG, Msg.CLIENT, Msg.ERROR_SOCKET, Msg.ERROR_UTF8):
+                raise WireError(f"unexpected tag {int(code)} [{self.who}]")
+            if code == Msg.ERROR_XFER:
+                self.got_xfer_error = True
+            if self.on_text is not None:
+                self.on_text(int(code), payload)
+            else:
+                stream = sys.stdout if code == Msg.INFO else sys.stderr
+                sys.stdout.flush()
+                stream.buffer.write(payload)
+                stream.flush()
+        elif code == Msg.IO_ERROR:
+            self.io_error |= _I32.unpack(payload)[0] & IOERR_VALID_MASK
+        elif code == Msg.NOOP:
+            pass
+        elif code == Msg.IO_TIMEOUT:
+            val = _I32.unpack(payload)[0]
+            if 0 < val <= 86400 and (not self.timeout or self.timeout > val):
+                self.timeout = val
+        elif code == Msg.DELETED:
+            if self.on_deleted is None:
+                raise WireError(f"unexpected tag {int(code)} [{self.who}]")
+            is_dir = payload.endswith(b"\0")
+            self.on_deleted(payload.rstrip(b"\0") if is_dir else payload, is_dir)
+        elif code == Msg.SUCCESS:
+            if self.on_success is not None:
+                self.on_success(_I32.unpack_from(payload)[0])
+        elif code == Msg.NO_SEND:
+            if self.on_no_send is not None:
+                self.on_no_send(_I32.unpack(payload)[0])
+        elif code == Msg.REDO:
+            if self.on_redo is None:
+                raise WireError(f"invalid multi-message {int(code)}:4 [{self.who}]")
+            self.on_redo(_I32.unpack(payload)[0])
+        elif code == Msg.STATS:
+            if self.on_stats is None:
+                raise WireError(f"invalid multi-message {int(code)}:8 [{self.who}]")
+            self.on_stats(struct.unpack("<q", payload)[0])
+        elif code == Msg.ERROR_EXIT:
+            val = _I32.unpack(payload)[0] if len(payload) == 4 else 0
+            if self.protocol >= 31 and self.mplex_out:
+                try:  # rsync acknowledges with an empty MSG_ERROR_EXIT
+                    self.send_msg(Msg.ERROR_EXIT, b"")
+                    self.flush()
+                except (TransportError, OSError):
+                    pass
+            self.remote_exit = val
+            raise RemoteExit(val or RERR_PROTOCOL if val else 0, None)
+        else:  # pragma: no cover - FrameDecoder only yields known codes
+            raise WireError(f"unexpected tag {int(code)} [{self.who}]")
+
+    # ----------------------------------------------------------------- reads
+    def _need(self, n: int) -> None:
+        while len(self._data) - self._pos < n:
+            if self._pos and self._pos > (1 << 20):
+                del self._data[:self._pos]
+                self._pos = 0
+            self._pump()
+
+    def read(self, n: int) -> bytes:
+        self._need(n)
+        out = bytes(self._data[self._pos:self._pos + n])
+        self._advance(n)
+        return out
+
+    def _advance(self, n: int) -> None:
+        self._pos += n
+        if self._pos == len(self._data):
+            self._data.clear()
+            self._pos = 0
+
+    def read_some(self, limit: int = 1 << 20) -> bytes:
+        """At least one byte of in-band data: whatever is buffered (up to ``limit``)."""
+        self._need(1)
+        n = min(limit, len(self._data) - self._pos)
+        out = bytes(self._data[self._pos:self._pos + n])
+        self._advance(n)
+        return out
+
+    def unread(self, data: bytes) -> None:
+        """Give back bytes a sans-I/O decoder took but did not consume."""
+        if data:
+            self._data[self._pos:self._pos] = data
+
+    def read_int(self) -> int:
+        self._need(4)
+        v = _I32.unpack_from(self._data, self._pos)[0]
+        self._advance(4)
+        return v
+
+    def read_byte(self) -> int:
+        self._need(1)
+        v = self._data[self._pos]
+        self._advance(1)
+        return v
+
+    def read_shortint(self) -> int:
+        self._need(2)
+        v = _U16.unpack_from(self._data, self._pos)[0]
+        self._advance(2)
+        return v
+
+    def _read_var(self, decode: Callable[[bytes], tuple[int, int]], maxlen: int) -> int:
+        while True:
+            avail = bytes(self._data[self._pos:self._pos + maxlen])
+            try:
+                v, used = decode(avail)
+            except TruncatedError:
+                if len(avail) >= maxlen:
+                    raise
+                self._need(len(avail) + 1)
+                continue
+            self._advance(used)
+            return v
+
+    def read_varint(self) -> int:
+        return self._read_var(lambda b: decode_varint(b, 0), 5)
+
+    def read_varlong(self, min_bytes: int) -> int:
+        return self._read_var(lambda b: decode_varlong(b, 0, min_bytes), 9)
+
+    def read_varint30(self) -> int:
+        return self.read_varint() if self.protocol >= 30 else self.read_int()
+
+    def read_longint(self) -> int:
+        v = self.read_int()
+        if v != -1:
+            return v
+        return struct.unpack("<q", self.read(8))[0]
+
+    def read_varlong30(self, min_bytes: int) -> int:
+        return self.read_varlong(min_bytes) if self.protocol >= 30 else self.read_longint()
+
+    def read_vstring(self, max_len: int = 4096) -> bytes:
+        n = self.read_byte()
+        if n & 0x80:
+            n = (n & 0x7F) * 0x100 + self.read_byte()
+        if n >= max_len:
+            raise WireError(f"over-long vstring received ({n} > {max_len})", RERR_PROTOCOL)
+        return self.read(n)
+
+    def read_ndx(self) -> int:
+        while True:
+            avail = bytes(self._data[self._pos:self._pos + 6])
+            try:
+                v, used = self.ndx_in.decode(avail)
+            except TruncatedError:
+                if len(avail) >= 6:
+                    raise
+                self._need(len(avail) + 1)
+                continue
+            self._advance(used)
+            return v
+
+    # ---------------------------------------------------------------- writes
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._out += data if not self.mplex_out else b""
+        if self.mplex_out:
+            view = memoryview(data)
+            for i in range(0, len(view), OUT_FRAME):
+                self._out += encode_frame(Msg.DATA, view[i:i + OUT_FRAME])
+        if len(self._out) >= (1 << 18):
+            self._flush_out(wait=True, keep=1 << 16)
+
+    def write_int(self, v: int) -> None:
+        self.write(encode_int32(v))
+
+    def write_byte(self, v: int) -> None:
+        self.write(bytes((v & 0xFF,)))
+
+    def write_shortint(self, v: int) -> None:
+        self.write(encode_shortint(v))
+
+    def write_varint(self, v: int) -> None:
+        self.write(encode_varint(v))
+
+    def write_varlong(self, v: int, min_bytes: int) -> None:
+        self.write(encode_varlong(v, min_bytes))
+
+    def write_vstring(self, s: bytes) -> None:
+        self.write(encode_vstring(s))
+
+    def write_ndx(self, ndx: int) -> None:
+        self.write(self.ndx_out.encode(ndx))
+
+    def send_msg(self, code: int, payload: bytes) -> None:
+        if not self.mplex_out:
+            return
+        self._out += encode_frame(code, payload)
+
+    def flush(self) -> None:
+        self._flush_out(wait=True)
+
+    def _write_some(self) -> None:
+        try:
+            done = os.write(self.conn.wfd, self._out[:1 << 20])
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if self.remote_exit is not None:
+                raise RemoteExit(self.remote_exit, None) from None
+            code = max(RERR_STREAMIO, self.conn.exit_status(timeout=2.0) or 0)
+            raise TransportError(code, f"[{self.who}] write error: {exc.strerror} "
+                                 f"({exc.errno})") from None
+        self.conn.bytes_written += done
+        del self._out[:done]
+
+    def _flush_out(self, wait: bool, keep: int = 0) -> None:
+        while len(self._out) > keep:
+            if not wait:
+                self._write_some()
+                return
+            r, w = self._wait(not self._eof, True)
+            if w:
+                self._write_some()
+            if r and not self._read_raw():
+                pass  # EOF: keep trying to write; a broken pipe reports itself
