@@ -114,6 +114,10 @@ class Generator:
         self._warned_io = False
         self._top_deleted = False
         self._fstack: list[tuple[bytes, object]] = []
+        # Block-sum parameters (checksum name, seed, protocol) and extra generate_sums
+        # keywords; a wire client sets the negotiated ones.
+        self.sum_params: tuple[str, int, int] = ("md5", 0, 32)
+        self.sum_kwargs: dict = {}
 
     # ------------------------------------------------------------- helpers
     def dpath(self, name: bytes) -> bytes:
@@ -604,18 +608,10 @@ class Generator:
                     if g.alt_dest_type == "compare":
                         return
                     quiet_item = True
-                    if g.alt_dest_type == "link" and not g.dry_run:
-                        tmp = tmp_name(path, None)
-                        try:
-                            os.link(found[1], tmp, follow_symlinks=False)
-                            os.replace(tmp, path)
-                            self._remember_hl(ndx, path)
-                            return
-                        except OSError:
-                            try:
-                                os.unlink(tmp)
-                            except OSError:
-                                pass
+                    if g.alt_dest_type == "link" and not g.dry_run \
+                            and self._link_into_place(found[1], path):
+                        self._remember_hl(ndx, path)
+                        return
                 else:
                     st_for_item = found[2]
         if st is not None and (stat.S_ISDIR(st.st_mode) or g.backup):
@@ -670,18 +666,10 @@ class Generator:
                     if g.alt_dest_type == "compare":
                         return
                     quiet_item = True
-                    if g.alt_dest_type == "link" and not g.dry_run:
-                        tmp = tmp_name(path, None)
-                        try:
-                            os.link(found[1], tmp, follow_symlinks=False)
-                            os.replace(tmp, path)
-                            self._remember_hl(ndx, path)
-                            return
-                        except OSError:
-                            try:
-                                os.unlink(tmp)
-                            except OSError:
-                                pass
+                    if g.alt_dest_type == "link" and not g.dry_run \
+                            and self._link_into_place(found[1], path):
+                        self._remember_hl(ndx, path)
+                        return
                 else:
                     item_st = found[2]
         if not g.dry_run:
@@ -703,6 +691,21 @@ class Generator:
         self._remember_hl(ndx, path)
         if g.remove_source_files:
             self._success(ndx)
+
+    @staticmethod
+    def _link_into_place(src: bytes, path: bytes) -> bool:
+        """Hard-link ``src`` at ``path`` via a temporary name; False if linking fails."""
+        tmp = tmp_name(path, None)
+        try:
+            os.link(src, tmp, follow_symlinks=False)
+            os.replace(tmp, path)
+            return True
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return False
 
     def _remember_hl(self, ndx: int, path: bytes) -> None:
         e = self.flist.entries[ndx]
@@ -881,19 +884,7 @@ class Generator:
                     except OSError:
                         return None
             if g.alt_dest_type == "link":
-                linked = g.dry_run
-                if not g.dry_run:
-                    tmp = tmp_name(path, None)
-                    try:
-                        os.link(apath, tmp)
-                        os.replace(tmp, path)
-                        linked = True
-                    except OSError:
-                        try:
-                            os.unlink(tmp)
-                        except OSError:
-                            pass
-                if linked:
+                if g.dry_run or self._link_into_place(apath, path):
                     if self.rep.has_i > 1 or self.rep.level("name") >= 2:
                         self.itemize(e, ast, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=b"")
                     self._remember_hl(ndx, path)
@@ -983,8 +974,8 @@ class Generator:
 
             with open(basis, "rb") as f:
                 bdata = f.read()
-            sums = match.generate_sums(bdata, len(bdata), "md5", 0, 32)
-        req = m.SendRequest(ndx, iflags, sums, "md5", 0, 32)
+            sums = match.generate_sums(bdata, len(bdata), *self.sum_params, **self.sum_kwargs)
+        req = m.SendRequest(ndx, iflags, sums, *self.sum_params, basis=basis)
         if g.dry_run:
             self.rep.log_item_transfer_start(e, iflags)
             self.rep.log_item_transfer_end(e, iflags, 0)

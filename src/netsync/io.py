@@ -226,7 +226,7 @@ class ProtocolIO:
                 except (TransportError, OSError):
                     pass
             self.remote_exit = val
-            raise RemoteExit(val or RERR_PROTOCOL if val else 0, None)
+            raise RemoteExit(val, None)
         else:  # pragma: no cover - FrameDecoder only yields known codes
             raise WireError(f"unexpected tag {int(code)} [{self.who}]")
 
@@ -335,8 +335,9 @@ class ProtocolIO:
 
     # ---------------------------------------------------------------- writes
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._out += data if not self.mplex_out else b""
-        if self.mplex_out:
+        if not self.mplex_out:
+            self._out += data
+        else:
             view = memoryview(data)
             for i in range(0, len(view), OUT_FRAME):
                 self._out += encode_frame(Msg.DATA, view[i:i + OUT_FRAME])

@@ -30,6 +30,11 @@ class SendRequest:
     checksum_name: str = "md5"
     seed: int = 0
     protocol: int = 32
+    basis: bytes | None = None  # the basis file the sums describe (a wire client reads it)
+
+
+class DiscardFile(Exception):
+    """Raised by a token stream: drop this file's new data (e.g. it failed verification)."""
 
 
 @dataclass(slots=True)

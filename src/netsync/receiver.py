@@ -250,6 +250,8 @@ class Receiver:
             os.replace(tmp, dest) if tdir is None else self._move_into_place(tmp, dest)
             ok = True
             return True
+        except m.DiscardFile:
+            return False
         except OSError as ex:
             self.rep.error_xfer(f'write "{self.rep.full_path(dest)}" failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", fatal_io=True)
