@@ -180,6 +180,9 @@ def run_tree(tree: str, src: Path, progs: dict[str, list[str]], rounds: int,
             dst = base / f"dst.{prog}"
             shutil.rmtree(dst, ignore_errors=True)
             for measure_ in ("full", "noop"):
+                # Flush the previous run's dirty pages and deletions first, or their
+                # writeback lands on whoever runs next (seen: 8 s vs 30 s for one copy).
+                os.sync()
                 s = measure([*progs[prog], "-a", "src/", f"dst.{prog}/"], base)
                 if rnd:
                     res.add(tree, measure_, prog, s)
@@ -223,7 +226,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--trees", default="many,tiny", help="comma list of: many, tiny")
     ap.add_argument("--cmd", default=os.environ.get("NETSYNC_TEST_CMD"),
-                    help="netsync command (default $NETSYNC_TEST_CMD or python -m netsync)")
+                    help="netsync command (default $NETSYNC_TEST_CMD or python -m netsync); "
+                    "name the interpreter by its full path: a pyenv shim adds ~80 ms a run")
     ap.add_argument("--rsync", default=RSYNC)
     args = ap.parse_args()
 
@@ -232,6 +236,10 @@ def main() -> int:
         src_dir = Path(__file__).resolve().parent.parent / "src"
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(src_dir), os.environ.get("PYTHONPATH")) if p)
+    # An installed netsync has compiled .pyc files; with PYTHONDONTWRITEBYTECODE set (as on
+    # the dev machines) every run would recompile the sources. Cache them outside the tree.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(args.work / "pycache"))
     progs = {"rsync": [args.rsync], "netsync": netsync}
     print(f"netsync: {shlex.join(netsync)}\nrsync:   {args.rsync}\nwork:    {args.work}\n"
           f"scale {args.scale}, {args.rounds} rounds (+1 warm-up); page caches stay warm")

@@ -570,6 +570,10 @@ class _Client:
             stats.literal_data += literal
             stats.matched_data += matched
             rep.log_item_transfer_end(e, iflags, offset)
+        if sender.io_error and proto >= 30:
+            io.send_msg(Msg.IO_ERROR, encode_int32(sender.io_error))
+        io.write_ndx(NDX_DONE)
+        io.flush()
 
 
     # -------------------------------------------------------------------- pull
@@ -844,8 +848,8 @@ class _Client:
                 io.write_varint(s.deleted_specials)
             io.write_ndx(NDX_DONE)
         io.flush()
-        self._expect_done()
-        if proto >= 29:
+        # The sender echoes each phase end it takes part in, then ends its loop with one more.
+        for _ in range(3 if proto >= 29 else 2):
             self._expect_done()
         self.remote_read = io.read_varlong30(3) if proto >= 30 else io.read_longint()
         self.remote_written = io.read_varlong30(3) if proto >= 30 else io.read_longint()

@@ -1,0 +1,145 @@
+"""netsync as an rsync client over ssh against a stock ``rsync --server``.
+
+Every case runs the same transfer twice: stock rsync -> rsync, and netsync ->
+rsync, each in its own copy of a work dir, and requires the same exit code and
+the same resulting trees (names, types, contents, modes, mtimes, symlinks,
+hard links).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import treecompare as tc
+import trees
+from interop.peers import SshServer, sshd_server  # noqa: F401
+
+PROTOCOLS = (32, 31, 30, 29, 27)
+
+
+def _pair(tmp_path: Path, dest: str, tree: str = "mixed") -> tuple[Path, Path]:
+    base = tmp_path / "base"
+    trees.make_tree(base / "src", tree)
+    trees.make_dest(base / "src", base / "dst", dest)
+    a, b = tmp_path / "rsync", tmp_path / "netsync"
+    for w in (a, b):
+        trees.copy_tree(base, w)
+    shutil.rmtree(base)
+    return a, b
+
+
+def _transfer(ssh: SshServer, cmd: list[str], work: Path, direction: str,
+              extra: list[str]) -> tc.Run:
+    if direction == "push":
+        args = [*extra, "-e", ssh.rsh, "src/", f"{ssh.login}:{work}/dst/"]
+    else:
+        args = [*extra, "-e", ssh.rsh, f"{ssh.login}:{work}/src/", "dst/"]
+    return tc.run(cmd, args, cwd=work)
+
+
+def _compare(ssh: SshServer, tmp_path: Path, direction: str, extra: list[str],
+             dest: str = "diverged", tree: str = "mixed", rc: int = 0) -> tc.Run:
+    a, b = _pair(tmp_path, dest, tree)
+    now = time.time_ns() - 10**9
+    want = _transfer(ssh, [tc.RSYNC], a, direction, extra)
+    got = _transfer(ssh, tc.program_under_test(), b, direction, extra)
+    assert want.returncode == rc, want.describe()
+    assert got.returncode == want.returncode, got.describe()
+    assert b"Traceback" not in got.stderr, got.describe()
+    tc.assert_same(tc.snapshot(a, now), tc.snapshot(b, now))
+    return got
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_archive_each_protocol(sshd_server: SshServer, tmp_path: Path, direction: str,
+                               protocol: int) -> None:
+    _compare(sshd_server, tmp_path, direction, ["-a", f"--protocol={protocol}"],
+             dest="none")
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", (31, 30, 29))
+def test_diverged_delta_delete(sshd_server: SshServer, tmp_path: Path, direction: str,
+                               protocol: int) -> None:
+    _compare(sshd_server, tmp_path, direction,
+             ["-a", "--no-W", "--delete", f"--protocol={protocol}"])
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("compressor", ["zstd", "lz4", "zlibx", "zlib"])
+def test_compression(sshd_server: SshServer, tmp_path: Path, direction: str,
+                     compressor: str) -> None:
+    _compare(sshd_server, tmp_path, direction, ["-a", "-z", f"--zc={compressor}"])
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("checksum", ["xxh128", "xxh3", "xxh64", "md5", "md4"])
+def test_checksum_choice(sshd_server: SshServer, tmp_path: Path, direction: str,
+                         checksum: str) -> None:
+    _compare(sshd_server, tmp_path, direction, ["-a", f"--checksum-choice={checksum}"])
+
+
+def test_push_hard_links(sshd_server: SshServer, tmp_path: Path) -> None:
+    _compare(sshd_server, tmp_path, "push", ["-aH", "--delete"])
+
+
+def test_push_itemize_and_deletions(sshd_server: SshServer, tmp_path: Path) -> None:
+    """-i lines (incl. MSG_DELETED 'deleting' lines) match rsync without inc-recursion."""
+    extra = ["-ai", "--delete", "--no-inc-recursive"]
+    a, b = _pair(tmp_path, "diverged")
+    want = _transfer(sshd_server, [tc.RSYNC], a, "push", extra)
+    got = _transfer(sshd_server, tc.program_under_test(), b, "push", extra)
+    assert got.returncode == want.returncode == 0, got.describe()
+    assert sorted(tc.output_lines(got.stdout)) == sorted(tc.output_lines(want.stdout))
+    tc.assert_same(tc.snapshot(a), tc.snapshot(b))
+
+
+def _edit(data: bytes, how: str) -> bytes:
+    mid = len(data) // 2
+    return {
+        "middle": data[:mid] + b"CHANGED" + data[mid + 7:],
+        "start": b"NEWSTART" + data[8:],
+        "end": data[:-5] + b"tail!",
+        "grown": data + b"more data at the end" * 100,
+        "truncated": data[: len(data) // 3],
+        "inserted": data[:mid] + b"I" * 333 + data[mid:],
+        "deleted": data[:mid] + data[mid + 1234:],
+    }[how]
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("how", ["middle", "start", "end", "grown", "truncated", "inserted",
+                                 "deleted"])
+def test_delta_edits(sshd_server: SshServer, tmp_path: Path, direction: str, how: str) -> None:
+    import random
+
+    sizes = {"f0": 0, "f1": 1, "f699": 699, "f700": 700, "f701": 701, "f1401": 1401,
+             "fbig": 700_001}
+    base = tmp_path / "base"
+    for d in ("src", "dst"):
+        (base / d).mkdir(parents=True)
+    for name, size in sizes.items():
+        basis = random.Random(name).randbytes(size)
+        (base / "dst" / name).write_bytes(basis)
+        os.utime(base / "dst" / name, (1_500_000_000, 1_500_000_000))
+        (base / "src" / name).write_bytes(_edit(basis, how) if size > 50 else basis + b"x")
+    for side in ("rsync", "netsync"):
+        trees.copy_tree(base, tmp_path / side)
+    a, b = tmp_path / "rsync", tmp_path / "netsync"
+    extra = ["-rt", "--no-W", "--stats"]
+    want = _transfer(sshd_server, [tc.RSYNC], a, direction, extra)
+    got = _transfer(sshd_server, tc.program_under_test(), b, direction, extra)
+    assert got.returncode == want.returncode == 0, got.describe()
+    for name in sizes:
+        assert (b / "dst" / name).read_bytes() == (b / "src" / name).read_bytes(), name
+    tc.assert_same(tc.snapshot(a), tc.snapshot(b))
+    if direction == "push":
+        def matched(out: bytes) -> bytes:
+            return next(line for line in out.splitlines() if line.startswith(b"Matched data"))
+        assert matched(got.stdout) == matched(want.stdout)
