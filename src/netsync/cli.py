@@ -230,6 +230,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         copy_unsafe_links=opts.copy_unsafe_links, copy_dirlinks=opts.copy_dirlinks,
         one_file_system=opts.one_file_system, hard_links=bool(opts.hard_links),
         devices=opts.devices, specials=opts.specials, checksum=opts.checksum,
+        atimes=bool(opts.atimes),
     )
     csum = _file_checksum_fn() if opts.checksum else None
     sender = Sender(w, rep, filters, csum)

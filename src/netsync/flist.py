@@ -149,6 +149,7 @@ class WalkOptions:
     devices: bool = False
     specials: bool = False
     checksum: bool = False
+    atimes: bool = False
 
 
 # Hooks the walk calls; the sender supplies them (filters, errors, checksums).

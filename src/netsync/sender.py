@@ -56,6 +56,8 @@ class Sender:
         self._hl_groups: dict[tuple[int, int], int] = {}
         self.io_error = 0
         self.missing_args = 0  # 1: --ignore-missing-args
+        # One plain source walks out already in rsync's order; anything else is sorted.
+        self._presorted = True
 
     # ---------------------------------------------------------------- file list
     def build_file_list(self, args: list[bytes], files_from: list[bytes] | None = None,
@@ -63,6 +65,8 @@ class Sender:
         entries: list[FileEntry] = []
         self._entries = entries
         self._hl_keys: list[tuple[int, int] | None] = []
+        if files_from is not None or len(args) != 1 or self.w.relative:
+            self._presorted = False
         if files_from is not None:
             assert ff_base is not None
             base = ff_base.rstrip(b"/") or b"/"
@@ -229,7 +233,8 @@ class Sender:
             e.size = len(e.link)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             e.rdev = st.st_rdev
-        e.atime_ns = st.st_atime_ns
+        if self.w.atimes:
+            e.atime_ns = st.st_atime_ns
         key: tuple[int, int] | None = None
         if self.w.hard_links and st.st_nlink > 1 and not stat.S_ISDIR(mode):
             key = (st.st_dev, st.st_ino)
@@ -274,7 +279,9 @@ class Sender:
                                         f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
                 return
             names.sort()
-            subdirs: list[tuple[bytes, bytes]] = []
+            # Emit in rsync's sorted order directly (files, then each subdir followed by
+            # its contents), so a single-source list needs no global sort.
+            subdirs: list[tuple[bytes, bytes, bytes, os.stat_result, int]] = []
             for n in names:
                 name = n if dname == b"." else dname + b"/" + n
                 path = dpath + b"/" + n if not dpath.endswith(b"/") else dpath + n
@@ -286,18 +293,22 @@ class Sender:
                 is_dir = stat.S_ISDIR(st.st_mode)
                 if self._excluded(name, is_dir):
                     continue
+                if not is_dir:
+                    self._make(name, st, path, root_idx, 0)
+                    continue
                 flags = 0
-                if is_dir and w.one_file_system and st.st_dev != self._fs_dev:
+                if w.one_file_system and st.st_dev != self._fs_dev:
                     if w.one_file_system > 1:
                         continue
                     flags |= FLAG_MOUNT_DIR
-                elif is_dir and depth_recurse:
+                elif depth_recurse:
                     flags |= FLAG_CONTENT_DIR
+                subdirs.append((n + b"/", path, name, st, flags))
+            subdirs.sort(key=lambda t: t[0])
+            for _, path, name, st, flags in subdirs:
                 e = self._make(name, st, path, root_idx, flags)
-                if e is not None and is_dir and flags & FLAG_CONTENT_DIR:
-                    subdirs.append((path, name))
-            for path, name in subdirs:
-                self._walk_dir(root_idx, path, name, depth_recurse)
+                if e is not None and flags & FLAG_CONTENT_DIR:
+                    self._walk_dir(root_idx, path, name, depth_recurse)
         finally:
             if fstate is not None:
                 self.filters.leave_dir(fstate)
@@ -306,7 +317,10 @@ class Sender:
         """Sort like rsync, drop duplicates, and link hard-link groups."""
         entries = self._entries
         keys = self._hl_keys
-        order = sorted(range(len(entries)), key=lambda i: entry_key(entries[i]))
+        if self._presorted:
+            order: range | list[int] = range(len(entries))
+        else:
+            order = sorted(range(len(entries)), key=lambda i: entry_key(entries[i]))
         out: list[FileEntry] = []
         out_keys: list[tuple[int, int] | None] = []
         last_name: bytes | None = None
