@@ -33,6 +33,8 @@ from netsync.receiver import Receiver, tmp_name
 from netsync.report import Reporter
 
 DEL_RECURSE = 1
+_ATTR_BITS = (log.ITEM_REPORT_TIME | log.ITEM_REPORT_PERMS | log.ITEM_REPORT_OWNER
+              | log.ITEM_REPORT_GROUP | log.ITEM_REPORT_ATIME)
 DEL_FOR = {"file": "regular file", "dir": "directory", "symlink": "symlink",
            "device": "device file", "special": "special file"}
 
@@ -164,6 +166,18 @@ class Generator:
     def itemize(self, e: FileEntry, st: os.stat_result | None, iflags: int,
                 xname: bytes | None = None) -> int:
         """generator.c itemize(): add the REPORT_* bits and report the item."""
+        return self.report_item(e, self.item_flags(e, st, iflags, xname), xname)
+
+    def report_item(self, e: FileEntry, iflags: int, xname: bytes | None = None) -> int:
+        if not iflags & log.ITEM_TRANSFER and self.rep.should_send_itemize(iflags, xname):
+            self.rep.maybe_log_item(e, iflags, hlink=xname)
+            if iflags & log.ITEM_IS_NEW:
+                self._count_created(e)
+        return iflags
+
+    def item_flags(self, e: FileEntry, st: os.stat_result | None, iflags: int,
+                   xname: bytes | None = None) -> int:
+        """The REPORT_* bits: how ``st`` differs from the file-list entry (pure)."""
         a = self.a
         if st is not None:
             if stat.S_ISREG(e.mode) and e.size != st.st_size:
@@ -197,12 +211,7 @@ class Generator:
                 iflags |= log.ITEM_REPORT_ATIME
         else:
             iflags |= log.ITEM_IS_NEW
-        iflags &= 0xFFFF
-        if not iflags & log.ITEM_TRANSFER and self.rep.should_send_itemize(iflags, xname):
-            self.rep.maybe_log_item(e, iflags, hlink=xname)
-            if iflags & log.ITEM_IS_NEW:
-                self._count_created(e)
-        return iflags
+        return iflags & 0xFFFF
 
     def _count_created(self, e: FileEntry) -> None:
         s = self.stats
@@ -833,12 +842,16 @@ class Generator:
             self._transfer(ndx, e, path, None, None, new_mode, iflags_extra)
             return
         if basis is path and self._quick_check_ok(e, path, basis_st):
-            errs: list[str] = []
-            set_file_attrs(self.a, path, e, basis_st, new_mode=new_mode, errors=errs,
-                           accurate=g.checksum)
-            for msg in errs:
-                self.rep.error_xfer(msg)
-            self.itemize(e, basis_st, 0)
+            iflags = self.item_flags(e, basis_st, 0)
+            # Up to date: touch the file only when an attribute differs (-c compares
+            # times to the nanosecond, which the report bits do not show).
+            if iflags & _ATTR_BITS or g.checksum:
+                errs: list[str] = []
+                set_file_attrs(self.a, path, e, basis_st, new_mode=new_mode, errors=errs,
+                               accurate=g.checksum)
+                for msg in errs:
+                    self.rep.error_xfer(msg)
+            self.report_item(e, iflags)
             self._remember_hl(ndx, path)
             if g.remove_source_files:
                 self._success(ndx)
