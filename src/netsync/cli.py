@@ -246,6 +246,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
                                        or opts.delay_updates or opts.prune_empty_dirs or opts.qsort)
     show_flist = rep.level("flist") >= 1 and w.dirs or w.recursive
     show_flist = show_flist and rep.level("flist") >= 1 and not inc_recurse and not opts.quiet
+    rep._log_file_msg("building file list")
     if show_flist:
         rep.out.write("building file list ... ")
         rep.out.flush()
@@ -508,6 +509,9 @@ def _summary(opts, rep, stats, start: float, flist) -> None:
         for line in lines:
             rep.out.write(line + "\n")
     rep.out.flush()
+    # main.c log_exit(): the log file gets one plain summary line (no digit grouping).
+    rep._log_file_msg(f"sent {sent} bytes  received {received} bytes  total size "
+                      f"{stats.total_size}")
 
 
 def _list(opts, rep, flist, stats, start: float) -> int:
