@@ -12,10 +12,43 @@ import sys
 from typing import TextIO
 
 from netsync import log
-from netsync.errors import RERR_DEL_LIMIT, RERR_FILEIO, RERR_PARTIAL, RERR_VANISHED
+from netsync.errors import (
+    RERR_DEL_LIMIT,
+    RERR_FILEIO,
+    RERR_MESSAGEIO,
+    RERR_PARTIAL,
+    RERR_VANISHED,
+)
 from netsync.flist import FileEntry
 
 SIGNIFICANT = ~(log.ITEM_BASIS_TYPE_FOLLOWS | log.ITEM_XNAME_FOLLOWS | log.ITEM_LOCAL_CHANGE)
+
+
+class _SafeStream:
+    """stdout that survives its reader going away (``netsync -av ... | head``): the sync
+    goes on and finishes cleanly; the exit code then says output was lost (13)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.broken = True
+
+    def isatty(self) -> bool:
+        return not self.broken and self.stream.isatty()
 
 
 class Reporter:
@@ -43,7 +76,7 @@ class Reporter:
         self.dry_run = dry_run
         self.eight_bit = eight_bit
         self.human = human
-        self.out = out or sys.stdout
+        self.out = _SafeStream(out or sys.stdout)
         self.err = err or sys.stderr
         self.ctx = log.LogContext(am_sender=True, local_server=True,
                                   preserve_mtimes=preserve_mtimes)
@@ -260,6 +293,8 @@ class Reporter:
             return RERR_VANISHED
         if self.got_io_error:
             return RERR_FILEIO
+        if self.out.broken:
+            return RERR_MESSAGEIO
         return 0
 
     def close(self) -> None:
