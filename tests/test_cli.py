@@ -1,0 +1,65 @@
+"""The netsync command as a user runs it: exit codes and messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import trees
+
+NETSYNC = [sys.executable, "-m", "netsync"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*NETSYNC, *args], cwd=cwd, capture_output=True, timeout=120)
+
+
+def test_version_and_help() -> None:
+    v = run("--version")
+    assert v.returncode == 0
+    assert v.stdout.splitlines()[0].startswith(b"netsync  version ")
+    assert b"protocol version 32" in v.stdout.splitlines()[0]
+    h = run("--help")
+    assert h.returncode == 0 and b"--delete" in h.stdout
+
+
+def test_unknown_and_unimplemented_options_exit_1() -> None:
+    r = run("--no-such-option", "a", "b")
+    assert r.returncode == 1
+    assert b"--no-such-option: unknown option" in r.stderr
+    r = run("-aX", "a", "b")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[0] == b"netsync: This netsync does not support --xattrs (-X)"
+
+
+def test_missing_source_is_exit_23_and_rest_is_copied(tmp_path: Path) -> None:
+    (tmp_path / "ok").write_bytes(b"data")
+    r = run("-a", "nope", "ok", "dst/", cwd=tmp_path)
+    assert r.returncode == 23
+    assert b'link_stat "' in r.stderr and b"nope\" failed: No such file or directory (2)" in r.stderr
+    assert (tmp_path / "dst" / "ok").read_bytes() == b"data"
+
+
+def test_many_files_to_a_file_is_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"1")
+    (tmp_path / "b").write_bytes(b"2")
+    (tmp_path / "f").write_bytes(b"3")
+    r = run("a", "b", "f", cwd=tmp_path)
+    assert r.returncode == 3
+    assert b"destination must be a directory when copying more than 1 file" in r.stderr
+    assert (tmp_path / "f").read_bytes() == b"3"
+
+
+def test_closed_stdout_does_not_abort_the_sync(tmp_path: Path) -> None:
+    trees.make_tree(tmp_path / "src", "small")
+    p = subprocess.Popen([*NETSYNC, "-av", "src/", "dst/"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    p.stdout.readline()
+    p.stdout.close()  # the reader goes away, like `| head -1`
+    p.wait(timeout=120)
+    assert p.returncode == 13
+    check = subprocess.run(["rsync", "-ani", "src/", "dst/"], cwd=tmp_path,
+                           capture_output=True, check=True)
+    assert check.stdout == b""  # nothing left to do: the copy is complete
