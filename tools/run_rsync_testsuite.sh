@@ -41,14 +41,15 @@ while [ $# -gt 0 ]; do
         -n|--netsync) netsync_cmd=$2; shift 2 ;;
         -r|--results) results=$2; shift 2 ;;
         -k|--keep) keep=yes; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         --) shift; break ;;
         -*) die "unknown option $1" ;;
         *) [ -z "$src" ] || die "only one source tree may be given"; src=$1; shift ;;
     esac
 done
 [ -n "$src" ] || die "usage: $0 [options] RSYNC_SOURCE_TREE [-- RUNTESTS_ARGS...]"
-src=$(cd "$src" && pwd) || die "no such directory: $src"
+src_arg=$src
+src=$(cd "$src" 2>/dev/null && pwd) || die "no such directory: $src_arg"
 [ -f "$src/runtests.py" ] && [ -d "$src/testsuite" ] \
     || die "$src has no runtests.py/testsuite: not an rsync >= 3.5 source tree"
 

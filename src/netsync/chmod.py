@@ -11,14 +11,16 @@ _PERM = {"r": 0o444, "w": 0o222, "x": 0o111, "s": 0o6000, "t": 0o1000}
 
 
 class ChmodRule:
-    __slots__ = ("target", "op", "bits", "mask", "cond_x")
+    __slots__ = ("target", "op", "bits", "mask", "cond_x", "copy_from")
 
-    def __init__(self, target: str, op: str, bits: int, mask: int, cond_x: bool) -> None:
+    def __init__(self, target: str, op: str, bits: int, mask: int, cond_x: bool,
+                 copy_from: str = "") -> None:
         self.target = target  # "D", "F" or "" (both)
         self.op = op  # "=", "+", "-" or "#" (absolute octal)
         self.bits = bits
         self.mask = mask
         self.cond_x = cond_x  # 'X': execute only if a dir or already executable
+        self.copy_from = copy_from  # "u", "g" or "o": "g=u" copies the user's bits
 
 
 def parse_chmod(specs: list[str]) -> list[ChmodRule]:
@@ -46,6 +48,8 @@ def _parse_clause(clause: str, spec: str) -> ChmodRule:
         raise UsageError(f"Invalid argument passed to --chmod ({spec})")
     op = clause[i]
     i += 1
+    if clause[i:] in ("u", "g", "o"):
+        return ChmodRule(target, op, 0, (who or 0o7777) & 0o777, False, clause[i:])
     bits = 0
     cond_x = False
     for c in clause[i:]:
@@ -84,6 +88,10 @@ def tweak_mode(mode: int, rules: list[ChmodRule]) -> int:
         if r.target == "D" and not is_dir or r.target == "F" and is_dir:
             continue
         bits = r.bits
+        if r.copy_from:
+            shift = {"u": 6, "g": 3, "o": 0}[r.copy_from]
+            rwx = (perms >> shift) & 0o7
+            bits = (rwx << 6 | rwx << 3 | rwx) & r.mask
         if r.cond_x and not is_dir and not perms & 0o111:
             bits &= ~0o111
         if r.op == "#":

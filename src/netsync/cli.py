@@ -100,8 +100,11 @@ def run_client(opts) -> int:
                                "remote transfers (host:path, host::module, rsync://) are not "
                                "implemented yet in this netsync") from None
         return run_remote(opts, args)
-    if opts.list_only or len(args) == 1:
+    if len(args) == 1:
         return local_sync(opts, args, None)
+    if opts.list_only:
+        # An explicit --list-only lists the sources; a destination is ignored.
+        return local_sync(opts, args[:-1], None)
     return local_sync(opts, args[:-1], args[-1])
 
 
@@ -294,6 +297,9 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     assert dest is not None
     solo, dry_missing = _get_local_name(opts, rep, flist, dest)
     dest_root = dest.rstrip(b"/") or b"/"
+    if not solo and os.path.islink(dest_root) and os.path.isdir(dest_root):
+        # rsync chdir()s into the destination: a symlink to a dir is followed, not replaced.
+        dest_root += b"/."
     umask = os.umask(0)
     os.umask(umask)
     uid_map = _parse_ids(opts.usermap, opts.numeric_ids, "usermap")
@@ -478,7 +484,7 @@ def _read_files_from(spec: str, from0: bool) -> list[bytes]:
     out: list[bytes] = []
     for line in data.split(sep):
         line = line.rstrip(b"\r") if not from0 else line
-        if not line or (not from0 and line[:1] in (b"#", b";")):
+        if not line or line[:1] in (b"#", b";"):
             continue
         out.append(line)
     return out

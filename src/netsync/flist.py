@@ -160,6 +160,13 @@ def is_unsafe_symlink(target: bytes, name: bytes) -> bool:
     """rsync's unsafe_symlink(): does ``target`` (in link ``name``) leave the tree?"""
     if not target or target.startswith(b"/"):
         return True
+    # util1.c: ".." is only allowed as leading components; "/../" later or a
+    # trailing "/.." is unsafe however deep the link sits.
+    rest = target
+    while rest.startswith(b"../"):
+        rest = rest[3:].lstrip(b"/")
+    if b"/../" in rest or (len(target) > 3 and target.endswith(b"/..")):
+        return True
     # Depth of the link's directory below the transfer root.
     depth = name.count(b"/")
     if name.startswith(b"./"):

@@ -120,6 +120,8 @@ class Generator:
         # keywords; a wire client sets the negotiated ones.
         self.sum_params: tuple[str, int, int] = ("md5", 0, 32)
         self.sum_kwargs: dict = {}
+        # Called after the first pass over the list (a wire client's redo phase).
+        self.after_files: Callable[[], None] | None = None
 
     # ------------------------------------------------------------- helpers
     def dpath(self, name: bytes) -> bytes:
@@ -413,6 +415,8 @@ class Generator:
         while fstack:
             self.filters.leave_dir(fstack.pop()[1])
         self.finish_hard_links()
+        if self.after_files is not None:
+            self.after_files()
         if mode in ("after", "delay"):
             self._top_deleted = False
             self.delete_dirs(include_top=True)
@@ -563,6 +567,9 @@ class Generator:
             errs: list[str] = []
             # Owner/perms now; the times after the contents are written.
             cur = self._lstat(path)
+            if cur is not None and st is None and not a.perms and cur.st_mode & stat.S_ISGID:
+                # rsync.c: a dir we just made under a setgid parent keeps its setgid bit.
+                new_mode |= stat.S_ISGID
             if cur is not None:
                 self._dir_attrs_now(path, e, cur, new_mode, errs)
             for msg in errs:

@@ -113,7 +113,18 @@ class Receiver:
                     shutil.rmtree(bpath)
             except FileNotFoundError:
                 pass
-            os.replace(dest, bpath)
+            try:
+                os.replace(dest, bpath)
+            except OSError as ex:
+                if ex.errno != errno.EXDEV:
+                    raise
+                # --backup-dir on another filesystem: copy (keeping metadata), then remove.
+                import shutil
+
+                tmp = tmp_name(bpath, None)
+                shutil.copy2(dest, tmp, follow_symlinks=False)
+                os.replace(tmp, bpath)
+                os.unlink(dest)
             self.rep.backup_note(dest_rel, bpath)
             return True
         except OSError as ex:
@@ -292,7 +303,7 @@ class Receiver:
             shutil.copy2(dest, bpath, follow_symlinks=False)
         start = dest_st.st_size if r.append and dest_st is not None else 0
         fd = os.open(dest, os.O_WRONLY | os.O_NOFOLLOW)
-        basis_fd = self._open_basis(basis) if not r.append else None
+        basis_fd = self._open_basis(basis if basis is not None else dest)
         try:
             written = self._write_data(fd, data, basis_fd, start)
             os.ftruncate(fd, start + written)

@@ -72,10 +72,17 @@ class Sender:
             base = ff_base.rstrip(b"/") or b"/"
             root_idx = self._root(base)
             for name in files_from:
+                rbase, ridx = base, root_idx
+                cut = name.find(b"/./")
+                if cut >= 0:
+                    # "dir/./path": dir is part of the source, path what is sent.
+                    rbase = join(base, _clean(name[:cut]))
+                    ridx = self._root(rbase)
+                    name = name[cut + 3:]
                 trailing = name.endswith(b"/")
                 rel = _clean(name.lstrip(b"/")) if name.strip(b"/") else b"."
                 dotdir = rel == b"." or trailing
-                self._add_arg(root_idx, base, rel, relative=True, dotdir=dotdir,
+                self._add_arg(ridx, rbase, rel, relative=True, dotdir=dotdir,
                               from_files=True)
         else:
             for arg in args:
