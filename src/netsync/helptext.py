@@ -254,8 +254,18 @@ def version_json() -> str:
         "program": PROG,
         "version": __version__,
         "protocol": f"{PROTOCOL_VERSION}.0",
+        # rsync's capability names; each says what this netsync really does.
+        "capabilities": {
+            "file_bits": 64, "inum_bits": 64, "timestamp_bits": 64, "long_int_bits": 64,
+            "socketpairs": True, "symlinks": True, "symtimes": True, "hardlinks": True,
+            "hardlink_specials": True, "hardlink_symlinks": True, "IPv6": True,
+            "atimes": True, "batchfiles": False, "inplace": True, "append": True,
+            "ACLs": False, "ACL_at": False, "xattrs": False, "secluded_args": False,
+            "iconv": False, "prealloc": False, "stop_at": False, "crtimes": False,
+        },
         "checksum_list": ["xxh128", "xxh3", "xxh64", "md5", "md4", "sha1", "none"],
         "compress_list": ["zstd", "lz4", "zlibx", "zlib", "none"],
+        "daemon_auth_list": ["sha512", "sha256", "sha1", "md5", "md4"],
         "caveat": f"{PROG} comes with ABSOLUTELY NO WARRANTY",
     }
     return json.dumps(info, indent=2) + "\n"
