@@ -343,6 +343,9 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         am_root=am_root, omit_dir_times=bool(opts.omit_dir_times), mkpath=opts.mkpath,
         inc_recurse=inc_recurse,
     )
+    if ropts.backup_dir is not None and rep.level("backup") >= 1 \
+            and not os.path.isdir(ropts.backup_dir):
+        rep.info(f"(new) backup_dir is {rep.safe(os.fsencode(opts.backup_dir).rstrip(b'/'))}")
     ropts.bwlimit = opts.bwlimit_bytes or 0
     receiver = Receiver(ropts, a, rep)
     if rfilters is not None:

@@ -125,7 +125,10 @@ class Receiver:
                 shutil.copy2(dest, tmp, follow_symlinks=False)
                 os.replace(tmp, bpath)
                 os.unlink(dest)
-            self.rep.backup_note(dest_rel, bpath)
+            # rsync names the backup relative to the destination dir it works in.
+            root = dest[: len(dest) - len(dest_rel)] if dest.endswith(dest_rel) else b""
+            self.rep.backup_note(dest_rel, bpath[len(root):] if root and bpath.startswith(root)
+                                 else bpath)
             return True
         except OSError as ex:
             self.rep.error_xfer(f'make_backup "{self.rep.safe(dest_rel)}" failed: '
