@@ -49,16 +49,14 @@ def walk_names(top: bytes, do_lstat: bool) -> int:
     while stack:
         d = stack.pop()
         with os.scandir(d) as it:
-            names = [e.name for e in it]
-        names.sort()
-        for nm in names:
+            items = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]  # d_type: no stat
+        items.sort()
+        for nm, is_dir in items:
             p = d + b"/" + nm
             n += 1
             if do_lstat:
-                st = os.lstat(p)
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(p)
-            elif os.path.isdir(p):
+                is_dir = stat.S_ISDIR(os.lstat(p).st_mode)
+            if is_dir:
                 stack.append(p)
     return n
 
@@ -143,15 +141,19 @@ def main() -> int:
         del fl
     gc.collect()
 
-    # Memory: a fresh build under tracemalloc (slower, so not timed).
+    # Memory: RSS around a plain build, then a build under tracemalloc (not timed).
     rss0 = vm("VmRSS")
+    fl, _, _ = build(src)
+    rss1 = vm("VmRSS")
+    hwm_build = vm("VmHWM")
+    del fl
+    gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     fl, _, _ = build(src)
     cur, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     entries = len(fl.entries)
-    rss1 = vm("VmRSS")
     t_key = best(lambda: [F.entry_key(e) for e in fl.entries], args.rounds)
     e0 = next(e for e in fl.entries if stat.S_ISREG(e.mode))
     one = (sys.getsizeof(e0) + sys.getsizeof(e0.name) + sys.getsizeof(e0.mtime_ns)
@@ -165,11 +167,11 @@ def main() -> int:
     print(f"entry_key (all)    {t_key:7.3f}s  {t_key * us:6.2f} us/entry")
     print(f"flist held         {(cur - base) / entries:7.1f} bytes/entry (tracemalloc)")
     print(f"build peak         {(peak - base) / entries:7.1f} bytes/entry (tracemalloc)")
-    print(f"RSS growth         {(rss1 - rss0) * 1024 / entries:7.1f} bytes/entry")
+    print(f"RSS growth         {(rss1 - rss0) * 1024 / entries:7.1f} bytes/entry (untraced build)")
     print(f"one regular entry  {one} bytes: FileEntry {sys.getsizeof(e0)}, name "
           f"{sys.getsizeof(e0.name)}, mtime_ns {sys.getsizeof(e0.mtime_ns)}, atime_ns "
           f"{sys.getsizeof(e0.atime_ns)}, mode {sys.getsizeof(e0.mode)}, list slot 8")
-    print(f"VmHWM after build  {vm('VmHWM') / 1024:7.1f} MiB (start {hwm0 / 1024:.1f})")
+    print(f"VmHWM after build  {hwm_build / 1024:7.1f} MiB (start {hwm0 / 1024:.1f})")
     if args.dst:
         t_gen = run_generator(fl, os.fsencode(os.path.abspath(args.dst)))
         print(f"generator no-op    {t_gen:7.3f}s  {t_gen * us:6.2f} us/entry")

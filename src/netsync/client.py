@@ -65,7 +65,7 @@ def run_remote(opts, args: list[bytes]) -> int:
         return code
     except WireError as we:
         code = client.close_code(we.code)
-        _err(f"{PROG}: {we.message} [{client.who}]" if we.message else f"{PROG}: protocol error")
+        _err(f"{PROG}: {we.message}" if we.message else f"{PROG}: protocol error")
         _exit_line(code)
         return code
     except (m.FatalError, E.RsyncError) as fe:
@@ -152,17 +152,12 @@ class _Client:
         what = None
         if opts.files_from:
             what = "--files-from"
-        elif not plan.am_sender and not plan.local_paths and plan.module != "" \
-                or opts.list_only and plan.module != "":
-            what = "listing remote files (no destination)"
-        elif opts.checksum:
-            what = "--checksum (-c)"
+        elif opts.list_only and plan.am_sender:
+            what = "--list-only of a local source with a remote destination"
         elif opts.inplace or opts.append:
             what = "--inplace/--append"
         elif opts.delete_missing_args:
             what = "--delete-missing-args"
-        elif opts.hard_links and not plan.am_sender:
-            what = "--hard-links when pulling"
         if what is not None and not (plan.daemon and plan.module == ""):
             raise E.RsyncError(E.RERR_UNSUPPORTED,
                                f"{what} with a remote rsync is not implemented yet in this "
@@ -274,7 +269,34 @@ class _Client:
             preserve_devices=bool(opts.devices), preserve_specials=bool(opts.specials),
             preserve_hard_links=bool(opts.hard_links), always_checksum=bool(opts.checksum),
             preserve_atimes=bool(opts.atimes), numeric_ids=bool(opts.numeric_ids),
+            checksum_len=self._file_sum_len(),
         )
+
+    def _file_sum_name(self) -> str:
+        """checksum.c: the -c sum is the negotiated one, or --checksum-choice's second name."""
+        choice = self.opts.checksum_choice
+        if choice and "," in choice:
+            from netsync.checksum import resolve_checksum
+
+            return resolve_checksum(choice.split(",", 1)[1], self.neg.protocol)
+        return self.neg.checksum
+
+    def _file_sum_len(self) -> int:
+        from netsync.checksum import digest_len, resolve_checksum
+
+        name = resolve_checksum(self._file_sum_name(), self.neg.protocol)
+        return digest_len("md4" if name == "md4_old" else name) if name != "none" else 1
+
+    def _file_sum_fn(self):
+        from netsync.checksum import file_checksum
+
+        name = self._file_sum_name()
+        proto = self.neg.protocol
+
+        def fn(path: bytes, size: int) -> bytes:  # noqa: ARG001
+            return file_checksum(path, name, proto)
+
+        return fn
 
     def _read_ndx_and_attrs(self, nfiles: int) -> tuple[int, int, int, bytes | None]:
         """rsync.c read_ndx_and_attrs(): (ndx, iflags, fnamecmp_type, xname)."""
@@ -430,7 +452,7 @@ class _Client:
             hard_links=bool(opts.hard_links), devices=opts.devices, specials=opts.specials,
             checksum=opts.checksum,
         )
-        sender = Sender(w, rep, filters, None)
+        sender = Sender(w, rep, filters, self._file_sum_fn() if opts.checksum else None)
         if opts.ignore_missing_args:
             sender.missing_args = 1
         sources = [os.fsencode(p) for p in self.plan.local_paths]
@@ -578,8 +600,8 @@ class _Client:
 
     # -------------------------------------------------------------------- pull
     def _pull(self) -> int:
-        from netsync.flist_codec import FlistDecoder, sort_and_clean
         from netsync.flist import FileList
+        from netsync.flist_codec import FlistDecoder, sort_and_clean
 
         opts = self.opts
         io = self.io
@@ -628,9 +650,31 @@ class _Client:
                                  strip_root=bool(opts.relative))
         flist = FileList(entries=entries, roots=[b"."], io_error=io_error)
         _count_flist(stats, entries)
+        if not self.plan.local_paths:
+            return self._list_only(flist)
         dest = os.fsencode(self.plan.local_paths[0])
         code = self._receive(flist, dest)
         return code
+
+    def _list_only(self, flist) -> int:
+        """generator.c list_file_entry() for every listed item (no destination)."""
+        from netsync.flist import FLAG_DUPLICATE, FLAG_IMPLIED_DIR
+
+        opts = self.opts
+        rep = self.rep
+        for e in flist.entries:
+            if e.flags & FLAG_DUPLICATE:
+                continue
+            if stat.S_ISDIR(e.mode) and not opts.implied_dirs and e.flags & FLAG_IMPLIED_DIR:
+                continue
+            link = e.link if stat.S_ISLNK(e.mode) and opts.links else None
+            rep.out.write(log.list_line(e.mode, e.size, e.mtime, e.name, link,
+                                        opts.human_readable,
+                                        eight_bit=opts.eight_bit_output) + "\n")
+        rep.out.flush()
+        self._pull_phases()
+        self._summary(self.remote_read, self.remote_written, self.stats.total_size)
+        return self._final_code(flist.io_error)
 
     def _receive(self, flist, dest: bytes) -> int:
         from netsync.cli import _get_local_name, _parse_ids, _under
@@ -687,7 +731,7 @@ class _Client:
             recursive=recursive, dirs=bool(opts.dirs), links=opts.links,
             safe_links=opts.safe_links, munge_links=opts.munge_links,
             keep_dirlinks=opts.keep_dirlinks, hard_links=bool(opts.hard_links),
-            devices=opts.devices, specials=opts.specials, checksum=False,
+            devices=opts.devices, specials=opts.specials, checksum=bool(opts.checksum),
             size_only=opts.size_only, ignore_times=opts.ignore_times, update=opts.update,
             existing=opts.existing, ignore_existing=opts.ignore_existing,
             max_size=opts.max_size, min_size=opts.min_size,
@@ -707,7 +751,8 @@ class _Client:
         def success(ndx: int) -> None:
             io.send_msg(Msg.SUCCESS, encode_int32(ndx))
 
-        gen = Generator(g, a, flist, dest_root, receiver, self._request, rep, rfilters, None,
+        gen = Generator(g, a, flist, dest_root, receiver, self._request, rep, rfilters,
+                        self._file_sum_fn() if opts.checksum else None,
                         on_success=success, solo_file=solo)
         gen.sum_params = (neg.checksum, neg.checksum_seed, proto)
         gen.sum_kwargs = {"proper_seed_order": neg.proper_seed_order or proto < 30,
@@ -719,6 +764,9 @@ class _Client:
         from netsync import token
 
         self.decoder = token.make_decoder(neg.compress or "none", proto)
+        self.redo: list[int] = []
+        self.redoing = False
+        gen.after_files = lambda: self._redo_phase(gen)
         rep.attach_stats(stats)
         try:
             gen.run()
@@ -728,9 +776,30 @@ class _Client:
         finally:
             if rep.progress is not None:
                 rep.progress.newline_if_needed()
-        self._pull_phases()
+        self._pull_phases(first_done=True)
         self._summary(self.remote_read, self.remote_written, stats.total_size)
         return self._final_code(flist.io_error | gen.io_error)
+
+    def _redo_phase(self, gen) -> None:
+        """End phase 0; re-request files that failed verification with full-length sums."""
+        from netsync.checksum import SUM_LENGTH
+
+        io = self.io
+        assert io is not None
+        io.write_ndx(NDX_DONE)
+        io.flush()
+        self._expect_done()
+        if not self.redo:
+            return
+        self.redoing = True
+        saved = gen.g.ignore_times
+        gen.g.ignore_times = True  # generate_files(): the redo phase skips the quick check
+        gen.sum_kwargs = {**gen.sum_kwargs, "csum_length": SUM_LENGTH}
+        try:
+            for ndx in self.redo:
+                gen.recv_generator(ndx, self.flist.entries[ndx])
+        finally:
+            gen.g.ignore_times = saved
 
     def _request(self, req: m.SendRequest) -> m.FileData:
         """Ask the remote sender for one file; its tokens are read as the receiver wants them."""
@@ -768,6 +837,7 @@ class _Client:
             raise WireError(f"sender echoed a different sum head [{self.who}]",
                             E.RERR_PROTOCOL)
         e = self.flist.entries[ndx]
+        self._current_ndx = ndx
         return m.FileData(ndx, req.iflags, sums, self._tokens(e, sums, req.basis),
                           size=e.size)
 
@@ -787,7 +857,7 @@ class _Client:
             except OSError:
                 bfd = None
         limit = max(e.size, 0) + (1 << 20)
-        total = 0
+        total = matched = 0
         try:
             done = False
             while not done:
@@ -809,6 +879,7 @@ class _Client:
                         dec.see_block(block)
                         fsum.update(block)
                         total += len(block)
+                        matched += len(block)
                         yield i
                     else:
                         done = True
@@ -816,23 +887,37 @@ class _Client:
                 if not done:
                     dec.feed(io.read_some())
             io.unread(dec.take_unconsumed())
+            # The generator counted the whole size as literal data; correct it.
+            self.stats.literal_data += total - matched - e.size
+            self.stats.matched_data += matched
             want = fsum.digest()
             got = io.read(len(want))
         finally:
             if bfd is not None:
                 os.close(bfd)
         if got != want:
-            self.rep.error_xfer(f"ERROR: {self.rep.safe(e.name)} failed verification -- "
-                                f"update discarded.", bare=True)
+            rep = self.rep
+            if self.redoing:
+                rep.error_xfer(f"ERROR: {rep.safe(e.name)} failed verification -- "
+                               f"update discarded.", bare=True)
+            else:
+                if rep.level("name") >= 1 or rep.has_i:
+                    rep.warn_msg(f"WARNING: {rep.safe(e.name)} failed verification -- "
+                                 f"update discarded (will try again).")
+                self.redo.append(self._current_ndx)
             raise m.DiscardFile()
 
-    def _pull_phases(self) -> None:
-        """generate_files()' phase ends, then the receiver's reads and the goodbye."""
+    def _pull_phases(self, first_done: bool = False) -> None:
+        """generate_files()' phase ends, then the receiver's reads and the goodbye.
+
+        ``first_done``: phase 0 was already ended (and its echo read) by the redo step.
+        """
         io = self.io
         assert io is not None
         opts = self.opts
         proto = self.neg.protocol
-        io.write_ndx(NDX_DONE)
+        if not first_done:
+            io.write_ndx(NDX_DONE)
         io.write_ndx(NDX_DONE)
         if proto >= 29:
             io.write_ndx(NDX_DONE)
@@ -849,7 +934,7 @@ class _Client:
             io.write_ndx(NDX_DONE)
         io.flush()
         # The sender echoes each phase end it takes part in, then ends its loop with one more.
-        for _ in range(3 if proto >= 29 else 2):
+        for _ in range((3 if proto >= 29 else 2) - first_done):
             self._expect_done()
         self.remote_read = io.read_varlong30(3) if proto >= 30 else io.read_longint()
         self.remote_written = io.read_varlong30(3) if proto >= 30 else io.read_longint()

@@ -1,0 +1,112 @@
+"""netsync as a client of a stock ``rsync --daemon``: listing, auth, push, pull, refusals."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import treecompare as tc
+import trees
+from interop import peers
+from interop.peers import RsyncDaemon, SshServer
+
+rsyncd = peers.rsyncd  # the session fixtures
+sshd_server = peers.sshd_server
+
+
+def _run(cmd: list[str], args: list[str], cwd: Path, env: dict[str, str] | None = None):
+    import subprocess
+
+    full = tc.sync_env()
+    full.update(env or {})
+    p = subprocess.run([*cmd, *args], cwd=cwd, env=full, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+    return tc.Run([*cmd, *args], p.returncode, p.stdout, p.stderr)
+
+
+def _both(args: list[str], cwd: Path, env: dict[str, str] | None = None):
+    return _run([tc.RSYNC], args, cwd, env), _run(tc.program_under_test(), args, cwd, env)
+
+
+def test_module_listing(rsyncd: RsyncDaemon, tmp_path: Path) -> None:
+    want, got = _both([rsyncd.url()], tmp_path)
+    assert got.returncode == want.returncode == 0, got.describe()
+    assert got.stdout == want.stdout
+    assert b"open           \tOpen module" in got.stdout
+
+
+@pytest.mark.parametrize("spec", ["url", "double-colon"])
+def test_push_then_pull(rsyncd: RsyncDaemon, tmp_path: Path, spec: str) -> None:
+    trees.make_tree(tmp_path / "src", "small")
+    now = time.time_ns() - 10**9
+    results = {}
+    for who, cmd in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+        remote = (rsyncd.url(f"open/{spec}-{who}/") if spec == "url"
+                  else f"127.0.0.1::open/{spec}-{who}/")
+        port = [f"--port={rsyncd.port}"] if spec != "url" else []
+        push = _run(cmd, ["-a", *port, "src/", remote], tmp_path)
+        assert push.returncode == 0, push.describe()
+        pull = _run(cmd, ["-a", *port, remote, f"back-{who}/"], tmp_path)
+        assert pull.returncode == 0, pull.describe()
+        results[who] = (tc.snapshot(rsyncd.modules["open"] / f"{spec}-{who}", now),
+                        tc.snapshot(tmp_path / f"back-{who}", now))
+    tc.assert_same(results["rsync"][0], results["netsync"][0], what="pushed trees")
+    tc.assert_same(results["rsync"][1], results["netsync"][1], what="pulled trees")
+    tc.assert_same(tc.snapshot(tmp_path / "src"), results["netsync"][1])
+
+
+def test_auth_module(rsyncd: RsyncDaemon, tmp_path: Path) -> None:
+    url = f"rsync://{rsyncd.user}@127.0.0.1:{rsyncd.port}/auth/"
+    ok = _run(tc.program_under_test(), ["-a", url, "got/"], tmp_path,
+              {"RSYNC_PASSWORD": rsyncd.password})
+    assert ok.returncode == 0, ok.describe()
+    assert (tmp_path / "got" / "secret.txt").read_text() == "for alice\n"
+    want, got = _both(["-a", url, "bad/"], tmp_path, {"RSYNC_PASSWORD": "wrong"})
+    assert got.returncode == want.returncode == 5, got.describe()
+    assert b"@ERROR: auth failed on module auth" in got.stderr
+    assert not (tmp_path / "bad" / "secret.txt").exists()
+
+
+def test_password_file(rsyncd: RsyncDaemon, tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text(rsyncd.password + "\n")
+    pw.chmod(0o600)
+    url = f"rsync://{rsyncd.user}@127.0.0.1:{rsyncd.port}/auth/"
+    got = _run(tc.program_under_test(), ["-a", f"--password-file={pw}", url, "got/"], tmp_path)
+    assert got.returncode == 0, got.describe()
+    assert (tmp_path / "got" / "secret.txt").exists()
+
+
+@pytest.mark.parametrize("case", ["unknown-module", "read-only"])
+def test_refusals_match_rsync(rsyncd: RsyncDaemon, tmp_path: Path, case: str) -> None:
+    (tmp_path / "f").write_text("x")
+    args = (["-a", rsyncd.url("nomod/"), "d/"] if case == "unknown-module"
+            else ["-a", "f", rsyncd.url("ro/")])
+    want, got = _both(args, tmp_path)
+    assert got.returncode == want.returncode != 0, got.describe()
+    assert b"Traceback" not in got.stderr
+    # The daemon's own refusal line ("@ERROR: ..." / "ERROR: module is read only").
+    first = want.stderr.splitlines()[0]
+    assert first.startswith((b"@ERROR", b"ERROR")) and first in got.stderr.splitlines()
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_daemon_over_ssh(rsyncd: RsyncDaemon, sshd_server: SshServer, tmp_path: Path,
+                         direction: str) -> None:
+    """``-e ssh host::module``: the daemon protocol over a remote shell."""
+    trees.make_tree(tmp_path / "src", "small")
+    via = ["-a", "-e", sshd_server.rsh, f"--rsync-path=rsync --config={rsyncd.dir / 'rsyncd.conf'}"]
+    target = f"{sshd_server.login}::open/over-ssh-{direction}/"
+    if direction == "push":
+        run = _run(tc.program_under_test(), [*via, "src/", target], tmp_path)
+        got = rsyncd.modules["open"] / f"over-ssh-{direction}"
+    else:
+        seed = _run([tc.RSYNC], [*via, "src/", target], tmp_path)
+        assert seed.returncode == 0, seed.describe()
+        run = _run(tc.program_under_test(), [*via, target, "back/"], tmp_path)
+        got = tmp_path / "back"
+    assert run.returncode == 0, run.describe()
+    assert b"Welcome to the netsync test daemon" in run.stdout
+    tc.assert_same(tc.snapshot(tmp_path / "src"), tc.snapshot(got))
