@@ -105,6 +105,25 @@ def set_socket_options(sock: object, options: str | None,
             warn(f"failed to set socket option {name}: {exc.strerror}")
 
 
+def _connect_prog(command: str, host: str, who: str) -> SocketConnection:
+    """socket.c sock_exec(): RSYNC_CONNECT_PROG runs through the shell on a socketpair
+    (its %H already replaced by the host), and the daemon protocol goes over that."""
+    import socket
+    import subprocess
+
+    ours, theirs = socket.socketpair()
+    try:
+        subprocess.Popen(["sh", "-c", command], stdin=theirs, stdout=theirs,
+                         close_fds=True, start_new_session=False)
+    except OSError as exc:
+        ours.close()
+        raise TransportError(RERR_SOCKETIO, f"[{who}] Failed to exec sh: {exc.strerror} "
+                             f"({exc.errno})") from None
+    finally:
+        theirs.close()
+    return SocketConnection(ours, host, who)
+
+
 def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 0,
             contimeout: int = 0, sockopts: str | None = None, who: str = "client",
             warn: Callable[[str], None] = _stderr) -> SocketConnection:
@@ -116,6 +135,9 @@ def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 
     import errno as errno_mod
     import socket
 
+    prog = os.environ.get("RSYNC_CONNECT_PROG")
+    if prog:
+        return _connect_prog(prog.replace("%H", host), host, who)
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(af_hint, socket.AF_UNSPEC)
     try:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
