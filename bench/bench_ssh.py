@@ -17,6 +17,7 @@ Issue targets: full <= 1.0x rsync's time, no-op <= 1.3x, delta <= 1.5x time and
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import shutil
@@ -41,12 +42,12 @@ def make_tree(root: Path, files: int, seed: int = 7) -> None:
         d.mkdir(parents=True, exist_ok=True)
         # Long-tailed sizes: mostly small, a few large.
         size = int(min(rnd.paretovariate(1.2) * 2000, 8 << 20))
-        (d / f"f{i:05d}").write_bytes(rnd.randbytes(size))
+        (d / f"f{i:05d}").write_bytes(os.urandom(size))
 
 
 def make_delta_pair(src: Path, dst: Path, mib: int, seed: int = 9) -> None:
     rnd = random.Random(seed)
-    data = bytearray(rnd.randbytes(mib << 20))
+    data = bytearray(b"".join(rnd.randbytes(1 << 20) for _ in range(mib)))
     (dst / "big").write_bytes(data)
     for _ in range(64):  # 64 scattered 1-byte edits
         pos = rnd.randrange(len(data))
