@@ -83,9 +83,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_client(opts) -> int:
-    if opts.server or opts.daemon:
+    if opts.server:
+        from netsync.server import run_server
+
+        return run_server(opts)
+    if opts.daemon:
         raise E.RsyncError(E.RERR_UNSUPPORTED,
-                           "--server/--daemon are not implemented yet in this netsync")
+                           "--daemon is not implemented yet in this netsync")
     args = [os.fsencode(a) for a in opts.args]
     if not args:
         from netsync import helptext

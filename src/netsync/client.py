@@ -91,6 +91,9 @@ class _Client:
         self.io: ProtocolIO | None = None
         self.who = "client"
         self.rep = None
+        #: The remote side is a server sender, which writes its stats after the transfer.
+        self.peer_sends_stats = True
+        self.am_server = False
 
     # ------------------------------------------------------------------ setup
     def close_code(self, code: int) -> int:
@@ -427,6 +430,35 @@ class _Client:
 
     # -------------------------------------------------------------------- push
     def _push(self) -> int:
+        opts = self.opts
+        io = self.io
+        rep = self.rep
+        assert io is not None
+        self.stats = stats = m.Stats()
+        self._send_filter_list()
+        filters = None
+        if opts.filter_args or opts.cvs_exclude:
+            from netsync import filters as F
+
+            filters = F.build_filter_list(opts.filter_args, opts.cvs_exclude,
+                                          opts.delete_excluded, opts.from0)
+        sources = [os.fsencode(p) for p in self.plan.local_paths]
+        sender, flist, io_error = self._send_flist(sources, filters)
+        entries = flist.entries
+        io.on_deleted = lambda name, is_dir: rep.deleted(
+            name, stat.S_IFDIR if is_dir else stat.S_IFREG)
+        if opts.remove_source_files:
+            io.on_success = sender.remove_source
+        self._send_files(sender, entries)
+        self._goodbye()
+        io.flush()
+        sent = self.conn.bytes_written  # type: ignore[union-attr]
+        received = self.conn.bytes_read  # type: ignore[union-attr]
+        self._summary(sent, received, stats.total_size)
+        return self._final_code(io_error | sender.io_error)
+
+    def _send_flist(self, sources: list[bytes], filters):
+        """flist.c send_file_list(): walk ``sources``, send the list; (sender, flist, io_error)."""
         from netsync.flist import WalkOptions
         from netsync.flist_codec import FlistEncoder
         from netsync.sender import Sender
@@ -436,14 +468,7 @@ class _Client:
         rep = self.rep
         assert io is not None
         proto = self.neg.protocol
-        self.stats = stats = m.Stats()
-        self._send_filter_list()
-        filters = None
-        if opts.filter_args or opts.cvs_exclude:
-            from netsync import filters as F
-
-            filters = F.build_filter_list(opts.filter_args, opts.cvs_exclude,
-                                          opts.delete_excluded, opts.from0)
+        stats = self.stats
         w = WalkOptions(
             recursive=bool(opts.recursive or opts.recurse), dirs=bool(opts.dirs),
             relative=bool(opts.relative), implied_dirs=opts.implied_dirs, links=opts.links,
@@ -455,8 +480,8 @@ class _Client:
         sender = Sender(w, rep, filters, self._file_sum_fn() if opts.checksum else None)
         if opts.ignore_missing_args:
             sender.missing_args = 1
-        sources = [os.fsencode(p) for p in self.plan.local_paths]
-        show_flist = rep.level("flist") >= 1 and (w.dirs or w.recursive) and not opts.quiet
+        show_flist = (not self.am_server and rep.level("flist") >= 1
+                      and (w.dirs or w.recursive) and not opts.quiet)
         if show_flist:
             rep.out.write("building file list ... ")
             rep.out.flush()
@@ -495,17 +520,7 @@ class _Client:
         io.flush()
         stats.flist_xfertime = time.time() - t1
         stats.flist_size = self.conn.bytes_written - before  # type: ignore[union-attr]
-        io.on_deleted = lambda name, is_dir: rep.deleted(
-            name, stat.S_IFDIR if is_dir else stat.S_IFREG)
-        if opts.remove_source_files:
-            io.on_success = sender.remove_source
-        self._send_files(sender, entries)
-        self._goodbye()
-        io.flush()
-        sent = self.conn.bytes_written  # type: ignore[union-attr]
-        received = self.conn.bytes_read  # type: ignore[union-attr]
-        self._summary(sent, received, stats.total_size)
-        return self._final_code(io_error | sender.io_error)
+        return sender, flist, io_error
 
     def _send_files(self, sender, entries) -> None:
         """sender.c send_files()."""
@@ -546,6 +561,15 @@ class _Client:
             if not stat.S_ISREG(e.mode):
                 raise WireError(f"refusing transfer of non-file index {ndx} [{self.who}]",
                                 E.RERR_PROTOCOL)
+            if opts.dry_run:
+                # sender.c, !do_xfers: the generator sent no sums; log and echo the item.
+                stats.xferred_files += 1
+                stats.total_transferred_size += e.size
+                if iflags & ITEM_IS_NEW:
+                    stats.created_files += 1
+                rep.log_item(e, iflags)
+                self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
+                continue
             head = self._read_sum_head()
             sums = None
             if head.count:
@@ -600,6 +624,19 @@ class _Client:
 
     # -------------------------------------------------------------------- pull
     def _pull(self) -> int:
+        self.stats = m.Stats()
+        self._send_filter_list()
+        assert self.io is not None
+        self.io.flush()
+        flist = self._recv_flist()
+        if not self.plan.local_paths:
+            return self._list_only(flist)
+        dest = os.fsencode(self.plan.local_paths[0])
+        code = self._receive(flist, dest)
+        return code
+
+    def _recv_flist(self):
+        """flist.c recv_file_list(): read, map ids, sort and clean the sender's list."""
         from netsync.flist import FileList
         from netsync.flist_codec import FlistDecoder, sort_and_clean
 
@@ -608,11 +645,9 @@ class _Client:
         rep = self.rep
         assert io is not None
         proto = self.neg.protocol
-        self.stats = stats = m.Stats()
-        self._send_filter_list()
-        io.flush()
-        show_flist = rep.level("flist") >= 1 and not opts.quiet and bool(
-            opts.recursive or opts.recurse or opts.dirs)
+        stats = self.stats
+        show_flist = not self.am_server and rep.level("flist") >= 1 and not opts.quiet \
+            and bool(opts.recursive or opts.recurse or opts.dirs)
         if show_flist:
             rep.out.write("receiving file list ... ")
             rep.out.flush()
@@ -650,11 +685,7 @@ class _Client:
                                  strip_root=bool(opts.relative))
         flist = FileList(entries=entries, roots=[b"."], io_error=io_error)
         _count_flist(stats, entries)
-        if not self.plan.local_paths:
-            return self._list_only(flist)
-        dest = os.fsencode(self.plan.local_paths[0])
-        code = self._receive(flist, dest)
-        return code
+        return flist
 
     def _list_only(self, flist) -> int:
         """generator.c list_file_entry() for every listed item (no destination)."""
@@ -698,12 +729,8 @@ class _Client:
         dest_root = dest.rstrip(b"/") or b"/"
         umask = os.umask(0)
         os.umask(umask)
-        rfilters = None
-        if opts.filter_args or opts.cvs_exclude:
-            from netsync import filters as F
-
-            rfilters = F.build_filter_list(opts.filter_args, opts.cvs_exclude,
-                                           opts.delete_excluded, opts.from0)
+        rfilters = self._receiver_filters()
+        if rfilters is not None:
             rfilters.set_root(os.path.abspath(dest_root))
         a = AttrOptions(
             perms=opts.perms, executability=opts.executability, owner=opts.owner,
@@ -736,7 +763,8 @@ class _Client:
             existing=opts.existing, ignore_existing=opts.ignore_existing,
             max_size=opts.max_size, min_size=opts.min_size,
             whole_file=opts.whole_file is True, append=0, delete=opts.delete,
-            delete_mode=(opts.delete_mode or "during") if opts.delete else None,
+            delete_mode=(opts.delete_mode or ("during" if proto >= 30 else "before"))
+            if opts.delete else None,
             force=opts.force, max_delete=opts.max_delete, ignore_errors=opts.ignore_errors,
             remove_source_files=bool(opts.remove_source_files) and proto >= 30,
             backup=opts.backup, backup_dir=ropts.backup_dir, suffix=ropts.suffix,
@@ -751,9 +779,9 @@ class _Client:
         def success(ndx: int) -> None:
             io.send_msg(Msg.SUCCESS, encode_int32(ndx))
 
-        gen = Generator(g, a, flist, dest_root, receiver, self._request, rep, rfilters,
-                        self._file_sum_fn() if opts.checksum else None,
-                        on_success=success, solo_file=solo)
+        gen = self._generator_cls(Generator)(
+            g, a, flist, dest_root, receiver, self._request, rep, rfilters,
+            self._file_sum_fn() if opts.checksum else None, on_success=success, solo_file=solo)
         gen.sum_params = (neg.checksum, neg.checksum_seed, proto)
         gen.sum_kwargs = {"proper_seed_order": neg.proper_seed_order or proto < 30,
                           "block_size": opts.block_size or 0}
@@ -780,12 +808,27 @@ class _Client:
         self._summary(self.remote_read, self.remote_written, stats.total_size)
         return self._final_code(flist.io_error | gen.io_error)
 
+    def _receiver_filters(self):
+        """The generator's filter list (for --delete): the client's own rules."""
+        opts = self.opts
+        if not (opts.filter_args or opts.cvs_exclude):
+            return None
+        from netsync import filters as F
+
+        return F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
+                                   opts.from0)
+
+    def _generator_cls(self, base: type) -> type:
+        """The Generator class to run; a server reports items to the remote sender."""
+        return base
+
     def _redo_phase(self, gen) -> None:
         """End phase 0; re-request files that failed verification with full-length sums."""
         from netsync.checksum import SUM_LENGTH
 
         io = self.io
         assert io is not None
+        self._drain_pending()
         io.write_ndx(NDX_DONE)
         io.flush()
         self._expect_done()
@@ -805,6 +848,7 @@ class _Client:
         """Ask the remote sender for one file; its tokens are read as the receiver wants them."""
         io = self.io
         assert io is not None
+        self._drain_pending()
         iflags = req.iflags & ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
         self._write_ndx_and_attrs(req.ndx, iflags, 0, None)
         sums = req.sums
@@ -838,8 +882,21 @@ class _Client:
                             E.RERR_PROTOCOL)
         e = self.flist.entries[ndx]
         self._current_ndx = ndx
-        return m.FileData(ndx, req.iflags, sums, self._tokens(e, sums, req.basis),
-                          size=e.size)
+        self._pending = self._tokens(e, sums, req.basis)
+        return m.FileData(ndx, req.iflags, sums, self._pending, size=e.size)
+
+    def _drain_pending(self) -> None:
+        """receiver.c discard_receive_data(): a file the receiver gave up on (say its
+        temp file could not be made) still has its tokens on the wire; read past them."""
+        tokens = getattr(self, "_pending", None)
+        self._pending = None
+        if tokens is None:
+            return
+        try:
+            for _ in tokens:
+                pass
+        except m.DiscardFile:
+            pass
 
     def _tokens(self, e, sums, basis: bytes | None) -> Iterator[bytes | int]:
         from netsync import token
@@ -916,6 +973,7 @@ class _Client:
         assert io is not None
         opts = self.opts
         proto = self.neg.protocol
+        self._drain_pending()
         if not first_done:
             io.write_ndx(NDX_DONE)
         io.write_ndx(NDX_DONE)
@@ -936,19 +994,26 @@ class _Client:
         # The sender echoes each phase end it takes part in, then ends its loop with one more.
         for _ in range((3 if proto >= 29 else 2) - first_done):
             self._expect_done()
-        self.remote_read = io.read_varlong30(3) if proto >= 30 else io.read_longint()
-        self.remote_written = io.read_varlong30(3) if proto >= 30 else io.read_longint()
-        self.stats.total_size = io.read_varlong30(3) if proto >= 30 else io.read_longint()
-        if proto >= 29:
-            io.read_varlong30(3) if proto >= 30 else io.read_longint()
-            io.read_varlong30(3) if proto >= 30 else io.read_longint()
+        if self.peer_sends_stats:
+            self.remote_read = io.read_varlong30(3) if proto >= 30 else io.read_longint()
+            self.remote_written = io.read_varlong30(3) if proto >= 30 else io.read_longint()
+            self.stats.total_size = io.read_varlong30(3) if proto >= 30 else io.read_longint()
+            if proto >= 29:
+                io.read_varlong30(3) if proto >= 30 else io.read_longint()
+                io.read_varlong30(3) if proto >= 30 else io.read_longint()
         if proto >= 31:
             self._expect_done()
         io.write_ndx(NDX_DONE)
         io.flush()
 
     def _expect_done(self) -> None:
-        ndx = self._read_ndx_and_attrs(0)[0]
+        flist = getattr(self, "flist", None)
+        nfiles = len(flist.entries) if flist is not None else 0
+        while True:
+            ndx, iflags = self._read_ndx_and_attrs(nfiles)[:2]
+            # A server's generator reports unchanged items; the sender echoes them.
+            if ndx == NDX_DONE or iflags & ITEM_TRANSFER:
+                break
         if ndx != NDX_DONE:
             raise WireError(f"Invalid packet at end of run ({ndx}) [{self.who}]",
                             E.RERR_PROTOCOL)

@@ -1,0 +1,310 @@
+"""Sans-I/O start of rsync's binary protocol, server side (compat.c setup_protocol, am_server).
+
+Order on the wire, server view:
+
+1. (remote shell only) write our 4-byte LE protocol version, read the
+   client's; the smaller one is used.  Over a daemon the versions came with
+   the ``@RSYNCD:`` greeting and this step is skipped.
+2. protocol >= 30: write the compat flags as a varint, built from the
+   client's ``-e.LETTERS`` capabilities as rsync's server does.  Incremental
+   recursion is declined (CF_INC_RECURSE never set): the client then sends
+   and expects one complete file list.
+3. With CF_VARINT_FLIST_FLAGS ('v'): write our checksum-name list (unless
+   --checksum-choice) and, with -z, our compression list (unless
+   --compress-choice), strongest first and including "none" as a server
+   does; then read the client's and pick our best name it also listed.
+4. Write the 4-byte checksum seed.
+
+:class:`ServerHandshake` is fed the client's bytes and hands back the bytes to
+send; :func:`run_server_handshake` drives it over a Connection.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from netsync.errors import RERR_PROTOCOL, RERR_STREAMIO, RERR_UNSUPPORTED
+from netsync.transport import TransportError
+from netsync.transport.handshake import (
+    CF_AVOID_XATTR_OPTIM,
+    CF_CHKSUM_SEED_FIX,
+    CF_ID0_NAMES,
+    CF_INPLACE_PARTIAL_DIR,
+    CF_SAFE_FLIST,
+    CF_SYMLINK_ICONV,
+    CF_SYMLINK_TIMES,
+    CF_VARINT_FLIST_FLAGS,
+    COMPRESS_NAMES,
+    MAX_PROTOCOL,
+    MIN_PROTOCOL,
+    RSYNC_MAX_PROTOCOL,
+    RSYNC_MIN_PROTOCOL,
+    Negotiated,
+)
+
+if TYPE_CHECKING:
+    from netsync.transport import Connection
+
+__all__ = ["ServerHandshake", "run_server_handshake", "server_compat_flags",
+           "server_name_list"]
+
+_MAX_NSTR = 256  # MAX_NSTR_STRLEN
+
+# compat.c: capability letter -> compat flag a server sets when the client offers it.
+_CAP_FLAGS = {
+    "f": CF_SAFE_FLIST, "x": CF_AVOID_XATTR_OPTIM, "C": CF_CHKSUM_SEED_FIX,
+    "I": CF_INPLACE_PARTIAL_DIR, "u": CF_ID0_NAMES, "v": CF_VARINT_FLIST_FLAGS,
+}
+
+
+def server_compat_flags(caps: str) -> int:
+    """The compat flags rsync's server sends for client capabilities ``caps``.
+
+    'i' (incremental recursion) is deliberately ignored: we decline it.
+    Symlink times and symlink iconv are always offered, as a Linux rsync does.
+    """
+    flags = CF_SYMLINK_TIMES | CF_SYMLINK_ICONV
+    for letter, bit in _CAP_FLAGS.items():
+        if letter in caps:
+            flags |= bit
+    if "V" in caps:  # pre-release 3.2.0 spelling of 'v'
+        flags |= CF_VARINT_FLIST_FLAGS
+    return flags
+
+
+def server_name_list(env_value: str | None, known: tuple[str, ...]) -> list[str]:
+    """Our list as a server: the part of $RSYNC_*_LIST after '&' if any, else ``known``.
+
+    A server keeps "none" in its default list (get_default_nno_list with am_server).
+    """
+    if env_value and env_value.strip():
+        part = env_value.split("&", 1)[1] if "&" in env_value else env_value
+        out: list[str] = []
+        for word in part.split():
+            low = word.lower()
+            low = "xxh64" if low == "xxhash" else low
+            if low in known and low not in out:
+                out.append(low)
+        if out:
+            return out
+    return list(known)
+
+
+class ServerHandshake:
+    """The server side of setup_protocol(), fed with bytes from the client.
+
+    ``caps`` are the letters after "e." in the client's compact flags (None
+    when the client sent none, as rsync < 3.0 and openrsync do).
+    ``daemon_protocol`` skips the binary version exchange (the @RSYNCD
+    greeting settled it; ``remote_protocol`` is then the client's).
+    """
+
+    def __init__(self, protocol: int = MAX_PROTOCOL, *, caps: str | None = None,
+                 checksum_choice: str | None = None, compress: bool = False,
+                 compress_choice: str | None = None, checksum_seed: int | None = None,
+                 daemon_protocol: int | None = None, remote_protocol: int | None = None,
+                 am_sender: bool = False) -> None:
+        from netsync import checksum as cs
+
+        self.our_protocol = min(max(protocol, MIN_PROTOCOL), MAX_PROTOCOL)
+        if checksum_choice is not None and checksum_choice.lower() in ("auto", "auto,auto"):
+            checksum_choice = None
+        if compress_choice is not None and compress_choice.lower() == "auto":
+            compress_choice = None
+        if compress_choice is not None and compress_choice.lower() == "none":
+            compress, compress_choice = False, None
+        self.caps = caps or ""
+        self.checksum_choice = checksum_choice
+        self.compress = compress
+        self.compress_choice = compress_choice
+        self.am_sender = am_sender
+        self.seed = checksum_seed if checksum_seed else _fresh_seed()
+        self.checksum_names = server_name_list(os.environ.get("RSYNC_CHECKSUM_LIST"),
+                                               cs.CHECKSUM_NAMES)
+        self.compress_names = server_name_list(os.environ.get("RSYNC_COMPRESS_LIST"),
+                                               (*COMPRESS_NAMES, "none"))
+        self._buf = bytearray()
+        self._out = bytearray()
+        self.result: Negotiated | None = None
+        self.compat_flags = 0
+        self._strings = False
+        self._checksum: str | None = None
+        self._checksum_negotiated = False
+        self._compress: str | None = None
+        if daemon_protocol is not None:
+            self.protocol = min(self.our_protocol, daemon_protocol)
+            self.remote_protocol = remote_protocol or daemon_protocol
+            self._state = "compat"
+        else:
+            self.protocol = self.our_protocol
+            self.remote_protocol = 0
+            self._out += self.our_protocol.to_bytes(4, "little")
+            self._state = "version"
+        self._advance()
+
+    # -- driving -----------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def receive_data(self, data: bytes) -> None:
+        self._buf += data
+        self._advance()
+
+    @property
+    def leftover(self) -> bytes:
+        return bytes(self._buf) if self.result is not None else b""
+
+    def bytes_wanted(self) -> int:
+        if self._state == "version":
+            return max(1, 4 - len(self._buf))
+        return 1
+
+    def _advance(self) -> None:
+        while self.result is None:
+            if not getattr(self, "_step_" + self._state)():
+                return
+
+    def _take_vstring(self) -> bytes | None:
+        if not self._buf:
+            return None
+        n = self._buf[0]
+        head = 1
+        if n & 0x80:
+            if len(self._buf) < 2:
+                return None
+            n = (n & 0x7F) * 0x100 + self._buf[1]
+            head = 2
+        if n >= _MAX_NSTR:
+            raise TransportError(RERR_STREAMIO,
+                                 f"overflow in read_vstring() (len={n}, size={_MAX_NSTR})")
+        if len(self._buf) < head + n:
+            return None
+        out = bytes(self._buf[head:head + n])
+        del self._buf[:head + n]
+        return out
+
+    # -- steps -------------------------------------------------------------
+
+    def _step_version(self) -> bool:
+        if len(self._buf) < 4:
+            return False
+        remote = int.from_bytes(self._buf[:4], "little", signed=True)
+        del self._buf[:4]
+        self.remote_protocol = remote
+        if remote < RSYNC_MIN_PROTOCOL or remote > RSYNC_MAX_PROTOCOL:
+            raise TransportError(RERR_PROTOCOL, "protocol version mismatch -- is your shell "
+                                 "clean?\n(see the rsync manpage for an explanation)",
+                                 bare=True)
+        self.protocol = min(self.our_protocol, remote)
+        if self.protocol < MIN_PROTOCOL:
+            raise TransportError(RERR_PROTOCOL,
+                                 f"--protocol must be at least {MIN_PROTOCOL} on the Server.",
+                                 bare=True)
+        self._state = "compat"
+        return True
+
+    def _step_compat(self) -> bool:
+        from netsync.wire import encode_vstring
+
+        if self.protocol >= 30:
+            flags = server_compat_flags(self.caps)
+            self.compat_flags = flags
+            self._strings = bool(flags & CF_VARINT_FLIST_FLAGS)
+            if "V" in self.caps and "v" not in self.caps:
+                self._out.append(flags & 0xFF)  # the pre-release wrote a single byte
+            else:
+                from netsync.wire import encode_varint
+
+                self._out += encode_varint(flags)
+        # negotiate_the_strings(): send all our lists before reading theirs.
+        if self._strings:
+            if self.checksum_choice is None:
+                self._out += encode_vstring(" ".join(self.checksum_names).encode())
+            if self.compress and self.compress_choice is None:
+                self._out += encode_vstring(" ".join(self.compress_names).encode())
+        self._state = "checksum_list"
+        return True
+
+    def _step_checksum_list(self) -> bool:
+        from netsync import checksum as cs
+
+        if self.checksum_choice is not None:
+            self._checksum = cs.resolve_checksum(self.checksum_choice.split(",", 1)[0],
+                                                 self.protocol)
+        elif self._strings:
+            raw = self._take_vstring()
+            if raw is None:
+                return False
+            self._checksum = self._pick("checksum", self.checksum_names, raw)
+            self._checksum_negotiated = True
+        else:
+            self._checksum = cs.implied_checksum(self.protocol)
+        self._state = "compress_list"
+        return True
+
+    def _step_compress_list(self) -> bool:
+        if not self.compress:
+            self._compress = None
+        elif self.compress_choice is not None:
+            self._compress = self.compress_choice.lower()
+        elif self._strings:
+            raw = self._take_vstring()
+            if raw is None:
+                return False
+            self._compress = self._pick("compress", self.compress_names, raw)
+        else:
+            self._compress = "zlib"
+        if self._compress == "none":
+            self._compress = None
+        self._state = "seed"
+        return True
+
+    def _step_seed(self) -> bool:
+        self._out += (self.seed & 0xFFFFFFFF).to_bytes(4, "little")
+        p = self.protocol
+        seed = self.seed & 0xFFFFFFFF
+        seed = seed - (1 << 32) if seed >= 1 << 31 else seed
+        assert self._checksum is not None
+        self.result = Negotiated(
+            protocol=p, remote_protocol=self.remote_protocol, compat_flags=self.compat_flags,
+            checksum=self._checksum, checksum_negotiated=self._checksum_negotiated,
+            compress=self._compress, checksum_seed=seed, mplex_in=p >= 30, mplex_out=p >= 23)
+        return True
+
+    def _pick(self, kind: str, ours: list[str], raw: bytes) -> str:
+        from netsync.checksum import parse_name_list
+
+        theirs = {("xxh64" if n.lower() == "xxhash" else n.lower())
+                  for n in parse_name_list(raw)}
+        for name in ours:
+            if name in theirs:
+                return name
+        raise TransportError(RERR_UNSUPPORTED, "\n".join([
+            f"Failed to negotiate a {kind} choice.",
+            f"Client list: {raw.decode('ascii', 'replace')}",
+            f"Server list: {' '.join(ours)}"]), bare=True)
+
+
+def _fresh_seed() -> int:
+    """compat.c: time(NULL) ^ (getpid() << 6); we add randomness and never return 0."""
+    seed = (int(time.time()) ^ (os.getpid() << 6) ^ int.from_bytes(os.urandom(4), "little"))
+    return (seed & 0x7FFFFFFF) or 1
+
+
+def run_server_handshake(conn: Connection, hs: ServerHandshake) -> Negotiated:
+    """Drive ``hs`` over ``conn``, never reading past the handshake."""
+    while True:
+        out = hs.data_to_send()
+        if out:
+            conn.write(out)
+        if hs.result is not None:
+            return hs.result
+        data = conn.read(hs.bytes_wanted())
+        if not data:
+            raise conn.unexpected_close()
+        hs.receive_data(data)

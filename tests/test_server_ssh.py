@@ -1,0 +1,227 @@
+"""netsync as the rsync *server* over ssh, driven by a stock rsync client.
+
+Each case runs the same stock ``/usr/bin/rsync`` client command twice over a
+real sshd: once with the stock ``rsync --server`` on the far side, once with
+``--rsync-path`` running ``python -m netsync --server``.  Exit codes, the
+resulting trees and the client's stdout lines (``-i`` items, "deleting"
+lines) must be the same.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import treecompare as tc
+import trees
+from interop import peers
+from interop.peers import SshServer
+
+sshd_server = peers.sshd_server  # the session fixture
+
+PROTOCOLS = (32, 31, 30, 29, 27)
+_SRC = str(Path(__file__).resolve().parent.parent / "src")
+# sshd does not pass our environment on: set PYTHONPATH in the remote command itself.
+NETSYNC_PATH = f"env PYTHONPATH={shlex.quote(_SRC)} {shlex.quote(sys.executable)} -m netsync"
+
+
+def _pair(tmp_path: Path, dest: str, tree: str) -> tuple[Path, Path]:
+    base = tmp_path / "base"
+    trees.make_tree(base / "src", tree)
+    trees.make_dest(base / "src", base / "dst", dest)
+    a, b = tmp_path / "rsync", tmp_path / "netsync"
+    for w in (a, b):
+        trees.copy_tree(base, w)
+    shutil.rmtree(base)
+    return a, b
+
+
+def _run(ssh: SshServer, rsync_path: str, work: Path, direction: str,
+         extra: list[str]) -> tc.Run:
+    common = [*extra, "-e", ssh.rsh, f"--rsync-path={rsync_path}"]
+    if direction == "push":
+        args = [*common, "src/", f"{ssh.login}:{work}/dst/"]
+    else:
+        args = [*common, f"{ssh.login}:{work}/src/", "dst/"]
+    return tc.run([tc.RSYNC], args, cwd=work)
+
+
+def _compare(ssh: SshServer, tmp_path: Path, direction: str, extra: list[str],
+             dest: str = "diverged", tree: str = "mixed", rc: int = 0,
+             output: str = "lines") -> tc.Run:
+    """``output``: which stdout lines must match (treecompare.output_lines modes)."""
+    a, b = _pair(tmp_path, dest, tree)
+    now = time.time_ns() - 10**9
+    want = _run(ssh, "rsync", a, direction, extra)
+    got = _run(ssh, NETSYNC_PATH, b, direction, extra)
+    assert want.returncode == rc, want.describe()
+    assert got.returncode == want.returncode, got.describe()
+    assert b"Traceback" not in got.stderr, got.describe()
+    assert b"internal error" not in got.stderr, got.describe()
+    tc.assert_same(tc.snapshot(a, now), tc.snapshot(b, now))
+    tc.assert_same_output(_lines(want, a, output), _lines(got, b, output))
+    return got
+
+
+def _lines(run: tc.Run, work: Path, mode: str) -> list[bytes]:
+    """The client's stdout lines, with the work dir (named after the side) neutralised."""
+    out = run.stdout.replace(str(work).encode(), b"WORK")
+    if mode == "stats":  # the data counters too: the same delta must be found
+        return [ln for ln in out.split(b"\n")
+                if ln.startswith((b"Literal data", b"Matched data"))] + tc.output_lines(
+                    out, "stats")
+    return tc.output_lines(out, mode)
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_archive_each_protocol(sshd_server: SshServer, tmp_path: Path, direction: str,
+                               protocol: int) -> None:
+    _compare(sshd_server, tmp_path, direction, ["-ai", f"--protocol={protocol}"],
+             dest="none")
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_delete_itemize_each_protocol(sshd_server: SshServer, tmp_path: Path,
+                                      direction: str, protocol: int) -> None:
+    _compare(sshd_server, tmp_path, direction,
+             ["-a", "--delete", "-i", f"--protocol={protocol}"])
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", (32, 30, 27))
+def test_hard_links(sshd_server: SshServer, tmp_path: Path, direction: str,
+                    protocol: int) -> None:
+    _compare(sshd_server, tmp_path, direction, ["-aiH", f"--protocol={protocol}"])
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", (32, 29, 27))
+def test_delta(sshd_server: SshServer, tmp_path: Path, direction: str, protocol: int) -> None:
+    got = _compare(sshd_server, tmp_path, direction,
+                   ["-a", "--no-W", "--stats", f"--protocol={protocol}"], output="stats")
+    assert b"Matched data:" in got.stdout
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("compress", [["-z"], ["-z", "--zc=zlib"], ["-z", "--zc=zstd"],
+                                      ["-z", "--protocol=29"]])
+def test_compression(sshd_server: SshServer, tmp_path: Path, direction: str,
+                     compress: list[str]) -> None:
+    _compare(sshd_server, tmp_path, direction, ["-ai", "--no-W", *compress], tree="small")
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_dry_run(sshd_server: SshServer, tmp_path: Path, direction: str) -> None:
+    _compare(sshd_server, tmp_path, direction, ["-ani", "--delete"])
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_excludes(sshd_server: SshServer, tmp_path: Path, direction: str) -> None:
+    _compare(sshd_server, tmp_path, direction,
+             ["-ai", "--delete", "--exclude=*.txt", "--exclude=sub*/"], tree="small")
+
+
+def test_missing_source_is_partial(sshd_server: SshServer, tmp_path: Path) -> None:
+    """A vanished/missing source on the server side: exit 23 like rsync, message relayed."""
+    a, b = _pair(tmp_path, "none", "small")
+    args = ["-a", "-e", sshd_server.rsh]
+    want = tc.run([tc.RSYNC], [*args, "--rsync-path=rsync",
+                               f"{sshd_server.login}:{a}/nope", "dst/"], cwd=a)
+    got = tc.run([tc.RSYNC], [*args, f"--rsync-path={NETSYNC_PATH}",
+                              f"{sshd_server.login}:{b}/nope", "dst/"], cwd=b)
+    assert want.returncode == 23
+    assert got.returncode == want.returncode, got.describe()
+    assert b"No such file or directory" in got.stderr, got.describe()
+
+
+def test_daemon_over_ssh_refused(sshd_server: SshServer, tmp_path: Path) -> None:
+    """Daemon mode is not implemented yet: a clear error, no traceback."""
+    got = tc.run([tc.RSYNC], ["-a", "-e", sshd_server.rsh, f"--rsync-path={NETSYNC_PATH}",
+                              f"{sshd_server.login}::mod/", str(tmp_path / "d")], cwd=tmp_path)
+    assert got.returncode != 0
+    assert b"Traceback" not in got.stderr, got.describe()
+
+
+# --- the sans-I/O server handshake against our client handshake, in memory ----------
+
+
+def _shake(client_kw: dict, server_kw: dict):
+    from netsync.server_handshake import ServerHandshake
+    from netsync.transport.handshake import ClientHandshake
+
+    c = ClientHandshake(**client_kw)
+    s = ServerHandshake(**server_kw)
+    for _ in range(100):
+        to_s, to_c = c.data_to_send(), s.data_to_send()
+        if to_s:
+            s.receive_data(to_s)
+        if to_c:
+            c.receive_data(to_c)
+        if c.result is not None and s.result is not None and not to_s and not to_c:
+            break
+    assert c.result is not None and s.result is not None
+    return c.result, s.result
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_handshake_pairs_with_client(protocol: int) -> None:
+    from netsync.transport.handshake import CF_INC_RECURSE
+
+    cn, sn = _shake({"protocol": protocol, "compress": True},
+                    {"caps": "iLsfxCIvu", "compress": True, "checksum_seed": 1234})
+    assert cn.protocol == sn.protocol == protocol
+    assert cn.checksum_seed == sn.checksum_seed == 1234
+    assert cn.checksum == sn.checksum
+    assert cn.compress == sn.compress
+    assert not sn.compat_flags & CF_INC_RECURSE  # declined even though 'i' was offered
+    assert cn.compat_flags == sn.compat_flags
+    assert sn.mplex_out and sn.mplex_in == (protocol >= 30)
+    if protocol >= 30:
+        assert (cn.checksum, cn.compress) == ("xxh128", "zstd")
+    else:
+        assert (cn.checksum, cn.compress) == ("md4_old", "zlib")
+
+
+def test_handshake_without_caps_and_with_choices() -> None:
+    """An old client (no -e. letters): no negotiated strings, the implied md5/zlib."""
+    cn, sn = _shake({"protocol": 30, "compress": True, "checksum_names": ["md5"]},
+                    {"caps": None, "compress": True})
+    assert sn.compat_flags & 0x80 == 0
+    assert (sn.checksum, sn.compress) == ("md5", "zlib")
+    cn, sn = _shake({"checksum_choice": "md5", "compress": True, "compress_choice": "zlibx"},
+                    {"caps": "Lsfxv", "checksum_choice": "md5", "compress": True,
+                     "compress_choice": "zlibx"})
+    assert (cn.checksum, cn.compress) == (sn.checksum, sn.compress) == ("md5", "zlibx")
+    assert sn.checksum_seed != 0
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("extra", [["-aic"], ["-a", "--remove-source-files"],
+                                   ["-ai", "--checksum-choice=md5"],
+                                   ["-rlptiv", "--no-inc-recursive"]])
+def test_more_options(sshd_server: SshServer, tmp_path: Path, direction: str,
+                      extra: list[str]) -> None:
+    _compare(sshd_server, tmp_path, direction, extra, tree="small")
+
+
+@pytest.mark.parametrize("protocol", (31, 29))
+def test_unwritable_destination_file(sshd_server: SshServer, tmp_path: Path,
+                                     protocol: int) -> None:
+    """The receiver cannot create its temp file: the data is skipped, exit 23 as rsync."""
+    (tmp_path / "f").write_bytes(b"x" * 5000)
+    (tmp_path / "g").write_bytes(b"y" * 10)
+    codes = []
+    for path in ("rsync", NETSYNC_PATH):
+        run = tc.run([tc.RSYNC], ["-t", f"--protocol={protocol}", "-e", sshd_server.rsh,
+                                  f"--rsync-path={path}", "f", "g",
+                                  f"{sshd_server.login}:/proc/self/"], cwd=tmp_path)
+        assert b"Traceback" not in run.stderr and b"internal error" not in run.stderr
+        codes.append(run.returncode)
+    assert codes == [23, 23]
