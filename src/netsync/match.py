@@ -18,7 +18,6 @@ a multi-GiB file is never copied whole.
 from __future__ import annotations
 
 import mmap
-from bisect import bisect_left
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 
@@ -53,7 +52,9 @@ Data = bytes | bytearray | memoryview | mmap.mmap
 Token = bytes | int
 
 MAX_CHAIN_LEN = 1024  # match.c: weak-equal candidates examined per offset
-WINDOW = 8 << 20  # bytes of rolling sums computed per numpy pass
+WINDOW = 8 << 20  # bytes of rolling sums computed per numpy pass, at most
+FAST_WINDOW = 64 << 10  # the first rolling window after a match
+FAST_BATCH = 1024  # most predicted in-order blocks checked per numpy pass
 
 
 @dataclass(slots=True)
@@ -120,6 +121,21 @@ def generate_sums(
             )[:s2len]
     sum1 = np.concatenate(weak_parts) if weak_parts else np.zeros(0, dtype=np.uint32)
     return BlockSums(head, sum1.astype(np.uint32, copy=False), bytes(strong))
+
+
+def _full_block_sums(data: Data, bl: int, m: int) -> npt.NDArray[np.uint32]:
+    """Weak sums of ``m`` whole blocks as one matrix-vector product.
+
+    s2 of a block is sum((bl - t) * x[t]); float64 holds it exactly for any block
+    rsync allows (|x| <= 128), and the product runs in BLAS instead of two cumsums.
+    """
+    if bl > 1 << 22:
+        return block_checksum1(data, bl)[:m]
+    x = np.frombuffer(data, dtype=np.int8, count=m * bl).reshape(m, bl)
+    s1 = x.sum(axis=1, dtype=np.int64)
+    weights = np.arange(bl, 0, -1, dtype=np.float64)
+    s2 = (x.astype(np.float64) @ weights).astype(np.int64)
+    return ((s1 & 0xFFFF) | ((s2 & 0xFFFF) << 16)).astype(np.uint32)
 
 
 class _Index:
@@ -224,30 +240,61 @@ def match_tokens(
     pos = 0  # next offset to examine
     want_i = 0
     n_full = n - bl + 1  # offsets with a full window
-    step = max(WINDOW, 4 * bl)
-    for w0 in range(0, max(n_full, 0), step):
+    n_blocks = head.count - (1 if head.remainder else 0)  # full-length blocks
+    # Rolling search window: small right after a match (an edit usually resyncs within a
+    # block or two), doubling while nothing matches.
+    min_step = max(FAST_WINDOW, 4 * bl)
+    step = min_step
+    while pos < n_full:
+        # Fast path: the data continues with the next basis blocks in order. At ``pos``
+        # rsync would find block want_i first (it prefers want_i among equal sums), so
+        # checking the predicted blocks directly gives the same tokens without rolling.
+        batch = 16  # grows while the prediction holds, so an edit wastes little work
+        while want_i < n_blocks and pos + bl <= n:
+            m = min((n - pos) // bl, n_blocks - want_i, batch)
+            batch = min(batch * 4, FAST_BATCH)
+            ws = _full_block_sums(view[pos : pos + m * bl], bl, m)
+            ne = np.flatnonzero(ws != sum1[want_i : want_i + m])
+            run = int(ne[0]) if len(ne) else m
+            matched = 0
+            while matched < run:
+                b0 = pos + matched * bl
+                if strong_block_sum(name, view[b0 : b0 + bl], seed, protocol,
+                                    proper_seed_order)[:s2] != sums.strong_at(want_i + matched):
+                    break
+                matched += 1
+            if not matched:
+                break
+            yield from literal(last, pos)
+            for k in range(matched):
+                fsum.update(view[pos + k * bl : pos + (k + 1) * bl])
+                yield want_i + k
+            want_i += matched
+            last = pos = pos + matched * bl
+            step = min_step
+            if matched < m:
+                break
+        if pos >= n_full:
+            break
+        w0 = pos
         w1 = min(n_full, w0 + step)
-        if pos >= w1:
-            continue
         weak = rolling_checksum1(view[w0 : w1 + bl - 1], bl)
         offs, los, his = index.candidates(weak)
-        offs_l = (offs + w0).tolist()
-        los_l, his_l = los.tolist(), his.tolist()
-        j = bisect_left(offs_l, pos)
-        while j < len(offs_l):
-            o = offs_l[j]
-            weak_o = int(weak[o - w0])
-            i = pick(o, weak_o, los_l[j], his_l[j], bl, want_i)
+        found = False
+        for o, lo, hi in zip((offs + w0).tolist(), los.tolist(), his.tolist(), strict=True):
+            i = pick(o, int(weak[o - w0]), lo, hi, bl, want_i)
             if i < 0:
-                j += 1
                 continue
             yield from literal(last, o)
             fsum.update(view[o : o + bl])
             yield i
             want_i = i + 1
             last = pos = o + bl
-            j = bisect_left(offs_l, pos, j)
-        pos = max(pos, w1)
+            found = True
+            break  # back to the fast path from the block after this match
+        if not found:
+            pos = w1
+            step = min(step * 2, WINDOW)
         # Everything before pos is settled: stream it rather than hold it.
         if pos - last >= CHUNK_SIZE:
             cut = last + (pos - last) // CHUNK_SIZE * CHUNK_SIZE
