@@ -114,7 +114,11 @@ def generate_sums(
     strong = bytearray()
     for w0 in range(0, file_len, step):
         chunk = view[w0 : w0 + step]
-        weak_parts.append(block_checksum1(chunk, blength))
+        full = len(chunk) // blength
+        if full:
+            weak_parts.append(_full_block_sums(chunk, blength, full))
+        if len(chunk) % blength:
+            weak_parts.append(block_checksum1(chunk[full * blength :], blength))
         for b0 in range(0, len(chunk), blength):
             strong += strong_block_sum(
                 name, chunk[b0 : b0 + blength], seed, protocol, proper_seed_order
