@@ -177,7 +177,7 @@ def _remove(path: Path) -> None:
 
 
 def run_tree(tree: str, src: Path, progs: dict[str, list[str]], rounds: int,
-             res: Results) -> None:
+             res: Results, settle: float = 0.0) -> None:
     base = src.parent
     order = list(progs)
     for rnd in range(rounds + 1):  # round 0 is the warm-up and is not recorded
@@ -188,6 +188,11 @@ def run_tree(tree: str, src: Path, progs: dict[str, list[str]], rounds: int,
                 # Flush the previous run's dirty pages and deletions first, or their
                 # writeback lands on whoever runs next (seen: 8 s vs 30 s for one copy).
                 os.sync()
+                if measure_ == "full" and settle:
+                    # ext4 will not reuse an inode freed in the last 60 s: right after
+                    # deleting a big tree, every file create scans past the freed ones
+                    # (perf: 36% of a full copy in ext4 recently_deleted()).
+                    time.sleep(settle)
                 s = measure([*progs[prog], "-a", "src/", f"dst.{prog}/"], base)
                 if rnd:
                     res.add(tree, measure_, prog, s)
@@ -234,6 +239,9 @@ def main() -> int:
                     help="netsync command (default $NETSYNC_TEST_CMD or python -m netsync); "
                     "name the interpreter by its full path: a pyenv shim adds ~80 ms a run")
     ap.add_argument("--rsync", default=RSYNC)
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="seconds to wait after deleting a destination before a full "
+                    "copy (65 lets ext4 reuse the freed inodes; see README)")
     args = ap.parse_args()
 
     netsync = shlex.split(args.cmd) if args.cmd else [sys.executable, "-m", "netsync"]
@@ -252,7 +260,7 @@ def main() -> int:
     res = Results()
     for tree in trees:
         src = ensure_tree(args.work, tree, args.scale)
-        run_tree(tree, src, progs, args.rounds, res)
+        run_tree(tree, src, progs, args.rounds, res, args.settle)
     return 0 if report(res, trees) else 1
 
 

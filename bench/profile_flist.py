@@ -156,8 +156,12 @@ def main() -> int:
     entries = len(fl.entries)
     t_key = best(lambda: [F.entry_key(e) for e in fl.entries], args.rounds)
     e0 = next(e for e in fl.entries if stat.S_ISREG(e.mode))
-    one = (sys.getsizeof(e0) + sys.getsizeof(e0.name) + sys.getsizeof(e0.mtime_ns)
-           + sys.getsizeof(e0.atime_ns) + sys.getsizeof(e0.mode) + 8)
+    def own(v: object) -> int:  # ints -5..256 are shared, they cost the entry nothing
+        return 0 if isinstance(v, int) and -5 <= v <= 256 else sys.getsizeof(v)
+
+    parts = {k: own(getattr(e0, k)) for k in ("name", "mtime_ns", "atime_ns", "mode", "size",
+                                               "uid", "gid")}
+    one = sys.getsizeof(e0) + sum(parts.values()) + 8
     us = 1e6 / entries
     print(f"entries            {entries} (walk saw {n})")
     print(f"scandir only       {t_scan:7.3f}s  {t_scan * us:6.2f} us/entry")
@@ -168,9 +172,8 @@ def main() -> int:
     print(f"flist held         {(cur - base) / entries:7.1f} bytes/entry (tracemalloc)")
     print(f"build peak         {(peak - base) / entries:7.1f} bytes/entry (tracemalloc)")
     print(f"RSS growth         {(rss1 - rss0) * 1024 / entries:7.1f} bytes/entry (untraced build)")
-    print(f"one regular entry  {one} bytes: FileEntry {sys.getsizeof(e0)}, name "
-          f"{sys.getsizeof(e0.name)}, mtime_ns {sys.getsizeof(e0.mtime_ns)}, atime_ns "
-          f"{sys.getsizeof(e0.atime_ns)}, mode {sys.getsizeof(e0.mode)}, list slot 8")
+    print(f"one regular entry  {one} bytes: FileEntry {sys.getsizeof(e0)}, "
+          + ", ".join(f"{k} {v}" for k, v in parts.items() if v) + ", list slot 8")
     print(f"VmHWM after build  {hwm_build / 1024:7.1f} MiB (start {hwm0 / 1024:.1f})")
     if args.dst:
         t_gen = run_generator(fl, os.fsencode(os.path.abspath(args.dst)))

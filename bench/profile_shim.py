@@ -13,7 +13,10 @@ closing it unstarted closes the fd too, which lets bench_local.py measure the ti
 
     python bench/bench_local.py --cmd "python bench/profile_shim.py --"
 
-Set NETSYNC_BENCH_NOFIX=1 to run netsync unpatched (e.g. to show the leak).
+Set NETSYNC_BENCH_NOFIX=1 to run netsync unpatched (e.g. to show the leak), and
+NETSYNC_BENCH_NOGC=1 to run with the cyclic garbage collector off (to measure what
+collections over a million tracked FileEntry objects cost); NETSYNC_BENCH_GCSTATS=1
+prints the time spent in collections, per generation, to stderr at exit.
 """
 
 from __future__ import annotations
@@ -58,6 +61,28 @@ def _patch() -> None:
     Sender.send_file = send_file  # type: ignore[method-assign]
 
 
+def _gc_stats() -> None:
+    import atexit
+    import gc
+    import time
+
+    spent = [0.0, 0.0, 0.0]
+    count = [0, 0, 0]
+    t0 = [0.0]
+
+    def cb(phase: str, info: dict) -> None:
+        if phase == "start":
+            t0[0] = time.perf_counter()
+        else:
+            spent[info["generation"]] += time.perf_counter() - t0[0]
+            count[info["generation"]] += 1
+
+    gc.callbacks.append(cb)
+    atexit.register(lambda: sys.stderr.write(
+        "gc: " + ", ".join(f"gen{g} {count[g]}x {spent[g]:.3f}s" for g in range(3))
+        + f", total {sum(spent):.3f}s\n"))
+
+
 def main() -> int:
     args = sys.argv[1:]
     out = None
@@ -67,6 +92,12 @@ def main() -> int:
         args = args[1:]
     if not os.environ.get("NETSYNC_BENCH_NOFIX"):
         _patch()
+    if os.environ.get("NETSYNC_BENCH_NOGC"):
+        import gc
+
+        gc.disable()
+    if os.environ.get("NETSYNC_BENCH_GCSTATS"):
+        _gc_stats()
     from netsync.cli import main as cli_main
 
     if out is None:

@@ -63,3 +63,21 @@ def test_closed_stdout_does_not_abort_the_sync(tmp_path: Path) -> None:
     check = subprocess.run(["rsync", "-ani", "src/", "dst/"], cwd=tmp_path,
                            capture_output=True, check=True)
     assert check.stdout == b""  # nothing left to do: the copy is complete
+
+
+def test_many_files_under_a_low_fd_limit(tmp_path: Path) -> None:
+    """Each source file is closed after its copy (a leak would hit EMFILE here)."""
+    import resource
+
+    src = tmp_path / "s"
+    src.mkdir()
+    for i in range(1500):
+        (src / f"f{i}").write_bytes(b"x")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+    r = subprocess.run([*NETSYNC, "-a", "s/", "d/"], cwd=tmp_path, capture_output=True,
+                       timeout=300, preexec_fn=limit)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert len(list((tmp_path / "d").iterdir())) == 1500

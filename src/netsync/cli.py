@@ -88,8 +88,9 @@ def run_client(opts) -> int:
 
         return run_server(opts)
     if opts.daemon:
-        raise E.RsyncError(E.RERR_UNSUPPORTED,
-                           "--daemon is not implemented yet in this netsync")
+        from netsync.daemon.server import run_daemon
+
+        return run_daemon(opts)
     args = [os.fsencode(a) for a in opts.args]
     if not args:
         from netsync import helptext
@@ -283,18 +284,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     from netsync.messages import Stats
 
     stats = Stats()
-    for e in flist.entries:
-        stats.num_files += 1
-        if stat.S_ISDIR(e.mode):
-            stats.num_dirs += 1
-        elif stat.S_ISLNK(e.mode):
-            stats.num_links += 1
-        elif stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode):
-            stats.num_devs += 1
-        elif not stat.S_ISREG(e.mode):
-            stats.num_specials += 1
-        if stat.S_ISREG(e.mode) or stat.S_ISLNK(e.mode):
-            stats.total_size += e.size
+    stats.count_listed(flist.entries)
     stats.flist_buildtime = build_time
     if list_only:
         return _list(opts, rep, flist, stats, start)

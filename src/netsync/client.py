@@ -506,7 +506,7 @@ class _Client:
         if proto < 29:
             _resort_pre29(flist)
         entries = flist.entries
-        _count_flist(stats, entries)
+        stats.count_listed(entries)
         enc = FlistEncoder(proto, user_names=_user_name, group_names=_group_name,
                            **self._flist_codec_kwargs())
         t1 = time.time()
@@ -553,7 +553,7 @@ class _Client:
                 rep.maybe_log_item(e, iflags, xname)
                 self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
                 if iflags & ITEM_IS_NEW:
-                    _count_created(stats, e)
+                    stats.count("created", e.mode)
                 continue
             if phase == 2:
                 raise WireError(f"got transfer request in phase 2 [{self.who}]",
@@ -684,7 +684,7 @@ class _Client:
         entries = sort_and_clean(raw_entries, protocol=proto, am_sender=False,
                                  strip_root=bool(opts.relative))
         flist = FileList(entries=entries, roots=[b"."], io_error=io_error)
-        _count_flist(stats, entries)
+        stats.count_listed(entries)
         return flist
 
     def _list_only(self, flist) -> int:
@@ -1044,33 +1044,6 @@ def _resort_pre29(flist) -> None:
         if e.hlink is not None:
             e.hlink = pos[e.hlink]
     flist.entries = new
-
-
-def _count_flist(stats: m.Stats, entries) -> None:
-    for e in entries:
-        stats.num_files += 1
-        if stat.S_ISDIR(e.mode):
-            stats.num_dirs += 1
-        elif stat.S_ISLNK(e.mode):
-            stats.num_links += 1
-        elif stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode):
-            stats.num_devs += 1
-        elif not stat.S_ISREG(e.mode):
-            stats.num_specials += 1
-        if stat.S_ISREG(e.mode) or stat.S_ISLNK(e.mode):
-            stats.total_size += e.size
-
-
-def _count_created(stats: m.Stats, e) -> None:
-    stats.created_files += 1
-    if stat.S_ISDIR(e.mode):
-        stats.created_dirs += 1
-    elif stat.S_ISLNK(e.mode):
-        stats.created_links += 1
-    elif stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode):
-        stats.created_devs += 1
-    elif not stat.S_ISREG(e.mode):
-        stats.created_specials += 1
 
 
 def _user_name(uid: int) -> bytes | None:

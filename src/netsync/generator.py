@@ -216,16 +216,7 @@ class Generator:
         return iflags & 0xFFFF
 
     def _count_created(self, e: FileEntry) -> None:
-        s = self.stats
-        s.created_files += 1
-        if stat.S_ISDIR(e.mode):
-            s.created_dirs += 1
-        elif stat.S_ISLNK(e.mode):
-            s.created_links += 1
-        elif stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode):
-            s.created_devs += 1
-        elif not stat.S_ISREG(e.mode):
-            s.created_specials += 1
+        self.stats.count("created", e.mode)
 
     # ------------------------------------------------------------- deletion
     def _children_of(self, dname: bytes) -> set[bytes]:
@@ -326,16 +317,7 @@ class Generator:
         if not make_room:
             self.rep.deleted(rel, mode)
             self.deletions += 1
-            s = self.stats
-            s.deleted_files += 1
-            if stat.S_ISDIR(mode):
-                s.deleted_dirs += 1
-            elif stat.S_ISLNK(mode):
-                s.deleted_links += 1
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                s.deleted_devs += 1
-            elif not stat.S_ISREG(mode):
-                s.deleted_specials += 1
+            self.stats.count("deleted", mode)
         return True
 
     def _make_room_failed(self, make_room: str | None, rel: bytes) -> bool:

@@ -6,7 +6,9 @@ receiver; a transport either hands them over in-process or encodes them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,21 @@ class DiscardFile(Exception):
     """Raised by a token stream: drop this file's new data (e.g. it failed verification)."""
 
 
+class SourceFd:
+    """The sender's open source file: closed exactly once, by whoever finishes first
+    (the token stream when consumed, or the receiver when it copied the fd directly)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+
 @dataclass(slots=True)
 class FileData:
     """Sender -> receiver: the echoed request and the file's token stream.
@@ -54,6 +71,19 @@ class FileData:
     source_fd: int | None = None
     size: int = 0
     failed: bool = False
+    closer: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        """Release a local source: stop its token stream and close the file (idempotent).
+
+        Data arriving over a wire has no closer: its transport reads past whatever the
+        receiver did not consume, so the stream stays in step."""
+        if self.closer is None:
+            return
+        close = getattr(self.tokens, "close", None)
+        if close is not None:
+            close()
+        self.closer()
 
 
 @dataclass(slots=True)
@@ -96,3 +126,31 @@ class Stats:
     total_written: int = 0
     total_read: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+    def count(self, prefix: str, mode: int) -> None:
+        """One more item in ``<prefix>_files`` and in its kind's subset
+        (``prefix`` is num, created or deleted; regular files are the remainder)."""
+        kind = _kind(mode)
+        setattr(self, f"{prefix}_files", getattr(self, f"{prefix}_files") + 1)
+        if kind:
+            name = f"{prefix}_{kind}"
+            setattr(self, name, getattr(self, name) + 1)
+
+    def count_listed(self, entries: Iterable[Any]) -> None:
+        """Number of files and total size of a file list (what --stats reports)."""
+        for e in entries:
+            self.count("num", e.mode)
+            if stat.S_ISREG(e.mode) or stat.S_ISLNK(e.mode):
+                self.total_size += e.size
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return "dirs"
+    if stat.S_ISLNK(mode):
+        return "links"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "devs"
+    return "specials"

@@ -143,7 +143,7 @@ class Receiver:
             return False
         r = self.r
         if r.dry_run:
-            data.tokens.close() if hasattr(data.tokens, "close") else None
+            data.close()
             return True
         inplace = (r.inplace or r.append) and dest_st is not None and stat.S_ISREG(dest_st.st_mode)
         try:
@@ -151,10 +151,7 @@ class Receiver:
                 return self._receive_inplace(e, data, dest, dest_rel, basis, dest_st, new_mode)
             return self._receive_tmp(e, data, dest, dest_rel, basis, dest_st, new_mode)
         finally:
-            if data.source_fd is not None:
-                tokens = data.tokens
-                if hasattr(tokens, "close"):
-                    tokens.close()
+            data.close()
 
     def _open_basis(self, basis: bytes | None) -> int | None:
         if basis is None:

@@ -381,10 +381,13 @@ class Sender:
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
             return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
         st = os.fstat(fd)
-        return m.FileData(req.ndx, req.iflags, req.sums, self._tokens(fd, req, st.st_size),
-                          source_fd=fd, size=st.st_size)
+        src = m.SourceFd(fd)
+        return m.FileData(req.ndx, req.iflags, req.sums, self._tokens(src, req), source_fd=fd,
+                          size=st.st_size, closer=src.close)
 
-    def _tokens(self, fd: int, req: m.SendRequest, size: int) -> Iterator[bytes | int]:
+    def _tokens(self, src: m.SourceFd, req: m.SendRequest) -> Iterator[bytes | int]:
+        fd = src.fd
+        assert fd is not None
         try:
             if req.sums is None or req.sums.head.count == 0:
                 while True:
@@ -401,7 +404,7 @@ class Sender:
                 yield from match.match_tokens(data, req.sums, req.checksum_name, req.seed,
                                               req.protocol)
         finally:
-            os.close(fd)
+            src.close()
 
     def remove_source(self, ndx: int) -> None:
         """--remove-source-files: the receiver confirmed this file arrived."""

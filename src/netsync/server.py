@@ -17,8 +17,11 @@ Nothing but protocol bytes goes to stdout: once multiplexing is on, messages
 travel as MSG_INFO / MSG_ERROR / MSG_ERROR_XFER / MSG_WARNING / MSG_DELETED
 frames, as rsync's rprintf() does on a server; before that, to stderr.
 
-Incremental recursion is declined in the compat flags.  ``--daemon`` is
-refused with a clear error (not implemented yet).
+Incremental recursion is declined in the compat flags.  Under ``netsync
+--daemon`` (netsync.daemon.server) the same code runs on the accepted
+socket with a :class:`DaemonLink`: no binary version exchange, the module's
+read-only/write-only rules, and an option error reported after the
+handshake as rsync's rsync_module() does.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from dataclasses import dataclass
 
 from netsync import errors as E
 from netsync import log
@@ -43,9 +47,22 @@ from netsync.report import Reporter
 from netsync.transport import Connection, TransportError
 from netsync.wire import Msg, WireError, encode_int32
 
-__all__ = ["run_server"]
+__all__ = ["DaemonLink", "run_server"]
 
 MAX_RULE_LEN = 4096 + 3  # exclude.c recv_rules(): a rule longer than MAXPATHLEN+3 is fatal
+
+
+@dataclass
+class DaemonLink:
+    """What a daemon connection settled before the binary protocol starts."""
+
+    protocol: int  # negotiated from the @RSYNCD greetings
+    remote_protocol: int
+    read_only: bool = False
+    write_only: bool = False
+    error: str | None = None  # an option error to report once multiplexing (exit 4)
+    files_from: bool = False  # the refused args held --files-from (a raw 0 byte is due)
+    sanitize: bool = True  # sanitize_paths: the module is not a chroot of its own top
 
 
 class ServerReporter(Reporter):
@@ -107,8 +124,9 @@ class ServerReporter(Reporter):
 class _Server(_Client):
     """The server half of a transfer; reuses the client's role loops."""
 
-    def __init__(self, opts) -> None:
+    def __init__(self, opts, daemon: DaemonLink | None = None) -> None:
         super().__init__(opts, [])
+        self.daemon = daemon
         self.am_server = True
         self.am_sender = bool(opts.sender)
         self.who = "sender" if self.am_sender else "receiver"
@@ -123,13 +141,18 @@ class _Server(_Client):
         opts = self.opts
         opts.inc_recursive = False
         self.conn = Connection(sys.stdin.fileno(), sys.stdout.fileno(), who=self.who)
-        hs = ServerHandshake(opts.protocol, caps=opts.server_caps,
+        d = self.daemon
+        hs = ServerHandshake(d.protocol if d else opts.protocol, caps=opts.server_caps,
                              checksum_choice=opts.checksum_choice,
                              compress=bool(opts.do_compression),
                              compress_choice=opts.compress_choice,
                              checksum_seed=opts.checksum_seed or None,
+                             daemon_protocol=d.protocol if d else None,
+                             remote_protocol=d.remote_protocol if d else None,
                              am_sender=self.am_sender)
         neg = run_server_handshake(self.conn, hs)
+        if d is not None and d.error is not None and d.files_from and not self.am_sender:
+            self.conn.write(b"\0")  # rsync_module(): the files-from end, before multiplexing
         self.neg = neg
         io = ProtocolIO(self.conn, neg.protocol, who=self.who, timeout=opts.timeout or None)
         self.io = io
@@ -140,10 +163,25 @@ class _Server(_Client):
             io.add_leftover(hs.leftover)
         self.rep = self._reporter()
         args = [os.fsencode(a) for a in opts.args]
+        if d is not None:
+            self._daemon_checks(d)
         self._refuse_server_unsupported()
         if self.am_sender:
             return self._serve_sender(args)
         return self._serve_receiver(args)
+
+    def _daemon_checks(self, d: DaemonLink) -> None:
+        """rsync_module()'s option error, then do_server_sender/recv()'s module rules."""
+        if d.error is not None:
+            raise E.RsyncError(E.RERR_UNSUPPORTED, d.error)
+        if self.am_sender and d.write_only:
+            raise _Bare(E.RERR_SYNTAX, "ERROR: module is write only")
+        if self.am_sender and d.read_only and self.opts.remove_source_files:
+            which = "sent" if self.opts.remove_source_files > 1 else "source"
+            raise _Bare(E.RERR_SYNTAX,
+                        f"ERROR: --remove-{which}-files cannot be used with a read-only module")
+        if not self.am_sender and d.read_only:
+            raise _Bare(E.RERR_SYNTAX, "ERROR: module is read only")
 
     def _refuse_server_unsupported(self) -> None:
         opts = self.opts
@@ -258,6 +296,19 @@ class _Server(_Client):
         dest = args[0] if args else b"."
         return self._receive(flist, dest)
 
+    def _recv_flist(self):
+        flist = super()._recv_flist()
+        if self.daemon is not None and self.daemon.sanitize:
+            from netsync.daemon.server import sanitize_path
+
+            # flist.c recv_file_entry(): a symlink may not point above the module.
+            for e in flist.entries:
+                if e.link:
+                    parent = e.name.rpartition(b"/")[0]
+                    depth = len([c for c in parent.split(b"/") if c not in (b"", b".")])
+                    e.link = sanitize_path(e.link.lstrip(b"/"), b"", depth)
+        return flist
+
     def _receiver_filters(self):
         return self.wire_filters
 
@@ -317,6 +368,12 @@ class _Server(_Client):
         return self.rep.exit_code(io_error | io.io_error)
 
 
+class _Bare(E.RsyncError):
+    """An error whose text goes out as is (no program-name prefix)."""
+
+    bare = True
+
+
 def _write_longint(io: ProtocolIO, v: int) -> None:
     """io.c write_longint(): an int32, or -1 and an int64 for big values."""
     if 0 <= v <= 0x7FFFFFFF:
@@ -326,13 +383,17 @@ def _write_longint(io: ProtocolIO, v: int) -> None:
         io.write(v.to_bytes(8, "little", signed=True))
 
 
-def run_server(opts) -> int:
-    """Serve one stock rsync client on stdin/stdout; returns the exit code."""
-    if opts.daemon:
-        sys.stderr.write(f"{PROG}: --server --daemon (daemon over a remote shell) is not "
-                         f"implemented yet in this netsync\n")
-        return E.RERR_UNSUPPORTED
-    server = _Server(opts)
+def run_server(opts, daemon: DaemonLink | None = None) -> int:
+    """Serve one stock rsync client on stdin/stdout; returns the exit code.
+
+    ``daemon`` is given by netsync.daemon.server for a module connection (the
+    process already sits in the module directory with sanitized arguments).
+    """
+    if opts.daemon and daemon is None:
+        from netsync.daemon.server import run_daemon
+
+        return run_daemon(opts)  # --server --daemon: the daemon protocol over a remote shell
+    server = _Server(opts, daemon)
     code = 0
     fatal = False
     try:

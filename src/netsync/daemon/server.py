@@ -1,0 +1,848 @@
+"""``netsync --daemon``: rsyncd for stock rsync clients (rsync 3.5's clientserver.c + socket.c).
+
+Three ways in, one conversation (:func:`serve_connection`):
+
+- standalone: :func:`run_daemon` listens on TCP (``--port``, ``--address``,
+  IPv4 and IPv6) and forks a child per connection; the parent never reads a
+  byte from a client, so a hostile or slow client only ever hurts its own
+  process.  SIGCHLD reaps children, SIGTERM/SIGINT/SIGHUP stop the listener;
+- inetd: stdin is a socket, served by this process;
+- over a remote shell: ``rsync -e ssh host::module`` runs ``netsync --server
+  --daemon .``; stdin/stdout carry the same exchange.
+
+The conversation (start_daemon / rsync_module): our greeting and the motd,
+the client's greeting, ``#list`` or a module name, hosts allow/deny,
+``max connections``, ``auth users``, uid/gid, the module directory (chroot
+when configured), ``@RSYNCD: OK``, the client's arguments, ``refuse options``
+and then netsync.server.run_server() inside the module.  Every path the client
+names is sanitized as rsync does for a module (``..`` cannot climb above the
+module, a leading ``/`` means the module's top).
+
+Not done yet (kept out rather than half done): daemon ``filter``/``exclude``/
+``include`` parameters, ``munge symlinks``, pre-/post-xfer exec, transfer
+logging with ``log format``, ``proxy protocol``, ``--bwlimit``, ``daemon
+chroot``/``daemon uid``; a module that sets any of the hook or filter
+parameters is refused with an ``@ERROR`` rather than served without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import glob
+import grp
+import importlib
+import os
+import pkgutil
+import pwd
+import select
+import signal
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable
+
+from netsync import errors as E
+from netsync.daemon import access, auth, refuse
+from netsync.daemon.config import ConfigError, DaemonConfig, Module, load_config
+
+__all__ = ["run_daemon", "sanitize_path", "serve_connection"]
+
+OUR_PROTOCOL = 32
+OUR_SUB = 0
+DEFAULT_PORT = 873
+DEFAULT_CONFIG = "/etc/rsyncd.conf"
+DEFAULT_LOCK_FILE = "/var/run/rsyncd.lock"
+HANDSHAKE_TIMEOUT = 60  # DAEMON_HANDSHAKE_TIMEOUT
+LINE_MAX = 1024  # start_daemon()'s line buffer
+ARG_MAX = 4096 + 1024  # BIGPATHBUFLEN
+MAX_DAEMON_ARGS = 16 * 1000
+NOBODY_USER = "nobody"
+NOBODY_GROUP = "nogroup"
+# Parameters whose effect is not implemented: a module using one is refused, not
+# served without it (an admin relies on them for access control or auditing).
+_UNSUPPORTED_PARAMS = ("filter", "exclude", "include", "exclude from", "include from",
+                       "pre-xfer exec", "post-xfer exec", "early exec", "name converter")
+
+
+class _Refused(Exception):
+    """The connection ends here; ``line`` (if any) has already been sent."""
+
+
+# ---------------------------------------------------------------------------
+# logging (log.c's FLOG lines)
+
+
+class DaemonLog:
+    """``log file`` lines as rsync writes them: ``YYYY/MM/DD HH:MM:SS [pid] text``."""
+
+    def __init__(self, path: str | None) -> None:
+        self.fd = -1
+        if path:
+            with contextlib.suppress(OSError):
+                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                  0o644)
+
+    def __call__(self, text: str) -> None:
+        if self.fd < 0:
+            return
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        with contextlib.suppress(OSError):
+            os.write(self.fd, f"{stamp} [{os.getpid()}] {text}\n".encode(errors="replace"))
+
+
+# ---------------------------------------------------------------------------
+# paths (util1.c sanitize_path / glob_expand_module)
+
+
+def sanitize_path(p: bytes, rootdir: bytes = b"", depth: int = 0,
+                  keep_dot_dirs: bool = False) -> bytes:
+    """util1.c sanitize_path(): make ``p`` look as if chrooted into the module.
+
+    A leading "/" becomes ``rootdir`` (and allows no ``..``); ``..`` never climbs
+    above the start except for ``depth`` leading ones; "." elements and
+    repeated slashes go; a trailing slash stays; an empty result is ".".
+    """
+    out = b""
+    if p.startswith(b"/"):
+        out = rootdir.rstrip(b"/") + b"/" if rootdir and rootdir != b"/" else rootdir
+        depth = 0
+        p = p[1:]
+    parts: list[bytes] = []
+    fixed = 0  # leading ".." kept by depth
+    pieces = p.split(b"/")
+    trailing = len(pieces) > 1 and pieces[-1] == b""
+    for comp in pieces:
+        if not comp or (comp == b"." and not keep_dot_dirs):
+            continue
+        if comp == b"..":
+            if depth > 0 and len(parts) == fixed:
+                depth -= 1
+                parts.append(comp)
+                fixed += 1
+            elif len(parts) > fixed:
+                parts.pop()
+            continue
+        parts.append(comp)
+    body = b"/".join(parts)
+    if body and trailing:
+        body += b"/"
+    if not out and not body:
+        return b"."
+    return out + body
+
+
+def expand_module_arg(mod: bytes, arg: bytes, split: bool = True) -> list[bytes]:
+    """glob_expand_module(): strip the module name, split old-style " mod/" lists, glob."""
+    if not arg:
+        return []
+    if arg.startswith(mod):
+        arg = arg[len(mod):]
+    pieces = arg.split(b" " + mod + b"/") if split else [arg]
+    out: list[bytes] = []
+    for piece in pieces:
+        s = sanitize_path(piece, b"", 0, keep_dot_dirs=True)
+        matches = sorted(glob.glob(s)) if glob.has_magic(s) else []
+        out.extend(matches or [s])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# line I/O on the raw descriptors (no read-ahead: the binary protocol follows)
+
+
+class _Wire:
+    def __init__(self, f_in: int, f_out: int) -> None:
+        self.f_in = f_in
+        self.f_out = f_out
+
+    def write(self, text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        while data:
+            n = os.write(self.f_out, data)
+            data = data[n:]
+
+    def read_line(self, limit: int = LINE_MAX, eol: bytes = b"\n") -> bytes | None:
+        """One line without its terminator (and a "\\r" before a newline); None at EOF."""
+        buf = bytearray()
+        while True:
+            ch = os.read(self.f_in, 1)
+            if not ch:
+                return None
+            if ch == eol:
+                break
+            if len(buf) < limit - 1:  # rsync truncates an overlong line
+                buf += ch
+        if eol == b"\n" and buf.endswith(b"\r"):
+            del buf[-1]
+        return bytes(buf)
+
+
+# ---------------------------------------------------------------------------
+# one connection
+
+
+def _on_alarm(_sig: int, _frame: object) -> None:
+    os._exit(E.RERR_TIMEOUT)
+
+
+def _negotiate_protocol(remote: int, remote_sub: int) -> int:
+    """exchange_protocols(): the protocol both sides settle on."""
+    proto = OUR_PROTOCOL
+    if proto > remote:
+        proto = remote - (1 if remote_sub else 0)
+    elif proto == remote and remote_sub != OUR_SUB:
+        proto -= 1
+    return proto
+
+
+def _lookup_uid(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return int(name) if name.isdigit() else None
+
+
+def _lookup_gid(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return int(name) if name.isdigit() else None
+
+
+def _claim_connection(lock_file: str, max_conn: int) -> int | None:
+    """connection.c claim_connection(): lock one of ``max_conn`` 4-byte slots.
+
+    Returns the open lock fd (kept for the life of the process), -1 when there
+    is no limit, None when every slot is taken.  Raises OSError if the file
+    cannot be opened.
+    """
+    if max_conn <= 0:
+        return -1
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    for i in range(max_conn):
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 4, i * 4)
+            return fd
+        except OSError:
+            continue
+    os.close(fd)
+    return None
+
+
+def _preload_modules() -> None:
+    """Import every engine module before chroot(): lazy imports would fail inside it."""
+    import netsync
+
+    for info in pkgutil.walk_packages(netsync.__path__, "netsync."):
+        if ".ftpd" in info.name:
+            continue
+        with contextlib.suppress(Exception):
+            importlib.import_module(info.name)
+    for name in ("hashlib", "zlib", "encodings.idna", "encodings.latin_1"):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    time.strftime("%Y")  # load the time zone
+
+
+class _Session:
+    """start_daemon() + rsync_module() for one client."""
+
+    def __init__(self, wire: _Wire, opts, addr: str, am_daemon: int, log: DaemonLog) -> None:
+        self.wire = wire
+        self.opts = opts
+        self.addr = addr
+        self.am_daemon = am_daemon  # 1 listening/inetd, -1 over a remote shell
+        self.log = log
+        self.config: DaemonConfig | None = None
+        self.protocol = OUR_PROTOCOL
+        self.remote_protocol = OUR_PROTOCOL
+        self.auth_choices: str | None = None
+        self.drain_fd = -1  # a socket descriptor that outlives run_server()'s close
+        self.sanitize = True
+
+    def refuse(self, line: str, logline: str | None = None) -> None:
+        if logline:
+            self.log(logline)
+        with contextlib.suppress(OSError):
+            self.wire.write(line + "\n")
+        raise _Refused()
+
+    def timeout(self, seconds: int) -> None:
+        if self.am_daemon > 0:
+            signal.alarm(seconds)
+
+    # -- start_daemon ------------------------------------------------------
+    def run(self) -> int:
+        cfg = self.config
+        assert cfg is not None
+        g = cfg.globals
+        self.timeout(_handshake_timeout(g))
+        host = access.client_name(self.addr) if g.reverse_lookup else "UNDETERMINED"
+        self.log(f"connect from {host} ({self.addr})")
+        self._exchange_protocols(g.motd_file)
+        line = self.wire.read_line()
+        if line is None:
+            return E.RERR_STARTCLIENT
+        if line.startswith(b"#early_input="):
+            n = _atoi(line[len(b"#early_input="):])
+            if n <= 0 or n > ARG_MAX:
+                self.refuse("@ERROR: invalid early_input length")
+            _read_exact(self.wire.f_in, n)  # only an early exec script would see it
+            line = self.wire.read_line()
+            if line is None:
+                return E.RERR_STARTCLIENT
+        text = line.decode("utf-8", "surrogateescape")
+        if not text or text == "#list":
+            self.log(f"module-list request from {host} ({self.addr})")
+            self.wire.write(cfg.listing_text())
+            if self.protocol >= 25:
+                self.wire.write("@RSYNCD: EXIT\n")
+            return 0
+        if text.startswith("#"):
+            self.refuse(f"@ERROR: Unknown command '{text}'")
+        mod = cfg.module(text)
+        if mod is None:
+            self.refuse(f"@ERROR: Unknown module '{text}'",
+                        f"unknown module '{text}' tried from {host} ({self.addr})")
+        assert mod is not None
+        return self._module(mod, host)
+
+    def _exchange_protocols(self, motd: str) -> None:
+        self.wire.write(f"@RSYNCD: {OUR_PROTOCOL}.{OUR_SUB} {auth.greeting_digests()}\n")
+        if motd:
+            with contextlib.suppress(OSError):
+                with open(motd, "rb") as f:
+                    self.wire.write(f.read())
+            self.wire.write("\n")
+        line = self.wire.read_line()
+        if line is None:
+            raise _Refused()
+        text = line.decode("utf-8", "surrogateescape")
+        head, _, rest = text.partition("@RSYNCD: ")
+        nums = rest.split(" ", 1)[0] if not head else ""
+        major, dot, minor = nums.partition(".")
+        if not major.isdigit():
+            self.refuse("@ERROR: protocol startup error")
+        remote = int(major)
+        remote_sub = int(minor) if dot and minor.isdigit() else -1
+        if remote_sub < 0:
+            if remote >= 30:
+                self.refuse(f"@ERROR: your client omitted the subprotocol value: {text}")
+            remote_sub = 0
+        sp = text.find(" ", 9)
+        self.auth_choices = text[sp + 1:] if sp >= 0 else None
+        if self.auth_choices is None and remote > 31:
+            self.refuse(f"@ERROR: your client omitted the digest name list: {text}")
+        self.remote_protocol = remote
+        self.protocol = _negotiate_protocol(remote, remote_sub)
+
+    # -- rsync_module ------------------------------------------------------
+    def _module(self, mod: Module, host: str) -> int:
+        name = mod.name
+        addr = self.addr
+        os.environ["RSYNC_MODULE_NAME"] = name
+        if host == "UNDETERMINED" and mod.reverse_lookup:
+            host = access.client_name(addr)
+        os.environ["RSYNC_HOST_NAME"] = host
+        os.environ["RSYNC_HOST_ADDR"] = addr
+        ok, named = access.check_access(addr, host, mod.hosts_allow, mod.hosts_deny,
+                                        forward_lookup=mod.forward_lookup, log=self.log)
+        host = named or host
+        if not ok:
+            line = (f"@ERROR: access denied to {name} from {host} ({addr})" if mod.list
+                    else f"@ERROR: Unknown module '{name}'")
+            self.refuse(line, f"rsync denied on module {name} from {host} ({addr})")
+        if self.am_daemon > 0:
+            self.log(f"rsync allowed access on module {name} from {host} ({addr})")
+        lock_file = mod.lock_file or DEFAULT_LOCK_FILE
+        try:
+            claimed = _claim_connection(lock_file, mod.max_connections)
+        except OSError as exc:
+            self.refuse("@ERROR: failed to open lock file",
+                        f"failed to open lock file {lock_file}: {exc.strerror} ({exc.errno})")
+        if claimed is None:
+            n = mod.max_connections
+            self.refuse(f"@ERROR: max connections ({n}) reached -- try again later",
+                        f"max connections ({n}) reached")
+        self.timeout(_handshake_timeout(mod))
+        read_only = mod.read_only
+        user = self._auth(mod, host)
+        if user is None:
+            self.refuse(f"@ERROR: auth failed on module {name}")
+        user_name, ro = user  # type: ignore[misc]
+        if ro is not None:
+            read_only = ro
+        os.environ["RSYNC_USER_NAME"] = user_name
+        for label in _UNSUPPORTED_PARAMS:
+            if mod.get(label):
+                self.refuse("@ERROR: module uses a feature this netsync daemon does not "
+                            "support yet", f"module {name}: '{label}' is not supported by "
+                            f"this netsync daemon; refusing the connection")
+        uid, gids = self._ids(mod)
+        module_dir, chroot_dir = self._paths(mod)
+        os.environ["RSYNC_MODULE_PATH"] = module_dir
+        if chroot_dir is not None:
+            _preload_modules()
+            try:
+                os.chroot(chroot_dir)
+            except OSError as exc:
+                self.refuse("@ERROR: chroot failed",
+                            f'chroot("{chroot_dir}") failed: {exc.strerror} ({exc.errno})')
+            module_dir = module_dir[len(chroot_dir):] or "/" if chroot_dir != "/" else module_dir
+        try:
+            os.chdir(module_dir)
+        except OSError as exc:
+            self.refuse("@ERROR: chdir failed",
+                        f'chdir "{module_dir}" (in module {name}) failed: {exc.strerror} '
+                        f"({exc.errno})")
+        self._drop_privileges(uid, gids)
+        self.wire.write("@RSYNCD: OK\n")
+        self.sanitize = module_dir != "/"
+        return self._transfer(mod, host, user_name, read_only, module_dir.encode())
+
+    def _auth(self, mod: Module, host: str) -> tuple[str, bool | None] | None:
+        """auth_server(): ("", None) for an open module, None when refused."""
+        if not mod.auth_users:
+            return "", None
+        name = mod.name
+        try:
+            digest = auth.negotiate_auth_digest(self.auth_choices, self.protocol)
+        except auth.DigestError as exc:
+            self.refuse(str(exc))
+        why = auth.digest_floor_error(mod.auth_digest, digest)
+        if why:
+            self.log(f"auth failed on module {name} from {host} ({self.addr}): {why}")
+            return None
+        challenge = auth.make_challenge(digest)
+        self.wire.write(f"@RSYNCD: AUTHREQD {challenge}\n")
+        line = self.wire.read_line(ARG_MAX)
+        response = (line or b"").decode("utf-8", "surrogateescape")
+        res = auth.authenticate(response, challenge, digest, auth_users=mod.auth_users,
+                                secrets_file=mod.secrets_file, strict_modes=mod.strict_modes,
+                                log=self.log)
+        if res.user is None:
+            who = response.partition(" ")[0]
+            tail = f" for {who}" if " " in response else ""
+            self.log(f"auth failed on module {name} from {host} ({self.addr}){tail}: "
+                     f"{res.error}")
+            return None
+        return res.user, res.read_only
+
+    def _ids(self, mod: Module) -> tuple[int | None, list[int]]:
+        am_root = os.geteuid() == 0
+        name = mod.uid or (NOBODY_USER if am_root else "")
+        uid = None
+        if name:
+            uid = _lookup_uid(name)
+            if uid is None:
+                self.refuse(f"@ERROR: invalid uid {name}", f"Invalid uid {name}")
+        gids: list[int] = []
+        tokens = auth.conf_strtok(mod.gid) if mod.gid else ([NOBODY_GROUP] if am_root else [])
+        for i, tok in enumerate(tokens):
+            if tok == "*" and i == 0:
+                user = pwd.getpwuid(uid if uid is not None else os.getuid())
+                gids.extend(os.getgrouplist(user.pw_name, user.pw_gid))
+                continue
+            gid = _lookup_gid(tok)
+            if gid is None:
+                self.refuse(f"@ERROR: invalid gid {tok}", f"Invalid gid {tok}")
+            gids.append(gid)  # type: ignore[arg-type]
+        return uid, gids
+
+    def _paths(self, mod: Module) -> tuple[str, str | None]:
+        """(module directory, directory to chroot into or None)."""
+        path = mod.path
+        if not path:
+            self.refuse("@ERROR: no path setting.", f"No path specified for module {mod.name}")
+        use_chroot = mod.use_chroot
+        if use_chroot is None:
+            # rsync tests chroot("/"): it works only with the privilege to chroot.
+            use_chroot = "/./" in path or os.geteuid() == 0
+        full = os.path.normpath(os.path.abspath(path.replace("/./", "/")))
+        if not use_chroot:
+            return full, None
+        if "/./" in path:
+            outer = os.path.normpath(os.path.abspath(path.split("/./", 1)[0]))
+            return full, outer
+        return full, full
+
+    def _drop_privileges(self, uid: int | None, gids: list[int]) -> None:
+        try:
+            if gids:
+                os.setgid(gids[0])
+                os.setgroups(gids)
+            if uid is not None and uid != os.geteuid():
+                os.setuid(uid)
+        except OSError as exc:
+            what = "setuid" if gids and os.getegid() == gids[0] else "setgid"
+            self.refuse(f"@ERROR: {what} failed", f"{what} failed: {exc.strerror}")
+
+    # -- the transfer ------------------------------------------------------
+    def _read_args(self, nulls: bool) -> list[bytes]:
+        eol = b"\0" if nulls else b"\n"
+        args: list[bytes] = []
+        while True:
+            line = self.wire.read_line(ARG_MAX, eol)
+            if not line:  # the empty terminator (or EOF)
+                if line is None:
+                    raise _Refused()
+                return args
+            if len(args) >= MAX_DAEMON_ARGS - 1:
+                raise _Refused()  # "too many daemon arguments"
+            args.append(line)
+
+    def _transfer(self, mod: Module, host: str, user: str, read_only: bool,
+                  module_dir: bytes) -> int:
+        from netsync.options import OptionError, parse_server_args
+        from netsync.server import DaemonLink, run_server
+
+        raw = self._read_args(self.protocol >= 30)
+        argv = [os.fsdecode(a) for a in raw]
+        error: str | None = None
+        opts = None
+        try:
+            opts = parse_server_args(argv)
+        except OptionError as exc:
+            error = exc.message or "option error"
+        except E.UsageError as exc:
+            error = exc.message or "option error"
+        if opts is not None and opts.secluded_args:
+            raw = self._read_args(True)[1:]  # the first word is the program name
+            argv = [*argv[:argv.index(".") + 1 if "." in argv else len(argv)],
+                    *(os.fsdecode(a) for a in raw)]
+            try:
+                opts = parse_server_args(argv)
+            except (OptionError, E.UsageError) as exc:
+                error = exc.message or "option error"
+        if error is None and mod.refuse_options:
+            hit = refuse.refused(argv, mod.refuse_options, log=self.log)
+            if hit is not None:
+                error = hit.message
+        signal.alarm(0)
+        if opts is None:
+            from netsync.options import Options
+
+            opts = Options()
+            opts.server = True
+            opts.sender = "--sender" in argv
+        am_sender = bool(opts.sender)
+        request = " ".join(argv[argv.index(".") + 1:]) if "." in argv else ""
+        if request:
+            who = f"{user}@{host}" if user else host
+            self.log(f"rsync {'on' if am_sender else 'to'} {request} from {who} ({self.addr})")
+        if error is None:
+            _sanitize_opts(opts, mod.name.encode(), module_dir)
+            self._apply_module(opts, mod)
+        link = DaemonLink(protocol=self.protocol, remote_protocol=self.remote_protocol,
+                          read_only=read_only, write_only=mod.write_only, error=error,
+                          files_from=any(a.startswith("--files-from") for a in argv),
+                          sanitize=self.sanitize)
+        opts.daemon = False
+        opts.server = True
+        code = run_server(opts, link)
+        if code and self.drain_fd >= 0:
+            _drain(self.drain_fd)
+        return code
+
+    def _apply_module(self, opts, mod: Module) -> None:
+        from netsync.options import limit_output_verbosity
+
+        if mod.ignore_errors:
+            opts.ignore_errors = True
+        if mod.timeout > 0 and (not opts.timeout or mod.timeout < opts.timeout):
+            opts.timeout = mod.timeout
+        if mod.temp_dir:
+            opts.temp_dir = mod.temp_dir
+        chmod = mod.outgoing_chmod if opts.sender else mod.incoming_chmod
+        if chmod:
+            opts.chmod = [*opts.chmod, chmod]
+        limit_output_verbosity(opts, mod.max_verbosity)
+
+
+def _sanitize_opts(opts, mod: bytes, module_dir: bytes) -> None:
+    """The path arguments and path options as rsync's daemon sanitizes them."""
+    args = [os.fsencode(a) for a in opts.args]
+    if b"." in args:
+        dot = args.index(b".")
+        files: list[bytes] = []
+        for a in args[dot + 1:]:
+            files.extend(expand_module_arg(mod, a, split=not opts.secluded_args))
+        args = [b".", *files]
+    else:
+        args = [sanitize_path(a, b"", 0, keep_dot_dirs=True) for a in args]
+    opts.args = [os.fsdecode(a) for a in args]
+    dest_depth = 0
+    if not opts.sender and len(args) > 1:
+        dest_depth = len([c for c in args[1].split(b"/") if c not in (b"", b".")])
+
+    def fix(value: str | None, depth: int = 0) -> str | None:
+        if value is None:
+            return None
+        return os.fsdecode(sanitize_path(os.fsencode(value), module_dir, depth))
+
+    opts.temp_dir = fix(opts.temp_dir)
+    opts.backup_dir = fix(opts.backup_dir)
+    opts.partial_dir = fix(opts.partial_dir, dest_depth) if opts.partial_dir else None
+    for kind in ("compare_dest", "copy_dest", "link_dest"):
+        setattr(opts, kind, [fix(d, dest_depth + 1) for d in getattr(opts, kind)])
+
+
+def _drain(fd: int, limit: float = 2.0) -> None:
+    """After an error, read what the client still sends until it hangs up (bounded):
+    closing a socket with unread data would reset the connection before the
+    client has read our error (rsync sleeps 400 ms there)."""
+    deadline = time.monotonic() + limit
+    with contextlib.suppress(OSError, ValueError):
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+            if not ready or not os.read(fd, 65536):
+                return
+
+
+def _handshake_timeout(section: Module) -> int:
+    t = section.timeout
+    return HANDSHAKE_TIMEOUT if t <= 0 or t > HANDSHAKE_TIMEOUT else t
+
+
+def _atoi(b: bytes) -> int:
+    digits = b.strip()
+    return int(digits) if digits.isdigit() else -1
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise _Refused()
+        out += chunk
+    return bytes(out)
+
+
+def _config_path(opts) -> str:
+    return opts.config or DEFAULT_CONFIG
+
+
+def serve_connection(f_in: int, f_out: int, opts, addr: str, am_daemon: int = 1,
+                     config: DaemonConfig | None = None) -> int:
+    """Run the daemon conversation with one client on ``f_in``/``f_out``.
+
+    The binary protocol reads stdin/stdout, so the descriptors are moved
+    there; the caller must be a process dedicated to this client.
+    """
+    if config is None:
+        try:
+            config = load_config(_config_path(opts), opts.dparam)
+        except ConfigError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return E.RERR_SYNTAX
+    log = DaemonLog(opts.log_file or config.globals.log_file)
+    for fd, target in ((f_in, 0), (f_out, 1)):
+        if fd != target:
+            os.dup2(fd, target)
+    if am_daemon > 0:  # a daemon has no stderr for messages (msgs2stderr = 0)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(log.fd if log.fd >= 0 else null, 2)
+        os.close(null)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    session = _Session(_Wire(0, 1), opts, addr, am_daemon, log)
+    session.config = config
+    if am_daemon > 0:
+        session.drain_fd = os.dup(0)
+    try:
+        return session.run()
+    except _Refused:
+        return E.RERR_STARTCLIENT
+    except OSError as exc:
+        if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+            return E.RERR_SOCKETIO
+        raise
+    finally:
+        signal.alarm(0)
+
+
+# ---------------------------------------------------------------------------
+# the listener (socket.c open_socket_in / start_accept_loop, main.c daemon_main)
+
+
+def _rsh_peer_address() -> str:
+    """client_addr() for a daemon over a remote shell: $SSH_CONNECTION's first word."""
+    for var in ("SSH_CONNECTION", "SSH_CLIENT", "SSH2_CLIENT"):
+        val = os.environ.get(var, "").split()
+        if val:
+            return val[0]
+    return "0.0.0.0"
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def run_daemon(opts) -> int:
+    """``netsync --daemon`` (and ``--server --daemon``): the entry point from the CLI."""
+    if opts.server:
+        return serve_connection(0, 1, opts, _rsh_peer_address(), am_daemon=-1)
+    try:
+        config = load_config(_config_path(opts), opts.dparam)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return E.RERR_SYNTAX
+    if _is_socket(0):  # started by inetd / a systemd socket unit (Accept=yes)
+        sock = socket.socket(fileno=os.dup(0))
+        try:
+            addr = access.peer_address(sock.getpeername())
+        except OSError:
+            addr = "0.0.0.0"
+        sock.detach()
+        return serve_connection(0, 1 if _is_socket(1) else 0, opts, addr, config=config)
+    return _listen(opts, config)
+
+
+def _open_listeners(address: str | None, port: int) -> list[socket.socket]:
+    infos = socket.getaddrinfo(address or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                               0, socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    last: OSError | None = None
+    for fam, typ, proto, _, sa in infos:
+        try:
+            s = socket.socket(fam, typ, proto)
+        except OSError as exc:
+            last = exc
+            continue
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s.bind(sa)
+            s.listen(5)
+        except OSError as exc:
+            last = exc
+            s.close()
+            continue
+        s.set_inheritable(False)
+        socks.append(s)
+    if not socks:
+        raise last or OSError(errno.EADDRNOTAVAIL, "no address to listen on")
+    return socks
+
+
+class _Stop(Exception):
+    pass
+
+
+def _listen(opts, config: DaemonConfig) -> int:
+    g = config.globals
+    port = opts.port or g.port or DEFAULT_PORT
+    address = opts.address or g.address or None
+    log = DaemonLog(opts.log_file or g.log_file)
+    try:
+        socks = _open_listeners(address, port)
+    except OSError as exc:
+        msg = f"{PROG_NAME}: failed to create listening socket on port {port}: {exc.strerror or exc}"
+        log(msg)
+        sys.stderr.write(msg + "\n")
+        return E.RERR_SOCKETIO
+    if opts.detach is not False:
+        _become_daemon()
+    pid_file = g.pid_file
+    if pid_file:
+        try:
+            fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.close(fd)
+        except OSError as exc:
+            log(f"failed to create pid file {pid_file}: {exc.strerror}")
+            return E.RERR_FILEIO
+    from netsync import __version__
+
+    log(f"netsync (rsyncd) version {__version__} starting, listening on port {port}")
+
+    def stop(_sig: int, _frame: object) -> None:
+        raise _Stop()
+
+    def reap(_sig: int, _frame: object) -> None:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        while True:
+            try:
+                ready, _, _ = select.select(socks, [], [])
+            except InterruptedError:
+                continue
+            for s in ready:
+                try:
+                    conn, peer = s.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue
+                _fork_child(conn, peer, opts, socks, log)
+    except _Stop:
+        pass
+    finally:
+        for s in socks:
+            s.close()
+        if pid_file:
+            with contextlib.suppress(OSError):
+                os.unlink(pid_file)
+    return 0
+
+
+PROG_NAME = "netsync"
+
+
+def _fork_child(conn: socket.socket, peer: tuple[object, ...], opts,
+                socks: list[socket.socket], log: Callable[[str], None]) -> None:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        log(f"fork failed: {exc.strerror}")
+        conn.close()
+        return
+    if pid:
+        conn.close()
+        return
+    code = E.RERR_IPC
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
+                    signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for s in socks:
+            s.close()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        fd = conn.detach()
+        # The per-connection process re-reads the config, as rsync does.
+        code = serve_connection(fd, fd, opts, access.peer_address(peer))
+    except BaseException:  # never return into the accept loop from a child
+        if os.environ.get("NETSYNC_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(code)
+
+
+def _become_daemon() -> None:
+    """main.c become_daemon(): fork, setsid, stdio to /dev/null."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
