@@ -128,17 +128,22 @@ def generate_sums(
 
 
 def _full_block_sums(data: Data, bl: int, m: int) -> npt.NDArray[np.uint32]:
-    """Weak sums of ``m`` whole blocks as one matrix-vector product.
+    """Weak sums of ``m`` whole blocks, as BLAS products instead of two cumsums.
 
-    s2 of a block is sum((bl - t) * x[t]); float64 holds it exactly for any block
-    rsync allows (|x| <= 128), and the product runs in BLAS instead of two cumsums.
+    Each block is cut into sub-blocks of ``sub`` <= 256 bytes: within one, s2 =
+    sum((sub - u) * x[u]) stays below 2**24, so float32 holds it exactly; the
+    sub-block sums are then combined in int64.
     """
-    if bl > 1 << 22:
-        return block_checksum1(data, bl)[:m]
-    x = np.frombuffer(data, dtype=np.int8, count=m * bl).reshape(m, bl)
-    s1 = x.sum(axis=1, dtype=np.int64)
-    weights = np.arange(bl, 0, -1, dtype=np.float64)
-    s2 = (x.astype(np.float64) @ weights).astype(np.int64)
+    sub = next(d for d in range(min(256, bl), 0, -1) if bl % d == 0)
+    x = np.frombuffer(data, dtype=np.int8, count=m * bl).reshape(-1, sub)
+    k = bl // sub
+    s1s = x.sum(axis=1, dtype=np.int64).reshape(m, k)
+    weights = np.arange(sub, 0, -1, dtype=np.float32)
+    s2s = (x.astype(np.float32) @ weights).astype(np.int64).reshape(m, k)
+    # A block's s2 adds each sub-block's own s2 and its s1 times the bytes after it.
+    after = bl - sub * np.arange(1, k + 1, dtype=np.int64)
+    s1 = s1s.sum(axis=1)
+    s2 = s2s.sum(axis=1) + (s1s * after).sum(axis=1)
     return ((s1 & 0xFFFF) | ((s2 & 0xFFFF) << 16)).astype(np.uint32)
 
 
