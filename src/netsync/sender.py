@@ -397,12 +397,19 @@ class Sender:
                     for i in range(0, len(chunk), CHUNK_SIZE):
                         yield chunk[i:i + CHUNK_SIZE]
             else:
+                import mmap
+
                 from netsync import match
 
-                with open(fd, "rb", closefd=False) as f:
-                    data = f.read()
-                yield from match.match_tokens(data, req.sums, req.checksum_name, req.seed,
-                                              req.protocol)
+                size = os.fstat(fd).st_size
+                # Map rather than read: a multi-GiB file is matched without a copy in memory.
+                data = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
+                try:
+                    yield from match.match_tokens(data, req.sums, req.checksum_name, req.seed,
+                                                  req.protocol)
+                finally:
+                    if size:
+                        data.close()
         finally:
             src.close()
 
