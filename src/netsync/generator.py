@@ -972,11 +972,16 @@ class Generator:
             new_mode = dest_mode(self.a, e.mode, basis_st.st_mode if exists else 0, exists)
         sums = None
         if not g.whole_file and basis is not None and basis_st is not None and basis_st.st_size:
+            import mmap
+
             from netsync import match
 
             with open(basis, "rb") as f:
-                bdata = f.read()
-            sums = match.generate_sums(bdata, len(bdata), *self.sum_params, **self.sum_kwargs)
+                size = os.fstat(f.fileno()).st_size
+                if size:  # it may have shrunk since the stat: then send it whole
+                    with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as bdata:
+                        sums = match.generate_sums(bdata, size, *self.sum_params,
+                                                   **self.sum_kwargs)
         req = m.SendRequest(ndx, iflags, sums, *self.sum_params, basis=basis)
         if g.dry_run:
             self.rep.log_item_transfer_start(e, iflags)
