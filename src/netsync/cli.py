@@ -261,10 +261,19 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     elif inc_recurse and rep.level("flist") >= 1 and not opts.quiet:
         rep.info("sending incremental file list")
     t0 = time.time()
-    if files_from is not None:
-        flist = sender.build_file_list([], files_from, sources[0])
-    else:
-        flist = sender.build_file_list(sources)
+    import gc
+
+    # The list is millions of small acyclic objects: collecting while it grows only
+    # rescans them (~15% of a big no-op), and once built they stay till the end.
+    gc.disable()
+    try:
+        if files_from is not None:
+            flist = sender.build_file_list([], files_from, sources[0])
+        else:
+            flist = sender.build_file_list(sources)
+    finally:
+        gc.enable()
+    gc.freeze()
     build_time = time.time() - t0
     rep.roots = flist.roots
     if show_flist:

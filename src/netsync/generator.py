@@ -116,6 +116,7 @@ class Generator:
         self._warned_io = False
         self._top_deleted = False
         self._fstack: list[tuple[bytes, object]] = []
+        self._fast_ok = self._fast_path_allowed()
         # Block-sum parameters (checksum name, seed, protocol) and extra generate_sums
         # keywords; a wire client sets the negotiated ones.
         self.sum_params: tuple[str, int, int] = ("md5", 0, 32)
@@ -147,6 +148,34 @@ class Generator:
             except OSError:
                 pass
         return st
+
+    def _fast_path_allowed(self) -> bool:
+        """May an up-to-date regular file be passed over right after its lstat?
+
+        Only when nothing would be printed, counted or touched for it anyway."""
+        g, a, rep = self.g, self.a, self.rep
+        return not (g.checksum or g.ignore_times or g.size_only or g.hard_links or g.alt_dest
+                    or g.remove_source_files or g.max_size is not None
+                    or g.min_size is not None or g.update or g.ignore_existing or g.append
+                    or a.atimes or a.uid_map or a.gid_map or a.chown_uid is not None
+                    or a.chown_gid is not None or a.modify_window or not a.times
+                    or rep.has_i > 1 or rep.level("name") >= 2 or rep.level("skip") >= 1
+                    or rep.logfile is not None)
+
+    def _unchanged_reg(self, e: FileEntry, st: os.stat_result) -> bool:
+        """The quick check plus every attribute the item flags would report, inline."""
+        if not (stat.S_ISREG(e.mode) and stat.S_ISREG(st.st_mode)) or st.st_size != e.size \
+                or st.st_mtime_ns // 1_000_000_000 != e.mtime_ns // 1_000_000_000:
+            return False
+        a = self.a
+        if a.perms:
+            if stat.S_IMODE(st.st_mode) != stat.S_IMODE(e.mode):
+                return False
+        elif a.executability and bool(st.st_mode & 0o111) != bool(e.mode & 0o111):
+            return False
+        if a.owner and a.am_root and st.st_uid != e.uid:
+            return False
+        return not (a.group and st.st_gid != e.gid)
 
     def _lstat(self, path: bytes, follow_dir: bool = False) -> os.stat_result | None:
         try:
@@ -442,6 +471,8 @@ class Generator:
             if got is False:
                 return
             st = got  # type: ignore[assignment]
+            if self._fast_ok and st is not None and self._unchanged_reg(e, st):
+                return
             if g.relative and not g.implied_dirs and st is None and b"/" in name:
                 parent = parent_of(path)
                 if not os.path.isdir(parent):
