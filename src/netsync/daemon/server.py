@@ -237,11 +237,15 @@ def _preload_modules() -> None:
     import netsync
 
     for info in pkgutil.walk_packages(netsync.__path__, "netsync."):
-        if ".ftpd" in info.name:
-            continue
+        if ".ftpd" in info.name or info.name.endswith("__main__"):
+            continue  # __main__ would run the CLI again
         with contextlib.suppress(Exception):
             importlib.import_module(info.name)
-    for name in ("hashlib", "zlib", "encodings.idna", "encodings.latin_1"):
+    # Also what the engine imports lazily: after chroot() or dropping to the module's uid
+    # (which may not read the interpreter's own tree) an import would fail mid-transfer.
+    for name in ("hashlib", "zlib", "mmap", "secrets", "shutil", "numpy", "xxhash",
+                 "zstandard", "lz4.block", "Crypto.Hash.MD4", "encodings.idna",
+                 "encodings.latin_1"):
         with contextlib.suppress(Exception):
             importlib.import_module(name)
     time.strftime("%Y")  # load the time zone
@@ -384,8 +388,9 @@ class _Session:
         uid, gids = self._ids(mod)
         module_dir, chroot_dir = self._paths(mod)
         os.environ["RSYNC_MODULE_PATH"] = module_dir
-        if chroot_dir is not None:
+        if chroot_dir is not None or os.geteuid() == 0:
             _preload_modules()
+        if chroot_dir is not None:
             try:
                 os.chroot(chroot_dir)
             except OSError as exc:

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Many stock rsync clients pulling one module: netsync --daemon vs rsync --daemon.
+
+Both daemons serve the same generated tree from the same rsyncd.conf on loopback; N
+clients (default 64) pull it at once from each, in the same run. Prints wall time,
+aggregate throughput (bytes of file data per second) and the ratio netsync/rsync, and the
+peak memory of one connection's process on each daemon (sampled from /proc).
+
+Usage: bench/bench_daemon.py [--clients N] [--files F] [--workdir DIR]
+Issue target: aggregate throughput >= 1.0x rsyncd's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from interop.peers import free_port, stop, wait_for_port  # noqa: E402
+
+
+def make_tree(root: Path, files: int) -> int:
+    rnd = random.Random(5)
+    total = 0
+    for i in range(files):
+        d = root / f"d{i // 200:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        size = int(min(rnd.paretovariate(1.2) * 2000, 4 << 20))
+        (d / f"f{i:05d}").write_bytes(os.urandom(size))
+        total += size
+    return total
+
+
+def children_rss(pid: int, stop_evt: threading.Event, out: list[int]) -> None:
+    """Peak RSS (KiB) of any single child process of ``pid`` while the run lasts."""
+    peak = 0
+    while not stop_evt.is_set():
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        for k in kids:
+            try:
+                for line in Path(f"/proc/{k}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        peak = max(peak, int(line.split()[1]))
+            except OSError:
+                pass
+        time.sleep(0.02)
+    out.append(peak)
+
+
+def run_clients(port: int, n: int, work: Path, tag: str) -> float:
+    dsts = [work / f"{tag}-c{i}" for i in range(n)]
+    t = time.perf_counter()
+    procs = [subprocess.Popen(["rsync", "-a", f"rsync://127.0.0.1:{port}/data/", f"{d}/"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for d in dsts]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"client against {tag} failed ({p.returncode}): {err.decode()}")
+    elapsed = time.perf_counter() - t
+    for d in dsts:
+        shutil.rmtree(d, ignore_errors=True)
+    return elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--workdir", default="/tmp/netsync-bench-daemon")
+    a = ap.parse_args()
+    work = Path(a.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    data_bytes = make_tree(work / "data", a.files)
+    conf = work / "rsyncd.conf"
+    conf.write_text(f"use chroot = no\nmax connections = 0\n[data]\n  path = {work / 'data'}\n"
+                    "  read only = yes\n  munge symlinks = no\n")
+    daemons = {
+        "rsync": ["rsync", "--daemon", "--no-detach"],
+        "netsync": [sys.executable, "-m", "netsync", "--daemon", "--no-detach"],
+    }
+    results = {}
+    for who, cmd in daemons.items():
+        port = free_port()
+        proc = subprocess.Popen([*cmd, f"--port={port}", f"--config={conf}",
+                                 "--address=127.0.0.1"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            if not wait_for_port(port, proc):
+                raise SystemExit(f"{who} daemon did not start")
+            evt, peak = threading.Event(), []
+            th = threading.Thread(target=children_rss, args=(proc.pid, evt, peak), daemon=True)
+            th.start()
+            try:
+                elapsed = run_clients(port, a.clients, work, who)
+            finally:
+                evt.set()
+                th.join()
+            results[who] = (elapsed, peak[0] if peak else 0)
+        finally:
+            stop(proc)
+    total = data_bytes * a.clients
+    print(f"{a.clients} clients x {a.files} files ({data_bytes:,} bytes each)")
+    print(f"{'daemon':8} {'wall s':>8} {'MB/s':>9} {'peak RSS/conn KiB':>18}")
+    for who, (elapsed, rss) in results.items():
+        print(f"{who:8} {elapsed:8.2f} {total / elapsed / 1e6:9.1f} {rss:18,}")
+    r, n = results["rsync"][0], results["netsync"][0]
+    print(f"throughput ratio netsync/rsync: {r / n:.2f}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
