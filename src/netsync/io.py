@@ -69,6 +69,7 @@ class ProtocolIO:
         self._data = bytearray()
         self._pos = 0
         self._out = bytearray()
+        self._odata = bytearray()  # multiplexed output not yet cut into a frame
         self._eof = False
         self.ndx_in = NdxDecoder(protocol)
         self.ndx_out = NdxEncoder(protocol)
@@ -156,6 +157,7 @@ class ProtocolIO:
         """Block until more in-band data (or a message) arrives."""
         if self._eof:
             raise self._closed()
+        self._frame_output()  # what we wrote may be what the peer is waiting for
         self._flush_out(wait=False)
         while True:
             r, w = self._wait(True, bool(self._out))
@@ -338,11 +340,19 @@ class ProtocolIO:
         if not self.mplex_out:
             self._out += data
         else:
-            view = memoryview(data)
-            for i in range(0, len(view), OUT_FRAME):
-                self._out += encode_frame(Msg.DATA, view[i:i + OUT_FRAME])
+            # Gather output into full frames, as rsync's buffer does: a frame per write
+            # would cost 4 header bytes per token.
+            self._odata += data
+            while len(self._odata) >= OUT_FRAME:
+                self._out += encode_frame(Msg.DATA, self._odata[:OUT_FRAME])
+                del self._odata[:OUT_FRAME]
         if len(self._out) >= (1 << 18):
             self._flush_out(wait=True, keep=1 << 16)
+
+    def _frame_output(self) -> None:
+        if self._odata:
+            self._out += encode_frame(Msg.DATA, self._odata)
+            self._odata.clear()
 
     def write_int(self, v: int) -> None:
         self.write(encode_int32(v))
@@ -368,9 +378,11 @@ class ProtocolIO:
     def send_msg(self, code: int, payload: bytes) -> None:
         if not self.mplex_out:
             return
+        self._frame_output()  # data and messages leave in the order they were written
         self._out += encode_frame(code, payload)
 
     def flush(self) -> None:
+        self._frame_output()
         self._flush_out(wait=True)
 
     def _write_some(self) -> None:
