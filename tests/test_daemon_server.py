@@ -69,6 +69,10 @@ def _start(kind: str, root: Path) -> Daemon:
     (root / "ro" / "readme.txt").write_text("read only\n")
     (root / "auth" / "secret.txt").write_text("for alice\n")
     (root / "motd").write_text("Welcome to the test daemon\nsecond line\n")
+    # The two daemons' trees are made a moment apart: give the module dirs one fixed
+    # mtime so listings of them compare equal whatever second each was made in.
+    for name in MODULES:
+        os.utime(root / name, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
     secrets = root / "secrets"
     secrets.write_text(f"{USER}:{PASSWORD}\n")
     secrets.chmod(0o600)

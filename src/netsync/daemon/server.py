@@ -743,6 +743,9 @@ class _Stop(Exception):
 
 
 def _listen(opts, config: DaemonConfig) -> int:
+    # Import the engine once, before listening: every forked connection then starts with
+    # it loaded (pages shared copy-on-write) instead of importing it again per client.
+    _preload_modules()
     g = config.globals
     port = opts.port or g.port or DEFAULT_PORT
     address = opts.address or g.address or None
@@ -777,9 +780,6 @@ def _listen(opts, config: DaemonConfig) -> int:
             while os.waitpid(-1, os.WNOHANG)[0] > 0:
                 pass
 
-    # Import the engine once here: every forked connection then starts with it loaded
-    # (pages shared copy-on-write) instead of importing it again per client.
-    _preload_modules()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
     signal.signal(signal.SIGCHLD, reap)
