@@ -239,14 +239,15 @@ def _preload_modules() -> None:
     for info in pkgutil.walk_packages(netsync.__path__, "netsync."):
         if ".ftpd" in info.name or info.name.endswith("__main__"):
             continue  # __main__ would run the CLI again
-        with contextlib.suppress(Exception):
+        # Only a missing optional module is skipped: a signal's exception must get out.
+        with contextlib.suppress(ImportError):
             importlib.import_module(info.name)
     # Also what the engine imports lazily: after chroot() or dropping to the module's uid
     # (which may not read the interpreter's own tree) an import would fail mid-transfer.
     for name in ("hashlib", "zlib", "mmap", "secrets", "shutil", "numpy", "xxhash",
                  "zstandard", "lz4.block", "Crypto.Hash.MD4", "encodings.idna",
                  "encodings.latin_1"):
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(ImportError):
             importlib.import_module(name)
     time.strftime("%Y")  # load the time zone
 
