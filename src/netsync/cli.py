@@ -18,15 +18,8 @@ PROG = "netsync"
 _REMOTE_RE = re.compile(rb"^[^/:]*[^/:\\]:")
 
 
-def _err(msg: str) -> None:
-    sys.stdout.flush()
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
-
-
-def _exit_line(code: int) -> None:
-    if code:
-        _err(f"{PROG} error: {E.MESSAGES.get(code, 'unexplained error')} (code {code})")
+_err = E.print_error
+_exit_line = E.print_exit_line
 
 
 def is_remote(arg: bytes) -> bool:

@@ -36,15 +36,8 @@ MAX_SUM_COUNT = 1 << 28
 __all__ = ["run_remote"]
 
 
-def _err(msg: str) -> None:
-    sys.stdout.flush()
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
-
-
-def _exit_line(code: int) -> None:
-    if code:
-        _err(f"{PROG} error: {E.MESSAGES.get(code, 'unexplained error')} (code {code})")
+_err = E.print_error
+_exit_line = E.print_exit_line
 
 
 def run_remote(opts, args: list[bytes]) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 RERR_OK = 0
 RERR_SYNTAX = 1  # syntax or usage error
 RERR_PROTOCOL = 2  # protocol incompatibility
@@ -77,3 +79,20 @@ class UsageError(RsyncError):
 
     def __init__(self, message: str, code: int = RERR_SYNTAX) -> None:
         super().__init__(code, message)
+
+
+def print_error(msg: str) -> None:
+    """One line on stderr, after whatever stdout holds (so the order reads right)."""
+    sys.stdout.flush()
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def exit_message(code: int, prog: str = "netsync") -> str:
+    """rsync's closing ``rsync error: <what> (code N)`` line, in our name."""
+    return f"{prog} error: {MESSAGES.get(code, 'unexplained error')} (code {code})"
+
+
+def print_exit_line(code: int, prog: str = "netsync") -> None:
+    if code:
+        print_error(exit_message(code, prog))

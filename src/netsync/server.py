@@ -447,8 +447,7 @@ def _log_exit(server: _Server, code: int, fatal: bool) -> None:
     """cleanup.c: log_exit()'s "error ... (code N)" line, and after a fatal error (not at
     the normal end, when rsync is already shutting down) MSG_ERROR_EXIT from protocol 31."""
     io = server.io
-    text = (f"{PROG} error: {E.MESSAGES.get(code, 'unexplained error')} (code {code}) "
-            f"[{server.who}={_version()}]\n")
+    text = f"{E.exit_message(code, PROG)} [{server.who}={_version()}]\n"
     if io is None or not io.mplex_out:
         sys.stderr.write(text)
         return
