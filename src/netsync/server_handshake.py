@@ -25,7 +25,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from netsync.errors import RERR_PROTOCOL, RERR_STREAMIO, RERR_UNSUPPORTED
+from netsync.errors import RERR_PROTOCOL, RERR_UNSUPPORTED
 from netsync.transport import TransportError
 from netsync.transport.handshake import (
     CF_AVOID_XATTR_OPTIM,
@@ -42,6 +42,7 @@ from netsync.transport.handshake import (
     RSYNC_MAX_PROTOCOL,
     RSYNC_MIN_PROTOCOL,
     Negotiated,
+    take_vstring,
 )
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["ServerHandshake", "run_server_handshake", "server_compat_flags",
            "server_name_list"]
 
-_MAX_NSTR = 256  # MAX_NSTR_STRLEN
 
 # compat.c: capability letter -> compat flag a server sets when the client offers it.
 _CAP_FLAGS = {
@@ -170,23 +170,7 @@ class ServerHandshake:
                 return
 
     def _take_vstring(self) -> bytes | None:
-        if not self._buf:
-            return None
-        n = self._buf[0]
-        head = 1
-        if n & 0x80:
-            if len(self._buf) < 2:
-                return None
-            n = (n & 0x7F) * 0x100 + self._buf[1]
-            head = 2
-        if n >= _MAX_NSTR:
-            raise TransportError(RERR_STREAMIO,
-                                 f"overflow in read_vstring() (len={n}, size={_MAX_NSTR})")
-        if len(self._buf) < head + n:
-            return None
-        out = bytes(self._buf[head:head + n])
-        del self._buf[:head + n]
-        return out
+        return take_vstring(self._buf)
 
     # -- steps -------------------------------------------------------------
 

@@ -33,7 +33,7 @@ __all__ = [
     "MIN_PROTOCOL", "MAX_PROTOCOL", "CF_INC_RECURSE", "CF_SYMLINK_TIMES", "CF_SYMLINK_ICONV",
     "CF_SAFE_FLIST", "CF_AVOID_XATTR_OPTIM", "CF_CHKSUM_SEED_FIX", "CF_INPLACE_PARTIAL_DIR",
     "CF_VARINT_FLIST_FLAGS", "CF_ID0_NAMES", "COMPRESS_NAMES", "Negotiated", "ClientHandshake",
-    "run_client_handshake", "client_name_list",
+    "run_client_handshake", "client_name_list", "take_vstring",
 ]
 
 MIN_PROTOCOL = 27  # oldest protocol netsync speaks
@@ -107,6 +107,27 @@ class Negotiated:
     @property
     def want_xattr_optim(self) -> bool:
         return self.protocol >= 31 and not self.compat_flags & CF_AVOID_XATTR_OPTIM
+
+
+def take_vstring(buf: bytearray) -> bytes | None:
+    """Consume one vstring (io.c read_vstring) from ``buf``; None while incomplete."""
+    if not buf:
+        return None
+    n = buf[0]
+    head = 1
+    if n & 0x80:
+        if len(buf) < 2:
+            return None
+        n = (n & 0x7F) * 0x100 + buf[1]
+        head = 2
+    if n >= _MAX_NSTR:
+        raise TransportError(RERR_STREAMIO,
+                             f"overflow in read_vstring() (len={n}, size={_MAX_NSTR})")
+    if len(buf) < head + n:
+        return None
+    out = bytes(buf[head:head + n])
+    del buf[:head + n]
+    return out
 
 
 def client_name_list(env_value: str | None, known: tuple[str, ...]) -> list[str]:
@@ -248,23 +269,7 @@ class ClientHandshake:
         return value
 
     def _take_vstring(self) -> bytes | None:
-        if not self._buf:
-            return None
-        n = self._buf[0]
-        head = 1
-        if n & 0x80:
-            if len(self._buf) < 2:
-                return None
-            n = (n & 0x7F) * 0x100 + self._buf[1]
-            head = 2
-        if n >= _MAX_NSTR:
-            raise TransportError(RERR_STREAMIO,
-                                 f"overflow in read_vstring() (len={n}, size={_MAX_NSTR})")
-        if len(self._buf) < head + n:
-            return None
-        out = bytes(self._buf[head:head + n])
-        del self._buf[:head + n]
-        return out
+        return take_vstring(self._buf)
 
     def _advance(self) -> None:
         while self.result is None:
