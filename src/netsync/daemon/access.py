@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import re
 import socket
 from collections.abc import Callable
 
@@ -55,17 +56,7 @@ def _gethostbyname(name: str) -> list[str] | None:
 
 def split_list(value: str) -> list[str]:
     """access_match()'s tokens: the lower-cased list split on space, comma and tab."""
-    out, cur = [], []
-    for ch in value.lower():
-        if ch in " ,\t":
-            if cur:
-                out.append("".join(cur))
-                cur = []
-        else:
-            cur.append(ch)
-    if cur:
-        out.append("".join(cur))
-    return out
+    return [t for t in re.split(r"[ ,\t]", value.lower()) if t]
 
 
 def _innetgr(group: str, host: str) -> bool:

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import os
 import pwd
+import re
 import secrets
 import stat
 from collections.abc import Callable
@@ -125,17 +126,7 @@ def conf_strtok(value: str) -> list[str]:
     if s.startswith(","):
         return [t.strip(" \t\n\v\f\r") for t in s[1:].split(",")
                 if t.strip(" \t\n\v\f\r")]
-    out, cur = [], []
-    for ch in s:
-        if ch in " ,\t\r\n":
-            if cur:
-                out.append("".join(cur))
-                cur = []
-        else:
-            cur.append(ch)
-    if cur:
-        out.append("".join(cur))
-    return out
+    return [t for t in re.split(r"[ ,\t\r\n]", s) if t]
 
 
 @dataclass(frozen=True)
