@@ -127,24 +127,39 @@ def generate_sums(
     return BlockSums(head, sum1.astype(np.uint32, copy=False), bytes(strong))
 
 
+_SUMS_CHUNK = 1 << 18  # bytes per BLAS call: cache-sized, and below OpenBLAS's threading
+
+
 def _full_block_sums(data: Data, bl: int, m: int) -> npt.NDArray[np.uint32]:
     """Weak sums of ``m`` whole blocks, as BLAS products instead of two cumsums.
 
-    Each block is cut into sub-blocks of ``sub`` <= 256 bytes: within one, s2 =
-    sum((sub - u) * x[u]) stays below 2**24, so float32 holds it exactly; the
-    sub-block sums are then combined in int64.
+    Each block is cut into sub-blocks of ``sub`` <= 256 bytes: within one, s1 and
+    s2 = sum((sub - u) * x[u]) stay below 2**24, so float32 holds them exactly;
+    one (rows, sub) @ (sub, 2) product gives both, and they are combined per
+    block in int64.  Working through a cache-sized float buffer keeps the int8 ->
+    float32 conversion out of main memory (several times faster on big files).
     """
     sub = next(d for d in range(min(256, bl), 0, -1) if bl % d == 0)
-    x = np.frombuffer(data, dtype=np.int8, count=m * bl).reshape(-1, sub)
     k = bl // sub
-    s1s = x.sum(axis=1, dtype=np.int64).reshape(m, k)
-    weights = np.arange(sub, 0, -1, dtype=np.float32)
-    s2s = (x.astype(np.float32) @ weights).astype(np.int64).reshape(m, k)
+    weights = np.empty((sub, 2), dtype=np.float32)
+    weights[:, 0] = 1
+    weights[:, 1] = np.arange(sub, 0, -1)
     # A block's s2 adds each sub-block's own s2 and its s1 times the bytes after it.
     after = bl - sub * np.arange(1, k + 1, dtype=np.int64)
-    s1 = s1s.sum(axis=1)
-    s2 = s2s.sum(axis=1) + (s1s * after).sum(axis=1)
-    return ((s1 & 0xFFFF) | ((s2 & 0xFFFF) << 16)).astype(np.uint32)
+    x = np.frombuffer(data, dtype=np.int8, count=m * bl)
+    per = max(1, _SUMS_CHUNK // bl)  # blocks per product
+    buf = np.empty(min(per, m) * bl, dtype=np.float32)
+    out = np.empty(m, dtype=np.uint32)
+    for b0 in range(0, m, per):
+        nb = min(per, m - b0)
+        f = buf[: nb * bl]
+        np.copyto(f, x[b0 * bl : (b0 + nb) * bl], casting="unsafe")
+        r = (f.reshape(-1, sub) @ weights).astype(np.int64).reshape(nb, k, 2)
+        s1s = r[:, :, 0]
+        s1 = s1s.sum(axis=1)
+        s2 = r[:, :, 1].sum(axis=1) + s1s @ after
+        out[b0 : b0 + nb] = (s1 & 0xFFFF) | ((s2 & 0xFFFF) << 16)
+    return out
 
 
 class _Index:
