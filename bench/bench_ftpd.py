@@ -6,7 +6,7 @@ logins + LIST, for both servers in the same run, and prints the ratios
 (netsync-ftpd / vsftpd: throughput >= 0.9 and login time <= 1.0 are the goals).
 
     python bench/bench_ftpd.py --size 1G --logins 200       # the figures
-    python bench/bench_ftpd.py --size 64M --logins 50       # a quick run
+    python bench/bench_ftpd.py --size 64M --logins 50 --rounds 1   # a quick run
 
 Needs root (both servers log a throwaway local user in), curl and
 /usr/sbin/vsftpd (apt-get install -y vsftpd).
@@ -21,6 +21,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,7 +73,11 @@ def common_conf(port: int, user_service: str, cert: str, key: str, tls: bool) ->
 class Server:
     def __init__(self, name: str, argv: list[str], port: int) -> None:
         self.name, self.port = name, port
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # netsync from this checkout, whatever is installed
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=env)
         wait_port(port)
 
     def stop(self) -> None:
@@ -135,6 +140,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="1G", help="transfer size (e.g. 64M, 1G)")
     ap.add_argument("--logins", type=int, default=200, help="concurrent logins + LIST")
+    ap.add_argument("--rounds", type=int, default=3, help="repetitions (medians are reported)")
     args = ap.parse_args()
     size = parse_size(args.size)
     if os.geteuid() != 0:
@@ -155,6 +161,7 @@ def main() -> int:
         subprocess.run(["chpasswd"], input=f"{name}:{pw}\n", text=True, check=True)
         shutil.copy(PAM_SRC, pam_path)
         home = Path(pwd.getpwnam(name).pw_dir)
+        sys.path.insert(0, str(REPO / "src"))
         from netsync.ftpd.certs import make_cert
 
         cert, key = make_cert(str(work / "tls"), "localhost")
@@ -164,26 +171,30 @@ def main() -> int:
             for _ in range(size // len(chunk)):
                 fh.write(chunk)
             fh.write(chunk[: size % len(chunk)])
-        results: dict[str, dict[str, float]] = {}
-        for kind in ("vsftpd", "netsync-ftpd"):
-            r: dict[str, float] = {}
-            for tls in (False, True):
-                srv = start(kind, work, service, cert, key, tls)
-                try:
-                    retr, stor = bench_transfer(srv, name, pw, src, tls, home)
-                    tag = "tls" if tls else "plain"
-                    r[f"RETR {tag} MB/s"] = size / retr / 1e6
-                    r[f"STOR {tag} MB/s"] = size / stor / 1e6
-                    if not tls:
-                        r[f"{args.logins} logins+LIST s"] = bench_logins(srv, name, pw, args.logins)
-                finally:
-                    srv.stop()
-            results[kind] = r
-        keys = list(results["vsftpd"])
-        print(f"size={size} bytes, logins={args.logins}")
+        # Both servers in each round, order alternating, medians reported: the
+        # machine's background load shifts between measurements.
+        samples: dict[str, dict[str, list[float]]] = {"vsftpd": {}, "netsync-ftpd": {}}
+        for rnd in range(args.rounds):
+            kinds = ("vsftpd", "netsync-ftpd") if rnd % 2 == 0 else ("netsync-ftpd", "vsftpd")
+            for kind in kinds:
+                for tls in (False, True):
+                    srv = start(kind, work, service, cert, key, tls)
+                    try:
+                        retr, stor = bench_transfer(srv, name, pw, src, tls, home)
+                        tag = "tls" if tls else "plain"
+                        r = samples[kind]
+                        r.setdefault(f"RETR {tag} MB/s", []).append(size / retr / 1e6)
+                        r.setdefault(f"STOR {tag} MB/s", []).append(size / stor / 1e6)
+                        if not tls:
+                            r.setdefault(f"{args.logins} logins+LIST s", []).append(
+                                bench_logins(srv, name, pw, args.logins))
+                    finally:
+                        srv.stop()
+        keys = list(samples["vsftpd"])
+        print(f"size={size} bytes, logins={args.logins}, rounds={args.rounds} (medians)")
         print(f"{'metric':28} {'vsftpd':>12} {'netsync-ftpd':>13} {'ratio':>7}")
         for k in keys:
-            v, n = results["vsftpd"][k], results["netsync-ftpd"][k]
+            v, n = statistics.median(samples["vsftpd"][k]), statistics.median(samples["netsync-ftpd"][k])
             print(f"{k:28} {v:12.2f} {n:13.2f} {n / v:7.2f}")
         return 0
     finally:

@@ -70,6 +70,40 @@ def ftpd(tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
+def vsftpd(tmp_path: Path) -> Iterator:
+    """Factory: vsftpd(option=value, ...) starts Debian's vsftpd, the reference,
+    with the same kind of config as the ftpd fixture (root only)."""
+    need(os.geteuid() == 0, "vsftpd must be started as root")
+    need(os.path.exists("/usr/sbin/vsftpd"), "vsftpd not installed")
+    started: list[Ftpd] = []
+
+    def start(**options: object) -> Ftpd:
+        port = free_port()
+        empty = tmp_path / "vsftpd-empty"
+        empty.mkdir(exist_ok=True)
+        opts = {"listen": "YES", "listen_address": "127.0.0.1", "listen_port": str(port),
+                "background": "NO", "seccomp_sandbox": "NO", "isolate": "NO",
+                "isolate_network": "NO", "secure_chroot_dir": str(empty)}
+        for k, v in options.items():
+            opts[k] = ("YES" if v else "NO") if isinstance(v, bool) else str(v)
+        conf = tmp_path / f"vsftpd-{port}.conf"
+        conf.write_text("".join(f"{k}={v}\n" for k, v in opts.items()))
+        proc = subprocess.Popen(["/usr/sbin/vsftpd", str(conf)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        srv = Ftpd(port, proc, conf, opts)
+        started.append(srv)
+        wait_port(port, proc)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+        for stream in (srv.proc.stdout, srv.proc.stderr):
+            if stream:
+                stream.close()
+
+
+@pytest.fixture
 def anon_root(tmp_path: Path) -> Path:
     """A read-only anonymous area with a file, a subdirectory and traps:
     a symlink pointing outside the root, and a secret next to the root."""

@@ -52,7 +52,7 @@ def test_ftplib_mlsd_nlst_size(ftpd, anon_root: Path) -> None:
     assert f.pwd() == "/"
     entries = dict(f.mlsd())
     assert entries["pub"]["type"] == "dir" and entries["hello.txt"]["type"] == "file"
-    assert sorted(f.nlst("pub")) == ["data.bin"]
+    assert sorted(f.nlst("pub")) == ["pub/data.bin"]  # as vsftpd: the directory as asked
     f.voidcmd("TYPE I")
     assert f.size("pub/data.bin") == 256 * 64
     buf = io.BytesIO()

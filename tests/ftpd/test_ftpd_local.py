@@ -36,7 +36,7 @@ def test_login_lands_in_home_and_drops_privileges(ftpd, system_user, user_home) 
     assert f.pwd() == str(user_home)
     assert "readme.txt" in f.nlst()
     # the session process now runs as the user, for good (real, effective and saved ids)
-    (pid,) = session_pids(srv.proc.pid)
+    (pid,) = only_session(srv)
     status = Path(f"/proc/{pid}/status").read_text()
     uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
     gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1:]
@@ -174,3 +174,57 @@ def test_user_config_dir_overrides(ftpd, system_user, user_home, tmp_path: Path)
     f.storbinary("STOR viaconf.txt", io.BytesIO(b"ok"))
     f.quit()
     assert (user_home / "viaconf.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_session_cannot_read_what_only_root_can(ftpd, system_user, user_home, tmp_path: Path) -> None:
+    secret = user_home / "root-only.txt"
+    secret.write_text("root's eyes only\n")
+    os.chown(secret, 0, 0)
+    os.chmod(secret, 0o600)
+    srv = ftpd(**local_opts(system_user, write_enable=True))
+    f = login(srv, system_user)
+    for target in ("root-only.txt", "/etc/shadow"):  # not chrooted: all of / is visible
+        with pytest.raises(ftplib.error_perm, match="^550 "):
+            f.retrbinary(f"RETR {target}", lambda _b: None)
+    with pytest.raises(ftplib.error_perm, match="^553 Could not create file.$"):  # nor write in /etc
+        f.storbinary("STOR /etc/netsync-ftpd-test-intrusion", io.BytesIO(b"x"))
+    f.quit()
+    assert not Path("/etc/netsync-ftpd-test-intrusion").exists()
+    r = lftp(f"open -u {system_user.name},{system_user.password} -p {srv.port} 127.0.0.1; "
+             f"get /etc/shadow -o {tmp_path / 'shadow'}")
+    assert r.returncode != 0 and not (tmp_path / "shadow").exists()
+
+
+def test_anonymous_session_runs_as_ftp_user(ftpd, system_user, tmp_path: Path) -> None:
+    import pwd
+
+    ftp = pwd.getpwnam("ftp")
+    root = tmp_path / "anon"
+    root.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(root, 0o755)
+    srv = ftpd(anon_root=root, no_anon_password=True)
+    f = ftplib.FTP()
+    f.connect("127.0.0.1", srv.port, timeout=10)
+    f.login()
+    (pid,) = only_session(srv)
+    status = Path(f"/proc/{pid}/status").read_text()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    groups = next(line for line in status.splitlines() if line.startswith("Groups:")).split()[1:]
+    assert set(uids) == {str(ftp.pw_uid)}
+    assert "0" not in groups
+    assert Path(f"/proc/{pid}/root").resolve() == root  # chrooted into anon_root
+    f.quit()
+
+
+def only_session(srv) -> list[int]:
+    """The session processes once the fixture's readiness probe (a
+    connection too) has ended; ours is the one left."""
+    import time
+
+    deadline = time.monotonic() + 10
+    pids = session_pids(srv.proc.pid)
+    while len(pids) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = session_pids(srv.proc.pid)
+    return pids

@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import socket
 import stat
 from dataclasses import dataclass
 
@@ -113,3 +114,58 @@ def become(ident: Identity, chroot_to: str | None) -> None:
             pass
         else:  # pragma: no cover - would be a kernel bug
             raise RuntimeError("privilege drop failed")
+
+
+class ChownBroker:
+    """chown_uploads: vsftpd hands each anonymous upload's descriptor to its
+    privileged side, which gives the file to chown_username.  Here a tiny
+    process forked (as root) just before the session drops privileges does
+    that one job: it receives descriptors over a socket pair, checks them as
+    vsftpd does (a regular file owned by the anonymous user) and fchowns
+    them.  It touches no path and exits when the session closes the socket."""
+
+    def __init__(self, owner_uid: int, anon_uid: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked broker
+            code = 0
+            try:
+                keep = theirs.fileno()
+                os.closerange(0, keep)
+                os.closerange(keep + 1, 1 << 16)
+                self._serve(theirs, owner_uid, anon_uid)
+            except BaseException:  # noqa: BLE001 - never return into the session's code
+                code = 1
+            os._exit(code)
+        theirs.close()
+        self.pid = pid
+        self.sock = ours
+
+    @staticmethod
+    def _serve(sock: socket.socket, owner_uid: int, anon_uid: int) -> None:
+        while True:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 4)
+            if not msg:
+                return
+            ok = False
+            for fd in fds:
+                try:
+                    st = os.fstat(fd)
+                    if stat.S_ISREG(st.st_mode) and st.st_uid in (anon_uid, owner_uid):
+                        if st.st_uid != owner_uid:
+                            # Linux clears set-id bits on chown, so the anonymous
+                            # user cannot plant a set-uid file for the owner.
+                            os.fchown(fd, owner_uid, -1)
+                        ok = True
+                except OSError:
+                    ok = False
+                finally:
+                    os.close(fd)
+            sock.send(b"1" if ok else b"0")
+
+    def chown(self, fd: int) -> bool:
+        try:
+            socket.send_fds(self.sock, [b"c"], [fd])
+            return self.sock.recv(1) == b"1"
+        except OSError:
+            return False

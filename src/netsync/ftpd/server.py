@@ -24,6 +24,8 @@ from .tls import make_context
 
 log = logging.getLogger("netsync.ftpd")
 
+LISTENER_BOOST = 10  # nice levels the listener runs above its sessions
+
 MSG_MAX_CLIENTS = "421 There are too many connected users, please try later."
 MSG_MAX_PER_IP = "421 There are too many connections from your internet address."
 
@@ -77,13 +79,18 @@ class Listener:
         self.overrides = list(overrides)
         self.socks: list[socket.socket] = []
         self.children: dict[int, str] = {}
+        self._base_nice = 0
         self.tlog = TransferLog(cfg)
         self._stop = False
         self._reload = False
         # Import once here rather than in every forked session.
         preload_lazy_modules()
         if cfg.local_enable:
-            import pam  # noqa: F401
+            import pam
+
+            # Binds libpam once (python-pam runs `ldconfig -p` twice to find
+            # it); every forked session inherits the bindings.
+            pam.pam()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -143,6 +150,15 @@ class Listener:
 
     def serve_forever(self) -> int:
         self._install_signals()
+        self._base_nice = os.getpriority(os.PRIO_PROCESS, 0)
+        if os.geteuid() == 0:
+            # Accept-and-fork is the one serial step; under a login storm it
+            # must not wait behind whatever shares its CPU group.  Sessions
+            # go back to the normal priority.
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, max(-20, self._base_nice - LISTENER_BOOST))
+            except OSError:
+                pass
         gc.freeze()  # keep start-up objects out of the collector: fewer copy-on-write pages per fork
         while not self._stop:
             try:
@@ -220,6 +236,15 @@ class Listener:
         code = 0
         try:
             signal.set_wakeup_fd(-1)
+            if os.getpriority(os.PRIO_PROCESS, 0) != self._base_nice:
+                os.setpriority(os.PRIO_PROCESS, 0, self._base_nice)
+            # Its own session, as vsftpd's: no terminal signals from the
+            # listener's, and (with autogroup scheduling) its own CPU share
+            # rather than one share split among every session.
+            try:
+                os.setsid()
+            except OSError:
+                pass
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asynchat
 import errno
+import itertools
 import os
 import random
 import socket
@@ -17,16 +18,18 @@ import time
 from typing import Any
 
 from OpenSSL import SSL
+from pyftpdlib.exceptions import _FileReadWriteError, _RetryError
 from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers.ftp.control import FTPHandler
 from pyftpdlib.handlers.ftp.data import DTPHandler, ThrottledDTPHandler
 from pyftpdlib.handlers.ftp.dispatchers import ActiveDTP, PassiveDTP
+from pyftpdlib.handlers.ftp.producers import BufferedIteratorProducer
 from pyftpdlib.handlers.ftps.control import TLS_FTPHandler
 from pyftpdlib.handlers.ftps.ssl import SSLConnectionMixin
 from pyftpdlib.ioloop import Acceptor
 from pyftpdlib.utils import is_ssl_sock
 
-from . import accounts
+from . import accounts, filters
 from .config import Config, load_user_config
 from .logs import TransferLog
 from .tls import session_reused
@@ -50,6 +53,11 @@ _REPLY_TEXT = {
     "421 Active data channel timed out.": "425 Failed to establish connection.",
 }
 
+# Commands whose argument names a file or directory (deny_file applies).
+_PATH_CMDS = frozenset({
+    "CWD", "XCWD", "CDUP", "XCUP", "MKD", "XMKD", "RMD", "XRMD", "DELE", "RNFR", "RNTO",
+    "RETR", "STOR", "APPE", "STOU", "SIZE", "MDTM", "MFMT", "MLSD", "MLST", "STAT", "SITE",
+})
 _DATA_CMDS = frozenset({"LIST", "NLST", "MLSD", "RETR", "STOR", "STOU", "APPE"})
 _LIST_CMDS = frozenset({"LIST", "NLST", "MLSD"})
 
@@ -90,9 +98,17 @@ class ServerStub:
         return True
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_HALF_YEAR = 60 * 60 * 24 * 182  # vsftpd's cut-off between "HH:MM" and "  YYYY"
+
+
 class VsFS(AbstractedFS):
-    """Numeric owners in listings (vsftpd's default), "ftp" with hide_ids,
-    and uploads created with file_open_mode (then masked by the umask)."""
+    """vsftpd's listing format (numeric owners, "ftp" with hide_ids, UTC
+    unless use_localtime), hide_file, and uploads created with
+    file_open_mode (then masked by the umask), exclusively for anonymous
+    users, and handed to chown_uploads' owner."""
+
+    cmd_channel: Session
 
     def get_user_by_uid(self, uid: int) -> str:
         return "ftp" if self.cmd_channel.cfg.hide_ids else str(uid)
@@ -100,9 +116,86 @@ class VsFS(AbstractedFS):
     def get_group_by_gid(self, gid: int) -> str:
         return "ftp" if self.cmd_channel.cfg.hide_ids else str(gid)
 
+    def listdir(self, path: str) -> list[str]:
+        names = os.listdir(path)
+        hide = self.cmd_channel.cfg.hide_file
+        if hide:
+            names = [n for n in names if not filters.matches(n, hide)]
+        return names
+
+    def format_list(self, basedir: str, listing: list[str], ignore_err: bool = True) -> Any:
+        """Lines as vsftpd's ls.c builds them (a 4-wide link count, 8-wide
+        owner, group and size columns)."""
+        cfg = self.cmd_channel.cfg
+        timefunc = time.localtime if cfg.use_localtime else time.gmtime
+        now = time.time()
+        enc, errors = self.cmd_channel.encoding, self.cmd_channel.unicode_errors
+        for name in listing:
+            path = os.path.join(basedir, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                if ignore_err:
+                    continue
+                raise
+            try:
+                tm = timefunc(st.st_mtime)
+            except (OverflowError, OSError, ValueError):
+                tm = timefunc(0)
+            if abs(now - st.st_mtime) > _HALF_YEAR:
+                date = f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:02d}  {tm.tm_year}"
+            else:
+                date = f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:02d} {tm.tm_hour:02d}:{tm.tm_min:02d}"
+            shown = name
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    shown = f"{name} -> {os.readlink(path)}"
+                except OSError:
+                    pass
+            line = (f"{stat.filemode(st.st_mode)} {st.st_nlink:>4} "
+                    f"{self.get_user_by_uid(st.st_uid):<8} {self.get_group_by_gid(st.st_gid):<8} "
+                    f"{st.st_size:>8} {date} {shown}\r\n")
+            yield line.encode(enc, errors)
+
+    def format_mlsx(self, basedir: str, listing: list[str], perms: str, facts: Any,
+                    ignore_err: bool = True) -> Any:
+        # RFC 3659: MLSx times are always UTC, whatever use_localtime says.
+        ch = self.cmd_channel
+        saved, ch.use_gmt_times = ch.use_gmt_times, True
+        inner = super().format_mlsx(basedir, listing, perms, facts, ignore_err)
+        try:
+            first = next(inner)  # pyftpdlib reads use_gmt_times on its first step
+        except StopIteration:
+            return
+        finally:
+            ch.use_gmt_times = saved
+        yield first
+        yield from inner
+
     def open(self, filename: str, mode: str) -> Any:
-        perm = self.cmd_channel.cfg.file_open_mode & 0o7777
-        return open(filename, mode, opener=lambda p, f: os.open(p, f | os.O_CLOEXEC, perm))
+        ch = self.cmd_channel
+        cfg = ch.cfg
+        perm = cfg.file_open_mode & 0o7777
+        writing = "r" not in mode or "+" in mode
+        # vsftpd: an anonymous user may only create new files, never
+        # overwrite or append, unless anon_other_write_enable.
+        exclusive = writing and ch.anonymous and not cfg.anon_other_write_enable
+
+        def opener(p: str, flags: int) -> int:
+            if exclusive:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            return os.open(p, flags | os.O_CLOEXEC, perm)
+
+        fobj = open(filename, mode, opener=opener)
+        if writing:
+            ch.chown_upload(fobj.fileno())
+        return fobj
+
+    def mkstemp(self, suffix: str = "", prefix: str = "", dir: str | None = None,  # noqa: A002
+                mode: str = "wb") -> Any:
+        fobj = super().mkstemp(suffix, prefix, dir, mode)
+        self.cmd_channel.chown_upload(fobj.fileno())
+        return fobj
 
 
 class Perms:
@@ -156,6 +249,14 @@ class _SecureData:
         if cmd_channel._prot:
             self.secure_connection(cmd_channel.ssl_context)  # type: ignore[attr-defined]
 
+    def send(self, data: bytes) -> int:
+        # SSL_write on a connection still in its handshake would finish the
+        # handshake itself and send at once, skipping handle_ssl_established
+        # (and so the session-reuse check): wait for the handshake instead.
+        if self._ssl_accepting:  # type: ignore[attr-defined]
+            return 0
+        return super().send(data)  # type: ignore[misc]
+
     def use_sendfile(self) -> bool:
         if is_ssl_sock(self.socket):  # type: ignore[attr-defined]
             return False
@@ -176,8 +277,69 @@ class _SecureData:
         self.close()  # type: ignore[attr-defined]
 
 
-class DataChannel(_SecureData, SSLConnectionMixin, DTPHandler):
-    pass
+SENDFILE_CHUNK = 1 << 22  # per sendfile(2) call; the socket takes what fits
+SENDFILE_BURST = 1 << 26  # per write event, so the control channel stays served
+
+
+class _BulkReceive(DTPHandler):
+    """TLS uploads: pyftpdlib reads one TLS record (at most 16 KiB) per
+    event-loop pass; read until OpenSSL has nothing buffered, up to
+    RECV_BURST records, each written out before the next (a recv() that sees
+    the end of the stream closes the channel and its file).  Plain uploads
+    keep pyftpdlib's single 64 KiB read, which measured faster."""
+
+    def handle_read(self) -> None:
+        if not is_ssl_sock(self.socket):
+            DTPHandler.handle_read(self)
+            return
+        for _ in range(RECV_BURST):
+            try:
+                chunk = self.recv(self.ac_in_buffer_size)
+            except _RetryError:
+                return
+            except OSError:
+                self.handle_error()
+                return
+            self.tot_bytes_received += len(chunk)
+            if not chunk:
+                self.transfer_finished = True
+                return
+            if self._data_wrapper is not None:
+                chunk = self._data_wrapper(chunk)
+            try:
+                self.file_obj.write(chunk)
+            except OSError as err:
+                raise _FileReadWriteError(err) from err
+
+    handle_read_event = handle_read
+
+
+RECV_BURST = 64
+
+
+class DataChannel(_SecureData, SSLConnectionMixin, _BulkReceive):
+    def initiate_sendfile(self) -> None:
+        """pyftpdlib sends 64 KiB per trip through the event loop; vsftpd one
+        sendfile() for the whole file.  Keep the kernel busy: call sendfile()
+        until the socket is full, then wait for the next write event."""
+        sent_now = 0
+        while sent_now < SENDFILE_BURST:
+            try:
+                sent = os.sendfile(self._fileno, self._filefd, self._offset, SENDFILE_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                if sent_now:
+                    return  # let pyftpdlib's own code see the error on the next event
+                super().initiate_sendfile()
+                return
+            if sent == 0:
+                self.discard_buffers()
+                self.handle_close()
+                return
+            self._offset += sent
+            self.tot_bytes_sent += sent
+            sent_now += sent
 
 
 class ThrottledDataChannel(_SecureData, SSLConnectionMixin, ThrottledDTPHandler):
@@ -292,6 +454,9 @@ class Session(TLS_FTPHandler):
         self._skip_line = False
         self._port_verb = "PORT"
         self._xfer_start = 0.0
+        self._storing = False
+        self._last_data_cmd = ""
+        self.chown_broker: accounts.ChownBroker | None = None
         self.authorizer = Perms(self.cfg, False)
         self.timeout = self.cfg.idle_session_timeout or None
         super().__init__(conn, server, ioloop)
@@ -331,6 +496,13 @@ class Session(TLS_FTPHandler):
 
     def respond(self, resp: str, logfun: Any = None) -> None:  # type: ignore[override]
         resp = _REPLY_TEXT.get(resp, resp)
+        if self._last_data_cmd in _LIST_CMDS:
+            if resp.startswith("150 "):
+                resp = "150 Here comes the directory listing."
+            elif resp == "226 Transfer complete.":
+                resp = "226 Directory send OK."
+        if self._storing and resp.startswith("550 "):
+            resp = "553 Could not create file."  # vsftpd's reply for any failed create
         if resp.startswith('500 Command "') and resp.endswith('" not understood.'):
             resp = "500 Unknown command." if self.authenticated else "530 Please login with USER and PASS."
         self._last_response = resp
@@ -366,6 +538,53 @@ class Session(TLS_FTPHandler):
 
     # --- command dispatch
 
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+        if not self.authenticated:
+            super().pre_process_command(line, cmd, arg)
+            return
+        c = self.cfg
+        if not filters.command_permitted(cmd, c.cmds_allowed, c.cmds_denied):
+            self.respond("550 Permission denied.")
+            return
+        if cmd in ("LIST", "NLST"):
+            self._list_command(cmd, arg)
+            return
+        if c.deny_file and cmd in _PATH_CMDS and self._denied(cmd, arg):
+            self.respond("550 Permission denied.")
+            return
+        super().pre_process_command(line, cmd, arg)
+
+    def _denied(self, cmd: str, arg: str) -> bool:
+        """deny_file, applied to the path argument of cmd."""
+        if cmd == "SITE":
+            parts = arg.split(" ", 2)
+            if len(parts) < 3 or parts[0].upper() != "CHMOD":
+                return False
+            arg = parts[2]
+        elif cmd == "MFMT":
+            arg = arg.partition(" ")[2]
+        elif cmd in ("CDUP", "XCUP"):
+            arg = ".."
+        if not arg and cmd in ("STOU", "MLSD", "MLST", "STAT"):
+            return False
+        ftp_path = self.fs.fs2ftp(self.fs.ftp2fs(arg or self.fs.cwd))
+        return filters.path_matches(arg, ftp_path, self.cfg.deny_file)
+
+    def _list_command(self, cmd: str, arg: str) -> None:
+        """LIST/NLST as vsftpd parses them: a leading `-word` is ls options
+        (only R, with ls_recurse_enable, and a matter), the rest a path."""
+        opts = ""
+        if arg.startswith("-"):
+            opts, _, arg = arg.partition(" ")
+        if arg and self.cfg.deny_file and self._denied(cmd, arg):
+            self.respond("550 Permission denied.")
+            return
+        path = self.fs.ftp2fs(arg or self.fs.cwd)
+        if not self.fs.validpath(path):
+            self.respond("550 Permission denied.")
+            return
+        self.process_command(cmd, path, opts=opts, label=arg or ".")
+
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
         if self.authenticated and cmd in _DATA_CMDS:
             if cmd in _LIST_CMDS and not self.cfg.dirlist_enable:
@@ -381,6 +600,7 @@ class Session(TLS_FTPHandler):
                 self.respond("522 Data connections must be encrypted.")
                 return
             self._xfer_start = time.time()
+            self._last_data_cmd = cmd
         FTPHandler.process_command(self, cmd, *args, **kwargs)
 
     def _data_tls_required(self) -> bool:
@@ -553,6 +773,13 @@ class Session(TLS_FTPHandler):
             self._oops(OOPS_WRITABLE_ROOT)
             return
         real_chroot = chroot and os.geteuid() == 0
+        if anonymous and c.chown_uploads and c.write_enable and os.geteuid() == 0:
+            owner = accounts.lookup(c.chown_username or "root")
+            if owner is None:
+                self._oops(f"500 OOPS: cannot locate user entry:{c.chown_username}")
+                return
+            # Forked while still root: the one privileged helper a session keeps.
+            self.chown_broker = accounts.ChownBroker(owner.uid, ident.uid)
         try:
             accounts.become(ident, root if real_chroot else None)
         except OSError as err:
@@ -561,6 +788,7 @@ class Session(TLS_FTPHandler):
         os.umask(umask & 0o777)
         self.cfg = c
         self.anonymous = anonymous
+        self.use_gmt_times = not c.use_localtime  # MDTM, as vsftpd
         self.authorizer = Perms(c, anonymous)
         rate = c.anon_max_rate if anonymous else c.local_max_rate
         if rate:
@@ -647,6 +875,101 @@ class Session(TLS_FTPHandler):
                 self.respond("550 Failed to open file.")
                 return None
         return super().ftp_RETR(file)
+
+    # --- listings
+
+    def _entries(self, path: str, opts: str) -> list[str]:
+        """A directory's names as vsftpd lists them: dot files only with
+        `-a` or force_dot_files, "." and ".." only with `-a`."""
+        names = self.fs.listdir(path)
+        if "a" in opts:
+            names += [".", ".."]
+        elif not self.cfg.force_dot_files:
+            names = [n for n in names if not n.startswith(".")]
+        names.sort()
+        return names
+
+    def _listing(self, path: str, opts: str, label: str, verbose: bool) -> Any:
+        """LIST/NLST output; with `-R` (and ls_recurse_enable) vsftpd's
+        recursive form: "DIR:" headers, a blank line between directories,
+        depth first, symbolic links to directories not followed."""
+        enc, errors = self.encoding, self.unicode_errors
+        recurse = "R" in opts and bool(self.cfg.ls_recurse_enable)
+        stack = [(path, label)]
+        first = True
+        while stack:
+            real, shown = stack.pop()
+            try:
+                names = self._entries(real, opts)
+            except OSError:
+                if first:
+                    raise
+                continue  # vsftpd: unreadable subdirectories are skipped
+            if recurse:
+                yield ("" if first else "\r\n").encode() + f"{shown}:\r\n".encode(enc, errors)
+            first = False
+            if verbose:
+                yield from self.fs.format_list(real, names)
+            else:
+                # vsftpd's NLST names carry the directory as it was asked for
+                prefix = "" if shown == "." else shown if shown.endswith("/") else shown + "/"
+                for n in names:
+                    yield f"{prefix}{n}\r\n".encode(enc, errors)
+            if recurse:
+                subdirs = []
+                for n in names:
+                    if n in (".", ".."):
+                        continue
+                    try:
+                        if stat.S_ISDIR(os.lstat(os.path.join(real, n)).st_mode):
+                            subdirs.append(n)
+                    except OSError:
+                        pass
+                stack.extend((os.path.join(real, n), f"{shown}/{n}") for n in reversed(subdirs))
+
+    def _send_listing(self, cmd: str, path: str, opts: str, label: str) -> str | None:
+        verbose = cmd == "LIST"
+        chunks: Any = iter(())
+        try:
+            if self.fs.isdir(path):
+                gen = self._listing(path, opts, label, verbose)
+                head = next(gen, b"")  # surfaces an unreadable directory here
+                chunks = itertools.chain([head], gen)
+            else:
+                self.fs.lstat(path)
+                basedir, name = os.path.split(path)
+                if filters.matches(name, self.cfg.hide_file):
+                    raise FileNotFoundError(path)  # hidden even when named
+                chunks = (self.fs.format_list(basedir, [name]) if verbose
+                          else iter([f"{label}\r\n".encode(self.encoding, self.unicode_errors)]))
+        except OSError:
+            pass  # vsftpd answers a missing or unreadable path with an empty listing
+        self.push_dtp_data(BufferedIteratorProducer(chunks), isproducer=True, cmd=cmd)
+        return path
+
+    def ftp_LIST(self, path: str, opts: str = "", label: str = ".") -> str | None:  # type: ignore[override]
+        return self._send_listing("LIST", path, opts, label)
+
+    def ftp_NLST(self, path: str, opts: str = "", label: str = ".") -> str | None:  # type: ignore[override]
+        return self._send_listing("NLST", path, opts, label)
+
+    # --- uploads
+
+    def ftp_STOR(self, file: str, mode: str = "w") -> Any:
+        self._storing = True
+        try:
+            return super().ftp_STOR(file, mode)
+        finally:
+            self._storing = False
+
+    def chown_upload(self, fd: int) -> None:
+        """chown_uploads: new anonymous uploads get chown_upload_mode and
+        belong to chown_username (root only; see accounts.ChownBroker)."""
+        if not (self.anonymous and self.cfg.chown_uploads):
+            return
+        os.fchmod(fd, self.cfg.chown_upload_mode & 0o7777)
+        if self.chown_broker is not None:
+            self.chown_broker.chown(fd)
 
     def ftp_CWD(self, path: str) -> Any:
         init_cwd = os.getcwd()
