@@ -69,10 +69,13 @@ def _start(kind: str, root: Path) -> Daemon:
     (root / "ro" / "readme.txt").write_text("read only\n")
     (root / "auth" / "secret.txt").write_text("for alice\n")
     (root / "motd").write_text("Welcome to the test daemon\nsecond line\n")
-    # The two daemons' trees are made a moment apart: give the module dirs one fixed
-    # mtime so listings of them compare equal whatever second each was made in.
-    for name in MODULES:
-        os.utime(root / name, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    # The two daemons' trees are made a moment apart: give the module dirs and the
+    # files made here one fixed mtime so listings compare equal whatever second each
+    # was made in.
+    fixed = (1_600_000_000_000_000_000, 1_600_000_000_000_000_000)
+    for path in (root / "ro" / "readme.txt", root / "auth" / "secret.txt",
+                 *(root / name for name in MODULES)):
+        os.utime(path, ns=fixed)
     secrets = root / "secrets"
     secrets.write_text(f"{USER}:{PASSWORD}\n")
     secrets.chmod(0o600)

@@ -18,11 +18,18 @@ and then netsync.server.run_server() inside the module.  Every path the client
 names is sanitized as rsync does for a module (``..`` cannot climb above the
 module, a leading ``/`` means the module's top).
 
-Not done yet (kept out rather than half done): daemon ``filter``/``exclude``/
-``include`` parameters, ``munge symlinks``, pre-/post-xfer exec, transfer
-logging with ``log format``, ``proxy protocol``, ``--bwlimit``, ``daemon
-chroot``/``daemon uid``; a module that sets any of the hook or filter
-parameters is refused with an ``@ERROR`` rather than served without them.
+A module's ``filter``/``include``/``exclude`` rules (netsync.daemon.dfilter)
+apply whatever the client asks; ``pre-xfer exec``/``post-xfer exec`` run as
+rsync runs them (netsync.daemon.xfer_exec); ``munge symlinks`` defaults as in
+rsync (on unless the module is a chroot of its own top).
+
+The log (``log file``, else syslog with ``syslog facility``/``syslog tag``)
+and ``transfer logging`` with ``log format`` are netsync.daemon.xferlog's.
+
+Not done yet (kept out rather than half done): ``proxy protocol``,
+``--bwlimit``, ``daemon chroot``/``daemon uid``; a module that sets ``early
+exec`` or ``name converter`` is refused with an ``@ERROR`` rather than served
+without them.
 """
 
 from __future__ import annotations
@@ -45,8 +52,10 @@ import time
 from collections.abc import Callable
 
 from netsync import errors as E
-from netsync.daemon import access, auth, refuse
+from netsync.daemon import access, auth, refuse, xfer_exec, xferlog
 from netsync.daemon.config import ConfigError, DaemonConfig, Module, load_config
+from netsync.daemon.dfilter import DaemonFilter
+from netsync.daemon.xferlog import DaemonLog
 
 __all__ = ["run_daemon", "sanitize_path", "serve_connection"]
 
@@ -61,36 +70,14 @@ ARG_MAX = 4096 + 1024  # BIGPATHBUFLEN
 MAX_DAEMON_ARGS = 16 * 1000
 NOBODY_USER = "nobody"
 NOBODY_GROUP = "nogroup"
+SYMLINK_PREFIX = "/rsyncd-munged/"
 # Parameters whose effect is not implemented: a module using one is refused, not
 # served without it (an admin relies on them for access control or auditing).
-_UNSUPPORTED_PARAMS = ("filter", "exclude", "include", "exclude from", "include from",
-                       "pre-xfer exec", "post-xfer exec", "early exec", "name converter")
+_UNSUPPORTED_PARAMS = ("early exec", "name converter")
 
 
 class _Refused(Exception):
     """The connection ends here; ``line`` (if any) has already been sent."""
-
-
-# ---------------------------------------------------------------------------
-# logging (log.c's FLOG lines)
-
-
-class DaemonLog:
-    """``log file`` lines as rsync writes them: ``YYYY/MM/DD HH:MM:SS [pid] text``."""
-
-    def __init__(self, path: str | None) -> None:
-        self.fd = -1
-        if path:
-            with contextlib.suppress(OSError):
-                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                                  0o644)
-
-    def __call__(self, text: str) -> None:
-        if self.fd < 0:
-            return
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
-        with contextlib.suppress(OSError):
-            os.write(self.fd, f"{stamp} [{os.getpid()}] {text}\n".encode(errors="replace"))
 
 
 # ---------------------------------------------------------------------------
@@ -266,6 +253,10 @@ class _Session:
         self.remote_protocol = OUR_PROTOCOL
         self.auth_choices: str | None = None
         self.drain_fd = -1  # a socket descriptor that outlives run_server()'s close
+        self.conn_fds: tuple[int, ...] = ()  # the accepted socket's own descriptors
+        self.dfilter: DaemonFilter | None = None
+        self.pre_exec: tuple[int, int, int] | None = None  # pid, args fd, stdout fd
+        self.munge = False  # "munge symlinks" in effect for the module
         self.sanitize = True
 
     def refuse(self, line: str, logline: str | None = None) -> None:
@@ -382,15 +373,21 @@ class _Session:
             read_only = ro
         os.environ["RSYNC_USER_NAME"] = user_name
         for label in _UNSUPPORTED_PARAMS:
-            if mod.get(label):
+            if mod.raw(label):
                 self.refuse("@ERROR: module uses a feature this netsync daemon does not "
                             "support yet", f"module {name}: '{label}' is not supported by "
                             f"this netsync daemon; refusing the connection")
         uid, gids = self._ids(mod)
         module_dir, chroot_dir = self._paths(mod)
         os.environ["RSYNC_MODULE_PATH"] = module_dir
+        inner = module_dir
+        if chroot_dir is not None:
+            inner = module_dir[len(chroot_dir):] or "/" if chroot_dir != "/" else module_dir
+        self._load_filters(mod, inner)
+        self._log_init(mod)
         if chroot_dir is not None or os.geteuid() == 0:
             _preload_modules()
+        self._start_hooks(mod)
         if chroot_dir is not None:
             try:
                 os.chroot(chroot_dir)
@@ -404,10 +401,81 @@ class _Session:
             self.refuse("@ERROR: chdir failed",
                         f'chdir "{module_dir}" (in module {name}) failed: {exc.strerror} '
                         f"({exc.errno})")
+        self.sanitize = module_dir != "/"
+        munge = mod.munge_symlinks
+        self.munge = (chroot_dir is None or self.sanitize) if munge is None else munge
+        if self.munge and os.path.isdir(SYMLINK_PREFIX.rstrip("/")):
+            self.log(f"Symlink munging is unsafe when a {SYMLINK_PREFIX.rstrip('/')} "
+                     "directory exists.")
+            self.refuse("@ERROR: daemon security issue -- contact admin")
         self._drop_privileges(uid, gids)
         self.wire.write("@RSYNCD: OK\n")
-        self.sanitize = module_dir != "/"
         return self._transfer(mod, host, user_name, read_only, module_dir.encode())
+
+    def _log_init(self, mod: Module) -> None:
+        """log.c log_init(1): the module's own ``log file`` or syslog settings."""
+        old = self.log.fd
+        self.log.reopen_for(self.opts.log_file or mod.log_file, mod)
+        if self.am_daemon > 0 and self.log.fd != old:
+            if self.log.fd >= 0:
+                os.dup2(self.log.fd, 2)  # stray stderr text follows the log
+            else:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 2)
+                os.close(null)
+
+    def _load_filters(self, mod: Module, inner: str) -> None:
+        """rsync_module(): the module's filter/include/exclude parameters."""
+        from netsync.filters import FilterError
+
+        self.dfilter = DaemonFilter(os.fsencode(inner))
+        try:
+            self.dfilter.load(mod)
+        except FilterError as exc:
+            self.log(exc.message or str(exc))
+            raise _Refused() from None  # exit_cleanup() before "@RSYNCD: OK"
+
+    def _start_hooks(self, mod: Module) -> None:
+        """rsync_module(): post-xfer exec's fork and the pre-xfer command's start."""
+        try:
+            pre = mod.pre_xfer_exec
+            post = mod.post_xfer_exec
+        except ConfigError as exc:  # a %RSYNC_*% value with a shell metacharacter
+            for m in exc.messages:
+                self.log(m.text)
+            raise _Refused() from None
+        if not (pre or post or mod.raw("early exec") or mod.raw("name converter")) \
+                or os.environ.get("RSYNC_NO_XFER_EXEC"):
+            return
+        os.environ["RSYNC_PID"] = str(os.getpid())
+        signal.alarm(0)  # no hook inherits the handshake's deadline
+        if post:
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                self.refuse("@ERROR: fork failed", f"fork failed: {exc.strerror}")
+            if pid:
+                self._run_post_xfer(pid, post)
+        if pre:
+            try:
+                self.pre_exec = xfer_exec.start_pre_exec(pre)
+            except OSError as exc:
+                self.refuse("@ERROR: pre-xfer exec preparation failed",
+                            f"pre-xfer exec preparation failed: {exc.strerror}")
+
+    def _run_post_xfer(self, pid: int, cmd: str) -> None:
+        """The parent of the transfer: wait for it, then run the command; never returns."""
+        for fd in {0, 1, self.drain_fd, *self.conn_fds}:
+            if fd >= 0 and fd != self.log.fd:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        status = xfer_exec.wait_status(pid)
+        os.environ["RSYNC_RAW_STATUS"] = str(status)
+        code = os.WEXITSTATUS(status) if status >= 0 and os.WIFEXITED(status) else -1
+        os.environ["RSYNC_EXIT_STATUS"] = str(code)
+        if xfer_exec.shell_exec(cmd) < 0:
+            code = -1
+        os._exit(code & 0xFF)
 
     def _auth(self, mod: Module, host: str) -> tuple[str, bool | None] | None:
         """auth_server(): ("", None) for an open module, None when refused."""
@@ -497,7 +565,8 @@ class _Session:
                     raise _Refused()
                 return args
             if len(args) >= MAX_DAEMON_ARGS - 1:
-                raise _Refused()  # "too many daemon arguments"
+                self.log("too many daemon arguments")  # io.c read_args(): then exit
+                raise _Refused()
             args.append(line)
 
     def _transfer(self, mod: Module, host: str, user: str, read_only: bool,
@@ -539,19 +608,68 @@ class _Session:
         if request:
             who = f"{user}@{host}" if user else host
             self.log(f"rsync {'on' if am_sender else 'to'} {request} from {who} ({self.addr})")
+        pre_error = None
+        if self.pre_exec is not None:
+            pid, arg_fd, out_fd = self.pre_exec
+            files: list[bytes] = []
+            if b"." in raw:
+                for a in raw[raw.index(b".") + 1:]:
+                    files.extend(expand_module_arg(mod.name.encode(), a,
+                                                   split=not opts.secluded_args))
+            request, words = xfer_exec.pre_exec_words(raw, files)
+            xfer_exec.write_pre_exec_args(arg_fd, request, words)
+            pre_error = xfer_exec.finish_pre_exec("pre-xfer exec", pid, out_fd)
         if error is None:
             _sanitize_opts(opts, mod.name.encode(), module_dir)
             self._apply_module(opts, mod)
+        if self.dfilter is not None:
+            self.dfilter.install()
+        # The module, not the client, decides on munging (rsync_module()).
+        opts.munge_links = self.munge
+        if self.munge:
+            from netsync import sender
+
+            sender.unmunge_links = True
         link = DaemonLink(protocol=self.protocol, remote_protocol=self.remote_protocol,
                           read_only=read_only, write_only=mod.write_only, error=error,
                           files_from=any(a.startswith("--files-from") for a in argv),
-                          sanitize=self.sanitize)
+                          sanitize=self.sanitize and not self.munge,
+                          pre_exec_error=pre_error,
+                          incoming_chmod=None if am_sender else self._incoming_chmod(mod))
         opts.daemon = False
         opts.server = True
+        from netsync import safepath
+
+        # The module is a jail for every path a client names: only the module's
+        # "insecure links" (never a client's --insecure-links) lifts that.
+        safepath.insecure_links = bool(mod.insecure_links)
+        safepath.confine_root = None if mod.insecure_links else os.getcwdb()
+        link.module = mod.name
+        dest = None
+        if not am_sender:
+            dest = os.fsencode(opts.args[1]) if len(opts.args) > 1 else b"."
+        xferlog.current = xferlog.TransferLog(
+            self.log, fmt=(mod.log_format if mod.transfer_logging else None),
+            module=mod.name, module_path=os.environ.get("RSYNC_MODULE_PATH", ""),
+            module_root=module_dir, host=host, addr=self.addr, user=user,
+            am_sender=am_sender, dest=dest, dry_run=bool(opts.dry_run),
+            preserve_uid=bool(opts.owner), preserve_gid=bool(opts.group), munge=self.munge)
         code = run_server(opts, link)
+        xferlog.current.finish(code)
         if code and self.drain_fd >= 0:
             _drain(self.drain_fd)
         return code
+
+    def _incoming_chmod(self, mod: Module) -> list | None:
+        from netsync.chmod import parse_chmod
+
+        if not mod.incoming_chmod:
+            return None
+        try:
+            return parse_chmod([mod.incoming_chmod])
+        except E.UsageError:
+            self.log(f'Invalid "incoming chmod" directive: {mod.incoming_chmod}')
+            return None
 
     def _apply_module(self, opts, mod: Module) -> None:
         from netsync.options import limit_output_verbosity
@@ -645,7 +763,7 @@ def serve_connection(f_in: int, f_out: int, opts, addr: str, am_daemon: int = 1,
         except ConfigError as exc:
             sys.stderr.write(f"{exc}\n")
             return E.RERR_SYNTAX
-    log = DaemonLog(opts.log_file or config.globals.log_file)
+    log = DaemonLog(opts.log_file or config.globals.log_file, config.globals)
     for fd, target in ((f_in, 0), (f_out, 1)):
         if fd != target:
             os.dup2(fd, target)
@@ -656,6 +774,7 @@ def serve_connection(f_in: int, f_out: int, opts, addr: str, am_daemon: int = 1,
     signal.signal(signal.SIGALRM, _on_alarm)
     session = _Session(_Wire(0, 1), opts, addr, am_daemon, log)
     session.config = config
+    session.conn_fds = tuple(fd for fd in (f_in, f_out) if fd > 2)
     if am_daemon > 0:
         session.drain_fd = os.dup(0)
     try:
@@ -750,7 +869,7 @@ def _listen(opts, config: DaemonConfig) -> int:
     g = config.globals
     port = opts.port or g.port or DEFAULT_PORT
     address = opts.address or g.address or None
-    log = DaemonLog(opts.log_file or g.log_file)
+    log = DaemonLog(opts.log_file or g.log_file, g)
     try:
         socks = _open_listeners(address, port)
     except OSError as exc:
