@@ -691,7 +691,7 @@ def test_io_error_end_marker_needs_safe_flists() -> None:
 
 def test_entry_count_is_bounded() -> None:
     data = raw_entry(b"a") + raw_entry(b"b") + raw_entry(b"c")
-    expect_error(data, RERR_PROTOCOL, max_entries=2)
+    expect_error(data, RERR_MALLOC, max_entries=2)
 
 
 def test_truncation_anywhere_just_waits() -> None:

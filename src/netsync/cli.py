@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import operator
 import os
 import re
 import signal
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         return ue.code
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
+    from netsync import safepath
+
+    safepath.insecure_links = bool(opts.insecure_links)
     try:
         return run_client(opts)
     except _Signalled:
@@ -256,16 +261,53 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     t0 = time.time()
     import gc
 
-    # The list is millions of small acyclic objects: collecting while it grows only
-    # rescans them (~15% of a big no-op), and once built they stay till the end.
-    gc.disable()
-    try:
-        if files_from is not None:
-            flist = sender.build_file_list([], files_from, sources[0])
-        else:
-            flist = sender.build_file_list(sources)
-    finally:
-        gc.enable()
+    from netsync.messages import Stats
+
+    stats = Stats()
+    # rsync's incremental recursion: list a directory at a time, a little ahead of the
+    # generator, and drop each one once generated, so memory stays flat on huge trees.
+    # The whole list is built first where rsync disables it (inc_recurse above) and
+    # where this engine needs it: several sources, -R, --files-from, -H, --delete-delay.
+    stream = inc_recurse and not list_only and files_from is None and len(sources) == 1 \
+        and not relative and not opts.hard_links \
+        and not (opts.delete and opts.delete_mode not in (None, "during"))
+    feed = None
+    flist_size = [4]
+    if stream:
+        from netsync.flist import ChunkFeed
+
+        tweak = None
+        if chmod_rules:
+            from netsync.chmod import tweak_mode
+
+            tweak = tweak_mode
+
+        def on_chunk(children: list) -> None:
+            if tweak is not None:
+                for e in children:
+                    if not stat.S_ISLNK(e.mode):
+                        e.mode = tweak(e.mode, chmod_rules)
+            _count_listed(stats, children)
+            flist_size[0] += sum(map(len, map(_name_of, children))) + 8 * len(children)
+
+        def on_eof() -> None:
+            if rep.progress is not None:
+                rep.progress.flist_eof = True
+
+        feed = ChunkFeed(sender.iter_chunks(sources), sender.flist, on_chunk, on_eof)
+        feed.fill()
+        flist = sender.flist
+    else:
+        # The list is millions of small acyclic objects: collecting while it grows only
+        # rescans them (~15% of a big no-op), and once built they stay till the end.
+        gc.disable()
+        try:
+            if files_from is not None:
+                flist = sender.build_file_list([], files_from, sources[0])
+            else:
+                flist = sender.build_file_list(sources)
+        finally:
+            gc.enable()
     gc.freeze()
     build_time = time.time() - t0
     rep.roots = flist.roots
@@ -277,22 +319,30 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
             rep.out.write("done\n")
     if opts.prune_empty_dirs:
         _prune_empty_dirs(flist)
-    if chmod_rules:
+    if chmod_rules and feed is None:
         from netsync.chmod import tweak_mode
 
         for e in flist.entries:
             if not stat.S_ISLNK(e.mode):
                 e.mode = tweak_mode(e.mode, chmod_rules)
-    from netsync.messages import Stats
-
-    stats = Stats()
-    stats.count_listed(flist.entries)
+    if feed is None:
+        stats.count_listed(flist.entries)
+        flist_size[0] += sum(len(e.name) + 8 for e in flist.entries)
     stats.flist_buildtime = build_time
     if list_only:
         return _list(opts, rep, flist, stats, start)
     assert dest is not None
-    solo, dry_missing = _get_local_name(opts, rep, flist, dest)
+    if feed is not None:
+        # main.c get_local_name() runs on the first list(s): file_total is what has
+        # been listed so far (all of it, or more than one entry either way).
+        solo, dry_missing = _local_name(opts, rep, feed.first, feed.listed, dest)
+    else:
+        solo, dry_missing = _get_local_name(opts, rep, flist, dest)
     dest_root = dest.rstrip(b"/") or b"/"
+    if not solo:
+        _check_dest_dir(dest_root)
+    if opts.temp_dir:
+        _check_temp_dir(_under(dest_root, opts.temp_dir), opts.temp_dir)
     if not solo and os.path.islink(dest_root) and os.path.isdir(dest_root):
         # rsync chdir()s into the destination: a symlink to a dir is followed, not replaced.
         dest_root += b"/."
@@ -313,8 +363,9 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     ropts = ReceiveOptions(
         inplace=opts.inplace, append=opts.append, partial=opts.partial,
         partial_dir=enc(opts.partial_dir) if opts.partial_dir and not opts.delay_updates else None,
-        temp_dir=enc(opts.temp_dir) if opts.temp_dir else None,
+        temp_dir=_under(dest_root, opts.temp_dir) if opts.temp_dir else None,
         delay_updates=opts.delay_updates, sparse=opts.sparse, backup=opts.backup,
+        stage_dir=enc(opts.partial_dir or ".~tmp~") if opts.delay_updates else b".~tmp~",
         backup_dir=_under(dest_root, opts.backup_dir) if opts.backup_dir else None,
         suffix=enc(opts.suffix or ""), dry_run=opts.dry_run,
     )
@@ -349,9 +400,12 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     gen = Generator(g, a, flist, dest_root, receiver, sender.send_file, rep, rfilters, csum,
                     on_success=sender.remove_source, solo_file=solo)
     gen.stats = stats
+    gen.feed = feed
     if dry_missing:
         gen.dry_missing = b"."
     rep.attach_stats(stats)
+    if feed is not None and rep.progress is not None:
+        rep.progress.flist_eof = feed.eof  # "ir-chk" while the list is still growing
     try:
         gen.run()
     except _Signalled:
@@ -361,7 +415,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         if rep.progress is not None:
             rep.progress.newline_if_needed()
     io_error = flist.io_error | sender.io_error
-    _summary(opts, rep, stats, start, flist)
+    _summary(opts, rep, stats, start, flist_size[0])
     rep.close()
     code = rep.exit_code(io_error)
     _exit_line(code)
@@ -395,14 +449,40 @@ def _prune_empty_dirs(flist) -> None:
         flist.entries = out
 
 
+_name_of = operator.attrgetter("name")
+_size_of = operator.attrgetter("size")
+
+
+def _count_listed(stats, entries: list) -> None:
+    """Stats.count_listed() for a chunk, by file type in bulk (the hot path of a no-op)."""
+    fmts = [e.mode & 0o170000 for e in entries]
+    stats.num_files += len(fmts)
+    dirs, links = fmts.count(stat.S_IFDIR), fmts.count(stat.S_IFLNK)
+    regs = fmts.count(stat.S_IFREG)
+    if dirs or links or regs != len(fmts):
+        devs = fmts.count(stat.S_IFCHR) + fmts.count(stat.S_IFBLK)
+        stats.num_dirs += dirs
+        stats.num_links += links
+        stats.num_devs += devs
+        stats.num_specials += len(fmts) - dirs - links - regs - devs
+        stats.total_size += sum(e.size for e in entries
+                                if e.mode & 0o170000 in (stat.S_IFREG, stat.S_IFLNK))
+    else:
+        stats.total_size += sum(map(_size_of, entries))
+
+
 def _get_local_name(opts, rep, flist, dest: bytes) -> tuple[bool, bool]:
+    return _local_name(opts, rep, flist.entries, len(flist.entries), dest)
+
+
+def _local_name(opts, rep, first: list, file_total: int, dest: bytes) -> tuple[bool, bool]:
     """main.c get_local_name(): is the destination one file, and does it exist yet?
 
-    Returns (solo_file, dest_missing_in_dry_run).
+    ``first`` is the start of the list, ``file_total`` how many entries it has (so
+    far). Returns (solo_file, dest_missing_in_dry_run).
     """
     from netsync.flist import FLAG_DIR_CREATED
 
-    file_total = len(flist.entries)
     show = rep.level("name") >= 1 or rep.has_i
     trailing = dest.endswith(b"/")
     has_slash = b"/" in dest
@@ -429,7 +509,7 @@ def _get_local_name(opts, rep, flist, dest: bytes) -> tuple[bool, bool]:
         if file_total > 1:
             raise E.RsyncError(E.RERR_FILESELECT,
                                "ERROR: destination must be a directory when copying more than 1 file")
-        if file_total == 1 and stat.S_ISDIR(flist.entries[0].mode):
+        if file_total == 1 and stat.S_ISDIR(first[0].mode):
             raise E.RsyncError(E.RERR_FILESELECT,
                                "ERROR: cannot overwrite non-directory with a directory")
     if file_total > 1 or trailing:
@@ -442,8 +522,8 @@ def _get_local_name(opts, rep, flist, dest: bytes) -> tuple[bool, bool]:
             except OSError as ex:
                 raise E.RsyncError(E.RERR_FILEIO, f'mkdir "{rep.full_path(path)}" failed: '
                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})") from ex
-        if flist.entries and flist.entries[0].name == b".":
-            flist.entries[0].flags |= FLAG_DIR_CREATED
+        if first and first[0].name == b".":
+            first[0].flags |= FLAG_DIR_CREATED
         if show:
             rep.info(f"created directory {rep.safe(path)}")
         return False, bool(opts.dry_run)
@@ -469,6 +549,37 @@ def _make_path(path: bytes, dry_run: bool) -> int:
     return len(missing)
 
 
+def _check_dest_dir(dest_root: bytes) -> None:
+    """util1.c change_dir(): the destination is an operator path, so a symlink
+    in it owned by another user is refused (exit 3) instead of followed."""
+    from netsync import safepath
+
+    try:
+        os.close(safepath.owner_open_dir(dest_root))
+    except OSError as ex:
+        if ex.errno == errno.ELOOP:
+            full = dest_root if dest_root.startswith(b"/") else os.getcwdb() + b"/" + dest_root
+            raise E.RsyncError(E.RERR_FILESELECT, f'[Receiver] change_dir#1 "{os.fsdecode(full)}/" '
+                               f"failed: {os.strerror(ex.errno)} ({ex.errno})") from None
+
+
+def _check_temp_dir(tdir: bytes, shown: str) -> None:
+    """main.c do_recv(): --temp-dir must be an existing directory."""
+    try:
+        st = os.stat(tdir)
+        msg, code = (None, 0) if stat.S_ISDIR(st.st_mode) else \
+            (f"The temp-dir is not a directory: {shown}", E.RERR_SYNTAX)
+    except OSError as ex:
+        msg, code = ((f"The temp-dir does not exist: {shown}", E.RERR_SYNTAX)
+                     if ex.errno == errno.ENOENT else
+                     (f"Failed to stat temp-dir {shown}: {os.strerror(ex.errno or 0)}",
+                      E.RERR_FILEIO))
+    if msg is not None:
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+        raise E.RsyncError(code, None)
+
+
 def _under(dest_root: bytes, d: str) -> bytes:
     """Relative --backup-dir/--*-dest paths are relative to the destination dir."""
     p = os.fsencode(d)
@@ -478,7 +589,18 @@ def _under(dest_root: bytes, d: str) -> bytes:
 
 
 def _read_files_from(spec: str, from0: bool) -> list[bytes]:
-    data = sys.stdin.buffer.read() if spec == "-" else open(spec, "rb").read()
+    if spec == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        from netsync import safepath
+
+        try:  # an operator path: no symlink owned by another user is followed
+            fd = safepath.owner_open(spec, os.O_RDONLY)
+        except OSError as ex:
+            raise E.RsyncError(E.RERR_SYNTAX, f"failed to open files-from file {spec}: "
+                               f"{os.strerror(ex.errno or 0)}") from None
+        with open(fd, "rb") as f:
+            data = f.read()
     sep = b"\0" if from0 else b"\n"
     out: list[bytes] = []
     for line in data.split(sep):
@@ -489,9 +611,9 @@ def _read_files_from(spec: str, from0: bool) -> list[bytes]:
     return out
 
 
-def _estimate_wire(stats, flist) -> tuple[int, int]:
-    """Bytes rsync's sender would write / read for this list (approximate until the wire lands)."""
-    flist_size = sum(len(e.name) + 8 for e in flist.entries) + 4
+def _estimate_wire(stats, flist_size: int) -> tuple[int, int]:
+    """Bytes rsync's sender would write / read for a list of ``flist_size`` bytes
+    (approximate until the wire lands)."""
     stats.flist_size = flist_size
     sent = flist_size + stats.literal_data + 5 * stats.xferred_files + 20
     received = 4 * stats.xferred_files + 20
@@ -500,10 +622,10 @@ def _estimate_wire(stats, flist) -> tuple[int, int]:
     return sent, received
 
 
-def _summary(opts, rep, stats, start: float, flist) -> None:
+def _summary(opts, rep, stats, start: float, flist_size: int) -> None:
     from netsync import log
 
-    sent, received = _estimate_wire(stats, flist)
+    sent, received = _estimate_wire(stats, flist_size)
     lines: list[str] = []
     if rep.level("stats") >= 2 or opts.stats:
         lines += log.stats_lines(stats, opts.human_readable)
@@ -528,7 +650,7 @@ def _list(opts, rep, flist, stats, start: float) -> int:
         rep.out.write(log.list_line(e.mode, e.size, e.mtime, e.name,
                                     e.link if opts.links and e.link is not None else None,
                                     opts.human_readable, eight_bit=opts.eight_bit_output) + "\n")
-    _summary(opts, rep, stats, start, flist)
+    _summary(opts, rep, stats, start, sum(len(e.name) + 8 for e in flist.entries) + 4)
     code = rep.exit_code(flist.io_error)
     _exit_line(code)
     return code

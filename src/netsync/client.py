@@ -32,6 +32,9 @@ ITEM_IS_NEW = log.ITEM_IS_NEW
 ITEM_MISSING_DATA = 1 << 16
 MAX_BLOCK_LEN = 1 << 29
 MAX_SUM_COUNT = 1 << 28
+MAX_BLOCK_SIZE = 1 << 17  # rsync.h: the block-length limit from protocol 30
+FLIST_ENTRY_SIZE = 256  # what a received file-list entry costs us, for --max-alloc
+SUM_BUF_SIZE = 24  # rsync's struct sum_buf, what --max-alloc is counted against
 
 __all__ = ["run_remote"]
 
@@ -73,6 +76,34 @@ def run_remote(opts, args: list[bytes]) -> int:
         return code
     finally:
         client.close(force=True)
+
+
+class _NoSend(WireError):
+    """The remote sender skipped a file (MSG_NO_SEND); no data for it will come.
+    Only a file request expects this; anywhere else it is a protocol error."""
+
+    def __init__(self) -> None:
+        super().__init__("unexpected MSG_NO_SEND", E.RERR_PROTOCOL)
+
+
+class WireIO(ProtocolIO):
+    """ProtocolIO whose blocking read gives up once MSG_NO_SEND arrived: the sender
+    then waits for our next request instead of sending the file we wait for."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.no_send: set[int] = set()
+        self._no_send_new = False
+
+    def note_no_send(self, ndx: int) -> None:
+        self.no_send.add(ndx)
+        self._no_send_new = True
+
+    def _pump(self) -> None:
+        if self._no_send_new:
+            self._no_send_new = False
+            raise _NoSend()
+        super()._pump()
 
 
 class _Client:
@@ -118,8 +149,10 @@ class _Client:
                              contimeout=opts.contimeout, files_from_host=opts.files_from_host)
         self.plan = plan
         self.am_sender = plan.am_sender
+        Connection.timeout = opts.timeout or None  # rsync's io_timeout covers the handshakes
         self.who = "sender" if plan.am_sender else "receiver"
         self._refuse_unsupported(plan)
+        self._load_files_from()
         if plan.mode == Mode.SHELL:
             neg, hs = self._start_shell(plan)
         else:
@@ -128,8 +161,8 @@ class _Client:
                 return self._finish_listing()
             neg, hs = got
         self.neg = neg
-        io = ProtocolIO(self.conn, neg.protocol, who=self.who,  # type: ignore[arg-type]
-                        timeout=opts.timeout or None)
+        io = WireIO(self.conn, neg.protocol, who=self.who,  # type: ignore[arg-type]
+                    timeout=opts.timeout or None)
         self.io = io
         io.mplex_out = neg.mplex_out
         if neg.mplex_in:
@@ -144,20 +177,8 @@ class _Client:
         return self._pull()
 
     def _refuse_unsupported(self, plan) -> None:
-        opts = self.opts
-        what = None
-        if opts.files_from:
-            what = "--files-from"
-        elif opts.list_only and plan.am_sender:
-            what = "--list-only of a local source with a remote destination"
-        elif opts.inplace or opts.append:
-            what = "--inplace/--append"
-        elif opts.delete_missing_args:
-            what = "--delete-missing-args"
-        if what is not None and not (plan.daemon and plan.module == ""):
-            raise E.RsyncError(E.RERR_UNSUPPORTED,
-                               f"{what} with a remote rsync is not implemented yet in this "
-                               f"netsync")
+        """Options this client cannot yet carry over the wire (none at the moment)."""
+        del plan
 
     def _handshake(self, daemon_protocol: int | None = None, remote_protocol: int | None = None):
         from netsync.transport.handshake import ClientHandshake, run_client_handshake
@@ -236,6 +257,68 @@ class _Client:
         rep.ctx = log.LogContext(am_sender=self.am_sender, local_server=False,
                                  preserve_mtimes=bool(opts.times))
         return rep
+
+    # ------------------------------------------------------------ --files-from
+    def _load_files_from(self) -> None:
+        """options.c: a local --files-from list is opened before connecting."""
+        opts = self.opts
+        self._ff_data: bytes | None = None
+        if opts.files_from is None or opts.files_from_host is not None:
+            return
+        path = opts.files_from_path or opts.files_from
+        self._ff_data = read_files_from_file(path)
+
+    def _read_local_files_from(self, path: str) -> list[bytes]:
+        data = self._ff_data if self._ff_data is not None else read_files_from_file(path)
+        return [self._ff_sanitize(n) for n in split_files_from(data, bool(self.opts.from0))]
+
+    def _ff_sanitize(self, name: bytes) -> bytes:
+        """flist.c send_file_list(): sanitize_path(fbuf, fbuf, "", 0, SP_KEEP_DOT_DIRS)."""
+        from netsync.daemon.server import sanitize_path
+
+        return sanitize_path(name, b"", 0, keep_dot_dirs=bool(self.opts.relative))
+
+    def _read_wire_files_from(self) -> list[bytes]:
+        """read_line(RL_EOL_NULLS) on the socket until the empty name that ends the list."""
+        io = self.io
+        assert io is not None
+        names: list[bytes] = []
+        cur = bytearray()
+        while True:
+            chunk = io.read_some()
+            start = 0
+            while True:
+                z = chunk.find(b"\0", start)
+                if z < 0:
+                    cur += chunk[start:start + MAX_FF_NAME]
+                    del cur[MAX_FF_NAME:]  # read_line() silently truncates a long line
+                    break
+                cur += chunk[start:min(z, start + MAX_FF_NAME)]
+                del cur[MAX_FF_NAME:]
+                start = z + 1
+                if not cur:
+                    io.unread(chunk[start:])
+                    return [self._ff_sanitize(n) for n in names]
+                if len(names) >= MAX_FF_NAMES:
+                    raise WireError(f"too many --files-from names [{self.who}]",
+                                    E.RERR_PROTOCOL)
+                names.append(bytes(cur))
+                cur.clear()
+
+    def _forward_files_from(self, data: bytes, eol_nulls: bool) -> None:
+        """io.c forward_filesfrom_data(): the list as NUL-ended names, then an empty one.
+
+        Below protocol 31 the names travel outside the multiplexed framing
+        (start_filesfrom_forwarding() drops to buffered output meanwhile).
+        """
+        io = self.io
+        assert io is not None
+        payload = encode_files_from(data, eol_nulls)
+        if io.mplex_out and self.neg.protocol < 31:
+            io._frame_output()  # what is queued stays framed; the list goes raw after it
+            io._out += payload
+        else:
+            io.write(payload)
 
     # ------------------------------------------------------------- shared bits
     def _send_filter_list(self) -> None:
@@ -351,21 +434,35 @@ class _Client:
 
         io = self.io
         assert io is not None
+        proto = self.neg.protocol
+        # io.c read_sum_head(): every field is bounded before anything is sized by it.
         count = io.read_int()
-        blength = io.read_int()
-        s2length = io.read_int() if self.neg.protocol >= 27 else 2
-        remainder = io.read_int()
-        if count < 0 or count > MAX_SUM_COUNT:
+        if count < 0:
             raise WireError(f"Invalid checksum count {count} [{self.who}]", E.RERR_PROTOCOL)
-        if blength < 0 or blength > MAX_BLOCK_LEN:
+        if count > MAX_SUM_COUNT or count * SUM_BUF_SIZE > (self.opts.max_alloc or 1 << 30):
+            # my_alloc() of count sum_bufs past --max-alloc (default 1G).
+            raise WireError(f"ERROR: out of memory in receive_sums [{self.who}]",
+                            E.RERR_MALLOC)
+        blength = io.read_int()
+        if blength < 0 or blength > (MAX_BLOCK_LEN if proto < 30 else MAX_BLOCK_SIZE):
             raise WireError(f"Invalid block length {blength} [{self.who}]", E.RERR_PROTOCOL)
-        if s2length < 0 or s2length > 64:
+        if count and blength == 0:
+            raise WireError(f"Invalid zero block length [{self.who}]", E.RERR_PROTOCOL)
+        s2length = io.read_int() if proto >= 27 else 2
+        if s2length < 0 or s2length > self._xfer_sum_len():  # CVE-2024-12084
             raise WireError(f"Invalid checksum length {s2length} [{self.who}]",
                             E.RERR_PROTOCOL)
+        remainder = io.read_int()
         if remainder < 0 or remainder > blength:
             raise WireError(f"Invalid remainder length {remainder} [{self.who}]",
                             E.RERR_PROTOCOL)
         return SumHead(count, blength, s2length, remainder)
+
+    def _xfer_sum_len(self) -> int:
+        """checksum.c xfer_sum_len: the negotiated transfer digest's length."""
+        from netsync.checksum import digest_len, resolve_checksum
+
+        return digest_len(resolve_checksum(self.neg.checksum, self.neg.protocol))
 
     def _write_sum_head(self, head) -> None:
         io = self.io
@@ -436,10 +533,20 @@ class _Client:
             filters = F.build_filter_list(opts.filter_args, opts.cvs_exclude,
                                           opts.delete_excluded, opts.from0)
         sources = [os.fsencode(p) for p in self.plan.local_paths]
-        sender, flist, io_error = self._send_flist(sources, filters)
+        names = None
+        if opts.files_from is not None:
+            if opts.files_from_host is not None:
+                # main.c client_run(): the remote receiver forwards the list to us.
+                names = self._read_wire_files_from()
+            else:
+                names = self._read_local_files_from(opts.files_from_path or opts.files_from)
+        sender, flist, io_error = self._send_flist(sources, filters, names)
+        if opts.files_from_host is not None and 23 <= self.neg.protocol < 31:
+            io.start_multiplex_in()  # main.c: demultiplexing starts after the list
         entries = flist.entries
         io.on_deleted = lambda name, is_dir: rep.deleted(
             name, stat.S_IFDIR if is_dir else stat.S_IFREG)
+        io.ndx_limit = len(entries)
         if opts.remove_source_files:
             io.on_success = sender.remove_source
         self._send_files(sender, entries)
@@ -450,8 +557,11 @@ class _Client:
         self._summary(sent, received, stats.total_size)
         return self._final_code(io_error | sender.io_error)
 
-    def _send_flist(self, sources: list[bytes], filters):
-        """flist.c send_file_list(): walk ``sources``, send the list; (sender, flist, io_error)."""
+    def _send_flist(self, sources: list[bytes], filters, files_from: list[bytes] | None = None):
+        """flist.c send_file_list(): walk ``sources``, send the list; (sender, flist, io_error).
+
+        ``files_from``: the --files-from names, relative to ``sources[0]`` (or ".").
+        """
         from netsync.flist import WalkOptions
         from netsync.flist_codec import FlistEncoder
         from netsync.sender import Sender
@@ -470,8 +580,11 @@ class _Client:
             hard_links=bool(opts.hard_links), devices=opts.devices, specials=opts.specials,
             checksum=opts.checksum,
         )
-        sender = Sender(w, rep, filters, self._file_sum_fn() if opts.checksum else None)
-        if opts.ignore_missing_args:
+        sender = _wire_sender_cls(Sender)(w, rep, filters,
+                                          self._file_sum_fn() if opts.checksum else None)
+        if opts.delete_missing_args:
+            sender.missing_args = 2
+        elif opts.ignore_missing_args:
             sender.missing_args = 1
         show_flist = (not self.am_server and rep.level("flist") >= 1
                       and (w.dirs or w.recursive) and not opts.quiet)
@@ -479,7 +592,17 @@ class _Client:
             rep.out.write("building file list ... ")
             rep.out.flush()
         t0 = time.time()
-        flist = sender.build_file_list(sources)
+        if files_from is not None and not opts.relative:
+            # send_file_list() --no-relative: each name is split at its last slash, as
+            # a command-line argument would be.
+            from netsync.flist import join
+
+            top = sources[0] if sources else b"."
+            flist = sender.build_file_list([join(top, n) for n in files_from])
+        elif files_from is not None:
+            flist = sender.build_file_list([], files_from, sources[0] if sources else b".")
+        else:
+            flist = sender.build_file_list(sources)
         stats.flist_buildtime = time.time() - t0
         rep.roots = flist.roots
         if show_flist:
@@ -530,7 +653,8 @@ class _Client:
         stats = self.stats
         phase = 0
         max_phase = 2 if proto >= 29 else 1
-        encoder = token.make_encoder(neg.compress or "none", opts.compress_level, proto)
+        encoder = token.make_encoder(neg.compress or "none", self._compress_level(), proto)
+        sent_once: set[int] = set()
         nfiles = len(entries)
         while True:
             io.flush()
@@ -563,9 +687,12 @@ class _Client:
                 rep.log_item(e, iflags)
                 self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
                 continue
+            # sender.c: a file sent before (the redo phase) goes without --append.
+            append = 0 if ndx in sent_once else (opts.append or 0)
+            sent_once.add(ndx)
             head = self._read_sum_head()
             sums = None
-            if head.count:
+            if head.count and not append:  # receive_sums(): --append gets a head only
                 raw = io.read(head.count * (4 + head.s2length))
                 sums = _parse_sums(head, raw, BlockSums)
             stats.xferred_files += 1
@@ -578,20 +705,37 @@ class _Client:
                 if proto >= 30:
                     io.send_msg(Msg.NO_SEND, encode_int32(ndx))
                 continue
+            if append and data.size < e.size:
+                data.close()
+                rep.warn_msg(f'skipped diminished file: '
+                             f'"{rep.full_path(sender.flist.source_path(e))}"')
+                if proto >= 30:
+                    io.send_msg(Msg.NO_SEND, encode_int32(ndx))
+                continue
             self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
             self._write_sum_head(head)
             rep.log_item_transfer_start(e, iflags)
             fsum = FileSum(neg.checksum, neg.checksum_seed, proto)
-            if head.count:
+            if head.count and not append:
                 last = head.remainder or head.blength
                 encoder.begin_file(block_length=head.blength, last_block_length=last,
                                    file_size=data.size)
-            else:
-                encoder.begin_file(file_size=data.size)
+            else:  # match_sums(): whole file, or --append's tail, in CHUNK_SIZE pieces
+                encoder.begin_file(file_size=data.size - min(head.flength, data.size)
+                                   if append else data.size)
             offset = 0
             fd = data.source_fd
             literal = matched = 0
-            for tok in data.tokens:
+            tokens = data.tokens
+            if append:
+                tokens = _append_tokens(data, head, append > 1, fsum)
+                offset = min(head.flength, data.size)
+            elif sums is not None and opts.inplace and (
+                    ftype == 0x80 if proto >= 29 else not opts.backup):
+                # match.c updating_basis_file: the receiver overwrites its basis as it
+                # goes, so a block from before the write position must go as data.
+                tokens = _inplace_tokens(data, head)
+            for tok in tokens:
                 if isinstance(tok, int):
                     blen = head.block_len(tok)
                     block = os.pread(fd, blen, offset) if fd is not None else b""
@@ -604,6 +748,7 @@ class _Client:
                     io.write(encoder.literal(tok))
                     offset += len(tok)
                     literal += len(tok)
+            data.close()
             io.write(encoder.end_file())
             io.write(fsum.digest())
             stats.literal_data += literal
@@ -615,14 +760,22 @@ class _Client:
         io.flush()
 
 
+    def _compress_level(self) -> int | None:
+        """The deflate level for the sender's stream (a daemon module may lower it)."""
+        return self.opts.compress_level
+
     # -------------------------------------------------------------------- pull
     def _pull(self) -> int:
         self.stats = m.Stats()
         self._send_filter_list()
         assert self.io is not None
-        self.io.flush()
+        if self._ff_data is not None:
+            # main.c client_run(): forward the local list while the file list comes in.
+            self._forward_files_from(self._ff_data, bool(self.opts.from0))
+        else:
+            self.io.flush()
         flist = self._recv_flist()
-        if not self.plan.local_paths:
+        if not self.plan.local_paths or self.opts.list_only:
             return self._list_only(flist)
         dest = os.fsencode(self.plan.local_paths[0])
         code = self._receive(flist, dest)
@@ -644,9 +797,14 @@ class _Client:
         if show_flist:
             rep.out.write("receiving file list ... ")
             rep.out.flush()
+        # flist_expand()'s my_alloc() is bounded by --max-alloc; so is our list (an entry
+        # costs us about 256 bytes).
         dec = FlistDecoder(proto, relative_paths=bool(opts.relative),
                            recurse=bool(opts.recursive or opts.recurse),
+                           max_entries=(opts.max_alloc or 1 << 30) // FLIST_ENTRY_SIZE,
                            **self._flist_codec_kwargs())
+        if opts.delete_missing_args:
+            dec.missing_args = 2
         before = self.conn.bytes_read  # type: ignore[union-attr]
         raw_entries = []
         while True:
@@ -676,6 +834,11 @@ class _Client:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
         entries = sort_and_clean(raw_entries, protocol=proto, am_sender=False,
                                  strip_root=bool(opts.relative))
+        if not self.neg.inc_recurse:  # (sub-lists are checked by the decoder)
+            _check_parents(entries, bool(opts.delete_missing_args))
+        if not self.am_server and not opts.trust_sender:
+            _downgrade_implied_parents(entries, self.plan, bool(opts.relative),
+                                       bool(opts.recursive or opts.recurse or opts.dirs))
         flist = FileList(entries=entries, roots=[b"."], io_error=io_error)
         stats.count_listed(entries)
         return flist
@@ -691,14 +854,22 @@ class _Client:
                 continue
             if stat.S_ISDIR(e.mode) and not opts.implied_dirs and e.flags & FLAG_IMPLIED_DIR:
                 continue
+            if e.mode == 0 and opts.delete_missing_args:
+                # list_file_entry(): "*missing" padded to the permissions+size+time columns.
+                width = 10 + 1 + (14 if opts.human_readable else 11) + 20
+                self._list_emit(f"{'*missing':<{width}} {rep.safe(e.name)}")
+                continue
             link = e.link if stat.S_ISLNK(e.mode) and opts.links else None
-            rep.out.write(log.list_line(e.mode, e.size, e.mtime, e.name, link,
-                                        opts.human_readable,
-                                        eight_bit=opts.eight_bit_output) + "\n")
+            self._list_emit(log.list_line(e.mode, e.size, e.mtime, e.name, link,
+                                          opts.human_readable,
+                                          eight_bit=opts.eight_bit_output))
         rep.out.flush()
         self._pull_phases()
         self._summary(self.remote_read, self.remote_written, self.stats.total_size)
         return self._final_code(flist.io_error)
+
+    def _list_emit(self, line: str) -> None:
+        self.rep.out.write(line + "\n")
 
     def _receive(self, flist, dest: bytes) -> int:
         from netsync.cli import _get_local_name, _parse_ids, _under
@@ -736,7 +907,8 @@ class _Client:
         )
         enc = os.fsencode
         ropts = ReceiveOptions(
-            inplace=False, append=0, partial=opts.partial,
+            inplace=bool(opts.inplace or opts.append), append=opts.append or 0,
+            partial=opts.partial,
             partial_dir=enc(opts.partial_dir) if opts.partial_dir and not opts.delay_updates
             else None,
             temp_dir=enc(opts.temp_dir) if opts.temp_dir else None,
@@ -755,7 +927,9 @@ class _Client:
             size_only=opts.size_only, ignore_times=opts.ignore_times, update=opts.update,
             existing=opts.existing, ignore_existing=opts.ignore_existing,
             max_size=opts.max_size, min_size=opts.min_size,
-            whole_file=opts.whole_file is True, append=0, delete=opts.delete,
+            # generator.c: --append always sends a sum head (the length it has).
+            whole_file=opts.whole_file is True and not opts.append, append=opts.append or 0,
+            delete=opts.delete,
             delete_mode=(opts.delete_mode or ("during" if proto >= 30 else "before"))
             if opts.delete else None,
             force=opts.force, max_delete=opts.max_delete, ignore_errors=opts.ignore_errors,
@@ -767,12 +941,14 @@ class _Client:
             mkpath=opts.mkpath, inc_recurse=False,
         )
         ropts.bwlimit = opts.bwlimit_bytes or 0
-        receiver = Receiver(ropts, a, rep)
+        receiver = (_inplace_receiver_cls(Receiver, self) if ropts.inplace
+                    else Receiver)(ropts, a, rep)
 
         def success(ndx: int) -> None:
             io.send_msg(Msg.SUCCESS, encode_int32(ndx))
 
-        gen = self._generator_cls(Generator)(
+        gen_base = _missing_args_gen(Generator) if opts.delete_missing_args else Generator
+        gen = self._generator_cls(gen_base)(
             g, a, flist, dest_root, receiver, self._request, rep, rfilters,
             self._file_sum_fn() if opts.checksum else None, on_success=success, solo_file=solo)
         gen.sum_params = (neg.checksum, neg.checksum_seed, proto)
@@ -828,14 +1004,16 @@ class _Client:
         if not self.redo:
             return
         self.redoing = True
-        saved = gen.g.ignore_times
+        saved = gen.g.ignore_times, gen.g.append, gen.recv.r.append
         gen.g.ignore_times = True  # generate_files(): the redo phase skips the quick check
+        # ... and turns --append off: the file is sent whole (delta against what is there).
+        gen.g.append = gen.recv.r.append = 0
         gen.sum_kwargs = {**gen.sum_kwargs, "csum_length": SUM_LENGTH}
         try:
             for ndx in self.redo:
                 gen.recv_generator(ndx, self.flist.entries[ndx])
         finally:
-            gen.g.ignore_times = saved
+            gen.g.ignore_times, gen.g.append, gen.recv.r.append = saved
 
     def _request(self, req: m.SendRequest) -> m.FileData:
         """Ask the remote sender for one file; its tokens are read as the receiver wants them."""
@@ -845,8 +1023,14 @@ class _Client:
         iflags = req.iflags & ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
         self._write_ndx_and_attrs(req.ndx, iflags, 0, None)
         sums = req.sums
+        append = 0 if self.redoing else (self.opts.append or 0)
+        prefix = 0
         if sums is None:
             io.write(b"\0" * (16 if self.neg.protocol >= 27 else 12))
+        elif append:
+            # generate_and_send_sums(): --append sends the head (the length we have), no sums.
+            self._write_sum_head(sums.head)
+            prefix = sums.head.flength
         else:
             self._write_sum_head(sums.head)
             s2 = sums.head.s2length
@@ -858,8 +1042,16 @@ class _Client:
             io.write(out)
         io.flush()
         nfiles = len(self.flist.entries)
+        io.on_no_send = io.note_no_send
         while True:
-            ndx, got_iflags, _ftype, _xname = self._read_ndx_and_attrs(nfiles)
+            try:
+                ndx, got_iflags, _ftype, _xname = self._read_ndx_and_attrs(nfiles)
+            except _NoSend:
+                # sender.c: MSG_NO_SEND, the sender could not open it and skips it.
+                if req.ndx in io.no_send:
+                    io.no_send.discard(req.ndx)
+                    return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
+                continue
             if ndx == NDX_DONE:
                 raise WireError(f"unexpected end of phase from sender [{self.who}]",
                                 E.RERR_PROTOCOL)
@@ -875,6 +1067,9 @@ class _Client:
                             E.RERR_PROTOCOL)
         e = self.flist.entries[ndx]
         self._current_ndx = ndx
+        if append:
+            self._pending = self._tokens(e, None, req.basis, prefix, verify=append > 1)
+            return m.FileData(ndx, req.iflags, None, self._pending, size=e.size)
         self._pending = self._tokens(e, sums, req.basis)
         return m.FileData(ndx, req.iflags, sums, self._pending, size=e.size)
 
@@ -891,7 +1086,11 @@ class _Client:
         except m.DiscardFile:
             pass
 
-    def _tokens(self, e, sums, basis: bytes | None) -> Iterator[bytes | int]:
+    def _tokens(self, e, sums, basis: bytes | None, prefix: int = 0,
+                verify: bool = False) -> Iterator[bytes | int]:
+        """The sender's tokens for one file; ``prefix``: --append's length kept from the
+        basis (yielded first, since the receiver skips that much; in the file sum only
+        for --append-verify, as receiver.c receive_data() does)."""
         from netsync import token
         from netsync.checksum import FileSum
 
@@ -900,6 +1099,20 @@ class _Client:
         neg = self.neg
         dec = self.decoder
         fsum = FileSum(neg.checksum, neg.checksum_seed, neg.protocol)
+        if prefix and basis is not None:
+            pfd = os.open(basis, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                off = 0
+                while off < prefix:
+                    chunk = os.pread(pfd, min(1 << 18, prefix - off), off)
+                    if not chunk:
+                        break
+                    off += len(chunk)
+                    if verify:
+                        fsum.update(chunk)
+                    yield chunk
+            finally:
+                os.close(pfd)
         bfd = None
         if sums is not None and basis is not None:
             try:
@@ -955,7 +1168,11 @@ class _Client:
                     rep.warn_msg(f"WARNING: {rep.safe(e.name)} failed verification -- "
                                  f"update discarded (will try again).")
                 self.redo.append(self._current_ndx)
-            raise m.DiscardFile()
+            if not (self.opts.inplace or self.opts.append):
+                raise m.DiscardFile()
+            self._verify_failed = True
+            # receiver.c: written in place, the data cannot be taken back; the redo
+            # phase (or the error above) is what puts it right.
 
     def _pull_phases(self, first_done: bool = False) -> None:
         """generate_files()' phase ends, then the receiver's reads and the goodbye.
@@ -1014,6 +1231,222 @@ class _Client:
 
 # ---------------------------------------------------------------------------
 # helpers
+
+MAX_FF_NAME = 4095  # read_line() into a MAXPATHLEN buffer
+MAX_FF_NAMES = 1 << 24  # as many as a file list may hold, and then some
+CHUNK_SIZE = 32 * 1024
+
+
+def _append_tokens(data, head, verify: bool, fsum) -> Iterator[bytes]:
+    """match.c match_sums() for --append: what the receiver has (the sum head's length)
+    is skipped, in the file sum only with --append-verify; the rest goes as data."""
+    fd = data.source_fd
+    flength = min(head.flength, data.size)
+    off = 0
+    while verify and off < flength:
+        chunk = os.pread(fd, min(CHUNK_SIZE, flength - off), off)
+        if not chunk:
+            break
+        fsum.update(chunk)
+        off += len(chunk)
+    off = flength
+    while True:
+        chunk = os.pread(fd, CHUNK_SIZE, off)
+        if not chunk:
+            return
+        off += len(chunk)
+        yield chunk
+
+
+def _inplace_tokens(data, head) -> Iterator[bytes | int]:
+    """Matched blocks that lie before the write position become literal data."""
+    fd = data.source_fd
+    offset = 0
+    for tok in data.tokens:
+        if isinstance(tok, int):
+            blen = head.block_len(tok)
+            if tok * head.blength < offset:
+                block = os.pread(fd, blen, offset)
+                for i in range(0, len(block), CHUNK_SIZE):
+                    yield block[i:i + CHUNK_SIZE]
+            else:
+                yield tok
+            offset += blen
+        else:
+            offset += len(tok)
+            yield tok
+
+
+def read_files_from_file(path: str) -> bytes:
+    """The raw --files-from list ("-" is stdin); rsync's open error on failure."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    from netsync import safepath
+
+    try:
+        # options.c open_no_attacker_symlinks(): an operator path, no untrusted symlinks.
+        fd = safepath.owner_open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise E.RsyncError(E.RERR_SYNTAX, f"failed to open files-from file {path}: "
+                           f"{exc.strerror}") from None
+    try:
+        chunks = []
+        while True:
+            got = os.read(fd, 1 << 20)
+            if not got:
+                break
+            chunks.append(got)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def split_files_from(data: bytes, eol_nulls: bool) -> list[bytes]:
+    """io.c read_line(RL_DUMP_COMMENTS): a local list's names.
+
+    Lines end at NUL with --from0, else at CR or LF; empty lines and lines
+    starting with '#' or ';' are skipped; a long line is cut to MAXPATHLEN-1.
+    """
+    if not eol_nulls:
+        data = data.replace(b"\r", b"\n")
+    out = []
+    for line in data.split(b"\0" if eol_nulls else b"\n"):
+        if not line or line[:1] in (b"#", b";"):
+            continue
+        out.append(line[:MAX_FF_NAME])
+    return out
+
+
+def encode_files_from(data: bytes, eol_nulls: bool) -> bytes:
+    """forward_filesfrom_data(): CR/LF become NUL (unless --from0), NUL runs collapse,
+    and the list ends with an empty name.  Comments are forwarded as names, as in rsync."""
+    if not eol_nulls:
+        data = data.replace(b"\r", b"\0").replace(b"\n", b"\0")
+    return b"".join(n + b"\0" for n in data.split(b"\0") if n) + b"\0"
+
+
+def _inplace_receiver_cls(base: type, client: _Client) -> type:
+    """A Receiver that, when a file written in place fails verification, leaves it as
+    the writes left it (receiver.c: no finish_transfer() without recv_ok): modified now,
+    old permissions.  The redo then itemizes the time change as rsync's does."""
+
+    class InplaceReceiver(base):  # type: ignore[misc, valid-type]
+        def receive(self, e, data, dest: bytes, dest_rel: bytes, basis, dest_st,
+                    new_mode: int) -> bool:
+            client._verify_failed = False
+            ok = super().receive(e, data, dest, dest_rel, basis, dest_st, new_mode)
+            if client._verify_failed and dest_st is not None:
+                try:
+                    os.utime(dest, follow_symlinks=False)
+                    os.chmod(dest, stat.S_IMODE(dest_st.st_mode))
+                except OSError:
+                    pass
+            return ok
+
+    return InplaceReceiver
+
+
+def _missing_args_gen(base: type) -> type:
+    """generator.c recv_generator() for --delete-missing-args' mode-0 entries."""
+    from netsync.generator import DEL_RECURSE
+
+    class MissingArgsGenerator(base):  # type: ignore[misc, valid-type]
+        def recv_generator(self, ndx: int, e, hl_retry: bool = False) -> None:
+            if e.mode != 0:
+                return super().recv_generator(ndx, e, hl_retry)
+            if self.filters is not None and self.filters.excluded(e.name, False, "receiver"):
+                return None
+            path = self.dpath(e.name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return None
+            g = self.g
+            self.delete_item(e.name, path, st.st_mode,
+                             DEL_RECURSE if g.delete or g.force else 0)
+            return None
+
+    return MissingArgsGenerator
+
+
+def _wire_sender_cls(base: type) -> type:
+    """The engine's Sender plus --delete-missing-args (flist.c: a missing argument is
+    sent as a mode-0 entry, which tells the generator to delete it)."""
+
+    class WireSender(base):  # type: ignore[misc, valid-type]
+        def _add_arg(self, root_idx: int, base_dir: bytes, name: bytes, *, relative: bool,
+                     dotdir: bool = False, from_files: bool = False) -> None:
+            if self.missing_args == 2:
+                from netsync.flist import FileEntry, join
+
+                path = join(base_dir, name)
+                try:
+                    os.lstat(path)
+                except FileNotFoundError:
+                    self._entries.append(FileEntry(name, 0, root=root_idx))
+                    self._hl_keys.append(None)
+                    return
+                except OSError:
+                    pass
+            super()._add_arg(root_idx, base_dir, name, relative=relative, dotdir=dotdir,
+                             from_files=from_files)
+
+    return WireSender
+
+
+
+def _check_parents(entries, missing_args: bool) -> None:
+    """generator.c recv_generator(): each entry's parent must be a directory of the list,
+    or a hostile sender could send a symlink "d" and then "d/file" (CVE-2024-12087)."""
+    dirs = {e.name for e in entries if stat.S_ISDIR(e.mode)}
+    for e in entries:
+        parent = e.name.rpartition(b"/")[0]
+        if not parent or parent == b"." or parent in dirs:
+            continue
+        if missing_args and e.mode == 0:
+            continue  # --delete-missing-args entries may lack their parent
+        raise WireError("ABORTING due to invalid path from sender: "
+                        f"{os.fsdecode(e.name)}", E.RERR_PROTOCOL)
+
+
+def _downgrade_implied_parents(entries, plan, relative: bool, recurse: bool) -> None:
+    """flist.c recv_file_entry() with exclude.c is_implied_parent_dir(): a directory we
+    only asked for as the parent of a requested path (the synthetic "." of a single-file
+    pull, or an implied dir of a -R path) is never a content dir, whatever the sender's
+    flags say, so --delete cannot sweep its other contents."""
+    from netsync.flist import FLAG_CONTENT_DIR, FLAG_IMPLIED_DIR, FLAG_TOP_DIR
+
+    leaves: set[bytes] = set()
+    parents: set[bytes] = set()
+    root_content = False
+    for arg in plan.remote_paths:
+        a = os.fsencode(arg)
+        if plan.daemon:
+            a = a.partition(b"/")[2]  # the module name is not part of the paths
+        if relative:
+            cut = a.find(b"/./")
+            a = a[cut + 3:] if cut >= 0 else a
+        else:
+            a = a.rpartition(b"/")[2]
+        if any(c in a for c in b"*?["):
+            return  # a wildcard could name anything: leave the sender's flags alone
+        comps = [c for c in a.split(b"/") if c not in (b"", b".")]
+        if not comps:
+            root_content = root_content or recurse  # add_implied_include()'s "/**"
+            continue
+        leaves.add(b"/".join(comps))
+        if relative:
+            parents.update(b"/".join(comps[:i]) for i in range(1, len(comps)))
+    for e in entries:
+        if not e.flags & FLAG_CONTENT_DIR or not stat.S_ISDIR(e.mode):
+            continue
+        name = e.name.strip(b"/")
+        if name in (b".", b""):
+            parent_only = not root_content
+        else:
+            parent_only = name in parents and name not in leaves
+        if parent_only:
+            e.flags = (e.flags & ~(FLAG_CONTENT_DIR | FLAG_TOP_DIR)) | FLAG_IMPLIED_DIR
 
 
 def _parse_sums(head, raw: bytes, block_sums_cls):

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from netsync import safepath
 from netsync.errors import RERR_FILEIO, RERR_PROTOCOL, RERR_SYNTAX, RsyncError
 from netsync.wildmatch import compile_wild, has_wildcards, trailing_start
 
@@ -68,6 +69,14 @@ RECEIVER = "receiver"
 
 # test(name, basename, is_dir) -> does the rule apply (negation included)?
 RuleTest = Callable[[bytes, bytes, bool], bool]
+
+
+# netsync --daemon: the module's own rules (rsync's daemon_filter_list), applied before
+# and apart from any rule of the client.  ``daemon_excluded(path, is_dir)`` takes a path
+# relative to the cwd (or absolute); ``daemon_merge_path(name)`` maps a merge file's
+# name to the file to open, None when the module's rules hide it (read as absent).
+daemon_excluded: Callable[[bytes, bool], bool] | None = None
+daemon_merge_path: Callable[[bytes], bytes | None] | None = None
 
 
 class FilterError(RsyncError):
@@ -472,10 +481,16 @@ class FilterList:
             self._src = save_src
 
     def _read_file(self, fname: bytes, tflags: int, xflags: int) -> bytes | None:
+        if daemon_merge_path is not None:
+            mapped = daemon_merge_path(fname)
+            if mapped is None:
+                return None  # hidden by the daemon's rules: as if absent, even if fatal
+            fname = mapped
         if fname == b"-":
             return sys.stdin.buffer.read()
         try:
-            with open(fname, "rb") as f:
+            # An operator path: a symlink owned by another user is not followed.
+            with open(safepath.owner_open(fname, os.O_RDONLY), "rb") as f:
                 return f.read()
         except OSError as e:
             if xflags & XFLG_FATAL_ERRORS:

@@ -7,6 +7,7 @@ Names are bytes relative to the transfer root (``b"."`` is the top directory,
 from __future__ import annotations
 
 import stat
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -116,11 +117,17 @@ def join(base: bytes, name: bytes) -> bytes:
 
 @dataclass
 class FileList:
-    """The sorted file list plus the source roots the sender reads from."""
+    """The sorted file list plus the source roots the sender reads from.
+
+    When it is streamed a directory at a time (:class:`ChunkFeed`), ``entries`` stays
+    empty and ``cur`` holds the chunk being generated, whose first entry is ``cur_base``.
+    """
 
     entries: list[FileEntry] = field(default_factory=list)
     roots: list[bytes] = field(default_factory=list)
     io_error: int = 0
+    cur: list[FileEntry] | None = None
+    cur_base: int = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -128,8 +135,77 @@ class FileList:
     def __iter__(self) -> Iterator[FileEntry]:
         return iter(self.entries)
 
+    def entry(self, ndx: int) -> FileEntry:
+        if self.cur is None:
+            return self.entries[ndx]
+        return self.cur[ndx - self.cur_base]
+
     def source_path(self, e: FileEntry) -> bytes:
         return join(self.roots[e.root], e.name)
+
+
+# One directory's part of the list: (its entry or None for the top level, its children).
+Chunk = tuple[FileEntry | None, list[FileEntry]]
+
+# rsync.h MIN_FILECNT_LOOKAHEAD: how far the sender lists ahead of the generator.
+LOOKAHEAD = 1000
+
+
+class ChunkFeed:
+    """The file list as rsync's incremental recursion delivers it: chunks listed up to
+    LOOKAHEAD entries ahead of the one being generated, then dropped, so memory stays
+    flat however many files the tree holds (only directories are kept, by their users).
+
+    ``on_chunk(children)`` sees each chunk once, when it is listed (stats, --chmod).
+    """
+
+    def __init__(self, chunks: Iterator[Chunk], flist: FileList,
+                 on_chunk: Callable[[list[FileEntry]], None] | None = None,
+                 on_eof: Callable[[], None] | None = None) -> None:
+        self._it = chunks
+        self.flist = flist
+        self.on_chunk = on_chunk
+        self.on_eof = on_eof
+        self._queue: deque[tuple[FileEntry | None, int, int, list[FileEntry]]] = deque()
+        self.queued = 0  # entries listed but not yet handed to the generator
+        self.listed = 0  # entries listed so far (the next chunk's first ndx)
+        self._dir_ndx: dict[FileEntry, int] = {}  # listed dirs whose chunk is still to come
+        self.eof = False
+        self.first: list[FileEntry] = []  # the top-level entries (get_local_name)
+
+    def fill(self, at_least: int = LOOKAHEAD) -> None:
+        """List chunks until ``at_least`` entries wait or the walk is over."""
+        while not self.eof and self.queued < at_least:
+            try:
+                d, children = next(self._it)
+            except StopIteration:
+                self.eof = True
+                if self.on_eof is not None:
+                    self.on_eof()
+                break
+            base = self.listed
+            n = len(children)
+            self.listed += n
+            self.queued += n
+            if d is None and not self.first:
+                self.first = children
+            dndx = self._dir_ndx.pop(d, -1) if d is not None else -1
+            for i, e in enumerate(children):
+                if e.mode & 0o170000 == 0o040000:
+                    self._dir_ndx[e] = base + i
+            if self.on_chunk is not None:
+                self.on_chunk(children)
+            self._queue.append((d, dndx, base, children))
+
+    def next_chunk(self) -> tuple[FileEntry | None, int, int, list[FileEntry]] | None:
+        """The next chunk to generate: (dir entry, its ndx, first ndx, children)."""
+        self.fill()
+        if not self._queue:
+            return None
+        chunk = self._queue.popleft()
+        self.queued -= len(chunk[3])
+        self.flist.cur, self.flist.cur_base = chunk[3], chunk[2]
+        return chunk
 
 
 @dataclass

@@ -596,6 +596,9 @@ class FlistDecoder(_Options):
     in the middle of a stream that other code reads too.
     """
 
+    #: 2 with --delete-missing-args: a mode-0 entry is allowed (set by the caller).
+    missing_args = 0
+
     def __init__(
         self,
         protocol: int,
@@ -738,8 +741,10 @@ class FlistDecoder(_Options):
 
     def _entry(self, buf: bytearray, pos: int, xflags: int) -> tuple[FileEntry, int]:
         proto = self.protocol
-        if len(self.entries) >= self.max_entries:
-            raise WireError(f"file list too long (> {self.max_entries} entries)", RERR_PROTOCOL)
+        if self.total_entries >= self.max_entries:
+            # flist_expand() past --max-alloc: rsync's "out of memory" (exit 22).
+            raise WireError(f"ERROR: out of memory in flist_expand (over {self.max_entries} "
+                            f"entries)", RERR_MALLOC)
         l1 = 0
         if xflags & XMIT_SAME_NAME:
             l1 = buf[pos]
@@ -840,7 +845,8 @@ class FlistDecoder(_Options):
             if not xflags & XMIT_SAME_MODE:
                 mode = _U32.unpack_from(buf, pos)[0]
                 pos += 4
-            if mode & _IFMT not in _VALID_TYPES:
+            # Mode 0 is --delete-missing-args' "missing" entry (flist.c recv_file_entry).
+            if mode & _IFMT not in _VALID_TYPES and (mode or self.missing_args != 2):
                 raise WireError(f"invalid file mode 0{mode:o} for {_show(raw)}", RERR_PROTOCOL)
             is_dir = mode & _IFMT == _IFDIR
             if self.preserve_atimes and not is_dir and not xflags & XMIT_SAME_ATIME:
@@ -1075,7 +1081,9 @@ class FlistDecoder(_Options):
                 return True
             name, pos = _name_byte(r.buf, pos)
             self._ids_read += 1
-            if self._ids_read > self.max_ids:
+            # The sender lists only ids its entries used: far more names than entries is a
+            # flood (each name may cost us 300 bytes).
+            if self._ids_read > min(self.max_ids, max(1024, self.total_entries + 1)):
                 raise WireError("too many uid/gid names from sender", RERR_PROTOCOL)
             if name:
                 names[id_] = name

@@ -13,7 +13,8 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from netsync import log
+from netsync import filters as F
+from netsync import log, safepath
 from netsync import messages as m
 from netsync.flist import (
     FLAG_CONTENT_DIR,
@@ -22,6 +23,7 @@ from netsync.flist import (
     FLAG_MISSING_DIR,
     FLAG_MOUNT_DIR,
     FLAG_TOP_DIR,
+    ChunkFeed,
     FileEntry,
     FileList,
     is_unsafe_symlink,
@@ -112,11 +114,21 @@ class Generator:
                     self.hl_last[e.hlink] = i
         self.stats = m.Stats()
         self._children: dict[bytes, set[bytes]] | None = None
+        # A streamed list (cli.local_sync): the feed, and the dir whose chunk is current.
+        self.feed: ChunkFeed | None = None
+        self._cur_dir: tuple[bytes, list[FileEntry]] | None = None
         self.io_error = flist.io_error
         self._warned_io = False
         self._top_deleted = False
         self._fstack: list[tuple[bytes, object]] = []
         self._fast_ok = self._fast_path_allowed()
+        self._alt_roots: list[int | None | bool] = []  # held --*-dest dir fds
+        self._droot_fd: int | None = None
+        self._dcache: tuple[bytes, int] | None = None
+        self._dprefix = dest if dest.endswith(b"/") else dest + b"/"
+        if not solo_file and not g.keep_dirlinks:
+            receiver.confine_root = dest
+        self._alt_cur: dict[int, tuple[bytes, int | None]] = {}
         # Block-sum parameters (checksum name, seed, protocol) and extra generate_sums
         # keywords; a wire client sets the negotiated ones.
         self.sum_params: tuple[str, int, int] = ("md5", 0, 32)
@@ -130,10 +142,50 @@ class Generator:
             return self.dest
         return join(self.dest, name)
 
+    def _dest_dir_fd(self, head: bytes) -> int:
+        """A held fd of the destination dir ``head`` (b"" = the destination),
+        every step below the destination opened without following a symlink
+        (rsync's secure_relative_open); the current dir's fd is kept for the
+        next entry. Raises OSError (ELOOP for a symlinked step)."""
+        c = self._dcache
+        if c is not None and c[0] == head:
+            return c[1]
+        root = self._droot_fd
+        if root is None:
+            root = os.open(self.dest or b".", safepath.DIR_FLAGS)
+            self._droot_fd = root
+        fd = safepath.dir_beneath(root, head.split(b"/")) if head else root
+        if c is not None and c[1] != root:
+            os.close(c[1])
+        self._dcache = (head, fd)
+        return fd
+
+    def _drop_dir_fds(self) -> None:
+        """Forget the held dest dir fds (a dir was made or replaced)."""
+        c = self._dcache
+        if c is not None and c[1] != self._droot_fd:
+            os.close(c[1])
+        self._dcache = None
+
+    def _confined_lstat(self, path: bytes) -> os.stat_result | None:
+        """lstat of a destination path whose dirs are resolved without following
+        symlinks; raises OSError. Paths outside the destination use lstat."""
+        pre = self._dprefix
+        if self.solo_file or self.g.keep_dirlinks or not path.startswith(pre):
+            return os.lstat(path)
+        head, _, leaf = path[len(pre):].rpartition(b"/")
+        try:
+            dfd = self._dest_dir_fd(head)
+        except FileNotFoundError:
+            return None
+        return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+
     def _gen_stat(self, path: bytes, follow_dir: bool) -> os.stat_result | None | bool:
         """lstat for the generator: False (after reporting) when it fails other than ENOENT."""
         try:
-            st = os.lstat(path)
+            st = self._confined_lstat(path)
+            if st is None:
+                return None
         except FileNotFoundError:
             return None
         except OSError as ex:
@@ -249,6 +301,12 @@ class Generator:
 
     # ------------------------------------------------------------- deletion
     def _children_of(self, dname: bytes) -> set[bytes]:
+        cur = self._cur_dir
+        if cur is not None:
+            # Streamed list: a dir's children are exactly its chunk.
+            if cur[0] != dname:
+                return set()
+            return {e.name.rpartition(b"/")[2] for e in cur[1]}
         if self._children is None:
             ch: dict[bytes, set[bytes]] = {}
             for e in self.flist.entries:
@@ -275,6 +333,9 @@ class Generator:
                     is_dir = stat.S_ISDIR(mode)
                     if self.filters is not None and self.filters.excluded(rel, is_dir, "receiver"):
                         continue
+                    if F.daemon_excluded is not None and F.daemon_excluded(join(path, d.name),
+                                                                         is_dir):
+                        continue  # never deleted (flist.c name_is_excluded)
                     out.append((d.name, mode, sort_key(d.name, is_dir)))
         except OSError:
             return []
@@ -356,6 +417,7 @@ class Generator:
         return False
 
     def _make_room(self, rel: bytes, path: bytes, st: os.stat_result, what: str) -> bool:
+        self._drop_dir_fds()  # a held dir fd may be of what is replaced here
         flags = DEL_RECURSE if (self.g.delete_mode or self.g.delete or self.g.force) else 0
         if self.g.backup and not stat.S_ISDIR(st.st_mode):
             if self.g.dry_run:
@@ -418,6 +480,8 @@ class Generator:
         if mode == "before":
             self.delete_dirs(include_top=True)
         fstack = self._fstack
+        if self.feed is not None:
+            self._run_feed(self.feed)
         for ndx, e in enumerate(self.flist.entries):
             # Leave the per-dir filter files of dirs whose subtree is done.
             while fstack and not e.name.startswith(fstack[-1][0] + b"/"):
@@ -437,6 +501,65 @@ class Generator:
             self.rep.warn_msg(f"Deletions stopped due to --max-delete limit "
                               f"({self.skipped_deletes} skipped)")
             self.rep.del_limit_hit = True
+
+    def _run_feed(self, feed: ChunkFeed) -> None:
+        """Generate a list streamed a directory at a time (rsync's incremental
+        recursion), in the same order as the whole list: each dir right before its
+        contents. Only the directories outlive their chunk (for touch_up_dirs)."""
+        fstack = self._fstack
+        rg = self.recv_generator
+        # An up-to-date regular file costs one fstatat in its (held) dest dir and the
+        # quick check; recv_generator() would come to the same answer the long way.
+        fast = self._fast_ok and not self.solo_file and not self.g.keep_dirlinks \
+            and F.daemon_excluded is None
+        unchanged = self._unchanged_reg
+        a = self.a
+        # With -p, _unchanged_reg() is one compare of the whole st_mode (both regular).
+        perms, uid_too, gid_too = a.perms, a.owner and a.am_root, a.group
+        fstatat = os.stat
+        while True:
+            chunk = feed.next_chunk()
+            if chunk is None:
+                break
+            d, dndx, base, children = chunk
+            self.io_error |= feed.flist.io_error
+            head = b""
+            if d is not None:
+                name = d.name
+                while fstack and not name.startswith(fstack[-1][0] + b"/"):
+                    self.filters.leave_dir(fstack.pop()[1])
+                self._cur_dir = (name, children)
+                rg(dndx, d)
+                if name != b".":
+                    head = name
+            cut = len(head) + 1 if head else 0
+            dfd = -1
+            for i, e in enumerate(children):
+                fmt = e.mode & 0o170000
+                if fmt == 0o040000:
+                    continue  # a dir is generated with its own chunk
+                if fast and fmt == 0o100000 and self.skip_dir is None \
+                        and self.dry_missing is None:
+                    try:
+                        if dfd < 0:
+                            dfd = self._dest_dir_fd(head)
+                        st = fstatat(e.name[cut:], dir_fd=dfd, follow_symlinks=False)
+                        if perms:
+                            if st.st_mode == e.mode and st.st_size == e.size \
+                                    and st.st_mtime_ns // 1_000_000_000 \
+                                    == e.mtime_ns // 1_000_000_000 \
+                                    and (not uid_too or st.st_uid == e.uid) \
+                                    and (not gid_too or st.st_gid == e.gid):
+                                continue
+                        elif unchanged(e, st):
+                            continue
+                    except OSError:
+                        pass
+                rg(base + i, e)
+                dfd = -1  # it may have made or replaced dirs: ask for the fd again
+            del chunk, children
+        self._cur_dir = None
+        feed.flist.cur = None
 
     def touch_up_dirs(self) -> None:
         from netsync.metadata import set_times
@@ -463,6 +586,16 @@ class Generator:
                 return
             self.skip_dir = None
         path = self.dpath(name)
+        if F.daemon_excluded is not None and name != b"." and F.daemon_excluded(path, is_dir):
+            # generator.c: the module's own rules refuse it, whatever the client sent.
+            what = "directory" if is_dir else "file"
+            self.rep.error_xfer(f'ERROR: daemon refused to receive {what} '
+                                f'"{self.rep.safe(name)}"', bare=True)
+            if is_dir:
+                self.rep._emit("*** Skipping any contents from this failed directory ***",
+                               self.rep.err)
+                self.skip_dir = name
+            return
         if self.dry_missing is not None and self._is_below(name, self.dry_missing):
             st = None
         else:
@@ -479,7 +612,7 @@ class Generator:
                     if g.dry_run:
                         st = None
                     else:
-                        os.makedirs(parent, exist_ok=True)
+                        self._make_implied(parent)
         if g.existing and st is None:
             if is_dir:
                 self.skip_dir = name
@@ -521,6 +654,31 @@ class Generator:
         self._gen_file(ndx, e, path, st, new_mode)
 
     # ------------------------------------------------------------- dirs
+    def _mkdir_confined(self, path: bytes, mode: int, parents: bool = False) -> None:
+        """mkdir a destination dir beneath the held destination fd: a symlink
+        among its parents is not followed (ELOOP); ``parents`` makes missing ones."""
+        pre = self._dprefix
+        if self.solo_file or self.g.keep_dirlinks or not path.startswith(pre):
+            os.makedirs(path, mode) if parents else os.mkdir(path, mode)
+            return
+        head, _, leaf = path[len(pre):].rpartition(b"/")
+        if parents and head:
+            self._drop_dir_fds()
+            root = self._dest_dir_fd(b"")
+            os.close(safepath.dir_beneath(root, head.split(b"/"), create=0o777))
+        os.mkdir(leaf, mode, dir_fd=self._dest_dir_fd(head))
+
+    def _make_implied(self, parent: bytes) -> None:
+        """-R --no-implied-dirs: make the missing parents of an entry (rsync's
+        make_path), never through a symlink under the destination."""
+        try:
+            self._mkdir_confined(parent, 0o777, parents=True)
+        except FileExistsError:
+            pass
+        except OSError as ex:
+            self.rep.error_xfer(f'recv_generator: mkdir "{self.rep.full_path(parent)}" failed: '
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
+
     def _gen_dir(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None) -> None:
         g = self.g
         a = self.a
@@ -559,13 +717,13 @@ class Generator:
             delete_now = False
         if st is None and not g.dry_run:
             try:
-                os.mkdir(path, stat.S_IMODE(new_mode) | 0o700)
+                self._mkdir_confined(path, stat.S_IMODE(new_mode) | 0o700)
             except FileExistsError:
                 pass
             except OSError as ex:
                 if g.relative and ex.errno == errno.ENOENT:
                     try:
-                        os.makedirs(path, stat.S_IMODE(new_mode) | 0o700)
+                        self._mkdir_confined(path, stat.S_IMODE(new_mode) | 0o700, parents=True)
                         ex = None  # type: ignore[assignment]
                     except OSError as ex2:
                         ex = ex2
@@ -722,11 +880,12 @@ class Generator:
             self._success(ndx)
 
     @staticmethod
-    def _link_into_place(src: bytes, path: bytes) -> bool:
-        """Hard-link ``src`` at ``path`` via a temporary name; False if linking fails."""
+    def _link_into_place(src: bytes, path: bytes, src_dir_fd: int | None = None) -> bool:
+        """Hard-link ``src`` (in ``src_dir_fd``) at ``path`` via a temporary name;
+        False if linking fails."""
         tmp = tmp_name(path, None)
         try:
-            os.link(src, tmp, follow_symlinks=False)
+            os.link(src, tmp, src_dir_fd=src_dir_fd, follow_symlinks=False)
             os.replace(tmp, path)
             return True
         except OSError:
@@ -737,8 +896,10 @@ class Generator:
             return False
 
     def _remember_hl(self, ndx: int, path: bytes) -> None:
+        if not self.g.hard_links:
+            return
         e = self.flist.entries[ndx]
-        if self.g.hard_links and e.hlink is not None and e.hlink not in self.hl_done:
+        if e.hlink is not None and e.hlink not in self.hl_done:
             self.hl_done[e.hlink] = ndx
 
     def _hard_link(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
@@ -887,23 +1048,26 @@ class Generator:
         g = self.g
         best = None
         level = 0
-        for alt in g.alt_dest:
+        where: tuple[int, bytes] | None = None
+        for i, alt in enumerate(g.alt_dest):
             apath = join(alt, e.name)
-            ast = self._lstat(apath)
+            at = self._alt_at(i, e.name)
+            ast = self._alt_lstat(at)
             if ast is None or not stat.S_ISREG(ast.st_mode):
                 continue
             if level == 0:
-                best, level = (apath, ast), 1
+                best, level, where = (apath, ast), 1, at
             if not self._quick_check_ok(e, apath, ast):
                 continue
             if level == 1:
-                best, level = (apath, ast), 2
+                best, level, where = (apath, ast), 2, at
             if not self._attrs_differ(e, ast, new_mode):
-                best, level = (apath, ast), 3
+                best, level, where = (apath, ast), 3, at
                 break
         if not level:
             return None
         apath, ast = best
+        assert where is not None
         if level == 3 and g.alt_dest_type != "copy":
             if st is not None:
                 if g.alt_dest_type == "link" and st.st_ino == ast.st_ino \
@@ -917,7 +1081,7 @@ class Generator:
                     except OSError:
                         return None
             if g.alt_dest_type == "link":
-                if g.dry_run or self._link_into_place(apath, path):
+                if g.dry_run or self._link_into_place(where[1], path, where[0]):
                     if self.rep.has_i > 1 or self.rep.level("name") >= 2:
                         self.itemize(e, ast, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=b"")
                     self._remember_hl(ndx, path)
@@ -930,11 +1094,21 @@ class Generator:
             return None
         if level >= 2:
             if not g.dry_run:
-                import shutil
-
                 tmp = tmp_name(path, None)
                 try:
-                    shutil.copyfile(apath, tmp, follow_symlinks=False)
+                    # Copy from the file the lookup found: nothing swapped in since
+                    # (a symlink for a dir of the --copy-dest) is followed.
+                    sfd = os.open(where[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                  dir_fd=where[0])
+                    try:
+                        ofd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                      0o600)
+                        try:
+                            safepath.copy_fd_to_fd(sfd, ofd)
+                        finally:
+                            os.close(ofd)
+                    finally:
+                        os.close(sfd)
                     set_file_attrs(self.a, tmp, e, None, new_mode=new_mode, accurate=True)
                     os.replace(tmp, path)
                 except OSError as ex:
@@ -953,15 +1127,16 @@ class Generator:
     def _alt_non(self, e: FileEntry) -> tuple[int, bytes, os.stat_result] | None:
         """try_dests_non(): (match level, path, stat) of the best alt-dest entry."""
         best = None
-        for alt in self.g.alt_dest:
+        for i, alt in enumerate(self.g.alt_dest):
             apath = join(alt, e.name)
-            ast = self._lstat(apath)
+            at = self._alt_at(i, e.name)
+            ast = self._alt_lstat(at)
             if ast is None or stat.S_IFMT(ast.st_mode) != stat.S_IFMT(e.mode):
                 continue
             level = 1
             if stat.S_ISLNK(e.mode):
                 try:
-                    same = os.readlink(apath) == e.link
+                    same = at is not None and os.readlink(at[1], dir_fd=at[0]) == e.link
                 except OSError:
                     same = False
             elif stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode):
@@ -976,6 +1151,52 @@ class Generator:
             if best is None or level > best[0]:
                 best = (level, apath, ast)
         return best
+
+    def _alt_root(self, i: int) -> int | None:
+        """A held fd of alt dir ``i`` (an operator path: only symlinks owned by
+        root or us are followed), or None when it cannot be used."""
+        roots = self._alt_roots
+        while len(roots) <= i:
+            roots.append(False)
+        fd = roots[i]
+        if fd is False:
+            try:
+                fd = safepath.owner_open_dir(self.g.alt_dest[i])
+            except OSError:
+                fd = None
+            roots[i] = fd
+        return fd  # type: ignore[return-value]
+
+    def _alt_at(self, i: int, name: bytes) -> tuple[int, bytes] | None:
+        """(dir fd, leaf) of ``name`` below alt dir ``i``, its dirs opened without
+        following any symlink (rsync's secure_relative_open); the fd of the
+        current dir is kept for the next entry of the same dir."""
+        root = self._alt_root(i)
+        if root is None:
+            return None
+        head, _, leaf = name.rpartition(b"/")
+        if not head:
+            return root, leaf
+        cur = self._alt_cur.get(i)
+        if cur is not None and cur[0] == head:
+            return (cur[1], leaf) if cur[1] is not None else None
+        if cur is not None and cur[1] is not None:
+            os.close(cur[1])
+        try:
+            fd: int | None = safepath.dir_beneath(root, head.split(b"/"))
+        except OSError:
+            fd = None
+        self._alt_cur[i] = (head, fd)
+        return (fd, leaf) if fd is not None else None
+
+    @staticmethod
+    def _alt_lstat(at: tuple[int, bytes] | None) -> os.stat_result | None:
+        if at is None:
+            return None
+        try:
+            return os.stat(at[1], dir_fd=at[0], follow_symlinks=False)
+        except OSError:
+            return None
 
     def _attrs_differ(self, e: FileEntry, st: os.stat_result, new_mode: int) -> bool:
         a = self.a

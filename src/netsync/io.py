@@ -83,6 +83,8 @@ class ProtocolIO:
         self.on_redo: Callable[[int], None] | None = None
         self.on_stats: Callable[[int], None] | None = None
         self.on_text: Callable[[int, bytes], None] | None = None
+        #: Number of file-list entries, once known: indexes in messages are checked against it.
+        self.ndx_limit: int | None = None
         os.set_blocking(conn.rfd, False)
         if conn.wfd != conn.rfd:
             os.set_blocking(conn.wfd, False)
@@ -207,14 +209,14 @@ class ProtocolIO:
             self.on_deleted(payload.rstrip(b"\0") if is_dir else payload, is_dir)
         elif code == Msg.SUCCESS:
             if self.on_success is not None:
-                self.on_success(_I32.unpack_from(payload)[0])
+                self.on_success(self._msg_ndx(_I32.unpack_from(payload)[0]))
         elif code == Msg.NO_SEND:
             if self.on_no_send is not None:
-                self.on_no_send(_I32.unpack(payload)[0])
+                self.on_no_send(self._msg_ndx(_I32.unpack(payload)[0]))
         elif code == Msg.REDO:
             if self.on_redo is None:
                 raise WireError(f"invalid multi-message {int(code)}:4 [{self.who}]")
-            self.on_redo(_I32.unpack(payload)[0])
+            self.on_redo(self._msg_ndx(_I32.unpack(payload)[0]))
         elif code == Msg.STATS:
             if self.on_stats is None:
                 raise WireError(f"invalid multi-message {int(code)}:8 [{self.who}]")
@@ -231,6 +233,16 @@ class ProtocolIO:
             raise RemoteExit(val, None)
         else:  # pragma: no cover - FrameDecoder only yields known codes
             raise WireError(f"unexpected tag {int(code)} [{self.who}]")
+
+    def _msg_ndx(self, ndx: int) -> int:
+        """flist_for_ndx(): a file index in a message must name a file of the list (a
+        negative one would pick a file from the end of a Python list)."""
+        limit = self.ndx_limit
+        if ndx < 0 or (limit is not None and ndx >= limit):
+            top = "?" if limit is None else str(limit - 1)
+            raise WireError(f"File-list index {ndx} not in 0 - {top} [{self.who}]",
+                            RERR_PROTOCOL)
+        return ndx
 
     # ----------------------------------------------------------------- reads
     def _need(self, n: int) -> None:

@@ -2048,8 +2048,9 @@ def server_options(opts: Options, am_sender: bool, *,
         # rsync's whole_file is -1 (true) unless --no-W was given.
         if o.sparse and o.whole_file is False and am_sender:
             a.append("--no-W")
-    if o.files_from is not None and (not am_sender or o.files_from_host):
-        if o.files_from_host:
+    # An empty host (--files-from=:PATH) still means the list is on the remote side.
+    if o.files_from is not None and (not am_sender or o.files_from_host is not None):
+        if o.files_from_host is not None:
             a += ["--files-from", _safe_arg("", o.files_from_path or "")]
             if o.from0:
                 a.append("--from0")
@@ -2099,9 +2100,8 @@ def split_hostspec(spec: str) -> tuple[str, str] | None:
         if ch == "/":
             return None
         if ch == ":":
+            # parse_hostspec(): an empty host is fine (":PATH" = the transfer's host).
             host = spec[:host_start] + spec[host_start:k].strip("[]")
-            if not spec[host_start:k]:
-                return None
             path = spec[k + 1:]
             return host, path[1:] if path.startswith(":") else path
         if ch == "@":

@@ -14,6 +14,8 @@ import stat
 from dataclasses import dataclass
 
 from netsync import messages as m
+from netsync import safepath
+from netsync.errors import RERR_FILEIO
 from netsync.flist import FileEntry, parent_of
 from netsync.metadata import AttrOptions, set_file_attrs
 from netsync.report import Reporter
@@ -29,6 +31,7 @@ class ReceiveOptions:
     partial_dir: bytes | None = None
     temp_dir: bytes | None = None
     delay_updates: bool = False
+    stage_dir: bytes = b".~tmp~"  # --delay-updates: the --partial-dir files wait in
     sparse: bool = False
     backup: bool = False
     backup_dir: bytes | None = None
@@ -41,9 +44,10 @@ def tmp_name(dest: bytes, temp_dir: bytes | None) -> bytes:
     """rsync's get_tmpname: ``.<name>.XXXXXX`` beside the file (or in --temp-dir)."""
     d, _, base = dest.rpartition(b"/")
     base = base[:200]
-    name = b"." + base + b"." + secrets.token_hex(3).encode()
-    if temp_dir is not None:
+    name = base + b"." + secrets.token_hex(3).encode()
+    if temp_dir is not None:  # no leading dot in a --temp-dir (receiver.c get_tmpname)
         return temp_dir.rstrip(b"/") + b"/" + name
+    name = b"." + name
     return (d + b"/" if d else b"") + name
 
 
@@ -57,6 +61,25 @@ class Receiver:
         self.delayed: list[tuple[bytes, bytes]] = []
         self._bw_start: float | None = None
         self._bw_bytes = 0
+        # The destination dir below which nothing is followed (None: not confined).
+        self.confine_root: bytes | None = None
+        self._root_fd: tuple[bytes, int] | None = None
+
+    def _dest_parent(self, dest: bytes, dest_rel: bytes) -> int | None:
+        """An fd of dest's dir, opened below the destination (``confine_root``, set
+        by the generator) without following a symlink; None: use the plain path."""
+        root = self.confine_root
+        if root is None or not dest_rel or not dest.endswith(dest_rel) \
+                or dest[: len(dest) - len(dest_rel)].rstrip(b"/") != root.rstrip(b"/"):
+            return None
+        if self._root_fd is None or self._root_fd[0] != root:
+            try:
+                self._root_fd = (root, os.open(root or b".", safepath.DIR_FLAGS))
+            except OSError:
+                return None
+        head = dest_rel.rpartition(b"/")[0]
+        rfd = self._root_fd[1]
+        return safepath.dir_beneath(rfd, head.split(b"/")) if head else os.dup(rfd)
 
     def _throttle(self, n: int) -> None:
         """--bwlimit: sleep so the average rate stays under the limit (io.c sleep_for_bwlimit)."""
@@ -76,54 +99,76 @@ class Receiver:
             return self.r.backup_dir.rstrip(b"/") + b"/" + dest_rel + self.r.suffix
         return dest + self.r.suffix
 
-    def _make_backup_dirs(self, dest_rel: bytes, dest: bytes) -> None:
-        """backup.c make_bak_dir: missing dirs copy the mode/owner of the dest dirs."""
+    def _backup_parent(self, dest_rel: bytes, dest: bytes) -> int:
+        """backup.c make_bak_dir: an fd of the backup dir's copy of dest_rel's parent.
+
+        The --backup-dir itself is an operator path (a symlink owned by another
+        user is refused); below it nothing is followed, so a symlink planted or
+        swapped in there cannot redirect the backup. Missing dirs copy the
+        mode/owner/times of the destination dirs."""
         assert self.r.backup_dir is not None
-        comps = dest_rel.split(b"/")[:-1]
-        bdir = self.r.backup_dir.rstrip(b"/")
-        os.makedirs(bdir, exist_ok=True)
+        bdir = self.r.backup_dir.rstrip(b"/") or b"/"
+        fd = safepath.owner_makedirs(bdir)
         droot = dest[: len(dest) - len(dest_rel)].rstrip(b"/") if dest.endswith(dest_rel) else None
-        for i, comp in enumerate(comps):
-            bdir = bdir + b"/" + comp
-            if os.path.isdir(bdir):
-                continue
-            os.mkdir(bdir, 0o700)
-            if droot is None:
-                continue
-            try:
-                st = os.stat((droot + b"/" if droot else b"") + b"/".join(comps[: i + 1]))
-                os.chmod(bdir, stat.S_IMODE(st.st_mode))
-                if self.a.am_root:
-                    os.chown(bdir, st.st_uid, st.st_gid)
-                os.utime(bdir, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError:
-                pass
+        comps = dest_rel.split(b"/")[:-1]
+        try:
+            for i, comp in enumerate(comps):
+                try:
+                    nfd = safepath.open_dir_at(fd, comp)
+                except OSError as ex:
+                    if ex.errno in (errno.ELOOP, errno.ENOTDIR):
+                        # A symlink or file where a backup dir belongs is replaced.
+                        os.unlink(comp, dir_fd=fd)
+                    elif ex.errno != errno.ENOENT:
+                        raise
+                    os.mkdir(comp, 0o700, dir_fd=fd)
+                    if droot is not None:
+                        self._copy_dir_attrs(fd, comp, (droot + b"/" if droot else b"")
+                                             + b"/".join(comps[: i + 1]))
+                    nfd = safepath.open_dir_at(fd, comp)
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _copy_dir_attrs(self, dfd: int, name: bytes, model: bytes) -> None:
+        try:
+            st = os.stat(model)
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)
+            if self.a.am_root:
+                os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd,
+                     follow_symlinks=False)
+        except OSError:
+            pass
 
     def make_backup(self, dest_rel: bytes, dest: bytes) -> bool:
         """Move ``dest`` aside as its backup. Returns False on failure."""
         bpath = self.backup_name(dest_rel, dest)
+        bfd: int | None = None
         try:
             if self.r.backup_dir is not None:
-                self._make_backup_dirs(dest_rel, dest)
+                bfd = self._backup_parent(dest_rel, dest)
+                bleaf = dest_rel.rpartition(b"/")[2] + self.r.suffix
+            else:
+                bleaf = bpath
             try:
-                st = os.lstat(bpath)
+                st = os.stat(bleaf, dir_fd=bfd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
                     import shutil
 
-                    shutil.rmtree(bpath)
+                    shutil.rmtree(bleaf, dir_fd=bfd)
             except FileNotFoundError:
                 pass
             try:
-                os.replace(dest, bpath)
+                os.replace(dest, bleaf, dst_dir_fd=bfd)
             except OSError as ex:
                 if ex.errno != errno.EXDEV:
                     raise
                 # --backup-dir on another filesystem: copy (keeping metadata), then remove.
-                import shutil
-
-                tmp = tmp_name(bpath, None)
-                shutil.copy2(dest, tmp, follow_symlinks=False)
-                os.replace(tmp, bpath)
+                safepath.copy_into(dest, bfd, bleaf)
                 os.unlink(dest)
             # rsync names the backup relative to the destination dir it works in.
             root = dest[: len(dest) - len(dest_rel)] if dest.endswith(dest_rel) else b""
@@ -131,9 +176,20 @@ class Receiver:
                                  else bpath)
             return True
         except OSError as ex:
+            if ex.errno == errno.ELOOP:
+                # backup.c: clearing the old backup, then the copy fallback, fail
+                # too, and that ends the transfer.
+                why = f"{os.strerror(ex.errno)} ({ex.errno})"
+                self.rep.error_xfer(f'unlink "{self.rep.safe(bpath)}": {why}', role="receiver")
+                self.rep.error_xfer(f'keep_backup failed: "{self.rep.full_path(dest)}" -> '
+                                    f'"{self.rep.safe(bpath)}": {why}', role="receiver")
+                raise m.FatalError(RERR_FILEIO) from None
             self.rep.error_xfer(f'make_backup "{self.rep.safe(dest_rel)}" failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})")
             return False
+        finally:
+            if bfd is not None:
+                os.close(bfd)
 
     # ------------------------------------------------------------- data
     def receive(self, e: FileEntry, data: m.FileData, dest: bytes, dest_rel: bytes,
@@ -229,11 +285,35 @@ class Receiver:
         r = self.r
         tdir = r.temp_dir
         tmp = tmp_name(dest, tdir)
+        tfd: int | None = None
+        final = dest
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            if tdir is not None:
+                # --temp-dir is an operator path: resolve it once, refusing symlinks
+                # owned by others, and keep every later step inside the held dir.
+                tfd = safepath.owner_open_dir(tdir)
+                leaf = tmp.rpartition(b"/")[2]
+                fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                             dir_fd=tfd)
+                tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
+            else:
+                tfd = self._dest_parent(dest, dest_rel)
+                if tfd is None:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                else:
+                    # Beside the file, in its dir opened without following symlinks
+                    # under the destination: a dir swapped for a symlink mid-transfer
+                    # cannot send the data (or the rename) elsewhere.
+                    leaf = tmp.rpartition(b"/")[2]
+                    fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                 0o600, dir_fd=tfd)
+                    tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
+                    final = b"/proc/self/fd/%d/%s" % (tfd, dest.rpartition(b"/")[2])
         except OSError as ex:
+            if tfd is not None:
+                os.close(tfd)
             self.rep.error_xfer(f'mkstemp "{self.rep.full_path(tmp)}" failed: '
-                                f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="receiver")
             return False
         self.current_tmp, self.current_dest = tmp, dest
         basis_fd = self._open_basis(basis)
@@ -247,18 +327,39 @@ class Receiver:
             for msg in errs:
                 self.rep.error_xfer(msg)
             if r.delay_updates:
-                ddir = parent_of(dest) if b"/" in dest else b"."
-                stage = ddir + b"/.~tmp~"
-                os.makedirs(stage, exist_ok=True)
-                staged = stage + b"/" + dest.rpartition(b"/")[2]
-                os.replace(tmp, staged)
+                base = dest.rpartition(b"/")[2]
+                sdir = r.stage_dir.rstrip(b"/") or b"/"
+                if sdir.startswith(b"/"):
+                    # An absolute --partial-dir is an operator path: a symlink in it
+                    # owned by another user is refused, the stage stays where it is.
+                    try:
+                        sfd = safepath.owner_makedirs(sdir, mode=0o700)
+                    except OSError:
+                        # receiver.c: not an error of the transfer, the file is dropped.
+                        self.rep._emit(f"Unable to create partial-dir for "
+                                       f"{self.rep.safe(dest_rel)} -- discarding completed "
+                                       f"file.", self.rep.err)
+                        os.unlink(tmp)
+                        self.current_tmp = None
+                        return False
+                    try:
+                        os.replace(tmp, base, dst_dir_fd=sfd)
+                    finally:
+                        os.close(sfd)
+                    staged = sdir + b"/" + base
+                else:
+                    ddir = parent_of(dest) if b"/" in dest else b"."
+                    stage = ddir + b"/" + sdir
+                    os.makedirs(stage, 0o700, exist_ok=True)
+                    staged = stage + b"/" + base
+                    os.replace(tmp, staged)
                 self.delayed.append((staged, dest, dest_rel))  # type: ignore[arg-type]
                 ok = True
                 return True
             if r.backup and dest_st is not None and stat.S_ISREG(dest_st.st_mode):
                 if not self.make_backup(dest_rel, dest):
                     return False
-            os.replace(tmp, dest) if tdir is None else self._move_into_place(tmp, dest)
+            os.replace(tmp, final) if tdir is None else self._move_into_place(tmp, dest)
             ok = True
             return True
         except m.DiscardFile:
@@ -274,6 +375,8 @@ class Receiver:
                 os.close(basis_fd)
             if not ok:
                 self._discard_tmp()
+            if tfd is not None:
+                os.close(tfd)
             self.current_tmp = self.current_dest = None
 
     def _move_into_place(self, tmp: bytes, dest: bytes) -> None:
@@ -294,16 +397,41 @@ class Receiver:
                          basis: bytes | None, dest_st: os.stat_result | None,
                          new_mode: int) -> bool:
         r = self.r
+        bk_fd: int | None = None
         if r.backup and dest_st is not None:
-            import shutil
-
             bpath = self.backup_name(dest_rel, dest)
-            if r.backup_dir is not None:
-                os.makedirs(parent_of(bpath), exist_ok=True)
-            shutil.copy2(dest, bpath, follow_symlinks=False)
+            try:
+                bfd = self._backup_parent(dest_rel, dest) if r.backup_dir is not None else None
+            except OSError as ex:
+                self.rep.error_xfer(f'unlink "{self.rep.safe(bpath)}": '
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
+                return False
+            bname = bpath if bfd is None else dest_rel.rpartition(b"/")[2] + r.suffix
+            try:
+                safepath.copy_into(dest, bfd, bname)
+                if basis is None or basis == dest:
+                    # receiver.c: the backup is the basis, so the delta never reads
+                    # blocks this very write has already overwritten.
+                    bk_fd = os.open(bname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                    dir_fd=bfd)
+                root = dest[: len(dest) - len(dest_rel)] if dest.endswith(dest_rel) else b""
+                self.rep.backup_note(dest_rel, bpath[len(root):] if root
+                                     and bpath.startswith(root) else bpath)
+            except FileExistsError:
+                pass
+            finally:
+                if bfd is not None:
+                    os.close(bfd)
         start = dest_st.st_size if r.append and dest_st is not None else 0
-        fd = os.open(dest, os.O_WRONLY | os.O_NOFOLLOW)
-        basis_fd = self._open_basis(basis if basis is not None else dest)
+        pfd = self._dest_parent(dest, dest_rel)
+        try:
+            fd = os.open(dest if pfd is None else dest.rpartition(b"/")[2],
+                         os.O_WRONLY | os.O_NOFOLLOW, dir_fd=pfd)
+        finally:
+            if pfd is not None:
+                os.close(pfd)
+        basis_fd = bk_fd if bk_fd is not None else \
+            self._open_basis(basis if basis is not None else dest)
         try:
             written = self._write_data(fd, data, basis_fd, start)
             os.ftruncate(fd, start + written)
@@ -327,8 +455,15 @@ class Receiver:
                 if os.path.getsize(tmp) > 0:
                     target = self.current_dest
                     if self.r.partial_dir is not None:
+                        # An operator path: no symlink owned by another user is followed.
                         target = self._partial_path(self.current_dest)
-                        os.makedirs(parent_of(target), exist_ok=True)
+                        head, _, leaf = target.rpartition(b"/")
+                        pfd = safepath.owner_makedirs(head or b".")
+                        try:
+                            os.replace(tmp, leaf, dst_dir_fd=pfd)
+                        finally:
+                            os.close(pfd)
+                        return
                     os.replace(tmp, target)
                     return
             except OSError:
@@ -361,7 +496,8 @@ class Receiver:
             except OSError as ex:
                 self.rep.error_xfer(f'rename "{self.rep.full_path(staged)}" -> '
                                     f'"{self.rep.safe(dest_rel)}": {os.strerror(ex.errno or 0)} ({ex.errno})')
-            dirs.add(parent_of(staged))
+            if not self.r.stage_dir.startswith(b"/"):
+                dirs.add(parent_of(staged))  # an absolute --partial-dir stays
         for d in dirs:
             try:
                 os.rmdir(d)

@@ -102,7 +102,8 @@ class Reporter:
         self.logfile_format = None
         self.logfile_has_i = False
         if log_file:
-            self.logfile = open(log_file, "ab")
+            self.logfile = _open_log_file(log_file, prog, self.err, self.out)
+        if self.logfile is not None:
             self.logfile_format = log_file_format or "%i %n%L"
             self.logfile_has_i = log.log_format_has(self.logfile_format, "i")
         self.progress = None
@@ -301,3 +302,22 @@ class Reporter:
         if self.logfile is not None:
             self.logfile.close()
             self.logfile = None
+
+
+def _open_log_file(path: str, prog: str, err, out):
+    """log.c logfile_open(): an operator path (no untrusted symlink followed);
+    a failure is reported and logging is off, the transfer goes on."""
+    import os
+
+    from netsync import safepath
+
+    try:
+        fd = safepath.owner_open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as ex:
+        err.write(f"{prog}: [client] failed to open log-file {path}: "
+                  f"{os.strerror(ex.errno or 0)} ({ex.errno})\n")
+        err.flush()
+        out.write('Ignoring "log file" setting.\n')
+        out.flush()
+        return None
+    return open(fd, "ab")

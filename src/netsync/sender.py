@@ -12,6 +12,7 @@ import os
 import stat
 from collections.abc import Iterator
 
+from netsync import filters as F
 from netsync import messages as m
 from netsync.flist import (
     FLAG_CONTENT_DIR,
@@ -20,6 +21,7 @@ from netsync.flist import (
     FLAG_IMPLIED_DIR,
     FLAG_MOUNT_DIR,
     FLAG_TOP_DIR,
+    Chunk,
     FileEntry,
     FileList,
     WalkOptions,
@@ -28,6 +30,16 @@ from netsync.flist import (
     join,
 )
 from netsync.report import Reporter
+
+_S_IFMT = 0o170000
+_S_IFDIR = stat.S_IFDIR
+_S_IFREG = stat.S_IFREG
+_S_IFLNK = stat.S_IFLNK
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+# netsync --daemon with "munge symlinks": links read here lose rsync's munge prefix
+# (flist.c readlink_stat), so a munged module serves its links as they were sent.
+unmunge_links = False
+SYMLINK_PREFIX = b"/rsyncd-munged/"
 
 CHUNK_SIZE = 32 * 1024  # rsync refuses literal tokens larger than this
 IOERR_GENERAL = 1
@@ -42,6 +54,17 @@ def _clean(path: bytes) -> bytes:
     if absolute:
         out = b"/" + out
     return out or (b"/" if absolute else b".")
+
+
+def _daemon_hidden(path: bytes, is_dir: bool) -> bool:
+    """flist.c path_is_daemon_excluded(): a source argument or any dir above it."""
+    check = F.daemon_excluded
+    assert check is not None
+    parts = path.split(b"/")
+    for i in range(1, len(parts)):
+        if parts[i - 1] not in (b"", b".") and check(b"/".join(parts[:i]), True):
+            return True
+    return check(path, is_dir)
 
 
 class Sender:
@@ -62,11 +85,33 @@ class Sender:
     # ---------------------------------------------------------------- file list
     def build_file_list(self, args: list[bytes], files_from: list[bytes] | None = None,
                         ff_base: bytes | None = None) -> FileList:
-        entries: list[FileEntry] = []
-        self._entries = entries
-        self._hl_keys: list[tuple[int, int] | None] = []
+        """The whole sorted list at once (what the wire protocol without inc-recursion,
+        and the options that need every entry up front, work from)."""
+        self._entries: list[FileEntry] = []
+        self._hl_keys: list[None] = []  # kept for subclasses that append placeholders
         if files_from is not None or len(args) != 1 or self.w.relative:
             self._presorted = False
+        for _ in self._arg_chunks_all(args, files_from, ff_base, collect=True):
+            pass
+        self._finish()
+        return self.flist
+
+    def iter_chunks(self, args: list[bytes]) -> Iterator[Chunk]:
+        """The list one directory at a time, as rsync's incremental recursion sends it.
+
+        Yields ``(dir, children)``: ``(None, top-level entries)`` first, then for every
+        listed directory, in rsync's depth-first order, its entry and its direct
+        children (non-dirs first, then subdirs; each subdir gets its own chunk later).
+        Only for one plain source (no -R, no --files-from), whose walk needs no sort;
+        a chunk is not referenced by the sender once the next one is asked for."""
+        assert len(args) == 1 and not self.w.relative and not self.w.hard_links
+        for chunk in self._arg_chunks_all(args, None, None, collect=False):
+            self.flist.io_error = self.io_error  # what the generator knows so far
+            yield chunk
+        self.flist.io_error = self.io_error
+
+    def _arg_chunks_all(self, args: list[bytes], files_from: list[bytes] | None,
+                        ff_base: bytes | None, collect: bool) -> Iterator[Chunk]:
         if files_from is not None:
             assert ff_base is not None
             base = ff_base.rstrip(b"/") or b"/"
@@ -82,13 +127,22 @@ class Sender:
                 trailing = name.endswith(b"/")
                 rel = _clean(name.lstrip(b"/")) if name.strip(b"/") else b"."
                 dotdir = rel == b"." or trailing
-                self._add_arg(ridx, rbase, rel, relative=True, dotdir=dotdir,
-                              from_files=True)
+                yield from self._arg_or_collect(collect, ridx, rbase, rel, relative=True,
+                                                dotdir=dotdir, from_files=True)
         else:
             for arg in args:
-                self._add_source(arg)
-        self._finish()
-        return self.flist
+                yield from self._add_source(arg, collect)
+
+    def _arg_or_collect(self, collect: bool, root_idx: int, base: bytes, name: bytes, *,
+                        relative: bool, dotdir: bool = False,
+                        from_files: bool = False) -> Iterator[Chunk]:
+        if collect:
+            # Through _add_arg, which subclasses may override.
+            self._add_arg(root_idx, base, name, relative=relative, dotdir=dotdir,
+                          from_files=from_files)
+            return
+        yield from self._arg_chunks(root_idx, base, name, relative=relative, dotdir=dotdir,
+                                    from_files=from_files)
 
     def _root(self, root: bytes) -> int:
         try:
@@ -97,7 +151,7 @@ class Sender:
             self.flist.roots.append(root)
             return len(self.flist.roots) - 1
 
-    def _add_source(self, arg: bytes) -> None:
+    def _add_source(self, arg: bytes, collect: bool) -> Iterator[Chunk]:
         w = self.w
         if w.relative:
             idx = arg.find(b"/./")
@@ -115,7 +169,8 @@ class Sender:
                 if comp == b"..":
                     raise m.FatalError(1, f'found ".." dir in relative path: {os.fsdecode(rel)}')
             root_idx = self._root(base)
-            self._add_arg(root_idx, base, rel, relative=True, dotdir=(rel == b"." or trailing))
+            yield from self._arg_or_collect(collect, root_idx, base, rel, relative=True,
+                                            dotdir=(rel == b"." or trailing))
             return
         # Non-relative: the last component is the name, what precedes it the root.
         dotdir = False
@@ -137,17 +192,37 @@ class Sender:
         else:
             base, name = b".", path
         root_idx = self._root(base)
-        self._add_arg(root_idx, base, name, relative=False, dotdir=dotdir)
+        yield from self._arg_or_collect(collect, root_idx, base, name, relative=False,
+                                        dotdir=dotdir)
 
     def _lstat(self, path: bytes, follow: bool) -> os.stat_result:
         return os.stat(path) if follow else os.lstat(path)
 
     def _add_arg(self, root_idx: int, base: bytes, name: bytes, *, relative: bool,
                  dotdir: bool = False, from_files: bool = False) -> None:
+        """One source argument into the whole list (self._entries), in walk order:
+        each directory right before its contents."""
+        out = self._entries
+        add = out.append
+        try:
+            for d, children in self._arg_chunks(root_idx, base, name, relative=relative,
+                                                dotdir=dotdir, from_files=from_files):
+                if d is not None:
+                    add(d)
+                for e in children:
+                    if e.mode & _S_IFMT != _S_IFDIR:  # a dir comes with its own chunk
+                        add(e)
+        finally:
+            self._entries = out
+
+    def _arg_chunks(self, root_idx: int, base: bytes, name: bytes, *, relative: bool,
+                    dotdir: bool = False, from_files: bool = False) -> Iterator[Chunk]:
         w = self.w
         path = join(base, name)
         try:
             st = self._stat_for(path, name, follow_dir=w.copy_dirlinks or dotdir)
+            if F.daemon_excluded is not None and _daemon_hidden(path, stat.S_ISDIR(st.st_mode)):
+                raise FileNotFoundError(errno.ENOENT, "daemon-excluded")  # as rsync: ENOENT
         except OSError as e:
             if e.errno == errno.ENOENT and self.missing_args == 1:
                 return
@@ -161,6 +236,8 @@ class Sender:
         if is_dir and not (w.recursive or w.dirs):
             self.rep.info(f"skipping directory {self.rep.safe(name)}")
             return
+        tops: list[FileEntry] = []
+        self._entries = tops
         if relative and w.implied_dirs and b"/" in name:
             # Send implied parent dirs so their permissions arrive too.
             comps = name.split(b"/")
@@ -177,16 +254,22 @@ class Sender:
                              FLAG_IMPLIED_DIR, path=join(base, pname))
         if w.one_file_system:
             self._fs_dev = st.st_dev
+        top = None
+        content = False
         if is_dir:
             content = w.recursive or (w.dirs and dotdir) or from_files and w.recursive
             flags = FLAG_TOP_DIR | (FLAG_CONTENT_DIR if content else 0)
-            e = self._make(name, st, path, root_idx, flags)
-            if e is None:
-                return
-            if content:
-                self._walk_dir(root_idx, path, name, depth_recurse=w.recursive)
+            top = self._make(name, st, path, root_idx, flags)
         else:
             self._make(name, st, path, root_idx, 0)
+        yield None, tops
+        # Every listed directory gets a chunk of its own (empty unless walked).
+        for e in tops:
+            if e.mode & _S_IFMT == _S_IFDIR:
+                if e is top and content:
+                    yield from self._walk_dir(root_idx, path, e, depth_recurse=w.recursive)
+                else:
+                    yield e, []
 
     def _stat_for(self, path: bytes, name: bytes, follow_dir: bool) -> os.stat_result:
         w = self.w
@@ -207,7 +290,10 @@ class Sender:
                     return os.stat(path)
         return st
 
-    def _excluded(self, name: bytes, is_dir: bool) -> bool:
+    def _excluded(self, name: bytes, is_dir: bool, path: bytes | None = None) -> bool:
+        if F.daemon_excluded is not None and path is not None \
+                and F.daemon_excluded(path, is_dir):
+            return True
         return bool(self.filters is not None and self.filters.excluded(name, is_dir, "sender"))
 
     def _make(self, name: bytes, st: os.stat_result, path: bytes, root_idx: int,
@@ -234,6 +320,9 @@ class Sender:
         elif stat.S_ISLNK(mode):
             try:
                 e.link = os.readlink(path)
+                if unmunge_links and len(e.link) > len(SYMLINK_PREFIX) \
+                        and e.link.startswith(SYMLINK_PREFIX):
+                    e.link = e.link[len(SYMLINK_PREFIX):]
             except OSError as ex:
                 self._vanished_or_error(path, ex, "readlink_stat")
                 return None
@@ -250,8 +339,9 @@ class Sender:
                 e.checksum = self.checksum_fn(path, e.size)
             except OSError:
                 e.checksum = b""
+        if key is not None:
+            e.hlink = key  # type: ignore[assignment]  # _finish() makes it a group index
         self._entries.append(e)
-        self._hl_keys.append(key)
         return e
 
     def _vanished_or_error(self, path: bytes, ex: OSError, what: str) -> None:
@@ -269,14 +359,22 @@ class Sender:
             self.rep.error_xfer(f'{what}({self.rep.full_path(path)}) failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
 
-    def _walk_dir(self, root_idx: int, dpath: bytes, dname: bytes, depth_recurse: bool) -> None:
-        """Depth-first walk below ``dpath`` (a directory already listed as ``dname``)."""
+    def _walk_dir(self, root_idx: int, dpath: bytes, d: FileEntry,
+                  depth_recurse: bool) -> Iterator[Chunk]:
+        """Depth-first walk below ``dpath`` (the directory listed as ``d``): its chunk,
+        then its subdirectories' chunks."""
         w = self.w
+        dname = d.name
+        children: list[FileEntry] = []
+        self._entries = children
         fstate = self.filters.enter_dir(dname, dpath) if self.filters is not None else None
+        # Nothing but the lstat decides about a regular file: build its entry inline
+        # (the hot loop of a big tree; the general path below does the same).
+        fast = self.filters is None and F.daemon_excluded is None and not (
+            w.copy_links or w.copy_unsafe_links or w.atimes or w.hard_links or w.checksum)
         try:
             try:
-                with os.scandir(dpath) as it:
-                    names = [d.name for d in it]
+                names = os.listdir(dpath)
             except OSError as ex:
                 if ex.errno == errno.ENOENT:
                     self._vanished_or_error(dpath, ex, "opendir")
@@ -284,38 +382,72 @@ class Sender:
                     self.io_error |= IOERR_GENERAL
                     self.rep.error_xfer(f'opendir "{self.rep.full_path(dpath)}" failed: '
                                         f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
+                yield d, children
                 return
             names.sort()
-            # Emit in rsync's sorted order directly (files, then each subdir followed by
-            # its contents), so a single-source list needs no global sort.
+            # In rsync's sorted order directly (files, then the subdirs), so a
+            # single-source list needs no global sort.
             subdirs: list[tuple[bytes, bytes, bytes, os.stat_result, int]] = []
-            for n in names:
-                name = n if dname == b"." else dname + b"/" + n
-                path = dpath + b"/" + n if not dpath.endswith(b"/") else dpath + n
-                try:
-                    st = self._stat_for(path, name, follow_dir=w.copy_dirlinks)
-                except OSError as ex:
-                    self._vanished_or_error(path, ex, "readlink_stat")
-                    continue
-                is_dir = stat.S_ISDIR(st.st_mode)
-                if self._excluded(name, is_dir):
-                    continue
-                if not is_dir:
-                    self._make(name, st, path, root_idx, 0)
-                    continue
-                flags = 0
-                if w.one_file_system and st.st_dev != self._fs_dev:
-                    if w.one_file_system > 1:
+            nprefix = b"" if dname == b"." else dname + b"/"
+            pprefix = dpath if dpath.endswith(b"/") else dpath + b"/"
+            add = children.append
+            dfd = -1
+            if fast:
+                try:  # stat the names relative to the dir: no path walk per file
+                    dfd = os.open(dpath, _DIR_FLAGS)
+                except OSError:
+                    pass
+            fstatat = os.stat
+            try:
+                for n in names:
+                    name = nprefix + n
+                    path = pprefix + n
+                    try:
+                        if dfd >= 0:
+                            st = fstatat(n, dir_fd=dfd, follow_symlinks=False)
+                            fmt = st.st_mode & _S_IFMT
+                            if fmt == _S_IFREG:
+                                add(FileEntry(name, st.st_mode, st.st_size, st.st_mtime_ns,
+                                              st.st_uid, st.st_gid, 0, None, 0, root_idx))
+                                continue
+                            if fmt == _S_IFLNK:
+                                st = self._stat_for(path, name, follow_dir=w.copy_dirlinks)
+                        else:
+                            st = self._stat_for(path, name, follow_dir=w.copy_dirlinks)
+                    except OSError as ex:
+                        self._vanished_or_error(path, ex, "readlink_stat")
                         continue
-                    flags |= FLAG_MOUNT_DIR
-                elif depth_recurse:
-                    flags |= FLAG_CONTENT_DIR
-                subdirs.append((n + b"/", path, name, st, flags))
+                    is_dir = stat.S_ISDIR(st.st_mode)
+                    if self._excluded(name, is_dir, path):
+                        continue
+                    if not is_dir:
+                        self._make(name, st, path, root_idx, 0)
+                        continue
+                    flags = 0
+                    if w.one_file_system and st.st_dev != self._fs_dev:
+                        if w.one_file_system > 1:
+                            continue
+                        flags |= FLAG_MOUNT_DIR
+                    elif depth_recurse:
+                        flags |= FLAG_CONTENT_DIR
+                    subdirs.append((n + b"/", path, name, st, flags))
+            finally:
+                if dfd >= 0:
+                    os.close(dfd)
             subdirs.sort(key=lambda t: t[0])
+            subs: list[tuple[FileEntry, bytes, int]] = []
             for _, path, name, st, flags in subdirs:
                 e = self._make(name, st, path, root_idx, flags)
-                if e is not None and flags & FLAG_CONTENT_DIR:
-                    self._walk_dir(root_idx, path, name, depth_recurse)
+                if e is not None:
+                    subs.append((e, path, flags))
+            del names, subdirs
+            yield d, children
+            del children  # the consumer may drop the chunk while we recurse
+            for e, path, flags in subs:
+                if flags & FLAG_CONTENT_DIR:
+                    yield from self._walk_dir(root_idx, path, e, depth_recurse)
+                else:
+                    yield e, []
         finally:
             if fstate is not None:
                 self.filters.leave_dir(fstate)
@@ -323,16 +455,11 @@ class Sender:
     def _finish(self) -> None:
         """Sort like rsync, drop duplicates, and link hard-link groups."""
         entries = self._entries
-        keys = self._hl_keys
-        if self._presorted:
-            order: range | list[int] = range(len(entries))
-        else:
-            order = sorted(range(len(entries)), key=lambda i: entry_key(entries[i]))
+        if not self._presorted:
+            entries = sorted(entries, key=entry_key)  # stable: the first of equals stays
         out: list[FileEntry] = []
-        out_keys: list[tuple[int, int] | None] = []
         last_name: bytes | None = None
-        for i in order:
-            e = entries[i]
+        for e in entries:
             if e.name == last_name:
                 # rsync keeps the first; a later top dir's flags merge into it.
                 prev = out[-1]
@@ -340,14 +467,14 @@ class Sender:
                 continue
             last_name = e.name
             out.append(e)
-            out_keys.append(keys[i])
         groups: dict[tuple[int, int], int] = {}
-        for idx, key in enumerate(out_keys):
+        for idx, e in enumerate(out):
+            key = e.hlink  # the walk left the (dev, ino) key here
             if key is None:
                 continue
-            first = groups.get(key)
+            first = groups.get(key)  # type: ignore[call-overload]
             if first is None:
-                groups[key] = idx
+                groups[key] = idx  # type: ignore[index]
                 out[idx].hlink = idx
             else:
                 out[idx].hlink = first
@@ -359,12 +486,12 @@ class Sender:
                 out[first].hlink = None
         self.flist.entries = out
         self.flist.io_error = self.io_error
-        del self._entries, self._hl_keys
+        del self._entries
 
     # ---------------------------------------------------------------- data
     def send_file(self, req: m.SendRequest) -> m.FileData:
         """Open the source file and describe its data for the receiver."""
-        e = self.flist.entries[req.ndx]
+        e = self.flist.entry(req.ndx)
         path = self.flist.source_path(e)
         try:
             flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
@@ -415,7 +542,7 @@ class Sender:
 
     def remove_source(self, ndx: int) -> None:
         """--remove-source-files: the receiver confirmed this file arrived."""
-        e = self.flist.entries[ndx]
+        e = self.flist.entry(ndx)
         path = self.flist.source_path(e)
         try:
             st = os.lstat(path)

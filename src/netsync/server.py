@@ -26,6 +26,7 @@ handshake as rsync's rsync_module() does.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -40,16 +41,19 @@ from netsync.client import (
     ITEM_TRANSFER,
     ITEM_XNAME_FOLLOWS,
     PROG,
+    WireIO,
     _Client,
+    read_files_from_file,
 )
 from netsync.io import ProtocolIO, RemoteExit
 from netsync.report import Reporter
 from netsync.transport import Connection, TransportError
-from netsync.wire import Msg, WireError, encode_int32
+from netsync.wire import DataEvent, Msg, WireError, encode_int32
 
-__all__ = ["DaemonLink", "run_server"]
+__all__ = ["DaemonLink", "dont_compress_level", "run_server"]
 
 MAX_RULE_LEN = 4096 + 3  # exclude.c recv_rules(): a rule longer than MAXPATHLEN+3 is fatal
+RULE_COST = 1024  # what one parsed rule costs us, counted against --max-alloc
 
 
 @dataclass
@@ -63,6 +67,9 @@ class DaemonLink:
     error: str | None = None  # an option error to report once multiplexing (exit 4)
     files_from: bool = False  # the refused args held --files-from (a raw 0 byte is due)
     sanitize: bool = True  # sanitize_paths: the module is not a chroot of its own top
+    pre_exec_error: str | None = None  # a failed pre-xfer exec's text (exit 4)
+    incoming_chmod: list | None = None  # parsed "incoming chmod" rules (rsync.c set_file_attrs)
+    module: str = ""  # the module's name, for messages
 
 
 class ServerReporter(Reporter):
@@ -70,12 +77,52 @@ class ServerReporter(Reporter):
 
     Per-file lines are the client's business (its sender or generator prints
     them); the server only forwards what rsync's server would rprintf().
+    Under ``netsync --daemon`` (netsync.daemon.xferlog.current is set) every
+    text message is also logged, and with ``transfer logging`` each
+    transferred or deleted file gets a ``log format`` line, as rsync's daemon
+    logs them (log.c rwrite()/log_item()/log_delete()).
     """
 
     def __init__(self, io: ProtocolIO, protocol: int, **kw) -> None:
         super().__init__(**kw)
         self.io = io
         self.protocol = protocol
+        self.stats = None
+        from netsync.daemon import xferlog
+
+        self.xlog = xferlog.current
+        self._mark = (0, 0)  # data bytes moved when the current file started
+        self._data_out = self._data_in = 0
+        if self.xlog is not None:
+            self.xlog.reporter = self
+            self._hook_io(io)
+
+    def _hook_io(self, io: ProtocolIO) -> None:
+        """Log what goes to the client as text; count in-band bytes for %b/%c."""
+        xlog = self.xlog
+        assert xlog is not None
+        send_msg = io.send_msg
+
+        def logged_send_msg(code: int, payload: bytes) -> None:
+            if code in (Msg.INFO, Msg.ERROR, Msg.ERROR_XFER, Msg.WARNING):
+                xlog.message(code, payload)
+            send_msg(code, payload)
+
+        io.send_msg = logged_send_msg  # type: ignore[method-assign]
+        if not xlog.wants_bytes or not hasattr(io, "_advance"):
+            return
+        write, advance = io.write, io._advance
+
+        def counted_write(data) -> None:
+            self._data_out += len(data)
+            write(data)
+
+        def counted_advance(n: int) -> None:
+            self._data_in += n
+            advance(n)
+
+        io.write = counted_write  # type: ignore[method-assign]
+        io._advance = counted_advance  # type: ignore[method-assign]
 
     def _send(self, code: Msg, text: str) -> None:
         self.io.send_msg(code, os.fsencode(text + "\n"))
@@ -98,20 +145,47 @@ class ServerReporter(Reporter):
         self._send(Msg.WARNING, msg)
 
     def attach_stats(self, stats) -> None:
-        pass  # no progress lines from a server
+        self.stats = stats  # no progress lines from a server; the daemon log's total size
+
+    def flog(self, text: str) -> None:
+        """rprintf(FLOG): a line for the daemon's log only."""
+        if self.xlog is not None:
+            self.xlog.out(text)
+
+    def _xfer_item(self, e, iflags: int, hlink: bytes | None = None) -> None:
+        xlog = self.xlog
+        if xlog is None or xlog.fmt is None:
+            return
+        item = self._item(e, iflags, hlink)
+        if not xlog.preserve_uid:
+            item.uid = None  # %U prints 0 when uids are not preserved
+        if not xlog.preserve_gid:
+            item.gid = None  # %G prints DEFAULT
+        if xlog.munge and item.link is not None and not self.ctx.am_sender:
+            item.link = b"/rsyncd-munged/" + item.link  # the receiver's F_SYMLINK is munged
+        if xlog.wants_bytes:
+            item.written = self._data_out - self._mark[0]
+            item.read = self._data_in - self._mark[1]
+        xlog.item(item)
 
     def log_item(self, e, iflags: int, *, to_stdout: bool = True, to_logfile: bool = True,
                  hlink: bytes | None = None, written: int = 0) -> None:
-        pass
+        pass  # only a dry run's items come here: rsync logs them to the client alone
 
     def maybe_log_item(self, e, iflags: int, hlink: bytes | None = None) -> None:
-        pass
+        """log.c maybe_log_item() on a server: only a log format with %i sees these."""
+        xlog = self.xlog
+        if xlog is None or not xlog.has_i:
+            return
+        if iflags & log.SIGNIFICANT_ITEM_FLAGS & 0xFFFF or hlink:
+            self._xfer_item(e, iflags, hlink)
 
     def log_item_transfer_start(self, e, iflags: int) -> None:
-        pass
+        self._mark = (self._data_out, self._data_in)  # remember_initial_stats()
 
     def log_item_transfer_end(self, e, iflags: int, written: int) -> None:
-        pass
+        if not self.dry_run:
+            self._xfer_item(e, iflags)
 
     def deleted(self, name: bytes, mode: int) -> None:
         """log.c log_delete(): from protocol 29 the client formats the line itself."""
@@ -119,6 +193,8 @@ class ServerReporter(Reporter):
             self.io.send_msg(Msg.DELETED, name + (b"\0" if stat.S_ISDIR(mode) else b""))
         else:
             super().deleted(name, mode)
+        if self.xlog is not None:
+            self.xlog.deleted(name, mode)
 
 
 class _Server(_Client):
@@ -133,6 +209,7 @@ class _Server(_Client):
         self.ndx_of: dict[int, int] = {}
         self.wire_filters = None
         self.remote_read = self.remote_written = 0  # only a client shows these
+        self._ff_data: bytes | None = None
 
     # ------------------------------------------------------------------ setup
     def run(self) -> int:
@@ -140,8 +217,10 @@ class _Server(_Client):
 
         opts = self.opts
         opts.inc_recursive = False
-        self.conn = Connection(sys.stdin.fileno(), sys.stdout.fileno(), who=self.who)
         d = self.daemon
+        self._load_server_files_from()
+        self.conn = Connection(sys.stdin.fileno(), sys.stdout.fileno(), who=self.who)
+        self.conn.timeout = opts.timeout or None  # a client stalling the handshake times out
         hs = ServerHandshake(d.protocol if d else opts.protocol, caps=opts.server_caps,
                              checksum_choice=opts.checksum_choice,
                              compress=bool(opts.do_compression),
@@ -154,9 +233,13 @@ class _Server(_Client):
         if d is not None and d.error is not None and d.files_from and not self.am_sender:
             self.conn.write(b"\0")  # rsync_module(): the files-from end, before multiplexing
         self.neg = neg
-        io = ProtocolIO(self.conn, neg.protocol, who=self.who, timeout=opts.timeout or None)
+        io = _ServerIO(self.conn, neg.protocol, who=self.who, timeout=opts.timeout or None)
         self.io = io
         io.mplex_out = neg.mplex_out
+        # flist.c send_file_list(): below protocol 31 the client's --files-from names
+        # follow its (framed) filter list unframed: stop demultiplexing at that point.
+        io.hold = bool(neg.mplex_in and neg.protocol < 31 and self.am_sender
+                       and opts.files_from == "-")
         if neg.mplex_in:
             io.start_multiplex_in(hs.leftover)
         else:
@@ -172,6 +255,13 @@ class _Server(_Client):
 
     def _daemon_checks(self, d: DaemonLink) -> None:
         """rsync_module()'s option error, then do_server_sender/recv()'s module rules."""
+        if d.pre_exec_error is not None:
+            # rsync_module(): the hook's text as written, one error line at a time.
+            *lines, last = d.pre_exec_error.rstrip("\n").split("\n")
+            assert self.io is not None
+            for line in lines:
+                self.io.send_msg(Msg.ERROR, os.fsencode(line + "\n"))
+            raise _Bare(E.RERR_UNSUPPORTED, last)
         if d.error is not None:
             raise E.RsyncError(E.RERR_UNSUPPORTED, d.error)
         if self.am_sender and d.write_only:
@@ -182,19 +272,38 @@ class _Server(_Client):
                         f"ERROR: --remove-{which}-files cannot be used with a read-only module")
         if not self.am_sender and d.read_only:
             raise _Bare(E.RERR_SYNTAX, "ERROR: module is read only")
+        if not self.am_sender:
+            self._daemon_dest_check()
+
+    def _daemon_dest_check(self) -> None:
+        """main.c get_local_name(): a destination the module's own rules exclude."""
+        from netsync import filters as F
+
+        args = self.opts.args
+        if F.daemon_excluded is None or len(args) < 2 or self.opts.list_only:
+            return
+        dest = os.fsencode(args[1]) or b"."
+        cleaned = os.path.normpath(dest)
+        if cleaned != b"." and (F.daemon_excluded(cleaned, False)
+                                or F.daemon_excluded(cleaned, True)):
+            raise _Bare(E.RERR_FILESELECT,
+                        f'ERROR: daemon has excluded destination "{args[1]}"')
 
     def _refuse_server_unsupported(self) -> None:
+        """Options this server cannot yet serve (none at the moment)."""
+
+    def _load_server_files_from(self) -> None:
+        """options.c: ``--files-from=PATH`` names a list on this side, opened at startup
+        (before any chdir); "-" means the client sends it over the connection."""
         opts = self.opts
-        what = None
-        if opts.files_from:
-            what = "--files-from"
-        elif opts.inplace or opts.append:
-            what = "--inplace/--append"
-        elif opts.delete_missing_args:
-            what = "--delete-missing-args"
-        if what is not None:
-            raise E.RsyncError(E.RERR_UNSUPPORTED,
-                               f"{what} is not implemented yet in this netsync server")
+        path = opts.files_from
+        if path is None or path == "-":
+            return
+        if self.daemon is not None and self.daemon.sanitize:
+            from netsync.daemon.server import sanitize_path
+
+            path = os.fsdecode(sanitize_path(os.fsencode(path)))
+        self._ff_data = read_files_from_file(path)
 
     def _reporter(self):
         opts = self.opts
@@ -217,6 +326,7 @@ class _Server(_Client):
         assert io is not None
         opts = self.opts
         rules: list[bytes] = []
+        budget = opts.max_alloc or 1 << 30  # each rule is a my_alloc() in rsync
         while True:
             n = io.read_int()
             if n == 0:
@@ -224,6 +334,10 @@ class _Server(_Client):
             if n < 0 or n >= MAX_RULE_LEN:
                 raise WireError(f"overflow: filter rule of {n} bytes [{self.who}]",
                                 E.RERR_PROTOCOL)
+            budget -= n + RULE_COST
+            if budget < 0:
+                raise WireError(f"ERROR: out of memory in recv_filter_list [{self.who}]",
+                                E.RERR_MALLOC)
             rules.append(io.read(n))
         if not rules and not opts.cvs_exclude:
             return None
@@ -239,6 +353,7 @@ class _Server(_Client):
         io = self.io
         assert io is not None
         self.stats = stats = m.Stats()
+        self.rep.attach_stats(stats)
         filters = self._recv_filter_list()
         if not args:
             raise E.RsyncError(E.RERR_SYNTAX, "ERROR: do_server_sender called without args")
@@ -247,10 +362,22 @@ class _Server(_Client):
         paths = args[1:]
         if not paths and (opts.recursive or opts.recurse or opts.dirs or opts.list_only):
             paths = [b"."]
-        sender, flist, io_error = self._send_flist(paths, filters)
+        names = None
+        if opts.files_from == "-":
+            held = io.hold
+            if held:
+                io.end_multiplex_in()
+            names = self._read_wire_files_from()
+            if held:
+                io.start_multiplex_in()
+        elif opts.files_from is not None:
+            names = self._read_local_files_from(opts.files_from)
+        self.rep.flog("building file list")
+        sender, flist, io_error = self._send_flist(paths, filters, names)
         if not flist.entries:
             io.flush()
             return 0
+        io.ndx_limit = len(flist.entries)
         if opts.remove_source_files:
             io.on_success = sender.remove_source
         self._send_files(sender, flist.entries)
@@ -291,12 +418,44 @@ class _Server(_Client):
                                                            or proto >= 29))
         if wants:
             self.wire_filters = self._recv_filter_list()
+        if self._ff_data is not None:
+            # do_server_recv(): forward our list while the client's file list comes in.
+            self._forward_files_from(self._ff_data, bool(opts.from0))
         flist = self._recv_flist()
         self.ndx_of = {id(e): i for i, e in enumerate(flist.entries)}
+        if opts.list_only:
+            return self._list_only(flist)  # recv_generator(): list_file_entry() only
         dest = args[0] if args else b"."
+        if self.daemon is not None:
+            self._confined_dest(dest)
         return self._receive(flist, dest)
 
+    def _confined_dest(self, dest: bytes) -> None:
+        """A daemon's destination is a path in the module: no symlink in it is
+        followed (rsync's secure change_dir), whoever owns it."""
+        from netsync import safepath
+
+        if safepath.insecure_links:
+            return
+        comps = [c for c in dest.split(b"/") if c not in (b"", b".")]
+        try:
+            os.close(safepath.dir_beneath(None, comps))
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise E.RsyncError(E.RERR_FILESELECT,
+                                   f'change_dir#1 "{os.fsdecode(dest)}" (in {self.daemon.module}) '
+                                   f"failed: {exc.strerror} ({exc.errno})") from None
+
+    def _compress_level(self) -> int | None:
+        d = self.daemon
+        return dont_compress_level(getattr(d, "dont_compress", None) if d else None,
+                                   self.neg.compress or "none", self.opts.compress_level)
+
+    def _list_emit(self, line: str) -> None:
+        self.rep.info(line)  # rprintf(FINFO): a MSG_INFO line to the client
+
     def _recv_flist(self):
+        self.rep.flog("receiving file list")
         flist = super()._recv_flist()
         if self.daemon is not None and self.daemon.sanitize:
             from netsync.daemon.server import sanitize_path
@@ -307,6 +466,12 @@ class _Server(_Client):
                     parent = e.name.rpartition(b"/")[0]
                     depth = len([c for c in parent.split(b"/") if c not in (b"", b".")])
                     e.link = sanitize_path(e.link.lstrip(b"/"), b"", depth)
+        if self.daemon is not None and self.daemon.incoming_chmod:
+            from netsync.chmod import tweak_mode
+
+            for e in flist.entries:  # the module's modes win over the sender's
+                if not stat.S_ISLNK(e.mode):
+                    e.mode = tweak_mode(e.mode, self.daemon.incoming_chmod)
         return flist
 
     def _receiver_filters(self):
@@ -321,6 +486,7 @@ class _Server(_Client):
             def report_item(self, e, iflags: int, xname: bytes | None = None) -> int:
                 if not iflags & ITEM_TRANSFER and self.rep.should_send_itemize(iflags, xname):
                     server._send_item(e, iflags, xname)
+                    self.rep.maybe_log_item(e, iflags, xname)  # the daemon's log (%i)
                     if iflags & ITEM_IS_NEW:
                         self._count_created(e)
                 return iflags
@@ -366,6 +532,64 @@ class _Server(_Client):
         if io.got_xfer_error:
             self.rep.got_xfer_error = True
         return self.rep.exit_code(io_error | io.io_error)
+
+
+def dont_compress_level(dont_compress: str | None, codec: str,
+                        level: int | None) -> int | None:
+    """token.c init_set_compression() for a daemon module's "dont compress" list.
+
+    rsync 3.5.0 matches names against the list but no codec can change its level
+    mid-stream, so per-file suffixes never change the bytes sent; only a bare "*" word
+    does: the deflate stream (zlib, zlibx) is then made at level 0 (stored blocks) for
+    the whole session.  zstd and lz4 ignore the list.  ``level`` is --compress-level.
+    """
+    if dont_compress is None or codec not in ("zlib", "zlibx"):
+        return level
+    if "*" in dont_compress.split():
+        return 0
+    return level
+
+
+class _ServerIO(WireIO):
+    """ProtocolIO that can stop demultiplexing at a frame boundary (``hold``), for the
+    unframed --files-from names a protocol-30 client sends after its filter list."""
+
+    hold = False
+
+    def _drain_frames(self) -> None:
+        if not self.hold:
+            return super()._drain_frames()
+        frames = self._frames
+        # Decode only while no in-band data waits (or inside a frame): what follows the
+        # frame that ends the filter list may be raw names, not a frame header.
+        while self._pos >= len(self._data) or frames._data_left:
+            ev = frames.next_event()
+            if ev is None:
+                return None
+            if isinstance(ev, DataEvent):
+                self._data += ev.data
+            else:
+                self._message(ev.code, ev.payload)
+        return None
+
+    def _pump(self) -> None:
+        if self.hold and self._frames.pending:
+            before = len(self._data) - self._pos
+            self._drain_frames()
+            if len(self._data) - self._pos > before:
+                return
+        super()._pump()
+
+    def end_multiplex_in(self) -> None:
+        """io_end_multiplex_in(MPLX_TO_BUFFERED): undecoded bytes become plain data."""
+        frames = self._frames
+        if frames._data_left:
+            raise WireError(f"files-from data inside a multiplexed frame [{self.who}]",
+                            E.RERR_PROTOCOL)
+        self.hold = False
+        self.mplex_in = False
+        self._data += frames._buf
+        frames._buf.clear()
 
 
 class _Bare(E.RsyncError):

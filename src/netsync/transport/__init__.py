@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from netsync.errors import RERR_STREAMIO, RsyncError
+from netsync.errors import RERR_STREAMIO, RERR_TIMEOUT, RsyncError
 
 if TYPE_CHECKING:
     import socket
@@ -58,8 +58,17 @@ class Connection:
         self.bytes_written = 0
         self.closed = False
 
+    #: --timeout, rsync's global io_timeout: a handshake read waiting longer fails (code 30).
+    timeout: float | None = None
+
     def read(self, n: int = 65536) -> bytes:
         """Up to ``n`` bytes; b"" at end of stream."""
+        if self.timeout:
+            import select
+
+            if not select.select([self.rfd], [], [], self.timeout)[0]:
+                raise TransportError(RERR_TIMEOUT, f"[{self.who}] io timeout after "
+                                     f"{int(self.timeout)} seconds -- exiting")
         data = os.read(self.rfd, n)
         self.bytes_read += len(data)
         return data

@@ -271,7 +271,9 @@ def read_password(password_file: str | None, *, who: str = "client",
             data = sys.stdin.buffer.readline(511)
         else:
             try:
-                fd = os.open(password_file, os.O_RDONLY | os.O_CLOEXEC)
+                from netsync import safepath  # an operator path: no untrusted symlinks
+
+                fd = safepath.owner_open(password_file, os.O_RDONLY)
             except OSError as exc:
                 raise TransportError(RERR_SYNTAX, f"[{who}] could not open password file "
                                      f"{password_file}: {exc.strerror} ({exc.errno})") from None

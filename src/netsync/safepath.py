@@ -1,0 +1,325 @@
+"""Symlink-safe path resolution, as rsync 3.5 does it (syscall.c).
+
+Two policies:
+
+* **operator paths** (--backup-dir, --temp-dir, --partial-dir, --*-dest,
+  --log-file, --*-from, merge files, the password file): walked one component
+  at a time; a symlink is followed only when owned by root or our euid, any
+  other one is refused with ELOOP (rsync's ``open_no_attacker_symlinks``).
+  ``--insecure-links`` turns this off.
+* **transfer paths** beneath a held directory (the destination, a backup or
+  alt-dest dir): every component is opened with O_NOFOLLOW, so a symlink
+  planted or swapped in under the tree is never followed
+  (``secure_relative_open``).
+
+Every refusal of an untrusted symlink prints rsync's warning once per walk.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_DIRFLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | _NOFOLLOW
+# A held dir fd for a path the operator named (its own symlinks are followed).
+DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+_MAX_LINKS = 40
+
+WARNING = ('refusing to follow a symlink owned by an untrusted user; use --insecure-links '
+           'locally or "insecure links = yes" in a daemon module ONLY if every path '
+           'component is trusted')
+
+# Set once from the parsed options (--insecure-links): follow any symlink.
+insecure_links = False
+# A daemon's module dir: an operator/peer path may not resolve outside it, even
+# through a symlink we would otherwise trust (syscall.c abspath_outside_confinement).
+confine_root: bytes | None = None
+
+
+def _refuse() -> OSError:
+    try:
+        sys.stderr.write(WARNING + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    return OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+
+
+def _trusted(st: os.stat_result) -> bool:
+    return st.st_uid == 0 or st.st_uid == os.geteuid()
+
+
+def _walk(path: bytes, start_fd: int | None) -> tuple[int, bytes]:
+    """Resolve ``path`` by the ownership rule up to its last non-directory component.
+
+    Returns (directory fd, leaf name); the leaf is b"." when the whole path is a
+    directory, else a name that is missing or not a directory. The caller closes
+    the fd. Raises OSError (ELOOP on refusal)."""
+    if not path:
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+    dfd = os.open(b"/" if path.startswith(b"/") else b".", _DIRFLAGS, dir_fd=start_fd)
+    comps = [c for c in path.split(b"/") if c and c != b"."]
+    comps.reverse()  # a stack: the next component is last
+    links = _MAX_LINKS
+    # Where the walk is, as absolute components, when a module confines it.
+    here: list[bytes] | None = None
+    if confine_root is not None and len(confine_root.rstrip(b"/")) > 0:
+        here = [] if path.startswith(b"/") else \
+            [c for c in os.fsencode(os.getcwd()).split(b"/") if c]
+    try:
+        while comps:
+            comp = comps[-1]
+            try:
+                st = os.stat(comp, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                if len(comps) == 1:
+                    if here is not None:
+                        _check_confined(here, comp)
+                    break  # a missing leaf: the caller may create it
+                raise
+            if stat.S_ISLNK(st.st_mode):
+                if not _trusted(st):
+                    raise _refuse()
+                links -= 1
+                if links < 0:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                target = os.readlink(comp, dir_fd=dfd)
+                comps.pop()
+                if target.startswith(b"/"):
+                    os.close(dfd)
+                    dfd = -1
+                    dfd = os.open(b"/", _DIRFLAGS)
+                    if here is not None:
+                        here = []
+                comps.extend(reversed([c for c in target.split(b"/") if c and c != b"."]))
+                continue
+            if here is not None:
+                _check_confined(here, comp)
+            if not stat.S_ISDIR(st.st_mode):
+                if len(comps) == 1:
+                    break
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            if here is not None:
+                if comp == b"..":
+                    del here[-1:]
+                else:
+                    here.append(comp)
+            nfd = os.open(comp, _DIRFLAGS, dir_fd=dfd)
+            os.close(dfd)
+            dfd = nfd
+            comps.pop()
+    except BaseException:
+        if dfd >= 0:
+            os.close(dfd)
+        raise
+    return dfd, (comps[0] if comps else b".")
+
+
+def _check_confined(here: list[bytes], comp: bytes) -> None:
+    """ELOOP when stepping to ``comp`` from ``here`` leaves the confinement root
+    (its ancestors, on the way down to it, are not "outside")."""
+    assert confine_root is not None
+    root = [c for c in confine_root.split(b"/") if c]
+    to = here[:-1] if comp == b".." else [*here, comp]
+    n = min(len(to), len(root))
+    if to[:n] != root[:n]:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+
+
+def owner_walk_parent(path: bytes, start_fd: int | None = None) -> tuple[int, bytes]:
+    """(fd of the parent dir, leaf name) of an operator path; the leaf itself is
+    not resolved (it may not exist yet). rsync's owner_walk_parent()."""
+    head, _, leaf = path.rstrip(b"/").rpartition(b"/") if b"/" in path.rstrip(b"/") \
+        else (b"", b"", path.rstrip(b"/"))
+    if not leaf:
+        leaf = b"."
+    if leaf == b".." and confine_root is not None and not insecure_links:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+    if insecure_links:
+        d = head or (b"/" if path.startswith(b"/") else b".")
+        return os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=start_fd), leaf
+    if not head:
+        head = b"/" if path.startswith(b"/") else b"."
+    return owner_open_dir(head, start_fd), leaf
+
+
+def owner_open_dir(path: bytes, start_fd: int | None = None) -> int:
+    """An O_PATH/O_RDONLY fd of the operator directory ``path`` (ownership rule)."""
+    if insecure_links:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=start_fd)
+    dfd, leaf = _walk(path, start_fd)
+    if leaf == b".":
+        return dfd
+    try:
+        return os.open(leaf, _DIRFLAGS, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
+def owner_open(path: bytes | str, flags: int, mode: int = 0o666,
+               start_fd: int | None = None) -> int:
+    """open() an operator-supplied file, refusing untrusted symlinks anywhere in it."""
+    bpath = os.fsencode(path)
+    if insecure_links:
+        return os.open(bpath, flags | os.O_CLOEXEC, mode, dir_fd=start_fd)
+    dfd, leaf = _walk(bpath, start_fd)
+    try:
+        if leaf == b".":
+            if not flags & os.O_DIRECTORY:
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        return os.open(leaf, flags | _NOFOLLOW, mode, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
+def owner_makedirs(path: bytes, start_fd: int | None = None, mode: int = 0o777) -> int:
+    """Open operator dir ``path``, creating missing components (never through an
+    untrusted symlink); returns its fd."""
+    try:
+        return owner_open_dir(path, start_fd)
+    except FileNotFoundError:
+        pass
+    head, _, leaf = path.rstrip(b"/").rpartition(b"/")
+    if not leaf or leaf in (b".", b".."):
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+    if head or path.startswith(b"/"):
+        pfd = owner_makedirs(head or b"/", start_fd)
+    else:
+        pfd = owner_open_dir(b".", start_fd)
+    try:
+        try:
+            os.mkdir(leaf, mode, dir_fd=pfd)
+        except FileExistsError:
+            pass
+        return os.open(leaf, _DIRFLAGS, dir_fd=pfd)
+    finally:
+        os.close(pfd)
+
+
+# --------------------------------------------------------------------------
+# Transfer paths: no symlink is ever followed below the held directory.
+
+def open_beneath(dir_fd: int | None, rel: bytes, flags: int, mode: int = 0o666) -> int:
+    """secure_relative_open(): open ``rel`` below ``dir_fd`` without following
+    any symlink in it (parents or leaf). ``..`` is refused."""
+    comps = [c for c in rel.split(b"/") if c and c != b"."]
+    if any(c == b".." for c in comps) or rel.startswith(b"/"):
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    if not comps:
+        return os.open(b".", flags | _NOFOLLOW, mode, dir_fd=dir_fd)
+    if len(comps) == 1:
+        return os.open(comps[0], flags | _NOFOLLOW, mode, dir_fd=dir_fd)
+    pfd = dir_beneath(dir_fd, comps[:-1])
+    try:
+        return os.open(comps[-1], flags | _NOFOLLOW, mode, dir_fd=pfd)
+    finally:
+        os.close(pfd)
+
+
+def dir_beneath(dir_fd: int | None, comps: list[bytes], create: int | None = None) -> int:
+    """An fd of the directory ``comps`` below ``dir_fd``, every step O_NOFOLLOW;
+    with ``create`` (a mode) missing steps are made."""
+    dfd = os.open(b".", _DIRFLAGS, dir_fd=dir_fd)
+    try:
+        for c in comps:
+            if c in (b"", b"."):
+                continue
+            if c == b"..":
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            try:
+                nfd = open_dir_at(dfd, c)
+            except FileNotFoundError:
+                if create is None:
+                    raise
+                try:
+                    os.mkdir(c, create, dir_fd=dfd)
+                except FileExistsError:
+                    pass
+                nfd = open_dir_at(dfd, c)
+            os.close(dfd)
+            dfd = nfd
+    except BaseException:
+        os.close(dfd)
+        raise
+    return dfd
+
+
+def parent_beneath(dir_fd: int | None, rel: bytes) -> tuple[int, bytes]:
+    """(fd of rel's parent below dir_fd, leaf name), no symlink followed."""
+    head, _, leaf = rel.rpartition(b"/")
+    return dir_beneath(dir_fd, head.split(b"/") if head else []), leaf
+
+
+def open_dir_at(dfd: int | None, name: bytes) -> int:
+    """Open the directory ``name`` in ``dfd`` without following a symlink there;
+    a symlink is ELOOP, as rsync reports it."""
+    try:
+        return os.open(name, _DIRFLAGS, dir_fd=dfd)
+    except NotADirectoryError:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
+        raise
+
+
+def copy_fd_into(sfd: int, dfd: int | None, name: bytes, st: os.stat_result | None = None) -> None:
+    """Copy the open regular file ``sfd`` to ``name`` in ``dfd`` via a temporary
+    name (never through a symlink), keeping mode, owner and times."""
+    import secrets
+
+    st = st or os.fstat(sfd)
+    tmp = b"." + name[:200] + b"." + secrets.token_hex(3).encode()
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dfd)
+    try:
+        copy_fd_to_fd(sfd, out)
+        try:
+            os.fchown(out, st.st_uid, st.st_gid)
+        except OSError:
+            pass
+        os.fchmod(out, stat.S_IMODE(st.st_mode))
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.close(out)
+        out = -1
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        if out >= 0:
+            os.close(out)
+        try:
+            os.unlink(tmp, dir_fd=dfd)
+        except OSError:
+            pass
+        raise
+
+
+def copy_into(src: bytes, dfd: int | None, name: bytes) -> None:
+    """Copy the file/symlink at path ``src`` (not followed) to ``name`` in ``dfd``."""
+    st = os.lstat(src)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), name, dir_fd=dfd)
+        return
+    sfd = os.open(src, os.O_RDONLY | _NOFOLLOW)
+    try:
+        copy_fd_into(sfd, dfd, name)
+    finally:
+        os.close(sfd)
+
+
+def copy_fd_to_fd(sfd: int, out: int) -> None:
+    """Copy all of ``sfd`` to ``out`` (both open regular files)."""
+    off = 0
+    while True:
+        try:
+            n = os.copy_file_range(sfd, out, 1 << 30, off, off)
+        except OSError:
+            n = -1
+        if n < 0:  # no copy_file_range here: read and write
+            chunk = os.pread(sfd, 1 << 20, off)
+            n = len(chunk)
+            if n:
+                os.pwrite(out, chunk, off)
+        if n == 0:
+            return
+        off += n

@@ -1,0 +1,136 @@
+"""The netsync client against a garbled or malicious server (``-e`` runs the evil peer).
+
+Whatever the server sends, the client must end with rsync's error and exit code, never
+a traceback or a hang, within bounded memory, and write nothing outside the destination
+nor leave a half-written file in it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+import hostile_peer as hp
+
+EVIL = Path(hp.__file__).resolve()
+
+
+def _pull(tmp_path: Path, attack: str, *opts: str, src: str = "host:src/",
+          env: dict[str, str] | None = None) -> tuple[hp.Child, Path, Path]:
+    dst = tmp_path / "dst"
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    rsh = f"{shlex.quote(sys.executable)} {shlex.quote(str(EVIL))} serve {attack}"
+    child = hp.spawn([*hp.netsync_cmd(), "-e", rsh, *opts, src, f"{dst}/"], tmp_path,
+                     pipes=False, env=hp.child_env(HOSTILE_OUTSIDE=str(outside),
+                                                   **(env or {})))
+    return hp.finish(child, 90), dst, outside
+
+
+def _files(root: Path) -> list[str]:
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _assert_clean(child: hp.Child, code: int, message: bytes) -> None:
+    err = child.stderr
+    assert child.returncode == code, err
+    assert b"Traceback" not in err and b"internal error" not in err, err
+    assert message in err, err
+    assert f"(code {code})".encode() in err, err
+    assert child.maxrss_kb < hp.MAX_RSS_KB, f"peak RSS {child.maxrss_kb} kB"
+
+
+@pytest.mark.parametrize(("attack", "name"), [
+    ("dotdot-name", b"../escaped"),
+    ("inner-dotdot-name", b"sub/../../escaped"),
+    ("absolute-name", b"/tmp/absolute-escape"),
+])
+def test_unsafe_names_are_refused(tmp_path: Path, attack: str, name: bytes) -> None:
+    child, dst, outside = _pull(tmp_path, attack, "-r", "--timeout=20")
+    _assert_clean(child, 4, b"ABORTING due to unsafe pathname from sender: " + name)
+    assert _files(dst) == [] and _files(outside) == []
+    assert not (tmp_path / "escaped").exists() and not Path("/tmp/absolute-escape").exists()
+
+
+def test_file_through_a_sent_symlink_is_refused(tmp_path: Path) -> None:
+    """CVE-2024-12087: "d" -> outside, then "d/pwned"."""
+    child, dst, outside = _pull(tmp_path, "symlink-escape", "-rl", "--timeout=20")
+    _assert_clean(child, 2, b"ABORTING due to invalid path from sender: d/pwned")
+    assert _files(outside) == []
+
+
+def test_forged_content_dot_cannot_widen_delete(tmp_path: Path) -> None:
+    """A single-file pull answered with "." flagged as a content dir must not make
+    --delete sweep the destination (rsync's malicious-dot-dir-delete-scope)."""
+    keep = tmp_path / "dst" / "private" / "must-survive"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("receiver-owned\n")
+    child, dst, _ = _pull(tmp_path, "dot-content-dir", "-r", "--delete", "--timeout=20",
+                          src="host:src/requested")
+    assert child.returncode == 0, child.stderr
+    assert keep.read_text() == "receiver-owned\n"
+    assert _files(dst) == ["private", "private/must-survive", "requested"]
+
+
+def test_more_literal_data_than_the_file_size(tmp_path: Path) -> None:
+    child, dst, _ = _pull(tmp_path, "huge-literal", "-r", "--timeout=20")
+    _assert_clean(child, 2, b"sender sent more data than the file size")
+    assert _files(dst) == []  # neither "big" nor its temp file
+
+
+def test_interrupted_pull_leaves_no_half_written_file(tmp_path: Path) -> None:
+    child, dst, _ = _pull(tmp_path, "half-file", "-r", "--timeout=20")
+    _assert_clean(child, 12, b"connection unexpectedly closed")
+    assert _files(dst) == []
+
+
+@pytest.mark.parametrize(("attack", "opts", "code", "message"), [
+    ("bad-tag", (), 12, b"unexpected tag 120"),
+    ("bad-ndx", (), 2, b"Invalid file index: 5000"),
+    ("sum-head-s2length", (), 2, b"Invalid checksum length 17 [receiver]"),
+    ("sum-head-blength", (), 2, b"Invalid block length 1048576 [receiver]"),
+    ("long-name", (), 22, b"overflow: xflags=0x40 l1=0 l2=1073741824 in recv_file_entry"),
+    ("flist-flood", ("--max-alloc=16M",), 22, b"out of memory in flist_expand"),
+    ("id-flood", ("-o",), 2, b"too many uid/gid names from sender"),
+])
+def test_garbled_stream(tmp_path: Path, attack: str, opts: tuple[str, ...], code: int,
+                        message: bytes) -> None:
+    child, dst, _ = _pull(tmp_path, attack, "-r", "--timeout=20", *opts)
+    _assert_clean(child, code, message)
+    assert [f for f in _files(dst) if f.startswith(".")] == []  # no temp file left
+
+
+@pytest.mark.parametrize(("attack", "src"), [
+    ("stall-handshake", "host:src/"),
+    ("stall", "host:src/"),
+    ("stall-handshake", "host::mod/"),  # the @RSYNCD: greeting never comes
+])
+def test_stalled_server_times_out(tmp_path: Path, attack: str, src: str) -> None:
+    child, _, _ = _pull(tmp_path, attack, "-r", "--timeout=2", src=src)
+    _assert_clean(child, 30, b"io timeout after 2 seconds -- exiting")
+
+
+def test_evil_peer_is_silent_on_success(tmp_path: Path) -> None:
+    """The toolkit's honest path works, so the failures above are the attacks' doing."""
+    child, dst, _ = _pull(tmp_path, "dot-content-dir", "-r", "--timeout=20",
+                          src="host:src/")
+    assert child.returncode == 0, child.stderr
+    assert child.stderr == b""
+    assert _files(dst) == ["requested"]
+    assert os.path.getsize(dst / "requested") == 0
+
+
+def test_push_refuses_checksum_length_over_digest(tmp_path: Path) -> None:
+    """CVE-2024-12084 the other way: the remote generator lies to our sender."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"data\n" * 100)
+    rsh = f"{shlex.quote(sys.executable)} {shlex.quote(str(EVIL))} serve push-sum-head"
+    child = hp.finish(hp.spawn([*hp.netsync_cmd(), "-e", rsh, "-r", "--timeout=20",
+                                f"{tmp_path}/src/", "host:dst/"], tmp_path, pipes=False), 90)
+    _assert_clean(child, 2, b"Invalid checksum length 17 [sender]")
