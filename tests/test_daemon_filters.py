@@ -93,17 +93,8 @@ def start_daemon(kind: str, root: Path, modules: str, prepare: Callable[[Path], 
                       f"lock file = {root / 'lock'}", modules.format(root=root), ""])
     (root / "rsyncd.conf").write_text(conf)
     cmd = [tc.RSYNC] if kind == "rsync" else tc.program_under_test()
-    for _ in range(5):
-        port = peers.free_port()
-        proc = subprocess.Popen([*cmd, "--daemon", "--no-detach", f"--port={port}",
-                                 "--address=127.0.0.1", f"--config={root / 'rsyncd.conf'}"],
-                                env=tc.sync_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if peers.wait_for_port(port, proc):
-            return Daemon(kind, port, root, proc)
-        peers.stop(proc)
-    peers.missing(f"could not start {kind} --daemon")
-    raise AssertionError("unreachable")
+    proc, port = peers.start_daemon(cmd, root / "rsyncd.conf", env=tc.sync_env())
+    return Daemon(kind, port, root, proc)
 
 
 def daemon_pair(base: Path, modules: str,

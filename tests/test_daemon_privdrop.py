@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from interop.peers import free_port, stop, wait_for_port
+from interop.peers import start_daemon, stop
 
 
 def test_default_uid_module_serves_whole_and_delta_pulls(tmp_path: Path) -> None:
@@ -25,12 +25,8 @@ def test_default_uid_module_serves_whole_and_delta_pulls(tmp_path: Path) -> None
     conf = tmp_path / "rsyncd.conf"
     conf.write_text(f"use chroot = no\n[data]\n  path = {data}\n  read only = yes\n"
                     "  munge symlinks = no\n")  # no uid/gid lines: nobody/nogroup as root
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "netsync", "--daemon", "--no-detach",
-                             f"--port={port}", f"--config={conf}", "--address=127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, port = start_daemon([sys.executable, "-m", "netsync"], conf)
     try:
-        assert wait_for_port(port, proc)
         dst = tmp_path / "dst"
         dst.mkdir()
         (dst / "big").write_bytes(big[:100_000] + b"changed" + big[100_000:])
@@ -39,5 +35,105 @@ def test_default_uid_module_serves_whole_and_delta_pulls(tmp_path: Path) -> None
         assert r.returncode == 0, r.stderr
         assert (dst / "big").read_bytes() == big
         assert (dst / "small").read_bytes() == b"hello\n"
+    finally:
+        stop(proc)
+
+
+def _serve(conf: Path) -> tuple[subprocess.Popen[bytes], str]:
+    proc, port = start_daemon([sys.executable, "-m", "netsync"], conf)
+    return proc, f"rsync://127.0.0.1:{port}/mod/"
+
+
+def _push_and_pull(tmp_path: Path, mod: Path, url: str, owner: tuple[int, int]) -> None:
+    """A pull gets the public file and reports the root-only one (exit 23, as rsync);
+    a push creates a file owned by ``owner``."""
+    dst = tmp_path / "dst"
+    r = subprocess.run(["rsync", "-a", url, f"{dst}/"], capture_output=True, timeout=120)
+    assert r.returncode == 23, r.stderr
+    assert b'private": Permission denied' in r.stderr, r.stderr
+    assert (dst / "public").read_bytes() == b"for everyone\n"
+    assert not (dst / "private").exists()
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / "new").write_bytes(b"pushed\n")
+    r = subprocess.run(["rsync", "-rt", f"{up}/", url], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    st = os.stat(mod / "new")
+    assert (st.st_uid, st.st_gid) == owner
+    assert (mod / "new").read_bytes() == b"pushed\n"
+    assert sorted(p.name for p in mod.iterdir()) == ["new", "private", "public"]  # no temp
+
+
+def _module_tree(mod: Path, owner: tuple[int, int]) -> None:
+    mod.mkdir(parents=True)
+    for p in mod.parents:
+        if p == Path("/tmp") or p == Path("/"):
+            break
+        os.chmod(p, 0o755)
+    os.chown(mod, *owner)
+    (mod / "public").write_bytes(b"for everyone\n")
+    (mod / "public").chmod(0o644)
+    (mod / "private").write_bytes(b"root only\n")
+    (mod / "private").chmod(0o600)
+
+
+def test_daemon_chroot_and_daemon_uid_gid(tmp_path: Path) -> None:
+    """rsyncd.conf's global ``daemon chroot``/``daemon uid``/``daemon gid``: each
+    connection chroots and drops to them before talking to the client, so module paths
+    are inside the chroot and files are read and written as that user.  (As in rsync,
+    names are looked up after the chroot, so numeric ids suit a bare chroot.)"""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chroot and drop privileges")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    owner = (nobody.pw_uid, nobody.pw_gid)
+    jail = tmp_path / "jail"
+    _module_tree(jail / "mod", owner)
+    conf = tmp_path / "rsyncd.conf"
+    conf.write_text(f"daemon chroot = {jail}\ndaemon uid = {owner[0]}\n"
+                    f"daemon gid = {owner[1]}\nuse chroot = no\nlog file = {tmp_path}/log\n"
+                    "[mod]\n  path = /mod\n  read only = no\n  munge symlinks = no\n")
+    proc, url = _serve(conf)
+    try:
+        _push_and_pull(tmp_path, jail / "mod", url, owner)
+    finally:
+        stop(proc)
+
+
+def test_use_chroot_module_push_and_pull(tmp_path: Path) -> None:
+    """``use chroot = yes``: the transfer runs chrooted into the module (no /proc there)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chroot and drop privileges")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    owner = (nobody.pw_uid, nobody.pw_gid)
+    mod = tmp_path / "mod"
+    _module_tree(mod, owner)
+    conf = tmp_path / "rsyncd.conf"
+    conf.write_text(f"use chroot = yes\nuid = {owner[0]}\ngid = {owner[1]}\n"
+                    f"log file = {tmp_path}/log\n[mod]\n  path = {mod}\n  read only = no\n")
+    proc, url = _serve(conf)
+    try:
+        _push_and_pull(tmp_path, mod, url, owner)
+    finally:
+        stop(proc)
+
+
+def test_invalid_daemon_uid_refuses_connections(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges")
+    mod = tmp_path / "mod"
+    mod.mkdir()
+    conf = tmp_path / "rsyncd.conf"
+    conf.write_text(f"daemon uid = no-such-user-xyz\nlog file = {tmp_path}/log\n"
+                    f"[mod]\n  path = {mod}\n")
+    proc, port = start_daemon([sys.executable, "-m", "netsync"], conf)
+    try:
+        r = subprocess.run(["rsync", f"rsync://127.0.0.1:{port}/"], capture_output=True,
+                           timeout=60)
+        assert r.returncode != 0
+        assert b"Invalid daemon uid: no-such-user-xyz" in (tmp_path / "log").read_bytes()
     finally:
         stop(proc)

@@ -82,17 +82,8 @@ def _start(kind: str, root: Path) -> Daemon:
     config = root / "rsyncd.conf"
     config.write_text(_config(root))
     cmd = [tc.RSYNC] if kind == "rsync" else tc.program_under_test()
-    for _ in range(5):
-        port = peers.free_port()
-        proc = subprocess.Popen([*cmd, "--daemon", "--no-detach", f"--port={port}",
-                                 "--address=127.0.0.1", f"--config={config}"],
-                                env=tc.sync_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if peers.wait_for_port(port, proc):
-            return Daemon(kind, port, root, config, proc)
-        peers.stop(proc)
-    peers.missing(f"could not start {kind} --daemon")
-    raise AssertionError("unreachable")
+    proc, port = peers.start_daemon(cmd, config, env=tc.sync_env())
+    return Daemon(kind, port, root, config, proc)
 
 
 @pytest.fixture(scope="module")

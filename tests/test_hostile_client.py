@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 import hostile_peer as hp
+import treecompare as tc
 
 EVIL = Path(hp.__file__).resolve()
 
@@ -134,3 +137,80 @@ def test_push_refuses_checksum_length_over_digest(tmp_path: Path) -> None:
     child = hp.finish(hp.spawn([*hp.netsync_cmd(), "-e", rsh, "-r", "--timeout=20",
                                 f"{tmp_path}/src/", "host:dst/"], tmp_path, pipes=False), 90)
     _assert_clean(child, 2, b"Invalid checksum length 17 [sender]")
+
+
+def _flood_daemon(lines: int) -> tuple[int, threading.Thread]:
+    """An evil TCP daemon: greeting, then ``lines`` short listing lines, then EXIT."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.settimeout(60)
+
+    def run() -> None:
+        with lsock:
+            conn, _ = lsock.accept()
+        with conn:
+            conn.sendall(b"@RSYNCD: 31.0 md5\n")
+            got = b""
+            while got.count(b"\n") < 2:  # its greeting and the "" module: all it sends
+                got += conn.recv(4096)
+            chunk = b"ab\n" * 65536  # 3-byte lines: the most lines per byte sent
+            for _ in range(lines // 65536):
+                conn.sendall(chunk)
+            conn.sendall(b"@RSYNCD: EXIT\n")
+            conn.shutdown(socket.SHUT_WR)
+            conn.recv(1)  # until the client hangs up
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return lsock.getsockname()[1], t
+
+
+def _list(tmp_path: Path, lines: int) -> tuple[hp.Child, bytes]:
+    port, thread = _flood_daemon(lines)
+    out = tmp_path / f"listing-{lines}"
+    with out.open("wb") as f:
+        child = hp.finish(hp.spawn([*hp.netsync_cmd(), f"rsync://127.0.0.1:{port}/"],
+                                   tmp_path, pipes=False, stdout=f), 90)
+    thread.join(10)
+    return child, out.read_bytes()
+
+
+def test_module_listing_flood_is_streamed(tmp_path: Path) -> None:
+    """A daemon sending listing lines without end: they go to stdout as they come
+    (as rsync prints them), so the client's memory does not grow with them."""
+    small, listing = _list(tmp_path, 65536)
+    assert small.returncode == 0 and small.stderr == b"", small.stderr
+    assert listing == b"ab\n" * 65536
+    big, listing = _list(tmp_path, 16 * 65536)
+    assert big.returncode == 0 and big.stderr == b"", big.stderr
+    assert listing == b"ab\n" * 16 * 65536
+    # Kept in memory, the 1M lines would take ~60 MB (a str and a list slot each).
+    assert big.maxrss_kb < small.maxrss_kb + 16 * 1024, (small.maxrss_kb, big.maxrss_kb)
+
+
+@pytest.mark.parametrize(("opts", "src", "ok"), [
+    ((), "host:src/other", False),
+    (("-r",), "host:src/other", False),
+    (("-r",), "host:src/x*", False),  # a wildcard allows only what it matches
+    (("-R",), "host:src/./other/file", False),
+    (("-r",), "host:src/req*", True),
+    ((), "host:src/requested", True),
+])
+def test_unrequested_name_is_refused_like_rsync(tmp_path: Path, opts: tuple[str, ...],
+                                                src: str, ok: bool) -> None:
+    """The server answers any request with "requested": rsync 3.4+ refuses a name the
+    client did not ask for (flist.c, exclude.c add_implied_include), and so do we."""
+    results = []
+    for who, cmd in (("rsync", [tc.RSYNC]), ("netsync", hp.netsync_cmd())):
+        dst = tmp_path / who
+        rsh = f"{shlex.quote(sys.executable)} {shlex.quote(str(EVIL))} serve dot-content-dir"
+        child = hp.finish(hp.spawn([*cmd, "-e", rsh, *opts, src, f"{dst}/"], tmp_path,
+                                   pipes=False), 90)
+        lines = [ln for ln in child.stderr.decode().splitlines()
+                 if ln.startswith("ERROR:")]
+        results.append((child.returncode, lines, _files(dst)))
+    assert results[1] == results[0]
+    if ok:
+        assert results[1] == (0, [], ["requested"])
+    else:
+        assert results[1] == (4, ["ERROR: rejecting unrequested file-list name: requested"],
+                              [])

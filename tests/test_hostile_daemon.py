@@ -8,6 +8,7 @@ serving: a stock rsync client connecting meanwhile still gets its files.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -55,18 +56,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         "[up]", f"path = {root / 'up'}", "read only = no",
         "[slow]", f"path = {root / 'slow'}", "read only = no", "timeout = 2", "",
     ]))
-    for _ in range(5):
-        port = peers.free_port()
-        proc = subprocess.Popen([*hp.netsync_cmd(), "--daemon", "--no-detach",
-                                 f"--port={port}", "--address=127.0.0.1",
-                                 f"--config={root / 'rsyncd.conf'}"],
-                                env=hp.child_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if peers.wait_for_port(port, proc):
-            break
-        peers.stop(proc)
-    else:
-        peers.missing("could not start netsync --daemon")
+    proc, port = peers.start_daemon(hp.netsync_cmd(), root / "rsyncd.conf",
+                                    env=hp.child_env())
     try:
         yield Daemon(port, root, proc)
     finally:
@@ -258,3 +249,52 @@ def test_file_list_flood_is_bounded(daemon: Daemon, tmp_path: Path) -> None:
     assert b"ERROR: out of memory in flist_expand" in text, text
     assert b"(code 22)" in text
     _honest_pull(daemon, tmp_path / "after")
+
+
+def _connection_lines(log: str, marker: str) -> list[str]:
+    """The log lines of the connection that logged ``marker``, without the time stamp
+    and pid, and with rsync's "at file.c(N)" and versions dropped."""
+    rows = [line.split(" ", 3) for line in log.splitlines()]
+    pids = {r[2] for r in rows if len(r) == 4 and marker in r[3]}
+    assert len(pids) == 1, log
+    out = []
+    for r in rows:
+        if len(r) == 4 and r[2] in pids:
+            text = re.sub(r" at \w+\.c\(\d+\)", "", r[3])
+            out.append(re.sub(r"=[^\]=]+\]$", "=VERSION]", text).replace("netsync error", "rsync error"))
+    return out
+
+
+def test_handshake_timeout_is_logged_like_rsync(daemon: Daemon, tmp_path: Path) -> None:
+    """A client that opens a module and never sends its arguments: the module's
+    "timeout = 2" ends the connection, and the log says so in rsync's words."""
+    conf = tmp_path / "rsyncd.conf"
+    conf.write_text((daemon.root / "rsyncd.conf").read_text().replace(
+        str(daemon.root / "log"), str(tmp_path / "log")).replace(
+        str(daemon.root / "lock"), str(tmp_path / "lock")))
+    port = peers.free_port()
+    proc = subprocess.Popen([tc.RSYNC, "--daemon", "--no-detach", f"--port={port}",
+                             "--address=127.0.0.1", f"--config={conf}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert peers.wait_for_port(port, proc), "rsync --daemon did not start"
+        logs = []
+        for d in (Daemon(port, tmp_path, proc), daemon):
+            s = _open_module(d, "slow")
+            try:
+                assert _closed_within(s, 45) == b""  # far less than the 60 s default
+            finally:
+                s.close()
+            assert _log_says(d, "daemon handshake timeout -- exiting\n"), d.log
+            assert _log_says(d, "[Receiver="), d.log
+            logs.append(_connection_lines(d.log, "daemon handshake timeout"))
+    finally:
+        peers.stop(proc)
+    assert logs[0] == [
+        "connect from localhost (127.0.0.1)",
+        "rsync allowed access on module slow from localhost (127.0.0.1)",
+        "[Receiver] daemon handshake timeout -- exiting",
+        "rsync error: timeout in data send/receive (code 30) [Receiver=VERSION]",
+    ]
+    assert logs[1] == logs[0]

@@ -371,17 +371,8 @@ def _start_daemon(kind: str, root: Path) -> Daemon:
     config.write_text("\n".join(["use chroot = no", *uid, f"log file = {root / 'log'}",
                                  "[mod]", f"path = {module}", "read only = no", ""]))
     cmd = [tc.RSYNC] if kind == "ref" else tc.program_under_test()
-    for _ in range(5):
-        port = peers.free_port()
-        proc = subprocess.Popen([*cmd, "--daemon", "--no-detach", f"--port={port}",
-                                 "--address=127.0.0.1", f"--config={config}"],
-                                env=tc.sync_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if peers.wait_for_port(port, proc):
-            return Daemon(kind, port, module, proc)
-        peers.stop(proc)
-    peers.missing(f"could not start {kind} --daemon")
-    raise AssertionError("unreachable")
+    proc, port = peers.start_daemon(cmd, config, env=tc.sync_env())
+    return Daemon(kind, port, module, proc)
 
 
 @pytest.fixture(scope="module")

@@ -331,12 +331,7 @@ def jail_daemons(tmp_path_factory: pytest.TempPathFactory):
             os.symlink("../outside", mod / "esc")
             conf += [f"[{case}]", f"path = {mod}", "read only = no"]
         (root / "rsyncd.conf").write_text("\n".join(conf) + "\n")
-        port = peers.free_port()
-        proc = subprocess.Popen([*cmd, "--daemon", "--no-detach", f"--port={port}",
-                                 "--address=127.0.0.1", f"--config={root / 'rsyncd.conf'}"],
-                                env=tc.sync_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert peers.wait_for_port(port, proc), f"{kind} --daemon did not start"
+        proc, port = peers.start_daemon(cmd, root / "rsyncd.conf", env=tc.sync_env())
         out[kind] = (port, root, proc)
     src = base / "src"
     (src / "esc").mkdir(parents=True)

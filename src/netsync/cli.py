@@ -239,11 +239,19 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         atimes=bool(opts.atimes),
     )
     csum = _file_checksum_fn() if opts.checksum else None
-    sender = Sender(w, rep, filters, csum)
-    if opts.ignore_missing_args:
-        sender.missing_args = 1
+    gen_cls = Generator
     if opts.delete_missing_args:
-        raise E.UsageError("--delete-missing-args is not implemented yet in this netsync")
+        # The wire client's pieces: a missing argument becomes a mode-0 entry, which
+        # the generator turns into a deletion (flist.c send_file_name, generator.c).
+        from netsync.client import _missing_args_gen, _wire_sender_cls
+
+        sender = _wire_sender_cls(Sender)(w, rep, filters, csum)
+        sender.missing_args = 2
+        gen_cls = _missing_args_gen(Generator)
+    else:
+        sender = Sender(w, rep, filters, csum)
+        if opts.ignore_missing_args:
+            sender.missing_args = 1
     files_from = None
     if opts.files_from:
         files_from = _read_files_from(opts.files_from, opts.from0)
@@ -269,6 +277,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     # The whole list is built first where rsync disables it (inc_recurse above) and
     # where this engine needs it: several sources, -R, --files-from, -H, --delete-delay.
     stream = inc_recurse and not list_only and files_from is None and len(sources) == 1 \
+        and not opts.delete_missing_args \
         and not relative and not opts.hard_links \
         and not (opts.delete and opts.delete_mode not in (None, "during"))
     feed = None
@@ -397,7 +406,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     receiver = Receiver(ropts, a, rep)
     if rfilters is not None:
         rfilters.set_root(os.path.abspath(dest_root))
-    gen = Generator(g, a, flist, dest_root, receiver, sender.send_file, rep, rfilters, csum,
+    gen = gen_cls(g, a, flist, dest_root, receiver, sender.send_file, rep, rfilters, csum,
                     on_success=sender.remove_source, solo_file=solo)
     gen.stats = stats
     gen.feed = feed

@@ -15,6 +15,7 @@ import os
 import stat
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 
 from netsync import errors as E
@@ -823,6 +824,11 @@ class _Client:
         reader.buf.clear()
         reader.pos = 0
         stats.flist_size = self.conn.bytes_read - before  # type: ignore[union-attr]
+        if not self.am_server:
+            bad = _unrequested_name(raw_entries, self.plan, opts)
+            if bad is not None:
+                raise TransportError(E.RERR_UNSUPPORTED, "ERROR: rejecting unrequested "
+                                     f"file-list name: {os.fsdecode(bad)}", bare=True)
         if show_flist:
             if rep.level("flist") >= 2:
                 n = len(raw_entries)
@@ -965,12 +971,26 @@ class _Client:
         self.redoing = False
         gen.after_files = lambda: self._redo_phase(gen)
         rep.attach_stats(stats)
+        # Pipelined requests.  What the generator prints of later items must follow the
+        # lines of the files still in flight, so any output first receives those.
+        pipe = not self.am_server and not g.hard_links and rep.logfile is None \
+            and rep.progress is None
+        saved_out = rep.out, rep.err
+        self._gen = gen
+        self._inflight: deque[int] = deque()
+        self._inflight_bytes = 0
+        if pipe:
+            gen.request_later = self._request_later
+            rep.out = _FinishFirst(rep.out, gen.finish_requests)
+            rep.err = _FinishFirst(rep.err, gen.finish_requests)
         try:
             gen.run()
         except BaseException:
             receiver.abort()
             raise
         finally:
+            rep.out, rep.err = saved_out
+            gen.request_later = None
             if rep.progress is not None:
                 rep.progress.newline_if_needed()
         self._pull_phases(first_done=True)
@@ -997,6 +1017,8 @@ class _Client:
 
         io = self.io
         assert io is not None
+        gen.finish_requests()
+        gen.request_later = None  # (the few redone files are asked for one by one)
         self._drain_pending()
         io.write_ndx(NDX_DONE)
         io.flush()
@@ -1020,6 +1042,46 @@ class _Client:
         io = self.io
         assert io is not None
         self._drain_pending()
+        state = self._write_request(req)
+        io.flush()
+        return self._read_reply(req, *state)
+
+    def _request_later(self, req: m.SendRequest):
+        """Send a request now and read its reply later (the sender answers in order),
+        as rsync's generator writes requests ahead of its receiver: a pull then does
+        not wait a round trip per file.  In flight at most PIPE_FILES requests or
+        PIPE_BYTES of them, so what we write never waits for the sender to read it."""
+        io = self.io
+        gen = self._gen
+        assert io is not None and gen is not None
+        inflight = self._inflight
+        sums = req.sums
+        size = 32
+        if sums is not None and not (self.opts.append or 0) and not self.redoing:
+            size += sums.head.count * (4 + sums.head.s2length)
+        while inflight and (len(inflight) >= PIPE_FILES
+                            or self._inflight_bytes + size > PIPE_BYTES):
+            n = len(inflight)
+            gen.finish_requests(n - 1)
+            if len(inflight) >= n:  # cannot happen: finish_requests is not re-entered here
+                raise WireError("pipelined request not finished", E.RERR_PROTOCOL)
+        state = self._write_request(req)
+        io._frame_output()  # send what we can now; the rest goes with the next read
+        io._flush_out(wait=False)
+        inflight.append(size)
+        self._inflight_bytes += size
+
+        def fetch() -> m.FileData:
+            self._inflight_bytes -= inflight.popleft()
+            self._drain_pending()
+            return self._read_reply(req, *state)
+
+        return fetch
+
+    def _write_request(self, req: m.SendRequest) -> tuple[int, int]:
+        """Write one file's ndx, iflags and sum head (+ block sums); (append, prefix)."""
+        io = self.io
+        assert io is not None
         iflags = req.iflags & ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
         self._write_ndx_and_attrs(req.ndx, iflags, 0, None)
         sums = req.sums
@@ -1040,7 +1102,14 @@ class _Client:
                 out += encode_int32(weak - (1 << 32) if weak >= 1 << 31 else weak)
                 out += strong[i * s2:(i + 1) * s2]
             io.write(out)
-        io.flush()
+        return append, prefix
+
+    def _read_reply(self, req: m.SendRequest, append: int, prefix: int) -> m.FileData:
+        """Read the sender's answer to ``req``: its echo and sum head; the tokens follow
+        as the receiver reads the returned FileData."""
+        io = self.io
+        assert io is not None
+        sums = req.sums
         nfiles = len(self.flist.entries)
         io.on_no_send = io.note_no_send
         while True:
@@ -1237,6 +1306,30 @@ MAX_FF_NAMES = 1 << 24  # as many as a file list may hold, and then some
 CHUNK_SIZE = 32 * 1024
 
 
+PIPE_FILES = 64  # file requests in flight at most
+PIPE_BYTES = 1 << 15  # ... and bytes of them (below any pipe's or socket's buffer)
+
+
+class _FinishFirst:
+    """An output stream that first receives the pipelined files in flight, so lines
+    come out in the order of the file list, as without pipelining."""
+
+    def __init__(self, stream, finish) -> None:
+        self._stream = stream
+        self._finish = finish
+
+    def write(self, text: str) -> int:
+        self._finish()
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._finish()
+        self._stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def _append_tokens(data, head, verify: bool, fsum) -> Iterator[bytes]:
     """match.c match_sums() for --append: what the receiver has (the sum head's length)
     is skipped, in the file sum only with --append-verify; the rest goes as data."""
@@ -1407,6 +1500,70 @@ def _check_parents(entries, missing_args: bool) -> None:
             continue  # --delete-missing-args entries may lack their parent
         raise WireError("ABORTING due to invalid path from sender: "
                         f"{os.fsdecode(e.name)}", E.RERR_PROTOCOL)
+
+
+def _unrequested_name(entries, plan, opts) -> bytes | None:
+    """flist.c recv_file_entry() against exclude.c add_implied_include(): the first name
+    of the sender's list that none of our source arguments asked for (None: all fine).
+
+    Each argument allows its own name (the part after "/./" with -R, else the last
+    component; wildcards kept), with -R its parent dirs, and with -r everything
+    below it (-d: one level).  --trust-sender, --old-args and --files-from lift the
+    check (rsync trusts a remote list, and checks a local one line by line).
+    """
+    from netsync.wildmatch import wildmatch
+
+    if opts.trust_sender or opts.old_args or opts.files_from or getattr(opts, "read_batch", None):
+        return None
+    relative = bool(opts.relative)
+    recurse = bool(opts.recursive or opts.recurse)
+    one_level = not recurse and (bool(opts.dirs) or opts.xfer_dirs > 0)
+    rules: list[tuple[bytes, bool, bool]] = []  # (pattern, wild, dirs only); no "/" prefix
+    below: list[tuple[bytes, bool]] = []  # (prefix, wild): -r anything under it, -d one level
+    for arg in plan.remote_paths or ["."]:
+        a = os.fsencode(arg) or b"."
+        if plan.daemon:
+            a = a.partition(b"/")[2]
+        if relative:
+            cut = a.find(b"/./")
+            a = a[cut + 3:] if cut >= 0 else a
+        else:
+            a = a.rpartition(b"/")[2]
+        wild = any(c in a for c in b"*?[")
+        comps = [c for c in a.split(b"/") if c not in (b"", b".")]
+        pat = b"/".join(comps)
+        if pat:
+            rules.append((pat, wild, False))
+            if relative:
+                rules.extend((b"/".join(comps[:i]), wild, True) for i in range(1, len(comps)))
+        if recurse or one_level:
+            below.append((pat, wild))
+
+    def matches(pat: bytes, wild: bool, name: bytes) -> bool:
+        return pat == name or (wild and wildmatch(pat, name))
+
+    def allowed(name: bytes, is_dir: bool) -> bool:
+        if any(matches(p, w, name) for p, w, d in rules if is_dir or not d):
+            return True
+        for pat, wild in below:
+            parent, _, base = name.rpartition(b"/")
+            if not pat:  # the transfer root's content
+                if recurse or not parent:
+                    return True
+            elif recurse:
+                if name.startswith(pat + b"/") or (wild and wildmatch(pat + b"/**", name)):
+                    return True
+            elif matches(pat, wild, parent) and base:
+                return True
+        return False
+
+    for e in entries:
+        name = e.name[1:] if e.name.startswith(b"/") else e.name
+        if name in (b".", b""):
+            continue  # the synthetic transfer root
+        if not allowed(name, stat.S_ISDIR(e.mode)):
+            return e.name
+    return None
 
 
 def _downgrade_implied_parents(entries, plan, relative: bool, recurse: bool) -> None:

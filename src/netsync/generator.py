@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -135,6 +136,11 @@ class Generator:
         self.sum_kwargs: dict = {}
         # Called after the first pass over the list (a wire client's redo phase).
         self.after_files: Callable[[], None] | None = None
+        # A wire client may pipeline its requests: request_later(req) sends one and
+        # returns a callable that reads its reply (a FileData) later, in order.
+        self.request_later: Callable[[m.SendRequest], Callable[[], m.FileData]] | None = None
+        self._later: deque[tuple] = deque()
+        self._finishing = False
 
     # ------------------------------------------------------------- helpers
     def dpath(self, name: bytes) -> bytes:
@@ -489,6 +495,7 @@ class Generator:
             self.recv_generator(ndx, e)
         while fstack:
             self.filters.leave_dir(fstack.pop()[1])
+        self.finish_requests()
         self.finish_hard_links()
         if self.after_files is not None:
             self.after_files()
@@ -1240,8 +1247,30 @@ class Generator:
             self.rep.log_item_transfer_end(e, iflags, 0)
             self._count_transfer(e, iflags)
             return
-        data = self.request(req)  # the sender opens the file; a failure is logged there
-        if data.failed:
+        if self.request_later is not None:
+            fetch = self.request_later(req)
+            self._later.append((fetch, ndx, e, path, basis, dest_st, new_mode, iflags))
+            return
+        self._receive_file(self.request(req), ndx, e, path, basis, dest_st, new_mode, iflags)
+
+    def finish_requests(self, keep: int = 0) -> None:
+        """Receive pipelined files, oldest first, until at most ``keep`` are in flight."""
+        if self._finishing:
+            return  # (called again by output that a receive itself prints)
+        self._finishing = True
+        try:
+            later = self._later
+            while len(later) > keep:
+                fetch, *args = later.popleft()
+                self._receive_file(fetch(), *args)
+        finally:
+            self._finishing = False
+
+    def _receive_file(self, data: m.FileData, ndx: int, e: FileEntry, path: bytes,
+                      basis: bytes | None, dest_st: os.stat_result | None, new_mode: int,
+                      iflags: int) -> None:
+        g = self.g
+        if data.failed:  # the sender could not open it; a failure is logged there
             return
         self.rep.log_item_transfer_start(e, iflags)
         self._count_transfer(e, iflags)

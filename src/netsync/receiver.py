@@ -64,6 +64,9 @@ class Receiver:
         # The destination dir below which nothing is followed (None: not confined).
         self.confine_root: bytes | None = None
         self._root_fd: tuple[bytes, int] | None = None
+        # Temp files are named through /proc/self/fd/N (the held dir) where /proc exists;
+        # inside a daemon chroot it does not, and the plain path is used instead.
+        self._fd_paths = os.path.isdir(b"/proc/self/fd")
 
     def _dest_parent(self, dest: bytes, dest_rel: bytes) -> int | None:
         """An fd of dest's dir, opened below the destination (``confine_root``, set
@@ -295,7 +298,8 @@ class Receiver:
                 leaf = tmp.rpartition(b"/")[2]
                 fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                              dir_fd=tfd)
-                tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
+                if self._fd_paths:
+                    tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
             else:
                 tfd = self._dest_parent(dest, dest_rel)
                 if tfd is None:
@@ -307,8 +311,9 @@ class Receiver:
                     leaf = tmp.rpartition(b"/")[2]
                     fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                                  0o600, dir_fd=tfd)
-                    tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
-                    final = b"/proc/self/fd/%d/%s" % (tfd, dest.rpartition(b"/")[2])
+                    if self._fd_paths:
+                        tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
+                        final = b"/proc/self/fd/%d/%s" % (tfd, dest.rpartition(b"/")[2])
         except OSError as ex:
             if tfd is not None:
                 os.close(tfd)

@@ -13,6 +13,7 @@ When a peer program is missing the fixture skips, except under CI
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -51,6 +52,27 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def start_daemon(cmd: list[str], config: os.PathLike[str] | str, *,
+                 env: dict[str, str] | None = None,
+                 what: str = "--daemon") -> tuple[subprocess.Popen[bytes], int]:
+    """``cmd --daemon --no-detach`` from ``config`` on a free loopback port.
+
+    Retried on a new port: another test may bind the free port first.  (proc, port);
+    fails through missing() when the daemon never listens.
+    """
+    for _ in range(5):
+        port = free_port()
+        proc = subprocess.Popen([*cmd, "--daemon", "--no-detach", f"--port={port}",
+                                 "--address=127.0.0.1", f"--config={config}"],
+                                env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if wait_for_port(port, proc):
+            return proc, port
+        stop(proc)
+    missing(f"could not start {shlex.join(cmd)} {what}")
+    raise AssertionError("unreachable")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

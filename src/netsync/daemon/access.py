@@ -218,6 +218,14 @@ def check_access(addr: str, host: str | None, allow: str | list[str] | None,
     return True, host
 
 
+def proxy_peer_allowed(hosts: str | None, addr: str, log: Logger = _no_log) -> bool:
+    """allow_proxy_protocol_peer(): only ``proxy protocol hosts`` may send the header
+    (an empty list trusts no one); matched by address or name, no forward lookup."""
+    if not hosts:
+        return False
+    return _access_match(hosts, addr, UNDETERMINED, False, False, _gethostbyname, log)[0]
+
+
 def peer_address(sockaddr: tuple[object, ...] | str) -> str:
     """client_addr(): the numeric address, an IPv4-mapped IPv6 one shown as IPv4."""
     host = sockaddr if isinstance(sockaddr, str) else str(sockaddr[0])

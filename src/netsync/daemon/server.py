@@ -48,6 +48,7 @@ import signal
 import socket
 import stat
 import sys
+import syslog
 import time
 from collections.abc import Callable
 
@@ -171,7 +172,18 @@ class _Wire:
 # one connection
 
 
+#: The connection's log, for the handshake deadline's lines (set by serve_connection).
+_alarm_log: DaemonLog | None = None
+
+
 def _on_alarm(_sig: int, _frame: object) -> None:
+    """The handshake deadline (io.c handshake_poll_timeout_ms): rsync logs its
+    rprintf(FERROR) line and exit_cleanup()'s "error ... (code 30)" line, then exits."""
+    if _alarm_log is not None:
+        from netsync import __version__
+
+        _alarm_log("[Receiver] daemon handshake timeout -- exiting", syslog.LOG_ERR)
+        _alarm_log(f"{E.exit_message(E.RERR_TIMEOUT)} [Receiver={__version__}]", syslog.LOG_ERR)
     os._exit(E.RERR_TIMEOUT)
 
 
@@ -266,6 +278,48 @@ class _Session:
             self.wire.write(line + "\n")
         raise _Refused()
 
+    def _proxy_header(self, g) -> bool:
+        """start_daemon(): a trusted balancer's PROXY header names the real client."""
+        from netsync.daemon import proxy
+
+        if not access.proxy_peer_allowed(g.proxy_protocol_hosts, self.addr, self.log):
+            self.log(f"proxy protocol rejected from untrusted peer UNDETERMINED ({self.addr})")
+            return False
+        ok, addr = proxy.read_header(lambda n: _read_exact(self.wire.f_in, n))
+        if ok and addr is not None:
+            self.addr = access.peer_address(addr)
+        return ok
+
+    def _daemon_identity(self, g) -> bool:
+        """start_daemon(): ``daemon chroot``, then ``daemon gid`` and ``daemon uid``, for
+        the whole connection (before the client says anything beyond the socket)."""
+        try:
+            if g.daemon_chroot:
+                what = f'daemon chroot("{g.daemon_chroot}") failed'
+                time.tzset()
+                os.chroot(g.daemon_chroot)
+                what = 'daemon chdir("/") failed'
+                os.chdir("/")
+            if g.daemon_gid:
+                gid = _lookup_gid(g.daemon_gid)
+                if gid is None:
+                    self.log(f"Invalid daemon gid: {g.daemon_gid}")
+                    return False
+                what = f"Unable to set group to daemon gid {gid}"
+                os.setgid(gid)
+                os.setgroups([gid])
+            if g.daemon_uid:
+                uid = _lookup_uid(g.daemon_uid)
+                if uid is None:
+                    self.log(f"Invalid daemon uid: {g.daemon_uid}")
+                    return False
+                what = f"Unable to set user to daemon uid {uid}"
+                os.setuid(uid)
+        except OSError as exc:
+            self.log(f"{what}: {exc.strerror} ({exc.errno})")
+            return False
+        return True
+
     def timeout(self, seconds: int) -> None:
         if self.am_daemon > 0:
             signal.alarm(seconds)
@@ -276,7 +330,13 @@ class _Session:
         assert cfg is not None
         g = cfg.globals
         self.timeout(_handshake_timeout(g))
+        if g.proxy_protocol and not self._proxy_header(g):
+            return E.RERR_STARTCLIENT
         host = access.client_name(self.addr) if g.reverse_lookup else "UNDETERMINED"
+        if any(m.reverse_lookup for m in cfg.modules):  # names need DNS: look up before chroot
+            access.client_name(self.addr)
+        if not self._daemon_identity(g):
+            return E.RERR_STARTCLIENT
         self.log(f"connect from {host} ({self.addr})")
         self._exchange_protocols(g.motd_file)
         line = self.wire.read_line()
@@ -771,6 +831,8 @@ def serve_connection(f_in: int, f_out: int, opts, addr: str, am_daemon: int = 1,
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(log.fd if log.fd >= 0 else null, 2)
         os.close(null)
+    global _alarm_log
+    _alarm_log = log
     signal.signal(signal.SIGALRM, _on_alarm)
     session = _Session(_Wire(0, 1), opts, addr, am_daemon, log)
     session.config = config

@@ -39,6 +39,8 @@ __all__ = [
 # checksum.c valid_auth_checksums_items, strongest first.
 AUTH_DIGESTS: tuple[str, ...] = ("sha512", "sha256", "sha1", "md5", "md4")
 _MAX_LINE = 4096 + 1024  # rsync's BIGPATHBUFLEN (read_line_old fails on longer lines)
+# Listing/motd lines kept when nobody streams them (a hostile daemon can send endless ones).
+_MAX_KEPT_LINES = 10_000
 
 _SOCKET_OPTIONS: dict[str, tuple[str, str, str]] = {
     # name: (level, option, kind) -- socket.c socket_options[]
@@ -105,13 +107,34 @@ def set_socket_options(sock: object, options: str | None,
             warn(f"failed to set socket option {name}: {exc.strerror}")
 
 
+def _socketpair_tcp():
+    """socket.c socketpair_tcp(): a connected pair over loopback TCP, not AF_UNIX, so a
+    daemon run by the program sees a TCP peer (127.0.0.1) for its logs and host rules."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(10)
+        ours = socket.create_connection(listener.getsockname())
+        try:
+            while True:  # only our own connection: another local process may race us
+                theirs, peer = listener.accept()
+                if peer == ours.getsockname():
+                    theirs.settimeout(None)
+                    return ours, theirs
+                theirs.close()
+        except OSError:
+            ours.close()
+            raise
+
+
 def _connect_prog(command: str, host: str, who: str) -> SocketConnection:
     """socket.c sock_exec(): RSYNC_CONNECT_PROG runs through the shell on a socketpair
     (its %H already replaced by the host), and the daemon protocol goes over that."""
-    import socket
     import subprocess
 
-    ours, theirs = socket.socketpair()
+    ours, theirs = _socketpair_tcp()
     try:
         subprocess.Popen(["sh", "-c", command], stdin=theirs, stdout=theirs,
                          close_fds=True, start_new_session=False)
@@ -372,7 +395,9 @@ class DaemonClient:
     """The client side of the @RSYNCD: exchange over any Connection.
 
     ``on_line`` is called with every motd/listing line as it arrives (rsync
-    prints them as they come); lines are also collected in the reply.
+    prints them as they come) and then the lines are not kept: a daemon may send
+    them forever.  Without it they are collected in the reply, at most
+    ``_MAX_KEPT_LINES`` of them.
     """
 
     def __init__(self, conn: Connection, protocol: int = 32, *,
@@ -440,9 +465,10 @@ class DaemonClient:
                 return reply
             if line.startswith("@ERROR"):
                 raise TransportError(RERR_STARTCLIENT, line, bare=True)
-            reply.lines.append(line)
             if self.on_line is not None:
                 self.on_line(line)
+            elif len(reply.lines) < _MAX_KEPT_LINES:
+                reply.lines.append(line)
 
     def list_modules(self) -> ModuleReply:
         return self.request("")
