@@ -326,8 +326,6 @@ def test_sender_without_server_and_files_from_arg_count_show_usage() -> None:
     (["-A"], "--acls (-A)"),
     (["-y"], "--fuzzy (-y)"),
     (["-N"], "--crtimes (-N)"),
-    (["-s"], "--secluded-args (-s)"),
-    (["--protect-args"], "--protect-args"),
     (["--fake-super"], "--fake-super"),
     (["--time-limit=5"], "--time-limit"),
     (["--write-batch=f"], "--write-batch"),
@@ -343,7 +341,7 @@ def test_not_implemented_options_are_refused(argv: list[str], shown: str) -> Non
 def test_negations_of_refused_options_are_fine() -> None:
     opts = parse_args(["--no-X", "--no-A", "--no-y", "--no-m", "-U", "a", "b"])
     assert opts.xattrs == 0 and opts.atimes == 1
-    assert {"acls", "xattrs", "fuzzy", "secluded-args"} <= NOT_IMPLEMENTED
+    assert {"acls", "xattrs", "fuzzy"} <= NOT_IMPLEMENTED
 
 
 def test_refusal_follows_the_module_level_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -691,15 +689,7 @@ def test_server_mode_specifics() -> None:
 
 
 def test_secluded_args_split() -> None:
-    from netsync import options
-
-    saved = set(options.NOT_IMPLEMENTED)
-    options.NOT_IMPLEMENTED.discard("secluded-args")
-    try:
-        opts = parse_args(["-rs", "--delete", "a", "h:b"])
-    finally:
-        options.NOT_IMPLEMENTED.clear()
-        options.NOT_IMPLEMENTED.update(saved)
+    opts = parse_args(["-rs", "--delete", "a", "h:b"])
     words, rest = server_options(opts, True)
     assert words == ["--server", "-sre.iLsfxCIvu"]
     assert rest == ["--delete"]

@@ -182,3 +182,11 @@ def test_remove_source_files(sshd_server: SshServer, tmp_path: Path, direction: 
     """MSG_SUCCESS: the sending side removes what arrived (the source tree is compared too)."""
     _compare(sshd_server, tmp_path, direction, ["-a", "--remove-source-files"], dest="none",
              tree="small")
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_secluded_args(sshd_server: SshServer, tmp_path: Path, direction: str) -> None:
+    """-s: the options and paths after the flags go over the connection, not ssh's
+    command line (names with spaces and shell characters need no quoting)."""
+    got = _compare(sshd_server, tmp_path, direction, ["-ais", "--delete"])
+    assert got.stdout, got.describe()

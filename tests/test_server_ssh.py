@@ -225,3 +225,11 @@ def test_unwritable_destination_file(sshd_server: SshServer, tmp_path: Path,
         assert b"Traceback" not in run.stderr and b"internal error" not in run.stderr
         codes.append(run.returncode)
     assert codes == [23, 23]
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", (32, 30))
+def test_secluded_args(sshd_server: SshServer, tmp_path: Path, direction: str,
+                       protocol: int) -> None:
+    """A -s client sends the arguments over stdin; the server reads them first."""
+    _compare(sshd_server, tmp_path, direction, ["-ais", "--delete", f"--protocol={protocol}"])

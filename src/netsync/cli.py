@@ -38,12 +38,49 @@ def _on_signal(signum, frame) -> None:  # noqa: ARG001
     raise _Signalled(signum)
 
 
+_MAX_SECLUDED_ARGS = 16 * 1000  # as the daemon's argument limit
+_MAX_ARG_LEN = 4096 + 1024  # BIGPATHBUFLEN
+
+
+def _read_secluded_args() -> list[str]:
+    """io.c read_args(): NUL-terminated words from stdin up to an empty one (bounded)."""
+    words: list[str] = []
+    cur = bytearray()
+    while True:
+        ch = os.read(0, 1)
+        if not ch:
+            raise E.RsyncError(E.RERR_PROTOCOL, "connection unexpectedly closed while "
+                               "reading the secluded arguments")
+        if ch != b"\0":
+            if len(cur) >= _MAX_ARG_LEN:
+                raise E.RsyncError(E.RERR_PROTOCOL, "secluded argument too long")
+            cur += ch
+            continue
+        if not cur:
+            return words
+        if len(words) >= _MAX_SECLUDED_ARGS:
+            raise E.RsyncError(E.RERR_PROTOCOL, "too many secluded arguments")
+        words.append(os.fsdecode(bytes(cur)))
+        cur.clear()
+
+
 def main(argv: list[str] | None = None) -> int:
     from netsync import options as O
 
     argv = sys.argv[1:] if argv is None else argv
     try:
         opts = O.parse_args(argv)
+        if opts.server and opts.secluded_args and not opts.daemon:
+            # main.c: a -s client sends the rest of the arguments over stdin (arg0
+            # "rsync", options, ".", paths); parse them after the command line's.
+            try:
+                extra = _read_secluded_args()
+            except E.RsyncError as re_:
+                _err(f"{PROG}: {re_.message}")
+                _exit_line(re_.code)
+                return re_.code
+            cmd = argv[:argv.index(".") + 1] if "." in argv else argv
+            opts = O.parse_args([*cmd, *extra[1:]])
     except O.PrintAndExit as pe:
         sys.stdout.write(pe.text)
         sys.stdout.flush()

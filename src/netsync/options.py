@@ -62,7 +62,6 @@ NOT_IMPLEMENTED: set[str] = {
     "copy-as",
     "early-input",
     "old-args",
-    "secluded-args",
 }
 
 MAX_BASIS_DIRS = 20
