@@ -70,6 +70,7 @@ class DaemonLink:
     pre_exec_error: str | None = None  # a failed pre-xfer exec's text (exit 4)
     incoming_chmod: list | None = None  # parsed "incoming chmod" rules (rsync.c set_file_attrs)
     module: str = ""  # the module's name, for messages
+    dont_compress: str | None = None  # the module's "dont compress" list
 
 
 class ServerReporter(Reporter):
@@ -448,7 +449,7 @@ class _Server(_Client):
 
     def _compress_level(self) -> int | None:
         d = self.daemon
-        return dont_compress_level(getattr(d, "dont_compress", None) if d else None,
+        return dont_compress_level(d.dont_compress if d else None,
                                    self.neg.compress or "none", self.opts.compress_level)
 
     def _list_emit(self, line: str) -> None:

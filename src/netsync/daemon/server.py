@@ -695,7 +695,8 @@ class _Session:
                           files_from=any(a.startswith("--files-from") for a in argv),
                           sanitize=self.sanitize and not self.munge,
                           pre_exec_error=pre_error,
-                          incoming_chmod=None if am_sender else self._incoming_chmod(mod))
+                          incoming_chmod=None if am_sender else self._incoming_chmod(mod),
+                          dont_compress=mod.dont_compress)
         opts.daemon = False
         opts.server = True
         from netsync import safepath
