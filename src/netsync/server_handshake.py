@@ -25,7 +25,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from netsync.errors import RERR_PROTOCOL, RERR_UNSUPPORTED
+from netsync.errors import RERR_PROTOCOL
 from netsync.transport import TransportError
 from netsync.transport.handshake import (
     CF_AVOID_XATTR_OPTIM,
@@ -42,7 +42,7 @@ from netsync.transport.handshake import (
     RSYNC_MAX_PROTOCOL,
     RSYNC_MIN_PROTOCOL,
     Negotiated,
-    take_vstring,
+    _StringNegotiation,
 )
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def server_name_list(env_value: str | None, known: tuple[str, ...]) -> list[str]
     return list(known)
 
 
-class ServerHandshake:
+class ServerHandshake(_StringNegotiation):
     """The server side of setup_protocol(), fed with bytes from the client.
 
     ``caps`` are the letters after "e." in the client's compact flags (None
@@ -100,6 +100,8 @@ class ServerHandshake:
     ``daemon_protocol`` skips the binary version exchange (the @RSYNCD
     greeting settled it; ``remote_protocol`` is then the client's).
     """
+
+    _side, _peer, _empty_list = "Server", "Client", ""  # the negotiation error's labels
 
     def __init__(self, protocol: int = MAX_PROTOCOL, *, caps: str | None = None,
                  checksum_choice: str | None = None, compress: bool = False,
@@ -129,7 +131,7 @@ class ServerHandshake:
         self._out = bytearray()
         self.result: Negotiated | None = None
         self.compat_flags = 0
-        self._strings = False
+        self._negotiated_strings = False
         self._checksum: str | None = None
         self._checksum_negotiated = False
         self._compress: str | None = None
@@ -169,9 +171,6 @@ class ServerHandshake:
             if not getattr(self, "_step_" + self._state)():
                 return
 
-    def _take_vstring(self) -> bytes | None:
-        return take_vstring(self._buf)
-
     # -- steps -------------------------------------------------------------
 
     def _step_version(self) -> bool:
@@ -193,59 +192,28 @@ class ServerHandshake:
         return True
 
     def _step_compat(self) -> bool:
-        from netsync.wire import encode_vstring
-
         if self.protocol >= 30:
             flags = server_compat_flags(self.caps)
             self.compat_flags = flags
-            self._strings = bool(flags & CF_VARINT_FLIST_FLAGS)
+            self._negotiated_strings = bool(flags & CF_VARINT_FLIST_FLAGS)
             if "V" in self.caps and "v" not in self.caps:
                 self._out.append(flags & 0xFF)  # the pre-release wrote a single byte
             else:
                 from netsync.wire import encode_varint
 
                 self._out += encode_varint(flags)
-        # negotiate_the_strings(): send all our lists before reading theirs.
-        if self._strings:
-            if self.checksum_choice is None:
-                self._out += encode_vstring(" ".join(self.checksum_names).encode())
-            if self.compress and self.compress_choice is None:
-                self._out += encode_vstring(" ".join(self.compress_names).encode())
+        self._send_lists()  # negotiate_the_strings(): all ours before reading theirs
         self._state = "checksum_list"
         return True
 
-    def _step_checksum_list(self) -> bool:
-        from netsync import checksum as cs
-
-        if self.checksum_choice is not None:
-            self._checksum = cs.resolve_checksum(self.checksum_choice.split(",", 1)[0],
-                                                 self.protocol)
-        elif self._strings:
-            raw = self._take_vstring()
-            if raw is None:
-                return False
-            self._checksum = self._pick("checksum", self.checksum_names, raw)
-            self._checksum_negotiated = True
-        else:
-            self._checksum = cs.implied_checksum(self.protocol)
-        self._state = "compress_list"
-        return True
+    def _forced_compress(self, choice: str) -> str | None:
+        return choice.lower()
 
     def _step_compress_list(self) -> bool:
-        if not self.compress:
+        if not super()._step_compress_list():
+            return False
+        if self._compress == "none":  # chosen or negotiated: no compression
             self._compress = None
-        elif self.compress_choice is not None:
-            self._compress = self.compress_choice.lower()
-        elif self._strings:
-            raw = self._take_vstring()
-            if raw is None:
-                return False
-            self._compress = self._pick("compress", self.compress_names, raw)
-        else:
-            self._compress = "zlib"
-        if self._compress == "none":
-            self._compress = None
-        self._state = "seed"
         return True
 
     def _step_seed(self) -> bool:
@@ -259,19 +227,6 @@ class ServerHandshake:
             checksum=self._checksum, checksum_negotiated=self._checksum_negotiated,
             compress=self._compress, checksum_seed=seed, mplex_in=p >= 30, mplex_out=p >= 23)
         return True
-
-    def _pick(self, kind: str, ours: list[str], raw: bytes) -> str:
-        from netsync.checksum import parse_name_list
-
-        theirs = {("xxh64" if n.lower() == "xxhash" else n.lower())
-                  for n in parse_name_list(raw)}
-        for name in ours:
-            if name in theirs:
-                return name
-        raise TransportError(RERR_UNSUPPORTED, "\n".join([
-            f"Failed to negotiate a {kind} choice.",
-            f"Client list: {raw.decode('ascii', 'replace')}",
-            f"Server list: {' '.join(ours)}"]), bare=True)
 
 
 def _fresh_seed() -> int:

@@ -147,7 +147,79 @@ def client_name_list(env_value: str | None, known: tuple[str, ...]) -> list[str]
     return [n for n in known if n != "none"]
 
 
-class ClientHandshake:
+class _StringNegotiation:
+    """compat.c negotiate_the_strings(), the same at both ends: each side sends its
+    checksum and compression lists (unless a choice was forced), then takes the first
+    of its own names that the peer also lists.  Subclasses set ``_negotiated_strings``
+    in their compat step and name themselves in ``_side``/``_peer`` for the error."""
+
+    _side = "Client"
+    _peer = "Server"
+    _empty_list = "INVALID"  # what the error shows for an empty list of ours
+
+    def _take_vstring(self) -> bytes | None:
+        return take_vstring(self._buf)
+
+    def _send_lists(self) -> None:
+        from netsync.wire import encode_vstring
+
+        if not self._negotiated_strings:
+            return
+        if self.checksum_choice is None:
+            self._out += encode_vstring(" ".join(self.checksum_names).encode())
+        if self.compress and self.compress_choice is None:
+            self._out += encode_vstring(" ".join(self.compress_names).encode())
+
+    def _step_checksum_list(self) -> bool:
+        from netsync import checksum as cs
+
+        if self.checksum_choice is not None:
+            self._checksum = cs.resolve_checksum(_first_choice(self.checksum_choice),
+                                                 self.protocol)
+        elif self._negotiated_strings:
+            raw = self._take_vstring()
+            if raw is None:
+                return False
+            self._checksum = self._pick("checksum", self.checksum_names, raw)
+            self._checksum_negotiated = True
+        else:
+            self._checksum = cs.implied_checksum(self.protocol)
+        self._state = "compress_list"
+        return True
+
+    def _forced_compress(self, choice: str) -> str | None:
+        return choice
+
+    def _step_compress_list(self) -> bool:
+        if not self.compress:
+            self._compress = None
+        elif self.compress_choice is not None:
+            self._compress = self._forced_compress(self.compress_choice)
+        elif self._negotiated_strings:
+            raw = self._take_vstring()
+            if raw is None:
+                return False
+            self._compress = self._pick("compress", self.compress_names, raw)
+        else:
+            self._compress = "zlib"
+        self._state = "seed"
+        return True
+
+    def _pick(self, kind: str, ours: list[str], raw: bytes) -> str:
+        from netsync.checksum import parse_name_list
+
+        theirs = {("xxh64" if n.lower() == "xxhash" else n.lower())
+                  for n in parse_name_list(raw)}
+        for name in ours:
+            if name in theirs:
+                return name
+        raise TransportError(RERR_UNSUPPORTED, "\n".join([
+            f"Failed to negotiate a {kind} choice.",
+            f"{self._peer} list: {raw.decode('ascii', 'replace')}",
+            f"{self._side} list: {' '.join(ours) or self._empty_list}"]), bare=True)
+
+
+class ClientHandshake(_StringNegotiation):
     """The client side of setup_protocol(), fed with bytes from the server.
 
     Parameters mirror the client's options: ``protocol`` (--protocol),
@@ -268,9 +340,6 @@ class ClientHandshake:
         del self._buf[:used]
         return value
 
-    def _take_vstring(self) -> bytes | None:
-        return take_vstring(self._buf)
-
     def _advance(self) -> None:
         while self.result is None:
             step = getattr(self, "_step_" + self._state)
@@ -312,61 +381,6 @@ class ClientHandshake:
         self._send_lists()
         self._state = "checksum_list"
         return True
-
-    def _send_lists(self) -> None:
-        from netsync.wire import encode_vstring
-
-        if not self._negotiated_strings:
-            return
-        if self.checksum_choice is None:
-            self._out += encode_vstring(" ".join(self.checksum_names).encode())
-        if self.compress and self.compress_choice is None:
-            self._out += encode_vstring(" ".join(self.compress_names).encode())
-
-    def _step_checksum_list(self) -> bool:
-        from netsync import checksum as cs
-
-        if self.checksum_choice is not None:
-            self._checksum = cs.resolve_checksum(_first_choice(self.checksum_choice),
-                                                 self.protocol)
-        elif self._negotiated_strings:
-            raw = self._take_vstring()
-            if raw is None:
-                return False
-            self._checksum = self._pick("checksum", self.checksum_names, raw)
-            self._checksum_negotiated = True
-        else:
-            self._checksum = cs.implied_checksum(self.protocol)
-        self._state = "compress_list"
-        return True
-
-    def _step_compress_list(self) -> bool:
-        if not self.compress:
-            self._compress = None
-        elif self.compress_choice is not None:
-            self._compress = self.compress_choice
-        elif self._negotiated_strings:
-            raw = self._take_vstring()
-            if raw is None:
-                return False
-            self._compress = self._pick("compress", self.compress_names, raw)
-        else:
-            self._compress = "zlib"
-        self._state = "seed"
-        return True
-
-    def _pick(self, kind: str, ours: list[str], raw: bytes) -> str:
-        from netsync.checksum import parse_name_list
-
-        theirs = parse_name_list(raw)
-        their_set = {("xxh64" if n.lower() == "xxhash" else n.lower()) for n in theirs}
-        for name in ours:
-            if name in their_set:
-                return name
-        raise TransportError(RERR_UNSUPPORTED, "\n".join([
-            f"Failed to negotiate a {kind} choice.",
-            f"Server list: {raw.decode('ascii', 'replace')}",
-            f"Client list: {' '.join(ours) or 'INVALID'}"]), bare=True)
 
     def _step_seed(self) -> bool:
         raw = self._take(4)
