@@ -41,8 +41,10 @@ def make_tree(root: Path, files: int) -> int:
 
 
 def children_rss(pid: int, stop_evt: threading.Event, out: list[int]) -> None:
-    """Peak RSS (KiB) of any single child process of ``pid`` while the run lasts."""
-    peak = 0
+    """Peak RSS and peak PSS (KiB) of any single child process of ``pid`` while the
+    run lasts.  PSS splits pages shared with the listener (a forked child shares the
+    preloaded interpreter) between their users, so it is the memory a connection adds."""
+    peak = peak_pss = 0
     while not stop_evt.is_set():
         try:
             kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -50,13 +52,15 @@ def children_rss(pid: int, stop_evt: threading.Event, out: list[int]) -> None:
             kids = []
         for k in kids:
             try:
-                for line in Path(f"/proc/{k}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
+                for line in Path(f"/proc/{k}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Rss:"):
                         peak = max(peak, int(line.split()[1]))
+                    elif line.startswith("Pss:"):
+                        peak_pss = max(peak_pss, int(line.split()[1]))
             except OSError:
                 pass
         time.sleep(0.02)
-    out.append(peak)
+    out.extend((peak, peak_pss))
 
 
 def run_clients(port: int, n: int, work: Path, tag: str) -> float:
@@ -110,14 +114,15 @@ def main() -> int:
             finally:
                 evt.set()
                 th.join()
-            results[who] = (elapsed, peak[0] if peak else 0)
+            results[who] = (elapsed, *(peak or (0, 0)))
         finally:
             stop(proc)
     total = data_bytes * a.clients
     print(f"{a.clients} clients x {a.files} files ({data_bytes:,} bytes each)")
-    print(f"{'daemon':8} {'wall s':>8} {'MB/s':>9} {'peak RSS/conn KiB':>18}")
-    for who, (elapsed, rss) in results.items():
-        print(f"{who:8} {elapsed:8.2f} {total / elapsed / 1e6:9.1f} {rss:18,}")
+    print(f"{'daemon':8} {'wall s':>8} {'MB/s':>9} {'peak RSS/conn KiB':>18} "
+          f"{'peak PSS/conn KiB':>18}")
+    for who, (elapsed, rss, pss) in results.items():
+        print(f"{who:8} {elapsed:8.2f} {total / elapsed / 1e6:9.1f} {rss:18,} {pss:18,}")
     r, n = results["rsync"][0], results["netsync"][0]
     print(f"throughput ratio netsync/rsync: {r / n:.2f}")
     shutil.rmtree(work, ignore_errors=True)

@@ -7,6 +7,7 @@ logins + LIST, for both servers in the same run, and prints the ratios
 
     python bench/bench_ftpd.py --size 1G --logins 200       # the issue's figures
     python bench/bench_ftpd.py --size 64M --logins 50 --rounds 1   # a quick run
+    python bench/bench_ftpd.py --only logins --rounds 7     # the login storm alone
 
 Needs root (both servers log a throwaway local user in), curl and
 /usr/sbin/vsftpd (apt-get install -y vsftpd).
@@ -70,15 +71,50 @@ def common_conf(port: int, user_service: str, cert: str, key: str, tls: bool) ->
     ])
 
 
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
 class Server:
     def __init__(self, name: str, argv: list[str], port: int) -> None:
         self.name, self.port = name, port
         # netsync from this checkout, whatever is installed
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
+        # The server and every process it forks in a cgroup of their own
+        # (cgroup v1 cpuacct, where there is one): their CPU time is counted
+        # whether or not each process is reaped by its parent.
+        self.cgroup: Path | None = None
+        if (CPUACCT / "cpuacct.usage").exists():
+            cg = CPUACCT / f"bench-ftpd-{os.getpid()}-{port}"
+            try:
+                cg.mkdir()
+                self.cgroup = cg
+            except OSError:
+                pass
+        procs = str(self.cgroup / "cgroup.procs") if self.cgroup else None
+
+        def join_cgroup() -> None:  # in the child, before exec: before any fork
+            if procs:
+                with open(procs, "w") as fh:
+                    fh.write("0")
+
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env=env)
+                                     env=env, preexec_fn=join_cgroup)
         wait_port(port)
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by the server and its (exited) processes, once
+        only the listener is left."""
+        deadline = time.monotonic() + 10
+        if self.cgroup is not None:
+            while (len((self.cgroup / "cgroup.procs").read_text().split()) > 1
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+            return int((self.cgroup / "cpuacct.usage").read_text()) / 1e9
+        # Without cgroups: what the listener and the children it reaped used.
+        time.sleep(1)
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -87,17 +123,26 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.cgroup is not None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    self.cgroup.rmdir()
+                    break
+                except OSError:  # busy until the last session process is gone
+                    time.sleep(0.1)
 
 
 def start(kind: str, work: Path, service: str, cert: str, key: str, tls: bool) -> Server:
     port = free_port()
     conf = work / f"{kind}-{'tls' if tls else 'plain'}.conf"
     text = common_conf(port, service, cert, key, tls)
+    # Both servers' pre-login processes chroot into the same empty directory.
+    text += "secure_chroot_dir=/var/run/vsftpd/empty\n"
+    os.makedirs("/var/run/vsftpd/empty", exist_ok=True)
     if kind == "vsftpd":
         # Container-friendly, as Debian's vsftpd needs here.
         text += "seccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\nbackground=NO\n"
-        text += "secure_chroot_dir=/var/run/vsftpd/empty\n"
-        os.makedirs("/var/run/vsftpd/empty", exist_ok=True)
         argv = ["/usr/sbin/vsftpd", str(conf)]
     else:
         argv = [sys.executable, "-m", "netsync.ftpd", str(conf)]
@@ -141,6 +186,8 @@ def main() -> int:
     ap.add_argument("--size", default="1G", help="transfer size (e.g. 64M, 1G)")
     ap.add_argument("--logins", type=int, default=200, help="concurrent logins + LIST")
     ap.add_argument("--rounds", type=int, default=3, help="repetitions (medians are reported)")
+    ap.add_argument("--only", choices=("transfers", "logins"),
+                    help="run one scenario: RETR/STOR (plain and TLS) or the concurrent logins")
     args = ap.parse_args()
     size = parse_size(args.size)
     if os.geteuid() != 0:
@@ -166,6 +213,8 @@ def main() -> int:
 
         cert, key = make_cert(str(work / "tls"), "localhost")
         src = work / "payload.bin"
+        if args.only == "logins":
+            size = 0
         with open(src, "wb") as fh:
             chunk = os.urandom(1 << 20)
             for _ in range(size // len(chunk)):
@@ -178,16 +227,26 @@ def main() -> int:
             kinds = ("vsftpd", "netsync-ftpd") if rnd % 2 == 0 else ("netsync-ftpd", "vsftpd")
             for kind in kinds:
                 for tls in (False, True):
+                    if tls and args.only == "logins":
+                        continue
                     srv = start(kind, work, service, cert, key, tls)
                     try:
-                        retr, stor = bench_transfer(srv, name, pw, src, tls, home)
-                        tag = "tls" if tls else "plain"
                         r = samples[kind]
-                        r.setdefault(f"RETR {tag} MB/s", []).append(size / retr / 1e6)
-                        r.setdefault(f"STOR {tag} MB/s", []).append(size / stor / 1e6)
-                        if not tls:
-                            r.setdefault(f"{args.logins} logins+LIST s", []).append(
-                                bench_logins(srv, name, pw, args.logins))
+                        if args.only != "logins":
+                            retr, stor = bench_transfer(srv, name, pw, src, tls, home)
+                            tag = "tls" if tls else "plain"
+                            r.setdefault(f"RETR {tag} MB/s", []).append(size / retr / 1e6)
+                            r.setdefault(f"STOR {tag} MB/s", []).append(size / stor / 1e6)
+                        if not tls and args.only != "transfers":
+                            cpu0 = srv.cpu_seconds()
+                            secs = bench_logins(srv, name, pw, args.logins)
+                            cpu = (srv.cpu_seconds() - cpu0) / args.logins * 1e3
+                            r.setdefault(f"{args.logins} logins+LIST s", []).append(secs)
+                            r.setdefault("server CPU ms/login", []).append(cpu)
+                            # per-round figures: the load shows which rounds were disturbed
+                            print(f"round {rnd + 1} {kind:12} logins {secs:6.2f} s  "
+                                  f"CPU {cpu:6.2f} ms/login  load {os.getloadavg()[0]:.2f}",
+                                  file=sys.stderr, flush=True)
                     finally:
                         srv.stop()
         keys = list(samples["vsftpd"])
@@ -196,6 +255,14 @@ def main() -> int:
         for k in keys:
             v, n = statistics.median(samples["vsftpd"][k]), statistics.median(samples["netsync-ftpd"][k])
             print(f"{k:28} {v:12.2f} {n:13.2f} {n / v:7.2f}")
+        login_key = f"{args.logins} logins+LIST s"
+        if login_key in keys:
+            # Both servers ran back to back in each round: the per-round ratio
+            # cancels most of the load that other processes put on the machine.
+            paired = [n / v for v, n in zip(samples["vsftpd"][login_key],
+                                             samples["netsync-ftpd"][login_key], strict=True)]
+            print(f"{'logins ratio, per round':28} {'':12} {'':13} {statistics.median(paired):7.2f}"
+                  f"  ({' '.join(f'{r:.2f}' for r in paired)})")
         return 0
     finally:
         pam_path.unlink(missing_ok=True)

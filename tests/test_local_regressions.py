@@ -166,3 +166,338 @@ def test_delete_missing_args_with_transfers(tmp_path: Path) -> None:
     assert n.stderr == r.stderr == b""
     assert (tmp_path / "netsync" / "dst" / "keep" / "k").read_bytes() == b"k\n"
     assert not (tmp_path / "netsync" / "dst" / "gone").exists()
+
+
+@pytest.mark.parametrize("shift", ["insert", "delete", "replace"])
+def test_inplace_delta_never_reads_overwritten_blocks(tmp_path: Path, shift: str) -> None:
+    # --inplace rewrites the basis while reading it: a block the write position has
+    # passed must not be referenced (rsync's updating_basis_file).
+    lines = [b"line %06d of the old file\n" % i for i in range(40000)]
+    new = {"insert": [b"inserted\n" * 3000] + lines[:30000] + lines[35000:],
+           "delete": lines[5000:] + lines[:100],
+           "replace": lines[20000:] + lines[:20000]}[shift]
+
+    def setup(w: Path) -> None:
+        (w / "s").mkdir()
+        (w / "d").mkdir()
+        (w / "s" / "f").write_bytes(b"".join(new))
+        (w / "d" / "f").write_bytes(b"".join(lines))
+        os.utime(w / "d" / "f", (1_000_000_000, 1_000_000_000))  # not skipped as unchanged
+    both(tmp_path, setup, "-a", "--inplace", "--no-whole-file", "s/", "d/")
+    assert (tmp_path / "netsync" / "d" / "f").read_bytes() == b"".join(new)
+
+
+def _out(p: subprocess.CompletedProcess[bytes]) -> list[bytes]:
+    """stdout without the byte counts and rsync's -vv debug lines (not compared)."""
+    skip = (b"sent ", b"total size ", b"delta-transmission ", b"total: ")
+    return [ln for ln in p.stdout.splitlines() if not ln.startswith(skip)]
+
+
+def _vv_tree(w: Path) -> None:
+    (w / "s" / "sub").mkdir(parents=True)
+    for name in ("f", "g", "sub/h"):
+        (w / "s" / name).write_bytes(name.encode() * 100)
+    os.link(w / "s" / "f", w / "s" / "f2")
+    os.symlink("f", w / "s" / "lnk")
+    os.mkfifo(w / "s" / "fifo")
+    subprocess.run([*RSYNC, "-aH", "--specials", "s/", "d/"], cwd=w, check=True)
+    os.chmod(w / "d" / "g", 0o600)  # an attribute-only change: "g", not "g is uptodate"
+    (w / "s" / "new").write_bytes(b"new")  # transferred: its name comes after the rest
+    os.utime(w / "s", (1_000_000_000, 1_000_000_000))  # "./" always changes (-t)
+
+
+@pytest.mark.parametrize("opts", [("-vv", "-rlpH", "--specials"), ("-vv", "-rlptH"),
+                                  ("-ii", "-rlptH", "--specials"),
+                                  ("-ivv", "-rlptH", "--specials")])
+def test_vv_reports_uptodate_entries(tmp_path: Path, opts: tuple[str, ...]) -> None:
+    # rsync.c set_file_attrs(ATTRS_REPORT), hlink.c maybe_hard_link(); the transfer
+    # names follow the generator's own messages (as rsync's sender prints them).
+    r, n = both(tmp_path, _vv_tree, *opts, "s/", "d/")
+    if "-rlptH" in opts:
+        # A changed dir time makes rsync's sender print "./" whenever its stream
+        # flushes (racy): compare the lines, and the generator's own in order.
+        assert sorted(_out(n)) == sorted(_out(r))
+        assert [x for x in _out(n) if x.endswith(b" is uptodate")] == \
+            [x for x in _out(r) if x.endswith(b" is uptodate")]
+    else:
+        assert _out(n) == _out(r)
+    if "-vv" in opts and "-ivv" not in opts:
+        assert b"f2 is uptodate" in n.stdout
+
+
+def _alt_tree(w: Path) -> None:
+    (w / "from" / "foo").mkdir(parents=True)
+    (w / "from" / "bar").mkdir()
+    (w / "from" / "foo" / "config1").write_bytes(b"one\n" * 500)
+    (w / "from" / "foo" / "config2").write_bytes(b"two\n" * 500)
+    (w / "from" / "bar" / "data").write_bytes(b"data\n" * 500)
+    os.link(w / "from" / "foo" / "config1", w / "from" / "foo" / "extra")
+    os.symlink("../bar/data", w / "from" / "foo" / "sym")
+    subprocess.run([*RSYNC, "-aH", "from/", "to/"], cwd=w, check=True)
+
+
+@pytest.mark.parametrize("alt", ["--copy-dest=../to", "--link-dest=../to", "--compare-dest=../to"])
+@pytest.mark.parametrize("opts", [("-ivv",), ("-i",), ("-vv",), ("-ii",), ("-nvv",), ("-nii",)])
+def test_alt_dest_matches_are_itemized_as_rsync(tmp_path: Path, alt: str,
+                                                opts: tuple[str, ...]) -> None:
+    # try_dests_reg/try_dests_non at match level 3 and hard_link_check's alt-dest
+    # match: "cd ./", "hf extra => config1", "NAME is uptodate"; a dry run drops one
+    # leading "../" of the alt dir (the dest it could not create).
+    r, n = both(tmp_path, _alt_tree, *opts, "-plrtH", alt, "from/", "to2/")
+    assert _out(n) == _out(r)
+    assert n.stderr == r.stderr == b""
+
+
+def test_hardlinked_specials_link_to_the_first(tmp_path: Path) -> None:
+    # Non-regular members need no data: the first is made and the rest link to it at
+    # once; regular files wait for the last member's data, then link newest-first.
+    def setup(w: Path) -> None:
+        (w / "s").mkdir()
+        os.mkfifo(w / "s" / "p1")
+        for i in (2, 3):
+            os.link(w / "s" / "p1", w / "s" / f"p{i}")
+        for name in ("a", "z"):
+            (w / "s" / f"{name}1").write_bytes(name.encode())
+            for i in (2, 3):
+                os.link(w / "s" / f"{name}1", w / "s" / f"{name}{i}")
+    r, n = both(tmp_path, setup, "-aiH", "--specials", "s/", "d/")
+    assert _out(n) == _out(r)
+    assert b"hS+++++++++ p2 => p1" in n.stdout
+
+
+@pytest.mark.parametrize("pdir", [".rsync-partial", "PARTIAL"])
+def test_partial_dir_file_is_the_basis_and_then_removed(tmp_path: Path, pdir: str) -> None:
+    data = b"".join(b"%08d\n" % i for i in range(60000))
+
+    def setup(w: Path) -> None:
+        (w / "src" / "a").mkdir(parents=True)
+        (w / "src" / "a" / "f").write_bytes(data)
+        (w / "src" / "a" / "same").write_bytes(b"x")
+        d = w / "dst" / "a"
+        d.mkdir(parents=True)
+        shutil.copy2(w / "src" / "a" / "same", d / "same")
+        pd = Path(pdir) if pdir.startswith("/") else d / pdir
+        pd.mkdir()
+        (pd / "f").write_bytes(data[:200000])
+        (pd / "same").write_bytes(b"stale")  # dest is up to date: the partial just goes
+    r, n = both(tmp_path, setup, "-ai", f"--partial-dir={pdir}", "--no-whole-file",
+                "src/", "dst/")
+    assert _out(n) == _out(r)
+    assert not (tmp_path / "netsync" / "dst" / "a" / pdir).exists()
+
+
+@pytest.mark.parametrize("args", [("./down/deep",), ("./down/deep/",), ("./down", "./down/deep"),
+                                  ("down/deep",), ("--no-implied-dirs", "./down/deep")])
+def test_relative_leading_dot_slash_sends_the_dot_dir(tmp_path: Path,
+                                                      args: tuple[str, ...]) -> None:
+    # flist.c: with -R, a leading "./" lists "." (implied) so the dest dir gets its
+    # attributes too.
+    def setup(w: Path) -> None:
+        (w / "src" / "down" / "deep").mkdir(parents=True)
+        (w / "src" / "down" / "deep" / "f").write_bytes(b"f")
+        for d in ("src/down/deep/f", "src/down/deep", "src/down", "src"):
+            os.utime(w / d, (1_000_000_000, 1_000_000_000))
+    t0 = time.time_ns() - 100_000_000
+    runs = []
+    for who, cmd in (("rsync", RSYNC), ("netsync", NETSYNC)):
+        w = tmp_path / who
+        w.mkdir()
+        setup(w)
+        runs.append(subprocess.run([*cmd, "-aiR", *args, str(w / "dst")], cwd=w / "src",
+                                   capture_output=True, timeout=120))
+    r, n = runs
+    assert n.returncode == r.returncode == 0, (r.stderr, n.stderr)
+    assert _out(n) == [ln.replace(b"/rsync/", b"/netsync/") for ln in _out(r)]
+    tc.assert_same(tc.snapshot(tmp_path / "rsync" / "dst", t0),
+                   tc.snapshot(tmp_path / "netsync" / "dst", t0))
+
+
+@pytest.mark.parametrize("target", ["../../sensitive", "keep.txt"])
+def test_safe_links_backup_drops_only_unsafe_symlinks(tmp_path: Path, target: str) -> None:
+    # backup.c: with --safe-links an unsafe symlink being replaced is not backed up.
+    def setup(w: Path) -> None:
+        (w / "s").mkdir()
+        (w / "d").mkdir()
+        (w / "s" / "keep.txt").write_bytes(b"k\n")
+        (w / "s" / "link").write_bytes(b"regular now\n")
+        os.symlink(target, w / "d" / "link")
+    r, n = both(tmp_path, setup, "-a", "--backup", "--suffix=.bak", "--safe-links",
+                "--info=symsafe", "s/", "d/")
+    assert (n.stdout, n.stderr) == (r.stdout, r.stderr)
+    assert os.path.islink(tmp_path / "netsync" / "d" / "link.bak") == (target == "keep.txt")
+
+
+@pytest.mark.parametrize("implied", [True, False])
+def test_relative_no_implied_dirs_follows_dest_symlink(tmp_path: Path, implied: bool) -> None:
+    # -R --no-implied-dirs uses existing dest path elements as they are (a symlink is
+    # followed); with implied dirs the symlink is replaced by a real dir.
+    def setup(w: Path) -> None:
+        (w / "src" / "path").mkdir(parents=True)
+        (w / "src" / "path" / "file").write_bytes(b"NEW\n")
+        (w / "dst" / "real").mkdir(parents=True)
+        os.symlink("real", w / "dst" / "path")
+    opts = () if implied else ("--no-implied-dirs",)
+    r, n = both(tmp_path, setup, "-aiR", *opts, "src/./path/file", "dst/")
+    assert (n.stdout, n.stderr) == (r.stdout, r.stderr)
+    assert (tmp_path / "netsync" / "dst" / "real" / "file").exists() == (not implied)
+
+
+def test_groupmap_empty_name_matches_every_id_with_numeric_ids(tmp_path: Path) -> None:
+    # uidlist.c: --numeric-ids sends no names, so an empty FROM matches every id.
+    target = 1 if os.geteuid() == 0 else os.getgid()
+
+    def setup(w: Path) -> None:
+        (w / "s" / "d1").mkdir(parents=True)
+        (w / "s" / "d1" / "f").write_bytes(b"f")
+    both(tmp_path, setup, "-a", "--numeric-ids", f"--groupmap=:{target}", "s/", "d/")
+    assert os.stat(tmp_path / "netsync" / "d" / "d1" / "f").st_gid == target
+
+
+def test_backup_dir_on_another_filesystem_keeps_fifo_and_symlink(tmp_path: Path) -> None:
+    # backup.c copy fallback (EXDEV): a fifo is recreated with mknod, never opened.
+    shm = Path("/dev/shm")
+    if os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.fail("this test needs /dev/shm on a filesystem other than the temp dir")
+    bak = {}
+
+    def setup(w: Path) -> None:
+        (w / "s").mkdir()
+        (w / "d").mkdir()
+        (w / "s" / "fifo").write_bytes(b"replaces the fifo\n")
+        os.symlink("gen2", w / "s" / "lnk")
+        os.mkfifo(w / "d" / "fifo", 0o640)
+        os.symlink("gen1", w / "d" / "lnk")
+        bak[w.name] = shm / f"netsync-test-bakx-{os.getpid()}-{w.name}"
+
+    t0 = time.time_ns() - 100_000_000
+    for who, cmd in (("rsync", RSYNC), ("netsync", NETSYNC)):
+        w = tmp_path / who
+        w.mkdir()
+        setup(w)
+        p = subprocess.run([*cmd, "-rlpD", "-b", f"--backup-dir={bak[who]}", "s/", "d/"],
+                           cwd=w, capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    try:
+        tc.assert_same(tc.snapshot(tmp_path / "rsync", t0),
+                       tc.snapshot(tmp_path / "netsync", t0))
+        tc.assert_same(tc.snapshot(bak["rsync"], t0), tc.snapshot(bak["netsync"], t0))
+        assert (bak["netsync"] / "fifo").is_fifo()
+    finally:
+        for d in bak.values():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("opts", [("-av",), ("-ai", "--no-whole-file"), ("-a", "--inplace")])
+def test_append_verify_redoes_a_file_whose_prefix_differs(tmp_path: Path,
+                                                          opts: tuple[str, ...]) -> None:
+    # receiver.c: a failed --append-verify warns and sends the file again (no append).
+    data = b"".join(b"%07d\n" % i for i in range(5000))
+
+    def setup(w: Path) -> None:
+        (w / "s").mkdir()
+        (w / "d").mkdir()
+        (w / "s" / "f").write_bytes(data)
+        (w / "s" / "ok").write_bytes(data)
+        (w / "d" / "f").write_bytes(b"\0" * 64 + data[64:20000])
+        (w / "d" / "ok").write_bytes(data[:20000])
+    r, n = both(tmp_path, setup, *opts, "--append-verify", "s/", "d/")
+    assert sorted(_out(n)) == sorted(_out(r))
+    assert n.stderr == r.stderr
+    assert (tmp_path / "netsync" / "d" / "f").read_bytes() == data
+
+
+def test_delta_input_that_shrinks_reads_as_zeros_not_sigbus(tmp_path: Path) -> None:
+    # fileio.c map_ptr(): a source/basis cut short mid-transfer reads as zeros (and is
+    # reported); a mapped file would kill the process with SIGBUS instead.
+    code = r"""
+import errno, os, sys
+from netsync import match
+p = sys.argv[1]
+data = bytes(range(256)) * 4000
+open(p, "wb").write(data)
+sums = match.generate_sums(data, len(data), "md5", 0, 32)
+fd = os.open(p, os.O_RDONLY)
+win = match.FileWindow(fd, len(data))
+win.FILL = 65536
+toks = match.match_tokens(win, sums, "md5", 0, 32)
+first = next(toks)
+os.truncate(p, 100000)
+rest = list(toks)
+assert win.status == errno.ENODATA, win.status
+print("survived", len(rest) > 0)
+"""
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f")], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    assert p.stdout.strip() == "survived True"
+
+
+_SECRET = "TOP-SECRET-abc123"
+
+
+@pytest.mark.parametrize("case", ["per-dir", "argument", "named-by-file", "after-nested"])
+def test_filter_errors_locate_merge_file_rules_without_echoing_them(tmp_path: Path,
+                                                                    case: str) -> None:
+    # exclude.c rule_text(): a bad rule read from a file is reported by where it was
+    # (its file and line, or where that file was named), never by what it says.
+    def setup(w: Path) -> None:
+        (w / "src").mkdir()
+        (w / "src" / "f").write_bytes(b"hi\n")
+        (w / "secret").write_text(_SECRET + "\n")
+        (w / "outer").write_text(f". {w}/secret\n")
+        (w / "child").write_text("- harmless\n")
+        (w / "parent").write_text(f". {w}/child\nZbad-in-parent\n")
+        (w / "src" / ".rsync-filter").write_text(": ../secret\n")
+    args = {"per-dir": ("-F",), "argument": (f"--filter=. {tmp_path}/W/secret",),
+            "named-by-file": (f"--filter=. {tmp_path}/W/outer",),
+            "after-nested": (f"--filter=. {tmp_path}/W/parent",)}[case]
+    outs = []
+    for who, cmd in (("rsync", RSYNC), ("netsync", NETSYNC)):
+        w = tmp_path / who
+        w.mkdir()
+        setup(w)
+        argv = [a.replace(f"{tmp_path}/W", str(w)) for a in args]
+        p = subprocess.run([*cmd, "-r", *argv, "src/", "dst/"], cwd=w, capture_output=True,
+                           text=True, timeout=60)
+        outs.append((p.returncode, p.stdout + p.stderr, w))
+    (rc_r, out_r, w_r), (rc_n, out_n, w_n) = outs
+    assert rc_n == rc_r != 0
+    assert _SECRET not in out_n
+    where = {"per-dir": "<rule from a file read earlier>",
+             "argument": f"<rule from {w_n}/secret line 1>",
+             "named-by-file": f"<rule from a file named at {w_n}/outer line 1>",
+             "after-nested": f"<rule from {w_n}/parent line 2>"}[case]
+    assert where in out_n
+    assert where.replace(str(w_n), str(w_r)) in out_r  # (what rsync says too)
+
+
+def test_self_including_merge_file_hits_the_depth_limit(tmp_path: Path) -> None:
+    # ". .merge" inside a dir-merge file names .merge relative to the transfer root
+    # (rsync's cwd), so it includes itself until MAX_MERGE_DEPTH.
+    def setup(w: Path) -> None:
+        (w / "s").mkdir()
+        (w / "s" / ".merge").write_text(". .merge\n")
+        (w / "s" / "f").write_text("hello\n")
+    r, n = both(tmp_path, setup, "-a", "--filter=: .merge", "s/", "d/")
+    assert n.returncode == 11
+    assert b"merge-file include depth limit (32) exceeded at <rule from a file named at" \
+        in n.stderr
+
+
+def test_merge_named_inside_a_subdir_merge_file_is_relative_to_the_transfer_root(
+        tmp_path: Path) -> None:
+    # parse_merge_name(): a slash-less "." name is relative to rsync's cwd (the
+    # transfer root), a new ":" rule starts in the dir that named it (no parent scan).
+    def setup(w: Path) -> None:
+        for d in ("s", "s/sub", "s/sub/deep"):
+            (w / d).mkdir()
+            for f in ("a", "b", "c"):
+                (w / d / f).write_text(f)
+        (w / "s" / "sub" / ".rsync-filter").write_text(". rules-x\n: .extra\n")
+        (w / "s" / "rules-x").write_text("- a\n")
+        (w / "s" / "sub" / "rules-x").write_text("- c\n")
+        (w / "s" / ".extra").write_text("- b\n")
+        (w / "s" / "sub" / "deep" / ".extra").write_text("- b\n")
+    r, n = both(tmp_path, setup, "-ai", "-F", "s/", "d/")
+    assert (n.stdout, n.stderr) == (r.stdout, r.stderr)
+    assert not (tmp_path / "netsync" / "d" / "sub" / "a").exists()

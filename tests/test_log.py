@@ -11,6 +11,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -510,3 +511,43 @@ def test_stats_block_matches_rsync(tmp_path: Path, flag: str, human: int) -> Non
 def test_human_num_default_level() -> None:
     assert human_num(5011) == "5,011"
     assert human_num(5011, 0) == "5011"
+
+
+# ---------------------------------------------------------------------------
+# Debug/stat lines of a whole local run, netsync's CLI against rsync's
+# ---------------------------------------------------------------------------
+
+
+def _cli_lines(cmd: list[str], tmp: Path, who: str, args: tuple[str, ...]) -> list[str]:
+    work = tmp / who
+    shutil.copytree(tmp / "seed", work, symlinks=True)
+    p = subprocess.run([*cmd, *args, "s/", "d/"], cwd=work, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    noise = ("sent ", "total size ", "File list ", "Total bytes ")  # timings, wire bytes
+    # hash_hits counts rsync's hash-table bucket hits, which depend on its table layout
+    return [re.sub(r"hash_hits=\d+", "hash_hits=N", x) for x in p.stdout.splitlines()
+            if not x.startswith(noise)]
+
+
+@needs_rsync
+@pytest.mark.parametrize("args", [
+    ("-a", "--debug=NSTR"), ("-az", "--debug=NSTR"), ("-a", "--zc=lz4", "--cc=md5,xxh64",
+                                                      "--debug=NSTR"),
+    ("-a", "--compress-level=5", "--debug=NSTR"), ("-azz", "--debug=NSTR"),
+    ("-a", "--zc=zlib", "--zl=0", "--debug=NSTR"),
+    ("-vv",), ("-vv", "--no-W"), ("-a", "--no-W", "--stats", "--debug=deltasum"),
+])
+def test_local_run_debug_and_stats_lines_match_rsync(tmp_path: Path,
+                                                     args: tuple[str, ...]) -> None:
+    # compat.c/checksum.c NSTR lines, generator.c "delta-transmission ...", match.c
+    # "total: matches=...", and --stats literal/matched data of a delta transfer.
+    seed = tmp_path / "seed"
+    (seed / "s").mkdir(parents=True)
+    (seed / "d").mkdir()
+    old = b"".join(b"line %06d\n" % i for i in range(20000))
+    (seed / "d" / "f").write_bytes(old)
+    (seed / "s" / "f").write_bytes(old[:50000] + b"inserted\n" + old[50000:150000])
+    (seed / "s" / "new").write_bytes(b"new\n")
+    netsync = [sys.executable, "-m", "netsync"]
+    assert _cli_lines(netsync, tmp_path, "n", args) == _cli_lines([RSYNC], tmp_path, "r", args)

@@ -327,9 +327,9 @@ def test_sender_without_server_and_files_from_arg_count_show_usage() -> None:
     (["-y"], "--fuzzy (-y)"),
     (["-N"], "--crtimes (-N)"),
     (["--fake-super"], "--fake-super"),
-    (["--time-limit=5"], "--time-limit"),
+    (["--write-devices"], "--write-devices"),
     (["--write-batch=f"], "--write-batch"),
-    (["-UU"], "--open-noatime"),
+    (["--copy-as=nobody"], "--copy-as"),
     (["-vaX"], "--xattrs (-X)"),
 ])
 def test_not_implemented_options_are_refused(argv: list[str], shown: str) -> None:

@@ -12,6 +12,7 @@ without negotiation: ``md4_old`` (27-29), ``md4_busted`` (21-26) and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -64,6 +65,7 @@ class NegotiationError(RsyncError):
         super().__init__(RERR_UNSUPPORTED, message)
 
 
+@functools.cache  # (only valid names are cached: an unknown one raises)
 def canonical_name(name: str) -> str:
     """Map a user/peer supplied checksum name to our canonical spelling."""
     low = name.lower()
@@ -84,6 +86,7 @@ def implied_checksum(protocol: int) -> str:
     return "md4_archaic"
 
 
+@functools.cache
 def resolve_checksum(name: str | None, protocol: int) -> str:
     """Canonical name for a negotiated/chosen checksum; None or 'auto' = implied."""
     if name is None or name.lower() == "auto":
@@ -538,11 +541,14 @@ def file_checksum(path: str | bytes | os.PathLike[str], name: str, protocol: int
     """
     del seed
     name = resolve_checksum(name, protocol)
+    from netsync.sender import read_flags
+
+    flags = os.O_RDONLY | os.O_CLOEXEC | read_flags()  # --open-noatime
     if name in ("md4_busted", "md4_archaic"):
-        with open(path, "rb") as f:
+        with open(os.open(path, flags), "rb") as f:
             return md4_rsync_legacy(f.read(), busted=True, bits32=protocol < 27)
     fs = FileSum("md4" if name == "md4_old" else name, 0, protocol)
-    with open(path, "rb") as f:
+    with open(os.open(path, flags), "rb") as f:
         while chunk := f.read(1 << 20):
             fs.update(chunk)
     return fs.digest()

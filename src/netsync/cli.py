@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from netsync import safepath
 
     safepath.insecure_links = bool(opts.insecure_links)
+    O.apply_process_options(opts)
     try:
         return run_client(opts)
     except _Signalled:
@@ -151,9 +152,12 @@ def run_client(opts) -> int:
 def _file_checksum_fn():
     import xxhash
 
+    from netsync import sender
+
     def fn(path: bytes, size: int) -> bytes:
         h = xxhash.xxh128()
-        with open(path, "rb", buffering=0) as f:
+        with open(os.open(path, os.O_RDONLY | os.O_CLOEXEC | sender.read_flags()), "rb",
+                  buffering=0) as f:
             while True:
                 b = f.read(1 << 20)
                 if not b:
@@ -168,11 +172,12 @@ class IdMap:
     """--usermap/--groupmap (uidlist.c): first matching FROM wins; FROM is a name,
     a wildcard name, a number, a LOW-HIGH range or ``*``."""
 
-    def __init__(self, spec: str, which: str) -> None:
+    def __init__(self, spec: str, which: str, numeric: bool = False) -> None:
         import fnmatch
 
         self._fnmatch = fnmatch.fnmatchcase
         self.which = which
+        self.numeric = numeric  # --numeric-ids: no names are sent, every id is nameless
         self.rules: list[tuple[str, int]] = []
         for item in spec.split(","):
             if ":" not in item:
@@ -217,8 +222,9 @@ class IdMap:
                     result = to
                     break
                 continue
-            name = self._name(num)
-            if name is not None and self._fnmatch(name, frm):
+            # uidlist.c recv_add_id(): a missing name is "", which an empty FROM matches.
+            name = "" if self.numeric else self._name(num) or ""
+            if self._fnmatch(name, frm):
                 result = to
                 break
         self._cache[num] = result
@@ -231,7 +237,7 @@ class IdMap:
 def _parse_ids(spec: str | None, numeric: bool, which: str) -> IdMap | None:
     if not spec:
         return None
-    return IdMap(spec, which)
+    return IdMap(spec, which, numeric)
 
 
 def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
@@ -297,6 +303,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
                                        or opts.delay_updates or opts.prune_empty_dirs or opts.qsort)
     show_flist = rep.level("flist") >= 1 and w.dirs or w.recursive
     show_flist = show_flist and rep.level("flist") >= 1 and not inc_recurse and not opts.quiet
+    _nstr_report(opts, rep)
     rep._log_file_msg("building file list")
     if show_flist:
         rep.out.write("building file list ... ")
@@ -333,7 +340,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
                 for e in children:
                     if not stat.S_ISLNK(e.mode):
                         e.mode = tweak(e.mode, chmod_rules)
-            _count_listed(stats, children)
+            stats.count_listed(children)
             flist_size[0] += sum(map(len, map(_name_of, children))) + 8 * len(children)
 
         def on_eof() -> None:
@@ -417,6 +424,12 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     )
     alt = opts.alt_dest
     alt_dirs = [_under(dest_root, d) for d in alt[1]] if alt else []
+    if opts.dry_run and alt and not os.path.isdir(dest_root):
+        # main.c check_alt_basis_dirs(): the dest a dry run could not create is
+        # left out by dropping one leading "../" (rather than resolving through it).
+        up = os.path.dirname(dest_root.rstrip(b"/")) or b"."
+        alt_dirs = [up + b"/" + os.fsencode(d)[3:].rstrip(b"/") if d.startswith("../")
+                    else a_dir for d, a_dir in zip(alt[1], alt_dirs, strict=True)]
     delete_mode = None
     if opts.delete:
         delete_mode = opts.delete_mode or "during"
@@ -447,11 +460,16 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
                     on_success=sender.remove_source, solo_file=solo)
     gen.stats = stats
     gen.feed = feed
+    gen.local_append_verify = True
     if dry_missing:
         gen.dry_missing = b"."
     rep.attach_stats(stats)
     if feed is not None and rep.progress is not None:
         rep.progress.flist_eof = feed.eof  # "ir-chk" while the list is still growing
+    if opts.debug.get("flist", 0) >= 1:
+        # generator.c: append mode always sends deltas
+        rep.info("delta-transmission " + ("enabled" if opts.append or opts.whole_file is False
+                                          else "disabled for local transfer or --whole-file"))
     try:
         gen.run()
     except _Signalled:
@@ -461,11 +479,42 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         if rep.progress is not None:
             rep.progress.newline_if_needed()
     io_error = flist.io_error | sender.io_error
+    matched = gen.delta_totals[3]
+    stats.literal_data -= matched
+    stats.matched_data += matched
+    if opts.debug.get("deltasum", 0) >= 1:
+        # match.c match_report(), from the sender once all files are sent
+        m_, hits, alarms, _ = gen.delta_totals
+        rep.info(f"total: matches={m_}  hash_hits={hits}  false_alarms={alarms} "
+                 f"data={stats.literal_data}")
     _summary(opts, rep, stats, start, flist_size[0])
     rep.close()
     code = rep.exit_code(io_error)
     _exit_line(code)
     return code
+
+
+def _nstr_report(opts, rep) -> None:
+    """--debug=NSTR: the checksum and compression a local run settles on (checksum.c
+    parse_checksum_choice, compat.c parse_compress_choice); a choice not given is
+    negotiated with the local server side, which agrees on our first preference."""
+    if opts.debug.get("nstr", 0) < 1:
+        return
+    if opts.checksum_choice:
+        rep.info(f"Client checksum: {opts.checksum_choice}")
+    else:
+        rep.info("Client negotiated checksum: xxh128")
+    if not opts.compress and opts.compress_level is None:
+        return
+    from netsync.token import compression_level
+
+    name = opts.compress_choice.lower() if opts.compress_choice else "zstd"
+    level = compression_level(name, opts.compress_level)
+    shown = opts.compress_choice or name
+    if level is None:  # token.c init_compression_level(): the "off" level
+        shown, level = "none", opts.compress_level
+    rep.info(f"Client{'' if opts.compress_choice else ' negotiated'} compress: "
+             f"{shown} (level {level})")
 
 
 def _prune_empty_dirs(flist) -> None:
@@ -496,25 +545,6 @@ def _prune_empty_dirs(flist) -> None:
 
 
 _name_of = operator.attrgetter("name")
-_size_of = operator.attrgetter("size")
-
-
-def _count_listed(stats, entries: list) -> None:
-    """Stats.count_listed() for a chunk, by file type in bulk (the hot path of a no-op)."""
-    fmts = [e.mode & 0o170000 for e in entries]
-    stats.num_files += len(fmts)
-    dirs, links = fmts.count(stat.S_IFDIR), fmts.count(stat.S_IFLNK)
-    regs = fmts.count(stat.S_IFREG)
-    if dirs or links or regs != len(fmts):
-        devs = fmts.count(stat.S_IFCHR) + fmts.count(stat.S_IFBLK)
-        stats.num_dirs += dirs
-        stats.num_links += links
-        stats.num_devs += devs
-        stats.num_specials += len(fmts) - dirs - links - regs - devs
-        stats.total_size += sum(e.size for e in entries
-                                if e.mode & 0o170000 in (stat.S_IFREG, stat.S_IFLNK))
-    else:
-        stats.total_size += sum(map(_size_of, entries))
 
 
 def _get_local_name(opts, rep, flist, dest: bytes) -> tuple[bool, bool]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import sys
 import time
 from collections import deque
@@ -23,7 +24,17 @@ from netsync import log
 from netsync import messages as m
 from netsync.io import ProtocolIO, RemoteExit
 from netsync.transport import Connection, TransportError
-from netsync.wire import NDX_DEL_STATS, NDX_DONE, Msg, WireError, encode_int32
+from netsync.wire import (
+    NDX_DEL_STATS,
+    NDX_DONE,
+    NDX_FLIST_EOF,
+    NDX_FLIST_OFFSET,
+    Msg,
+    WireError,
+    encode_int32,
+    encode_shortint,
+    encode_vstring,
+)
 
 PROG = "netsync"
 ITEM_TRANSFER = log.ITEM_TRANSFER
@@ -36,6 +47,9 @@ MAX_SUM_COUNT = 1 << 28
 MAX_BLOCK_SIZE = 1 << 17  # rsync.h: the block-length limit from protocol 30
 FLIST_ENTRY_SIZE = 256  # what a received file-list entry costs us, for --max-alloc
 SUM_BUF_SIZE = 24  # rsync's struct sum_buf, what --max-alloc is counted against
+_SUM_HEAD = struct.Struct("<iiii")  # count, block length, strong-sum length, remainder
+_SUM_HEAD_26 = struct.Struct("<iii")  # below protocol 27 there is no strong-sum length
+_I32 = struct.Struct("<i")
 
 __all__ = ["run_remote"]
 
@@ -100,10 +114,21 @@ class WireIO(ProtocolIO):
         self.no_send.add(ndx)
         self._no_send_new = True
 
+    #: io.c extra_flist_sending_enabled: called while nothing is there to read; it
+    #: may write more (an incremental push sends one more file list) and says so.
+    on_idle = None
+
     def _pump(self) -> None:
         if self._no_send_new:
             self._no_send_new = False
             raise _NoSend()
+        idle = self.on_idle
+        if idle is not None and not self._eof:
+            import select
+
+            while not select.select([self.conn.rfd], [], [], 0)[0] and idle():
+                self._frame_output()
+                self._flush_out(wait=False)
         super()._pump()
 
 
@@ -119,6 +144,9 @@ class _Client:
         #: The remote side is a server sender, which writes its stats after the transfer.
         self.peer_sends_stats = True
         self.am_server = False
+        self._feed: _WireFeed | None = None  # an incremental pull's file lists
+        self._lists: _PushLists | None = None  # ... and an incremental push's
+        self._done_echoes = 0
 
     # ------------------------------------------------------------------ setup
     def close_code(self, code: int) -> int:
@@ -143,12 +171,13 @@ class _Client:
         from netsync.transport.remote import Mode, plan_transfer
 
         opts = self.opts
-        # Incremental recursion is not offered yet: no 'i' in the capabilities.
-        opts.inc_recursive = False
         plan = plan_transfer([os.fsdecode(a) for a in self.args], port=opts.port,
                              shell_cmd=opts.rsh, password_file=opts.password_file,
                              contimeout=opts.contimeout, files_from_host=opts.files_from_host)
         self.plan = plan
+        # options.c: 'i' goes into the capabilities only where rsync's client would offer
+        # it and this client can run the option set incrementally (a client may decline).
+        opts.inc_recursive = bool(opts.inc_recursive) and self._inc_supported(plan)
         self.am_sender = plan.am_sender
         Connection.timeout = opts.timeout or None  # rsync's io_timeout covers the handshakes
         self.who = "sender" if plan.am_sender else "receiver"
@@ -176,6 +205,27 @@ class _Client:
         if self.am_sender:
             return self._push()
         return self._pull()
+
+    def _inc_supported(self, plan) -> bool:
+        """Option sets this client runs with incremental recursion: one plain recursive
+        source, pushed or pulled.  Everything else (-H, -R, --files-from, several
+        sources, --list-only, --*-missing-args, --delete-before/after/delay, ...)
+        gets the whole list at once, as before."""
+        o = self.opts
+        if plan.am_sender:
+            # sender.iter_chunks(): one plain source walked a directory at a time.
+            if len(plan.local_paths) != 1:
+                return False
+        elif len(plan.remote_paths) != 1 or not plan.local_paths:
+            return False
+        if o.hard_links or o.relative or o.files_from is not None or o.list_only \
+                or o.delete_missing_args or o.ignore_missing_args:
+            return False
+        if o.delete and o.delete_mode not in (None, "during"):
+            return False
+        if o.delay_updates or o.prune_empty_dirs or o.write_batch or o.only_write_batch:
+            return False
+        return True
 
     def _refuse_unsupported(self, plan) -> None:
         """Options this client cannot yet carry over the wire (none at the moment)."""
@@ -383,13 +433,29 @@ class _Client:
         io = self.io
         assert io is not None
         proto = self.neg.protocol
+        feed = self._feed
         while True:
             ndx = io.read_ndx()
-            if ndx == NDX_DONE:
+            if ndx == NDX_DONE and not self._done_echoes:
                 return ndx, 0, 0, None
             if ndx == NDX_DEL_STATS:
                 self._read_del_stats()
                 continue
+            if self._lists is not None and ndx >= 0:
+                if self._lists.entry(ndx) is None:
+                    raise WireError(f"Invalid file index: {ndx} [{self.who}]",
+                                    E.RERR_PROTOCOL)
+                nfiles = ndx + 1
+            elif feed is not None:
+                # rsync.c read_ndx_and_attrs(): sub-lists and list-done echoes come
+                # between the files; a file index must be in a list not yet finished.
+                if ndx < 0:
+                    self._read_list_ndx(ndx)
+                    continue
+                if feed.entry(ndx) is None:
+                    raise WireError(f"Invalid file index: {ndx} [{self.who}]",
+                                    E.RERR_PROTOCOL)
+                nfiles = ndx + 1
             if ndx < 0 or ndx >= nfiles + (1 if proto < 30 else 0):
                 raise WireError(f"Invalid file index: {ndx} ({NDX_DONE} - {nfiles - 1}) "
                                 f"[{self.who}]", E.RERR_PROTOCOL)
@@ -408,14 +474,15 @@ class _Client:
                              xname: bytes | None) -> None:
         io = self.io
         assert io is not None
-        io.write_ndx(ndx)
         if self.neg.protocol < 29:
+            io.write_ndx(ndx)
             return
-        io.write_shortint(iflags)
+        out = io.ndx_out.encode(ndx) + encode_shortint(iflags)  # one write per file
         if iflags & ITEM_BASIS_TYPE_FOLLOWS:
-            io.write_byte(ftype)
+            out += bytes((ftype & 0xFF,))
         if iflags & ITEM_XNAME_FOLLOWS:
-            io.write_vstring(xname or b"")
+            out += encode_vstring(xname or b"")
+        io.write(out)
 
     def _read_del_stats(self) -> None:
         io = self.io
@@ -437,23 +504,24 @@ class _Client:
         assert io is not None
         proto = self.neg.protocol
         # io.c read_sum_head(): every field is bounded before anything is sized by it.
-        count = io.read_int()
+        if proto >= 27:  # the four ints at once (one per file on a push)
+            count, blength, s2length, remainder = _SUM_HEAD.unpack(io.read(16))
+        else:
+            count, blength, remainder = _SUM_HEAD_26.unpack(io.read(12))
+            s2length = 2
         if count < 0:
             raise WireError(f"Invalid checksum count {count} [{self.who}]", E.RERR_PROTOCOL)
         if count > MAX_SUM_COUNT or count * SUM_BUF_SIZE > (self.opts.max_alloc or 1 << 30):
             # my_alloc() of count sum_bufs past --max-alloc (default 1G).
             raise WireError(f"ERROR: out of memory in receive_sums [{self.who}]",
                             E.RERR_MALLOC)
-        blength = io.read_int()
         if blength < 0 or blength > (MAX_BLOCK_LEN if proto < 30 else MAX_BLOCK_SIZE):
             raise WireError(f"Invalid block length {blength} [{self.who}]", E.RERR_PROTOCOL)
         if count and blength == 0:
             raise WireError(f"Invalid zero block length [{self.who}]", E.RERR_PROTOCOL)
-        s2length = io.read_int() if proto >= 27 else 2
         if s2length < 0 or s2length > self._xfer_sum_len():  # CVE-2024-12084
             raise WireError(f"Invalid checksum length {s2length} [{self.who}]",
                             E.RERR_PROTOCOL)
-        remainder = io.read_int()
         if remainder < 0 or remainder > blength:
             raise WireError(f"Invalid remainder length {remainder} [{self.who}]",
                             E.RERR_PROTOCOL)
@@ -463,16 +531,15 @@ class _Client:
         """checksum.c xfer_sum_len: the negotiated transfer digest's length."""
         from netsync.checksum import digest_len, resolve_checksum
 
-        return digest_len(resolve_checksum(self.neg.checksum, self.neg.protocol))
+        return digest_len(resolve_checksum(self.neg.checksum, self.neg.protocol))  # (cached)
 
     def _write_sum_head(self, head) -> None:
         io = self.io
         assert io is not None
-        io.write_int(head.count)
-        io.write_int(head.blength)
         if self.neg.protocol >= 27:
-            io.write_int(head.s2length)
-        io.write_int(head.remainder)
+            io.write(_SUM_HEAD.pack(head.count, head.blength, head.s2length, head.remainder))
+        else:
+            io.write(_SUM_HEAD_26.pack(head.count, head.blength, head.remainder))
 
     def _summary(self, sent: int, received: int, total_size: int) -> None:
         opts = self.opts
@@ -547,9 +614,11 @@ class _Client:
         entries = flist.entries
         io.on_deleted = lambda name, is_dir: rep.deleted(
             name, stat.S_IFDIR if is_dir else stat.S_IFREG)
-        io.ndx_limit = len(entries)
+        io.ndx_limit = len(entries) if self._lists is None else None
         if opts.remove_source_files:
             io.on_success = sender.remove_source
+            if self._lists is not None:
+                io.on_success = self._lists.remove_source
         self._send_files(sender, entries)
         self._goodbye()
         io.flush()
@@ -579,7 +648,7 @@ class _Client:
             copy_links=opts.copy_links, copy_unsafe_links=opts.copy_unsafe_links,
             copy_dirlinks=opts.copy_dirlinks, one_file_system=opts.one_file_system,
             hard_links=bool(opts.hard_links), devices=opts.devices, specials=opts.specials,
-            checksum=opts.checksum,
+            checksum=opts.checksum, atimes=bool(opts.atimes),
         )
         sender = _wire_sender_cls(Sender)(w, rep, filters,
                                           self._file_sum_fn() if opts.checksum else None)
@@ -589,6 +658,8 @@ class _Client:
             sender.missing_args = 1
         show_flist = (not self.am_server and rep.level("flist") >= 1
                       and (w.dirs or w.recursive) and not opts.quiet)
+        if self.neg.inc_recurse and not self.am_server:
+            return self._send_first_inc_list(sender, sources, show_flist)
         if show_flist:
             rep.out.write("building file list ... ")
             rep.out.flush()
@@ -639,11 +710,42 @@ class _Client:
         stats.flist_size = self.conn.bytes_written - before  # type: ignore[union-attr]
         return sender, flist, io_error
 
+    def _send_first_inc_list(self, sender, sources: list[bytes], show_flist: bool):
+        """flist.c send_file_list() with incremental recursion: the first list only
+        (the top-level items, and the top dir's contents for "src/"); the later ones go
+        out from _send_files() as send_extra_file_list() does."""
+        from netsync.flist_codec import FlistEncoder
+
+        opts = self.opts
+        rep = self.rep
+        if show_flist:
+            rep.info("sending incremental file list")
+        tweak = None
+        if opts.chmod:
+            from netsync.chmod import parse_chmod, tweak_mode
+
+            rules = parse_chmod(opts.chmod)
+
+            def tweak(entries: list) -> None:
+                for e in entries:
+                    if not stat.S_ISLNK(e.mode):
+                        e.mode = tweak_mode(e.mode, rules)
+
+        enc = FlistEncoder(self.neg.protocol, user_names=_user_name, group_names=_group_name,
+                           **self._flist_codec_kwargs())
+        t0 = time.time()
+        before = self.conn.bytes_written  # type: ignore[union-attr]
+        lists = self._lists = _PushLists(self, sender, sender.iter_chunks(sources), enc, tweak)
+        lists.send_first()
+        rep.roots = sender.flist.roots
+        self.stats.flist_buildtime = time.time() - t0
+        self.stats.flist_size = self.conn.bytes_written - before  # type: ignore[union-attr]
+        return sender, sender.flist, 0
+
     def _send_files(self, sender, entries) -> None:
         """sender.c send_files()."""
         from netsync import token
         from netsync.checksum import FileSum
-        from netsync.match import BlockSums
 
         opts = self.opts
         io = self.io
@@ -655,18 +757,37 @@ class _Client:
         phase = 0
         max_phase = 2 if proto >= 29 else 1
         encoder = token.make_encoder(neg.compress or "none", self._compress_level(), proto)
+        plain = type(encoder) is token.TokenEncoder
         sent_once: set[int] = set()
         nfiles = len(entries)
+        lists = self._lists
         while True:
-            io.flush()
+            if lists is not None:
+                lists.send_extra(MIN_FILECNT_LOOKAHEAD)
+                io.on_idle = lists.idle
+            # No flush per file: a read that would block sends what is pending first
+            # (WireIO._pump), so queued requests are answered in full buffers as rsync.
             ndx, iflags, ftype, xname = self._read_ndx_and_attrs(nfiles)
+            io.on_idle = None
             if ndx == NDX_DONE:
+                if lists is not None and lists.active:
+                    # sender.c: each list's NDX_DONE frees it (and is echoed); the
+                    # last one's is the end of phase 0.
+                    lists.free_first()
+                    if lists.active:
+                        io.write_ndx(NDX_DONE)
+                        continue
                 phase += 1
                 if phase > max_phase:
                     break
                 io.write_ndx(NDX_DONE)
                 continue
-            e = entries[ndx]
+            if lists is not None:
+                lists.note_ndx(ndx)
+                lists.send_extra(MIN_FILECNT_LOOKAHEAD)
+                e = lists.entry(ndx)
+            else:
+                e = entries[ndx]
             if not iflags & ITEM_TRANSFER:
                 rep.maybe_log_item(e, iflags, xname)
                 self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
@@ -694,6 +815,8 @@ class _Client:
             head = self._read_sum_head()
             sums = None
             if head.count and not append:  # receive_sums(): --append gets a head only
+                from netsync.match import BlockSums  # numpy: only once there are blocks
+
                 raw = io.read(head.count * (4 + head.s2length))
                 sums = _parse_sums(head, raw, BlockSums)
             stats.xferred_files += 1
@@ -736,6 +859,22 @@ class _Client:
                 # match.c updating_basis_file: the receiver overwrites its basis as it
                 # goes, so a block from before the write position must go as data.
                 tokens = _inplace_tokens(data, head)
+            if plain and sums is None and not append and fd is not None:
+                # Whole file, no compression: the token stream is just the data in
+                # CHUNK_SIZE pieces, each after its length; read big, write once.
+                out = bytearray()
+                while chunk := os.read(fd, 1 << 18):
+                    fsum.update(chunk)
+                    with memoryview(chunk) as view:
+                        for i in range(0, len(chunk), token.CHUNK_SIZE):
+                            piece = view[i:i + token.CHUNK_SIZE]
+                            out += _I32.pack(len(piece))
+                            out += piece
+                    io.write(out)
+                    out.clear()
+                    offset += len(chunk)
+                literal = offset
+                tokens = ()
             for tok in tokens:
                 if isinstance(tok, int):
                     blen = head.block_len(tok)
@@ -795,6 +934,10 @@ class _Client:
         stats = self.stats
         show_flist = not self.am_server and rep.level("flist") >= 1 and not opts.quiet \
             and bool(opts.recursive or opts.recurse or opts.dirs)
+        inc = self.neg.inc_recurse and not self.am_server
+        if inc and show_flist:
+            show_flist = False
+            rep.info("receiving incremental file list")
         if show_flist:
             rep.out.write("receiving file list ... ")
             rep.out.flush()
@@ -807,23 +950,10 @@ class _Client:
         if opts.delete_missing_args:
             dec.missing_args = 2
         before = self.conn.bytes_read  # type: ignore[union-attr]
-        raw_entries = []
-        while True:
-            item = dec.next_entry()
-            if item is None:
-                dec.feed(io.read_some())
-                continue
-            from netsync.flist_codec import EndOfList
-
-            if isinstance(item, EndOfList):
-                io_error = item.io_error
-                break
-            raw_entries.append(item)
-        reader = dec.reader
-        io.unread(bytes(reader.buf[reader.pos:]))
-        reader.buf.clear()
-        reader.pos = 0
+        raw_entries, io_error = self._decode_list(dec)
         stats.flist_size = self.conn.bytes_read - before  # type: ignore[union-attr]
+        if inc:
+            return self._first_inc_list(dec, raw_entries, io_error)
         if not self.am_server:
             bad = _unrequested_name(raw_entries, self.plan, opts)
             if bad is not None:
@@ -848,6 +978,114 @@ class _Client:
         flist = FileList(entries=entries, roots=[b"."], io_error=io_error)
         stats.count_listed(entries)
         return flist
+
+    def _decode_list(self, dec) -> tuple[list, int]:
+        """Read one file list (up to its end marker) off the stream: (entries, io_error)."""
+        from netsync.flist_codec import EndOfList
+
+        io = self.io
+        assert io is not None
+        raw_entries = []
+        try:
+            while True:
+                item = dec.next_entry()
+                if item is None:
+                    dec.feed(io.read_some())
+                    continue
+                if isinstance(item, EndOfList):
+                    io_error = item.io_error
+                    break
+                raw_entries.append(item)
+        finally:
+            reader = dec.reader
+            io.unread(bytes(reader.buf[reader.pos:]))
+            reader.buf.clear()
+            reader.pos = 0
+        return raw_entries, io_error
+
+    # ------------------------------------------------- incremental recursion (pull)
+    def _first_inc_list(self, dec, raw_entries: list, io_error: int):
+        """The first list of an incremental pull; the feed takes the later ones."""
+        from netsync.flist import FileList
+
+        flist = FileList(entries=[], roots=[b"."], io_error=io_error)
+        self._dec = dec
+        self._dirs: dict[int, object] = {}  # dir_ndx -> entry, until its list comes
+        self._ndirs = 0
+        self._done_echoes = 0  # per-list NDX_DONEs whose echo is still to come
+        feed = self._feed = _WireFeed(self, flist)
+        entries = self._clean_inc_list(raw_entries, None)
+        if entries and entries[0].name == b"." and stat.S_ISDIR(entries[0].mode):
+            # The first list holds the top dir's contents: no list of its own may follow
+            # (an empty one would make --delete sweep the whole destination).
+            dec._dirs_listed.add(0)
+            self._dirs.pop(0, None)
+            feed.add(entries[0], dec.ndx_start, entries)
+        else:
+            feed.add(None, dec.ndx_start, entries)
+        feed.first = entries
+        if len(entries) == 1:
+            # main.c recv_additional_file_list(): is this a one-file transfer?
+            self._read_list_ndx(self.io.read_ndx())  # type: ignore[union-attr]
+        if self.rep.progress is not None:
+            self.rep.progress.flist_eof = feed.eof
+        return flist
+
+    def _clean_inc_list(self, raw_entries: list, parent) -> list:
+        """recv_file_list()'s tail for one list: the checks, ids, sort; its dirs join
+        dir_flist (rsync's numbering for the sub-lists to come)."""
+        from netsync.flist_codec import sort_and_clean
+
+        opts = self.opts
+        bad = _unrequested_name(raw_entries, self.plan, opts)
+        if bad is not None:
+            raise TransportError(E.RERR_UNSUPPORTED, "ERROR: rejecting unrequested "
+                                 f"file-list name: {os.fsdecode(bad)}", bare=True)
+        dec = self._dec
+        if not opts.numeric_ids:
+            _map_ids(raw_entries, dec.uid_names, dec.gid_names)
+        entries = sort_and_clean(raw_entries, protocol=self.neg.protocol, am_sender=False)
+        if not opts.trust_sender:
+            _downgrade_implied_parents(entries, self.plan, False,
+                                       bool(opts.recursive or opts.recurse or opts.dirs))
+        for e in entries:
+            if stat.S_ISDIR(e.mode):
+                self._dirs[self._ndirs] = e
+                self._ndirs += 1
+        if self._ndirs != len(dec.dir_names):  # (both sort a list's dirs the same way)
+            raise WireError(f"file-list directory count mismatch [{self.who}]",
+                            E.RERR_PROTOCOL)
+        self.stats.count_listed(entries)
+        return entries
+
+    def _read_list_ndx(self, ndx: int) -> None:
+        """A negative index the sender interleaves with an incremental transfer: a
+        sub-list (NDX_FLIST_OFFSET - dir_ndx), the list's end (NDX_FLIST_EOF), or the
+        echo of a per-list NDX_DONE."""
+        feed = self._feed
+        assert feed is not None
+        if ndx == NDX_DONE and self._done_echoes:
+            self._done_echoes -= 1
+            return
+        if ndx == NDX_FLIST_EOF and not feed.eof:
+            feed.eof = True
+            if self.rep.progress is not None:
+                self.rep.progress.flist_eof = True
+            return
+        if ndx <= NDX_FLIST_OFFSET and not feed.eof:
+            dec = self._dec
+            dir_ndx = dec.begin_sublist(ndx)
+            parent = self._dirs.pop(dir_ndx, None)
+            if parent is None:
+                raise WireError(f"refusing flist for cleared dir_ndx {dir_ndx} [{self.who}]",
+                                E.RERR_PROTOCOL)
+            base = dec.ndx_start
+            raw_entries, io_error = self._decode_list(dec)
+            entries = self._clean_inc_list(raw_entries, parent)
+            feed.flist.io_error |= io_error
+            feed.add(parent, base, entries)
+            return
+        raise WireError(f"Invalid file index: {ndx} [{self.who}]", E.RERR_PROTOCOL)
 
     def _list_only(self, flist) -> int:
         """generator.c list_file_entry() for every listed item (no destination)."""
@@ -878,7 +1116,7 @@ class _Client:
         self.rep.out.write(line + "\n")
 
     def _receive(self, flist, dest: bytes) -> int:
-        from netsync.cli import _get_local_name, _parse_ids, _under
+        from netsync.cli import _get_local_name, _local_name, _parse_ids, _under
         from netsync.generator import Generator, GenOptions
         from netsync.metadata import AttrOptions
         from netsync.receiver import ReceiveOptions, Receiver
@@ -891,11 +1129,16 @@ class _Client:
         proto = neg.protocol
         stats = self.stats
         am_root = os.geteuid() == 0
-        if not flist.entries:
+        feed = self._feed
+        if not flist.entries and (feed is None or not feed.listed):
             self._pull_phases()
             self._summary(io.conn.bytes_written, io.conn.bytes_read, stats.total_size)
             return self._final_code(flist.io_error)
-        solo, dry_missing = _get_local_name(opts, rep, flist, dest)
+        if feed is not None:
+            # main.c get_local_name() on what the first list(s) held.
+            solo, dry_missing = _local_name(opts, rep, feed.first, feed.listed, dest)
+        else:
+            solo, dry_missing = _get_local_name(opts, rep, flist, dest)
         dest_root = dest.rstrip(b"/") or b"/"
         umask = os.umask(0)
         os.umask(umask)
@@ -944,7 +1187,7 @@ class _Client:
             alt_dest=alt_dirs, alt_dest_type=alt[0].split("-")[0] if alt else None,
             implied_dirs=opts.implied_dirs, relative=bool(opts.relative),
             dry_run=opts.dry_run, am_root=am_root, omit_dir_times=bool(opts.omit_dir_times),
-            mkpath=opts.mkpath, inc_recurse=False,
+            mkpath=opts.mkpath, inc_recurse=feed is not None,
         )
         ropts.bwlimit = opts.bwlimit_bytes or 0
         receiver = (_inplace_receiver_cls(Receiver, self) if ropts.inplace
@@ -970,7 +1213,12 @@ class _Client:
         self.redo: list[int] = []
         self.redoing = False
         gen.after_files = lambda: self._redo_phase(gen)
+        if feed is not None:
+            gen.feed = feed  # type: ignore[assignment]
+            self._inc_progress(rep)
         rep.attach_stats(stats)
+        if feed is not None and rep.progress is not None:
+            rep.progress.flist_eof = feed.eof  # "ir-chk" while lists still arrive
         # Pipelined requests.  What the generator prints of later items must follow the
         # lines of the files still in flight, so any output first receives those.
         pipe = not self.am_server and not g.hard_links and rep.logfile is None \
@@ -1013,29 +1261,100 @@ class _Client:
 
     def _redo_phase(self, gen) -> None:
         """End phase 0; re-request files that failed verification with full-length sums."""
-        from netsync.checksum import SUM_LENGTH
-
         io = self.io
         assert io is not None
         gen.finish_requests()
         gen.request_later = None  # (the few redone files are asked for one by one)
         self._drain_pending()
+        feed = self._feed
+        if feed is not None and feed.active:
+            # Every list but the last ends with its own NDX_DONE; the last one's is
+            # the end of phase 0.  A list's failed files are redone before its NDX_DONE
+            # (check_for_finished_files(): the sender frees a list on it).
+            self._retire(feed.active[-1][0], finish=True)
+            if self.redo:
+                redo, self.redo = self.redo, []
+                self.redoing = True
+                try:
+                    self._redo_files(gen, redo)
+                finally:
+                    self.redoing = False
         io.write_ndx(NDX_DONE)
         io.flush()
         self._expect_done()
         if not self.redo:
             return
         self.redoing = True
-        saved = gen.g.ignore_times, gen.g.append, gen.recv.r.append
+        self._redo_files(gen, self.redo)
+
+    def _redo_files(self, gen, ndxs: list[int]) -> None:
+        from netsync.checksum import SUM_LENGTH
+
+        saved = (gen.g.ignore_times, gen.g.append, gen.recv.r.append, gen.sum_kwargs,
+                 gen.request_later)
         gen.g.ignore_times = True  # generate_files(): the redo phase skips the quick check
         # ... and turns --append off: the file is sent whole (delta against what is there).
         gen.g.append = gen.recv.r.append = 0
         gen.sum_kwargs = {**gen.sum_kwargs, "csum_length": SUM_LENGTH}
+        gen.request_later = None
         try:
-            for ndx in self.redo:
-                gen.recv_generator(ndx, self.flist.entries[ndx])
+            for ndx in ndxs:
+                gen.recv_generator(ndx, self._entry(ndx))
         finally:
-            gen.g.ignore_times, gen.g.append, gen.recv.r.append = saved
+            (gen.g.ignore_times, gen.g.append, gen.recv.r.append, gen.sum_kwargs,
+             gen.request_later) = saved
+
+    def _retire(self, before: int, finish: bool) -> None:
+        """generator.c check_for_finished_files(): NDX_DONE for each list (oldest first)
+        that starts before ``before`` and is done -- all its files received (waiting for
+        them with ``finish``) and redone -- so the sender frees it and lists further
+        ahead, and we drop it.  The list being generated is never finished this way:
+        the sender would take that for the end of phase 0."""
+        feed = self._feed
+        gen = self._gen
+        io = self.io
+        assert feed is not None and io is not None
+        while feed.active and feed.active[0][0] < before:
+            base, entries, _num = feed.active[0]
+            end = base + len(entries)
+            later = gen._later
+            if later and later[0][1] < end:
+                if not finish:
+                    return
+                gen.finish_requests()
+            if self.redo and any(base <= r < end for r in self.redo):
+                # (rare: a file that failed verification) asked for again, whole-sum.
+                gen.finish_requests()
+                self._drain_pending()
+                redo = [r for r in self.redo if base <= r < end]
+                self.redo = [r for r in self.redo if not base <= r < end]
+                self.redoing = True
+                try:
+                    self._redo_files(gen, redo)
+                finally:
+                    self.redoing = False
+            io.write_ndx(NDX_DONE)
+            self._done_echoes += 1
+            feed.active.popleft()
+            feed.dropped()
+
+    def _inc_progress(self, rep) -> None:
+        """progress.c: a file's index shown is its ndx minus its list's number."""
+        feed = self._feed
+        start = rep.progress_start
+
+        def progress_start(ndx: int, e) -> None:
+            start(ndx - feed.flist_num(ndx), e)
+
+        rep.progress_start = progress_start
+
+    def _entry(self, ndx: int):
+        if self._feed is not None:
+            e = self._feed.entry(ndx)
+            if e is None:
+                raise WireError(f"Invalid file index: {ndx} [{self.who}]", E.RERR_PROTOCOL)
+            return e
+        return self.flist.entries[ndx]
 
     def _request(self, req: m.SendRequest) -> m.FileData:
         """Ask the remote sender for one file; its tokens are read as the receiver wants them."""
@@ -1134,7 +1453,7 @@ class _Client:
         if sums is not None and head != sums.head or sums is None and head.count:
             raise WireError(f"sender echoed a different sum head [{self.who}]",
                             E.RERR_PROTOCOL)
-        e = self.flist.entries[ndx]
+        e = self._entry(ndx)
         self._current_ndx = ndx
         if append:
             self._pending = self._tokens(e, None, req.basis, prefix, verify=append > 1)
@@ -1298,6 +1617,250 @@ class _Client:
                             E.RERR_PROTOCOL)
 
 
+class _PushLists:
+    """flist.c send_extra_file_list() for an incremental push: the sender.iter_chunks()
+    walk goes out a directory list at a time, a lookahead ahead of the remote
+    generator; a list is dropped once the generator is done with it (NDX_DONE)."""
+
+    def __init__(self, client: _Client, sender, chunks, enc, tweak) -> None:
+        self.c = client
+        self.sender = sender
+        self.it = chunks
+        self.enc = enc
+        self.tweak = tweak
+        self.active: deque[tuple[int, list, object]] = deque()  # (ndx_start, entries, dir)
+        self.dir_ndx: dict[object, int] = {}  # listed dirs whose own list is still to go
+        self.ndirs = 0  # dir_flist->used
+        self.next_start = 1  # the first list starts at 1 with incremental recursion
+        # flist.c file_total (entries in lists not yet freed) and file_old_total (those
+        # in lists up to the one the generator last asked about): the lookahead is
+        # their difference.
+        self.file_total = 0
+        self.file_old_total = 0
+        self.cur: tuple[int, list, object] | None = None
+        self.eof = False
+        self._ahead = None  # the next chunk, walked already (to know when it is the last)
+        self._hit: tuple[int, list, object] | None = None
+        self._io_error = 0
+
+    def _next(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            return None
+
+    def send_first(self) -> None:
+        chunk = self._next()
+        tops = list(chunk[1]) if chunk is not None else []
+        parent = None
+        ahead = self._next()
+        if len(tops) == 1 and tops[0].name == b"." and ahead is not None \
+                and ahead[0] is tops[0]:
+            # send_directory() inline: the top dir's contents are in the first list.
+            parent = tops[0]
+            tops += ahead[1]
+            ahead = self._next()
+        self._ahead = ahead
+        self._send(tops, parent, first=True)
+        if self._ahead is None:
+            self._eof()
+        elif len(tops) == 1:
+            self.send_extra(1)  # flist.c: is this a one-file transfer?
+
+    def _eof(self) -> None:
+        io = self.c.io
+        assert io is not None
+        io.write_ndx(NDX_FLIST_EOF)
+        self.eof = True
+
+    def _send(self, entries: list, parent, first: bool) -> None:
+        c = self.c
+        io = c.io
+        assert io is not None
+        enc = self.enc
+        base = self.next_start
+        enc.start_list(base)
+        if not first:
+            io.write_ndx(NDX_FLIST_OFFSET - self.dir_ndx.pop(parent))
+        if self.tweak is not None:
+            self.tweak(entries)
+        encode = enc.encode_entry
+        for e in entries:
+            io.write(encode(e))
+        err = self.sender.io_error | self.sender.flist.io_error
+        if first:
+            if enc.needs_io_error_msg(err):
+                io.send_msg(Msg.IO_ERROR, encode_int32(err))
+            io.write(enc.end(err))
+        else:
+            # write_end_of_flist(): an io_error new since the last list goes with it.
+            io.write(enc.end_marker(err if err != self._io_error else 0))
+        self._io_error = err
+        for e in entries:
+            if e.mode & 0o170000 == 0o040000:
+                if e.name != b"." or not first:  # "." is in dir_flist, never listed again
+                    self.dir_ndx[e] = self.ndirs
+                self.ndirs += 1
+        t = (base, entries, parent)
+        self.active.append(t)
+        self.next_start = base + len(entries) + 1
+        self.file_total += len(entries)
+        if first:
+            self.file_old_total += len(entries)
+            self.cur = t
+        c.stats.count_listed(entries)
+
+    def send_extra(self, at_least: int) -> bool:
+        """Send lists until ``at_least`` entries wait in lists not yet freed."""
+        sent = False
+        while not self.eof and self.file_total - self.file_old_total < at_least:
+            chunk = self._ahead
+            self._ahead = self._next()
+            if chunk is not None and chunk[0] in self.dir_ndx:
+                self._send(list(chunk[1]), chunk[0], first=False)
+                sent = True
+            if self._ahead is None:
+                self._eof()
+        return sent
+
+    def idle(self) -> bool:
+        """io.c: with nothing to read, one more list (up to the big lookahead)."""
+        ahead = self.file_total - self.file_old_total
+        if self.eof or ahead >= MAX_FILECNT_LOOKAHEAD:
+            return False
+        return self.send_extra(ahead + 1)
+
+    def remove_source(self, ndx: int) -> None:
+        """MSG_SUCCESS (--remove-source-files): the file's list is still active (the
+        remote generator frees a list only once all its files are done)."""
+        fl = self.sender.flist
+        saved = fl.cur, fl.cur_base, self._hit  # (a message may come mid-file)
+        try:
+            e = self.entry(ndx)
+            if e is None or ndx < self._hit[0]:  # type: ignore[index]
+                raise WireError(f"File-list index {ndx} not in an active list "
+                                f"[{self.c.who}]", E.RERR_PROTOCOL)
+            self.sender.remove_source(ndx)
+        finally:
+            fl.cur, fl.cur_base, self._hit = saved
+
+    def free_first(self) -> None:
+        """sender.c on NDX_DONE: the oldest list is freed."""
+        t = self.active.popleft()
+        n = len(t[1])
+        self.file_old_total -= n
+        self.file_total -= n
+        if t is self.cur:
+            self.cur = self.active[0] if self.active else None
+        if self.active and self.active[0] is self.cur:
+            self.file_old_total = len(self.active[0][1])
+        self._hit = None
+
+    def note_ndx(self, ndx: int) -> None:
+        """rsync.c read_ndx_and_attrs(): the list the generator asks about becomes the
+        current one; the lists up to it count as soon gone."""
+        if self.entry(ndx) is None:
+            return
+        t = self._hit
+        if t is self.cur:
+            return
+        self.cur = t
+        old = 0
+        for a in self.active:
+            old += len(a[1])
+            if a is t:
+                break
+        self.file_old_total = old
+
+    def entry(self, ndx: int):
+        """flist_for_ndx(): the entry ``ndx`` names (a list's dir is ndx_start - 1),
+        or None; the sender's view is pointed at its list."""
+        hit = self._hit
+        if hit is None or not -1 <= ndx - hit[0] < len(hit[1]):
+            hit = None
+            for t in self.active:
+                if -1 <= ndx - t[0] < len(t[1]):
+                    hit = self._hit = t
+                    break
+            if hit is None:
+                return None
+        base, entries, d = hit
+        if ndx < base:
+            return d
+        fl = self.sender.flist
+        fl.cur, fl.cur_base = entries, base
+        return entries[ndx - base]
+
+
+class _WireFeed:
+    """flist.ChunkFeed's role for an incremental pull: the remote sender's lists as
+    chunks for Generator._run_feed(), each list being one directory's contents.
+
+    Lists arrive interleaved with the files (the client reads them wherever they
+    come); a list stays in ``active`` until its NDX_DONE went out, then it is dropped,
+    so memory follows the sender's lookahead, not the tree."""
+
+    def __init__(self, client: _Client, flist) -> None:
+        self.c = client
+        self.flist = flist
+        self.queue: deque[tuple] = deque()  # (dir, its ndx, ndx_start, entries) to generate
+        self.active: deque[tuple[int, list, int]] = deque()  # (ndx_start, entries, flist_num)
+        self.eof = False
+        self.first: list = []
+        self.listed = 0
+        self._num = 0
+        self._gen_start = -1  # ndx_start of the list being generated
+        self._hit: tuple[int, list, int] | None = None
+
+    def add(self, d, base: int, entries: list) -> None:
+        self._num += 1
+        self.active.append((base, entries, self._num))
+        # generate_files(): a list's dir goes first, as index ndx_start - 1.
+        self.queue.append((d, base - 1, base, entries))
+        self.listed += len(entries)
+
+    def dropped(self) -> None:
+        self._hit = None
+
+    def _find(self, ndx: int) -> tuple[int, list, int] | None:
+        hit = self._hit
+        if hit is not None and 0 <= ndx - hit[0] < len(hit[1]):
+            return hit
+        for t in self.active:  # requests come in list order: usually the first ones
+            if 0 <= ndx - t[0] < len(t[1]):
+                self._hit = t
+                return t
+        return None
+
+    def entry(self, ndx: int):
+        t = self._find(ndx)
+        return None if t is None else t[1][ndx - t[0]]
+
+    def flist_num(self, ndx: int) -> int:
+        t = self._find(ndx)
+        return 0 if t is None else t[2]
+
+    def next_chunk(self):
+        c = self.c
+        io = c.io
+        assert io is not None
+        if not self.queue and not self.eof:
+            # generate_files(): wait_for_receiver() until the next list is in.
+            c._gen.finish_requests()
+            c._drain_pending()
+            c._retire(self._gen_start, finish=True)
+            io.flush()
+            while not self.queue and not self.eof:
+                c._read_list_ndx(io.read_ndx())
+        if not self.queue:
+            return None
+        chunk = self.queue.popleft()
+        self._gen_start = chunk[2]
+        c._retire(self._gen_start, finish=False)
+        self.flist.cur, self.flist.cur_base = chunk[3], chunk[2]
+        return chunk
+
+
 # ---------------------------------------------------------------------------
 # helpers
 
@@ -1306,6 +1869,8 @@ MAX_FF_NAMES = 1 << 24  # as many as a file list may hold, and then some
 CHUNK_SIZE = 32 * 1024
 
 
+MIN_FILECNT_LOOKAHEAD = 1000  # rsync.h: how far an incremental sender lists ahead
+MAX_FILECNT_LOOKAHEAD = 10000  # ... and at most, when idle
 PIPE_FILES = 64  # file requests in flight at most
 PIPE_BYTES = 1 << 15  # ... and bytes of them (below any pipe's or socket's buffer)
 

@@ -176,7 +176,10 @@ class FilterList:
         self._dirbuf = b""  # absolute dir (with trailing '/') for anchoring
         self._parent_dirscan = False
         self._merge_depth = 0
-        self._src: tuple[str, int] | None = None  # file being parsed, line
+        # The file being parsed: (its name, or None when a file named it and the name
+        # must not be shown; line, -1 for word-split; where it was named, if known).
+        self._src: tuple[str | None, int, str | None] | None = None
+        self._walk_cwd: bytes | None = None  # rsync's cwd once the walk is under way
         self.root: bytes | None = None
         self._abs_prefix = b""
         if root is not None:
@@ -209,12 +212,16 @@ class FilterList:
 
     # ----------------------------------------------------------- parsing
 
+    def _where(self) -> str:
+        """exclude.c rule_src_where(): a file's text is never echoed, only located."""
+        src = self._src
+        if src is None or src[0] is None:
+            named_at = src[2] if src is not None else None
+            return f"a file named at {named_at}" if named_at else "a file read earlier"
+        return src[0] if src[1] < 0 else f"{src[0]} line {src[1]}"
+
     def _err(self, msg: str, rulestr: bytes, code: int = RERR_SYNTAX) -> FilterError:
-        if self._src is not None:
-            where = self._src[0] if self._src[1] < 0 else f"{self._src[0]} line {self._src[1]}"
-            text = f"<rule from {where}>"
-        else:
-            text = _show(rulestr)
+        text = f"<rule from {self._where()}>" if self._src is not None else _show(rulestr)
         return FilterError(code, f"{msg}: {text}")
 
     def _parse_rule_tok(self, s: bytes, pos: int, tflags: int,
@@ -388,11 +395,14 @@ class FilterList:
             if rflags & CVS_IGNORE and not rflags & MERGE_FILE:
                 self._get_cvs_excludes(rflags)
 
-    def _merge_name(self, name: bytes) -> bytes:
+    def _merge_name(self, name: bytes, at_cwd: bool = True) -> bytes:
         """parse_merge_name(): names with a slash (or all names during the
         parent-dir scan) are made absolute relative to the current dir."""
         if not self._parent_dirscan and not name.startswith(b"/") and b"/" not in name:
-            return name
+            # relative to rsync's cwd: the transfer root once the walk has begun
+            if self._walk_cwd is None or not at_cwd:
+                return name
+            return os.path.join(self._walk_cwd, name)
         if name.startswith(b"/"):
             return os.path.normpath(name)
         return os.path.normpath(self._dirbuf + name)
@@ -506,25 +516,28 @@ class FilterList:
             return None
 
     def _err_name(self) -> str:
-        if self._src is None:
-            return "<rule from a file read earlier>"
-        where = self._src[0] if self._src[1] < 0 else f"{self._src[0]} line {self._src[1]}"
-        return f"<rule from {where}>"
+        return f"<rule from {self._where()}>"
 
     def _parse_file(self, listp: RuleList, fname: bytes, tflags: int, xflags: int,
                     _unused: None) -> None:
         if not fname:
             return
+        named_by_file = self._src is not None or bool(tflags & FROM_FILE)
         if self._merge_depth >= MAX_MERGE_DEPTH:
             if xflags & XFLG_FATAL_ERRORS:
+                shown = self._err_name() if named_by_file else _show(fname)
                 raise FilterError(RERR_FILEIO, "merge-file include depth limit "
-                                  f"({MAX_MERGE_DEPTH}) exceeded at {_show(fname)}")
+                                  f"({MAX_MERGE_DEPTH}) exceeded at {shown}")
             return
         data = self._read_file(fname, tflags, xflags)
         if data is None:
             return
         self._merge_depth += 1
         save_src = self._src
+        # A file named by another file's text is located by where it was named (if
+        # that is being parsed now), never by its own name.
+        shown_name = None if named_by_file else _show(fname)
+        named_at = self._where() if self._src is not None else None
         word_split = bool(tflags & WORD_SPLIT)
         try:
             for lineno, item in enumerate(self._split_lines(data, word_split), 1):
@@ -532,7 +545,7 @@ class FilterList:
                     continue
                 if not word_split and item[:1] in (b";", b"#"):
                     continue
-                self._src = (_show(fname), -1 if word_split else lineno)
+                self._src = (shown_name, -1 if word_split else lineno, named_at)
                 self._parse_str(listp, item, tflags, xflags)
         finally:
             self._src = save_src
@@ -732,6 +745,7 @@ class FilterList:
                 else:
                     self.set_root(abs_dir)
         self._dirbuf = abs_dir if abs_dir.endswith(b"/") else abs_dir + b"/"
+        self._walk_cwd = self.root
         if not self._mergelists:
             return None
         saved = [(ex, ex.mergelist.local, ex.mergelist.inherited)
@@ -772,7 +786,7 @@ class FilterList:
     def _setup_merge_file(self, ex: Rule, lp: RuleList) -> None:
         """A dir-merge name with a path that is a parent of the transfer dir:
         read the file in every dir from there down to the transfer dir's parent."""
-        x = self._merge_name(ex.pattern)
+        x = self._merge_name(ex.pattern, at_cwd=False)
         if not x.startswith(b"/"):
             return
         slash = x.rfind(b"/")

@@ -257,7 +257,10 @@ class FlistEncoder(_Options):
             self._mode = mode
 
         rdev_minor_wire = 0
-        if self.preserve_devices and ftype in _DEVICES:
+        is_dev = self.preserve_devices and ftype in _DEVICES
+        rdev_on_wire = is_dev or (
+            self.preserve_specials and ftype in _SPECIALS and proto < 31)
+        if is_dev:
             if proto < 28:
                 if e.rdev == self._rdev:
                     xflags |= XMIT_SAME_RDEV_PRE28
@@ -273,7 +276,7 @@ class FlistEncoder(_Options):
                     self._rdev_major = major
                 if proto < 30 and rdev_minor_wire <= 0xFF:
                     xflags |= XMIT_RDEV_MINOR_8_PRE30
-        elif self.preserve_specials and ftype in _SPECIALS and proto < 31:
+        elif rdev_on_wire:
             # rsync sends a dummy rdev as cheaply as the format allows.
             if proto < 28:
                 xflags |= XMIT_SAME_RDEV_PRE28
@@ -286,7 +289,8 @@ class FlistEncoder(_Options):
             self._rdev = 0
 
         user_name = group_name = None
-        if not self.preserve_uid or (e.uid == self._uid and self._lastname):
+        preserve_uid, preserve_gid = self.preserve_uid, self.preserve_gid
+        if not preserve_uid or (e.uid == self._uid and self._lastname):
             xflags |= XMIT_SAME_UID
         else:
             self._uid = e.uid
@@ -294,7 +298,7 @@ class FlistEncoder(_Options):
                 user_name = self._add_id(self.uid_list, self._user_lookup, e.uid)
                 if self.inc_recurse and user_name:
                     xflags |= XMIT_USER_NAME_FOLLOWS
-        if not self.preserve_gid or (e.gid == self._gid and self._lastname):
+        if not preserve_gid or (e.gid == self._gid and self._lastname):
             xflags |= XMIT_SAME_GID
         else:
             self._gid = e.gid
@@ -310,8 +314,9 @@ class FlistEncoder(_Options):
             self._modtime = modtime
         if nsec and proto >= 31:
             xflags |= XMIT_MOD_NSEC
-        atime = e.atime_ns // NS
-        if self.preserve_atimes and not is_dir:
+        preserve_atimes = self.preserve_atimes and not is_dir
+        atime = e.atime_ns // NS if preserve_atimes else 0
+        if preserve_atimes:
             if atime == self._atime:
                 xflags |= XMIT_SAME_ATIME
             else:
@@ -388,23 +393,23 @@ class FlistEncoder(_Options):
             out += _varint_bytes(nsec)
         if not xflags & XMIT_SAME_MODE:
             out += encode_int32(mode)
-        if self.preserve_atimes and not is_dir and not xflags & XMIT_SAME_ATIME:
+        if preserve_atimes and not xflags & XMIT_SAME_ATIME:
             out += _varlong_bytes(atime, 4)
-        if self.preserve_uid and not xflags & XMIT_SAME_UID:
+        if preserve_uid and not xflags & XMIT_SAME_UID:
             if proto < 30:
                 out += encode_int32(e.uid)
             else:
                 out += _varint_bytes(e.uid)
                 if xflags & XMIT_USER_NAME_FOLLOWS:
                     out += _short_name(user_name)
-        if self.preserve_gid and not xflags & XMIT_SAME_GID:
+        if preserve_gid and not xflags & XMIT_SAME_GID:
             if proto < 30:
                 out += encode_int32(e.gid)
             else:
                 out += _varint_bytes(e.gid)
                 if xflags & XMIT_GROUP_NAME_FOLLOWS:
                     out += _short_name(group_name)
-        if self.rdev_on_wire(mode):
+        if rdev_on_wire:
             if proto < 28:
                 if not xflags & XMIT_SAME_RDEV_PRE28:
                     out += _U32.pack(self._rdev & 0xFFFFFFFF)
@@ -505,18 +510,13 @@ class FlistEncoder(_Options):
 
 
 def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
-    """Length of the common prefix of a and b, at most limit (slice compares, no byte loop)."""
+    """Length of the common prefix of a and b, at most limit.
+
+    XOR of the two prefixes read as big-endian integers: its highest set bit
+    is in the first differing byte (no per-byte Python loop)."""
     n = min(len(a), len(b), limit)
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    x = int.from_bytes(a[:n], "big") ^ int.from_bytes(b[:n], "big")
+    return n - (x.bit_length() + 7) // 8
 
 
 def _varlong_bytes(x: int, min_bytes: int) -> bytes:
@@ -741,7 +741,8 @@ class FlistDecoder(_Options):
 
     def _entry(self, buf: bytearray, pos: int, xflags: int) -> tuple[FileEntry, int]:
         proto = self.protocol
-        if self.total_entries >= self.max_entries:
+        # (With incremental recursion the bound is per list, as rsync allocates per list.)
+        if (len(self.entries) if self.inc_recurse else self.total_entries) >= self.max_entries:
             # flist_expand() past --max-alloc: rsync's "out of memory" (exit 22).
             raise WireError(f"ERROR: out of memory in flist_expand (over {self.max_entries} "
                             f"entries)", RERR_MALLOC)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from netsync import filters as F
 from netsync import log, safepath
 from netsync import messages as m
+from netsync import sender as _sender
 from netsync.flist import (
     FLAG_CONTENT_DIR,
     FLAG_DIR_CREATED,
@@ -108,6 +109,17 @@ class Generator:
         self.skipped_deletes = 0
         self.hl_done: dict[int, int] = {}  # hard-link group -> ndx of a finished member
         self.hl_last: dict[int, int] = {}  # hard-link group -> its last ndx
+        self._hl_retry_ndx = -1  # the deferred member being generated once more
+        # What the next _transfer() itemizes against when not its basis (False: the
+        # basis); an attribute, so subclasses overriding _transfer() need not know.
+        self._item_st: os.stat_result | None | bool = False
+        # A local run checks --append-verify itself (the source is at hand): a file
+        # whose kept prefix differs from the source's is sent again (MSG_REDO).
+        self.local_append_verify = False
+        # Delta totals of the files sent here: matches, hash hits, false alarms and
+        # matched bytes (a local run's --debug=deltasum and "Matched data").
+        self.delta_totals = [0, 0, 0, 0]
+        self._append_redo: list[tuple[int, FileEntry, bytes, int]] = []
         self.hl_deferred: list[int] = []
         if g.hard_links:
             for i, e in enumerate(flist.entries):
@@ -127,7 +139,13 @@ class Generator:
         self._droot_fd: int | None = None
         self._dcache: tuple[bytes, int] | None = None
         self._dprefix = dest if dest.endswith(b"/") else dest + b"/"
-        if not solo_file and not g.keep_dirlinks:
+        # Existing dest symlinks on the way are followed for a lone file, with -K, and
+        # for -R --no-implied-dirs (whose path elements are used as they are) unless a
+        # daemon module confines us.
+        self._follow_dest_links = bool(solo_file or g.keep_dirlinks
+                                       or (g.relative and not g.implied_dirs
+                                           and safepath.confine_root is None))
+        if not self._follow_dest_links:
             receiver.confine_root = dest
         self._alt_cur: dict[int, tuple[bytes, int | None]] = {}
         # Block-sum parameters (checksum name, seed, protocol) and extra generate_sums
@@ -177,7 +195,7 @@ class Generator:
         """lstat of a destination path whose dirs are resolved without following
         symlinks; raises OSError. Paths outside the destination use lstat."""
         pre = self._dprefix
-        if self.solo_file or self.g.keep_dirlinks or not path.startswith(pre):
+        if self._follow_dest_links or not path.startswith(pre):
             return os.lstat(path)
         head, _, leaf = path[len(pre):].rpartition(b"/")
         try:
@@ -218,7 +236,7 @@ class Generator:
                     or a.atimes or a.uid_map or a.gid_map or a.chown_uid is not None
                     or a.chown_gid is not None or a.modify_window or not a.times
                     or rep.has_i > 1 or rep.level("name") >= 2 or rep.level("skip") >= 1
-                    or rep.logfile is not None)
+                    or rep.logfile is not None or self.recv_partial_dir() is not None)
 
     def _unchanged_reg(self, e: FileEntry, st: os.stat_result) -> bool:
         """The quick check plus every attribute the item flags would report, inline."""
@@ -397,7 +415,7 @@ class Generator:
                     os.rmdir(path)
                 elif self.g.backup and not make_room == "backup" and (
                         self.g.backup_dir is not None or not rel.endswith(self.g.suffix)):
-                    if not self.recv.make_backup(rel, path):
+                    if not self._make_backup(rel, path):
                         return False
                 else:
                     os.unlink(path)
@@ -422,13 +440,40 @@ class Generator:
                                 f"{self.rep.safe(rel)}")
         return False
 
+    def _make_backup(self, rel: bytes, path: bytes) -> bool:
+        """backup.c make_backup(): with --safe-links an unsafe symlink is not kept
+        (not even hard-linked into the backup area), just removed."""
+        g = self.g
+        if g.safe_links and g.links:
+            try:
+                target: bytes | None = os.readlink(path)
+            except OSError as ex:
+                # EINVAL: not a symlink (ENOENT: nothing to keep); else unverifiable
+                target = None if ex.errno in (errno.EINVAL, errno.ENOENT) else b""
+            if target is not None and (not target or is_unsafe_symlink(target, rel)):
+                if self.rep.level("symsafe") >= 1:
+                    self.rep.info(f'not backing up unsafe symlink "{self.rep.safe(rel)}" -> '
+                                  f'"{self.rep.safe(target)}"' if target else
+                                  f'not backing up symlink with unreadable target '
+                                  f'"{self.rep.safe(rel)}"')
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as ex:
+                    self.rep.error_xfer(f"delete_file: unlink({self.rep.safe(rel)}) failed: "
+                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                    return False
+                return True
+        return self.recv.make_backup(rel, path)
+
     def _make_room(self, rel: bytes, path: bytes, st: os.stat_result, what: str) -> bool:
         self._drop_dir_fds()  # a held dir fd may be of what is replaced here
         flags = DEL_RECURSE if (self.g.delete_mode or self.g.delete or self.g.force) else 0
         if self.g.backup and not stat.S_ISDIR(st.st_mode):
             if self.g.dry_run:
                 return True
-            return self.recv.make_backup(rel, path)
+            return self._make_backup(rel, path)
         return self.delete_item(rel, path, st.st_mode, flags, make_room=what)
 
     def delete_dirs(self, include_top: bool) -> None:
@@ -476,9 +521,12 @@ class Generator:
         if self.filters is not None and mode and not self.solo_file \
                 and os.path.isdir(self.dest):
             top = self.filters.enter_dir(b".", self.dest)
+        self.rep.hold_stream = True
         try:
             self._run(mode)
         finally:
+            self.rep.hold_stream = False
+            self.rep.release_stream()
             if top is not None:
                 self.filters.leave_dir(top)
 
@@ -497,6 +545,8 @@ class Generator:
             self.filters.leave_dir(fstack.pop()[1])
         self.finish_requests()
         self.finish_hard_links()
+        if self._append_redo:
+            self._redo_appends()
         if self.after_files is not None:
             self.after_files()
         if mode in ("after", "delay"):
@@ -525,6 +575,8 @@ class Generator:
         perms, uid_too, gid_too = a.perms, a.owner and a.am_root, a.group
         fstatat = os.stat
         while True:
+            if self._append_redo:
+                self._redo_appends()
             chunk = feed.next_chunk()
             if chunk is None:
                 break
@@ -658,6 +710,7 @@ class Generator:
             elif self.rep.level("nonreg") >= 1:
                 self.rep.info(f'skipping non-regular file "{self.rep.safe(name)}"')
             return
+        self._hl_retry_ndx = ndx if hl_retry else -1
         self._gen_file(ndx, e, path, st, new_mode)
 
     # ------------------------------------------------------------- dirs
@@ -713,6 +766,7 @@ class Generator:
             if found is not None:
                 if found[0] == 3:
                     quiet_item = True
+                    self._alt_matched(e, found[2], False)
                 else:
                     statret_st = found[2]
         delete_now = g.delete and g.delete_mode == "during" \
@@ -787,7 +841,9 @@ class Generator:
             except OSError:
                 cur = None
             if cur == target:
-                set_file_attrs(self.a, path, e, st)
+                updated = set_file_attrs(self.a, path, e, st)
+                self.rep.attrs_report(e.name, updated or bool(self.item_flags(e, st, 0)
+                                                              & _ATTR_BITS))
                 self.itemize(e, st, 0)
                 self._remember_hl(ndx, path)
                 if g.remove_source_files:
@@ -799,11 +855,14 @@ class Generator:
             found = self._alt_non(e)
             if found is not None:
                 if found[0] == 3:
+                    linked = g.alt_dest_type == "link" and not g.dry_run \
+                        and self._link_into_place(found[1], path)
+                    self._alt_matched(e, found[2], linked or (
+                        g.dry_run and g.alt_dest_type == "link"))
                     if g.alt_dest_type == "compare":
                         return
                     quiet_item = True
-                    if g.alt_dest_type == "link" and not g.dry_run \
-                            and self._link_into_place(found[1], path):
+                    if linked:
                         self._remember_hl(ndx, path)
                         return
                 else:
@@ -839,7 +898,9 @@ class Generator:
             same_type = stat.S_IFMT(st.st_mode) == stat.S_IFMT(e.mode)
             if same_type and (not (stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode))
                               or st.st_rdev == e.rdev):
-                set_file_attrs(self.a, path, e, st, new_mode=new_mode)
+                updated = set_file_attrs(self.a, path, e, st, new_mode=new_mode)
+                self.rep.attrs_report(e.name, updated or bool(self.item_flags(e, st, 0)
+                                                              & _ATTR_BITS))
                 self.itemize(e, st, 0)
                 self._remember_hl(ndx, path)
                 if g.remove_source_files:
@@ -857,11 +918,14 @@ class Generator:
             found = self._alt_non(e)
             if found is not None:
                 if found[0] == 3:
+                    linked = g.alt_dest_type == "link" and not g.dry_run \
+                        and self._link_into_place(found[1], path)
+                    self._alt_matched(e, found[2], linked or (
+                        g.dry_run and g.alt_dest_type == "link"))
                     if g.alt_dest_type == "compare":
                         return
                     quiet_item = True
-                    if g.alt_dest_type == "link" and not g.dry_run \
-                            and self._link_into_place(found[1], path):
+                    if linked:
                         self._remember_hl(ndx, path)
                         return
                 else:
@@ -919,18 +983,28 @@ class Generator:
         assert group is not None
         done = self.hl_done.get(group)
         if done is None:
-            if st is None and ndx != self.hl_last.get(group) and not deferred:
+            if st is None and ndx != self.hl_last.get(group) and not deferred \
+                    and stat.S_ISREG(e.mode) and not self.g.alt_dest:
                 # Not the last of its group and missing: the last one gets the data
                 # and this one is linked to it afterwards (rsync's in_progress wait).
+                # Other types need no data: the first is made and the rest link to it.
                 self.hl_deferred.append(ndx)
                 return True
             return False
         first = self.flist.entries[done]
         first_path = self.dpath(first.name)
         fst = self._lstat(first_path)
+        if fst is None and self.g.dry_run and self.g.alt_dest:
+            # hlink.c: a dry run stands for the leader with its alt-dest match.
+            for i in range(len(self.g.alt_dest)):
+                fst = self._alt_lstat(self._alt_at(i, first.name))
+                if fst is not None:
+                    break
         if st is not None and fst is not None and st.st_ino == fst.st_ino \
                 and st.st_dev == fst.st_dev:
-            self.itemize(e, st, 0)
+            # hlink.c maybe_hard_link(): already linked ("hf" at -ii, no "=>" name)
+            self.itemize(e, st, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=b"")
+            self.rep.attrs_report(e.name)
             return True
         if st is not None and stat.S_ISDIR(st.st_mode):
             if not self._make_room(e.name, path, st, "file"):
@@ -940,7 +1014,7 @@ class Generator:
             try:
                 os.link(first_path, tmp)
                 if st is not None and self.g.backup and not stat.S_ISDIR(st.st_mode):
-                    self.recv.make_backup(e.name, path)
+                    self._make_backup(e.name, path)
                 os.replace(tmp, path)
             except OSError as ex:
                 try:
@@ -951,14 +1025,47 @@ class Generator:
                                     f'{self.rep.safe(first.name)} failed: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                 return True
-        self.itemize(e, st, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=first.name)
+        item_st = self._hlink_alt_st(e, fst) if st is None and self.g.alt_dest else st
+        if item_st is not False:
+            self.itemize(e, item_st or None, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS,
+                         xname=first.name)
         if self.g.remove_source_files:
             self._success(ndx)
         return True
 
+    def _hlink_alt_st(self, e: FileEntry, fst: os.stat_result | None
+                      ) -> os.stat_result | None | bool:
+        """hard_link_check(): a missing member matching an alt-dest entry is itemized
+        against it (not as new); False when a --link-dest match goes unreported."""
+        g, rep = self.g, self.rep
+        found = None
+        for i, alt in enumerate(g.alt_dest):
+            ast = self._alt_lstat(self._alt_at(i, e.name))
+            if ast is None:
+                continue
+            if g.alt_dest_type == "link":
+                if fst is None or (fst.st_dev, fst.st_ino) != (ast.st_dev, ast.st_ino):
+                    continue
+                if not rep.has_i or (rep.level("name") < 2 and rep.has_i < 2):
+                    rep.attrs_report(e.name)
+                    return False
+                return ast
+            if not stat.S_ISREG(e.mode) or not self._quick_check_ok(e, join(alt, e.name), ast):
+                continue
+            found = ast
+            mode = e.mode if self.a.perms else dest_mode(self.a, e.mode, ast.st_mode, True)
+            if not self._attrs_differ(e, ast, mode):
+                break
+        return found
+
     def finish_hard_links(self) -> None:
         """Link the members that waited for their group's data (hlink.c finish_hard_link)."""
-        for ndx in reversed(self.hl_deferred):
+        # Each leader's waiting members, newest first (rsync prepends to its chain),
+        # leaders in the order their data arrives.
+        entries, last = self.flist.entries, self.hl_last
+        waiting = sorted(enumerate(self.hl_deferred),
+                         key=lambda kn: (last.get(entries[kn[1]].hlink, -1), -kn[0]))
+        for _, ndx in waiting:
             e = self.flist.entries[ndx]
             path = self.dpath(e.name)
             st = self._lstat(path)
@@ -1013,6 +1120,16 @@ class Generator:
             if not self._make_room(name, path, st, "file"):
                 return
             st = None
+        partial = self._partial_basis(path)
+        if partial is not None and st is None:
+            # generator.c prepare_to_open: a --partial-dir file is the basis, before
+            # any alt-dest; the item is still reported against the (missing) dest.
+            self._item_st = None
+            try:
+                self._transfer(ndx, e, path, partial[0], None, new_mode, basis_st=partial[1])
+            finally:
+                self._item_st = False
+            return
         basis = path if st is not None else None
         basis_st = st
         xname: bytes | None = None
@@ -1027,18 +1144,28 @@ class Generator:
                 basis, basis_st = found
                 iflags_extra = log.ITEM_BASIS_TYPE_FOLLOWS
         if basis_st is None:
+            if g.alt_dest and g.hard_links and e.hlink is not None \
+                    and ndx != self.hl_last.get(e.hlink) and ndx != self._hl_retry_ndx:
+                # No alt-dest match either: the group's last member gets the data
+                # (generator.c F_HLINK_NOT_LAST after try_dests_reg).
+                self.hl_deferred.append(ndx)
+                return
             self._transfer(ndx, e, path, None, None, new_mode, iflags_extra)
             return
         if basis is path and self._quick_check_ok(e, path, basis_st):
+            if partial is not None:
+                self._drop_partial(partial[0])
             iflags = self.item_flags(e, basis_st, 0)
             # Up to date: touch the file only when an attribute differs (-c compares
             # times to the nanosecond, which the report bits do not show).
+            updated = bool(iflags & _ATTR_BITS)
             if iflags & _ATTR_BITS or g.checksum:
                 errs: list[str] = []
-                set_file_attrs(self.a, path, e, basis_st, new_mode=new_mode, errors=errs,
-                               accurate=g.checksum)
+                updated |= set_file_attrs(self.a, path, e, basis_st, new_mode=new_mode,
+                                          errors=errs, accurate=g.checksum)
                 for msg in errs:
                     self.rep.error_xfer(msg)
+            self.rep.attrs_report(name, updated)
             self.report_item(e, iflags)
             self._remember_hl(ndx, path)
             if g.remove_source_files:
@@ -1046,8 +1173,48 @@ class Generator:
             return
         if g.append and st is not None and st.st_size >= e.size:
             return
+        if partial is not None and basis is path:
+            self._item_st = st
+            try:
+                self._transfer(ndx, e, path, partial[0], st, new_mode, iflags_extra,
+                               basis_st=partial[1], xname=xname)
+            finally:
+                self._item_st = False
+            return
         self._transfer(ndx, e, path, basis, st, new_mode, iflags_extra, basis_st=basis_st,
                        xname=xname)
+
+    def recv_partial_dir(self) -> bytes | None:
+        return getattr(getattr(self.recv, "r", None), "partial_dir", None)
+
+    def _partial_basis(self, path: bytes) -> tuple[bytes, os.stat_result] | None:
+        """generator.c: a regular file waiting in --partial-dir for ``path``."""
+        pdir = self.recv_partial_dir()
+        if pdir is None:
+            return None
+        pp = self.recv._partial_path(path)
+        try:
+            if not pdir.startswith(b"/") and not stat.S_ISDIR(os.lstat(parent_of(pp)).st_mode):
+                return None  # a relative partial-dir is never followed through a symlink
+            pst = os.lstat(pp)
+        except OSError:
+            return None
+        return (pp, pst) if stat.S_ISREG(pst.st_mode) else None
+
+    def _drop_partial(self, pp: bytes) -> None:
+        """A used (or needless) partial goes, and a relative partial-dir with it once
+        empty (receiver.c / util1.c handle_partial_dir PDIR_DELETE)."""
+        if self.g.dry_run:
+            return
+        try:
+            os.unlink(pp)
+        except OSError:
+            pass
+        if not (self.recv.r.partial_dir or b"").startswith(b"/"):
+            try:
+                os.rmdir(parent_of(pp))
+            except OSError:
+                pass
 
     def _try_alt_dests(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
                        new_mode: int):
@@ -1089,13 +1256,15 @@ class Generator:
                         return None
             if g.alt_dest_type == "link":
                 if g.dry_run or self._link_into_place(where[1], path, where[0]):
-                    if self.rep.has_i > 1 or self.rep.level("name") >= 2:
+                    if self.rep.has_i and (self.rep.has_i > 1 or self.rep.level("name") >= 2):
                         self.itemize(e, ast, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=b"")
+                    self.rep.attrs_report(e.name)
                     self._remember_hl(ndx, path)
                     return True
                 # fall through to a local copy
             else:
                 self.itemize(e, ast, 0)
+                self.rep.attrs_report(e.name)
                 return True
         if st is not None:
             return None
@@ -1127,6 +1296,8 @@ class Generator:
                                         f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                     return True
             self.itemize(e, ast, log.ITEM_LOCAL_CHANGE)
+            if level == 3:
+                self.rep.attrs_report(e.name)
             self._remember_hl(ndx, path)
             return True
         return best
@@ -1158,6 +1329,16 @@ class Generator:
             if best is None or level > best[0]:
                 best = (level, apath, ast)
         return best
+
+    def _alt_matched(self, e: FileEntry, ast: os.stat_result, linked: bool) -> None:
+        """try_dests_non() at match level 3: the -ii/-ivv line, the -vv "is uptodate"."""
+        rep = self.rep
+        is_dir = stat.S_ISDIR(e.mode)
+        if rep.has_i and (rep.level("name") >= 2 or rep.has_i > 1):
+            chg = 0 if self.g.alt_dest_type == "compare" and not is_dir else \
+                log.ITEM_LOCAL_CHANGE | (log.ITEM_XNAME_FOLLOWS if linked else 0)
+            self.itemize(e, ast, chg | log.ITEM_MATCHED, xname=b"" if linked else None)
+        rep.attrs_report(e.name, suffix="/" if is_dir else "")
 
     def _alt_root(self, i: int) -> int | None:
         """A held fd of alt dir ``i`` (an operator path: only symlinks owned by
@@ -1223,24 +1404,31 @@ class Generator:
                   basis_st: os.stat_result | None = None, xname: bytes | None = None) -> None:
         g = self.g
         extra = log.ITEM_REPORT_CHANGE if g.checksum else 0
-        # Itemized against the basis (the dest file, or the --*-dest file used instead).
-        iflags = self.itemize(e, basis_st, log.ITEM_TRANSFER | iflags_extra | extra)
+        # Itemized against the basis (the dest file, or the --*-dest file used instead),
+        # but a --partial-dir basis is itemized against the dest (generator.c real_sx).
+        item_st, self._item_st = self._item_st, False
+        iflags = self.itemize(e, basis_st if item_st is False else item_st or None,
+                              log.ITEM_TRANSFER | iflags_extra | extra)
         if not self.a.perms:
             # The receiver decides the mode from the basis it opens (receiver.c).
             exists = basis_st is not None and stat.S_ISREG(basis_st.st_mode)
             new_mode = dest_mode(self.a, e.mode, basis_st.st_mode if exists else 0, exists)
         sums = None
         if not g.whole_file and basis is not None and basis_st is not None and basis_st.st_size:
-            import mmap
-
             from netsync import match
 
-            with open(basis, "rb") as f:
+            with open(os.open(basis, os.O_RDONLY | os.O_CLOEXEC | _sender.read_flags()), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size:  # it may have shrunk since the stat: then send it whole
-                    with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as bdata:
-                        sums = match.generate_sums(bdata, size, *self.sum_params,
-                                                   **self.sum_kwargs)
+                    # Read, not mapped: a basis shrinking meanwhile must not SIGBUS us
+                    # (its missing end reads as zeros and merely matches nothing).
+                    sums = match.generate_sums(match.FileWindow(f.fileno(), size), size,
+                                               *self.sum_params, **self.sum_kwargs)
+            # --inplace onto the dest itself: the delta must never read a block the
+            # receiver has already overwritten (sender.c updating_basis_file).
+            ropts = getattr(self.recv, "r", None)
+            if sums is not None:
+                sums.updating_basis = bool(getattr(ropts, "inplace", False) and basis == path)
         req = m.SendRequest(ndx, iflags, sums, *self.sum_params, basis=basis)
         if g.dry_run:
             self.rep.log_item_transfer_start(e, iflags)
@@ -1276,6 +1464,25 @@ class Generator:
         self._count_transfer(e, iflags)
         self.rep.progress_start(ndx, e)
         ok = self.recv.receive(e, data, path, e.name, basis, dest_st, new_mode)
+        counts = getattr(data.sums, "stats", None)
+        if counts is not None:
+            self.delta_totals = [a + b for a, b in zip(self.delta_totals, counts, strict=True)]
+        if ok and basis is not None and basis != path and self.recv_partial_dir() \
+                and basis == self.recv._partial_path(path):
+            self._drop_partial(basis)
+        if ok and self.local_append_verify and g.append == 2 and dest_st is not None \
+                and stat.S_ISREG(dest_st.st_mode) and 0 < dest_st.st_size < e.size \
+                and not g.dry_run and not self._append_prefix_ok(e, path, dest_st.st_size):
+            # Failed verification: the data stays (in place) but not its attributes.
+            try:
+                os.utime(path, ns=(dest_st.st_atime_ns, dest_st.st_mtime_ns),
+                         follow_symlinks=False)
+            except OSError:
+                pass
+            self.rep.progress_end(e)
+            self.rep.log_item_transfer_end(e, iflags, e.size)
+            self._append_redo.append((ndx, e, path, new_mode))
+            return
         if ok:
             self.rep.progress_end(e)
             self.rep.log_item_transfer_end(e, iflags, e.size)
@@ -1284,6 +1491,41 @@ class Generator:
                 self._success(ndx)
         else:
             self.rep.progress_abort()
+
+    def _append_prefix_ok(self, e: FileEntry, path: bytes, start: int) -> bool:
+        """--append-verify: do the dest's first ``start`` bytes equal the source's?
+        (what comparing the two whole-file checksums decides)"""
+        try:
+            with open(self.flist.source_path(e), "rb") as a, open(path, "rb") as b:
+                while start > 0:
+                    n = min(start, 1 << 20)
+                    if a.read(n) != b.read(n):
+                        return False
+                    start -= n
+        except OSError:
+            return True  # a vanished file is reported by the next run, as by rsync
+        return True
+
+    def _redo_appends(self) -> None:
+        """Send the files that failed --append-verify again, not appending (rsync's
+        redo with append_mode negated): the dest is their basis.  Called after the
+        pass, or with incremental recursion after each chunk (whose entries go)."""
+        redo, self._append_redo = self._append_redo, []
+        g, r = self.g, self.recv.r
+        saved = g.append, r.append
+        g.append = r.append = 0
+        try:
+            for ndx, e, path, new_mode in redo:
+                if self.rep.level("name") >= 1 or self.rep.has_i:
+                    self.rep.warn_msg(f"WARNING: {self.rep.safe(e.name)} failed "
+                                      "verification -- update retained (will try again).")
+                st = self._lstat(path)
+                if st is not None and not stat.S_ISREG(st.st_mode):
+                    st = None
+                self._transfer(ndx, e, path, path if st else None, st, new_mode,
+                               basis_st=st)
+        finally:
+            g.append, r.append = saved
 
     def _count_transfer(self, e: FileEntry, iflags: int) -> None:
         s = self.stats

@@ -46,6 +46,7 @@ __all__ = ["ProtocolIO", "RemoteExit"]
 _I32 = struct.Struct("<i")
 _U16 = struct.Struct("<H")
 OUT_FRAME = 32 * 1024  # payload per outbound MSG_DATA frame (rsync's buffer size)
+_DATA_FRAME_HEAD = encode_frame(Msg.DATA, bytes(OUT_FRAME))[:4]
 READ_SIZE = 256 * 1024
 IOERR_VALID_MASK = 0x7
 
@@ -354,10 +355,16 @@ class ProtocolIO:
         else:
             # Gather output into full frames, as rsync's buffer does: a frame per write
             # would cost 4 header bytes per token.
-            self._odata += data
-            while len(self._odata) >= OUT_FRAME:
-                self._out += encode_frame(Msg.DATA, self._odata[:OUT_FRAME])
-                del self._odata[:OUT_FRAME]
+            od = self._odata
+            od += data
+            if len(od) >= OUT_FRAME:
+                whole = len(od) - len(od) % OUT_FRAME
+                out = self._out
+                with memoryview(od) as view:  # frame straight from the buffer: no copies
+                    for i in range(0, whole, OUT_FRAME):
+                        out += _DATA_FRAME_HEAD
+                        out += view[i:i + OUT_FRAME]
+                del od[:whole]
         if len(self._out) >= (1 << 18):
             self._flush_out(wait=True, keep=1 << 16)
 
@@ -399,7 +406,8 @@ class ProtocolIO:
 
     def _write_some(self) -> None:
         try:
-            done = os.write(self.conn.wfd, self._out[:1 << 20])
+            with memoryview(self._out) as view:
+                done = os.write(self.conn.wfd, view[:1 << 20])
         except BlockingIOError:
             return
         except OSError as exc:

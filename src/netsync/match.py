@@ -17,9 +17,11 @@ a multi-GiB file is never copied whole.
 
 from __future__ import annotations
 
+import errno as _errno
 import mmap
+import os
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +66,13 @@ class BlockSums:
     head: SumHead
     sum1: npt.NDArray[np.uint32]  # weak sum per block
     strong: bytes  # count * s2length bytes
+    # rsync's updating_basis_file (--inplace onto the basis itself): the receiver
+    # overwrites the basis as it goes, so no block may be used once the write
+    # position has passed it, unless it was matched at its own offset.
+    updating_basis: bool = False
+    # Filled in by match_tokens(): matches, hash_hits, false_alarms, matched bytes
+    # (what rsync's --debug=deltasum totals and --stats "Matched data" count).
+    stats: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     def strong_at(self, i: int) -> bytes:
         s = self.head.s2length
@@ -78,7 +87,58 @@ class BlockSums:
         return cls(head, arr, strong)
 
 
-def _view(data: Data) -> memoryview:
+class FileWindow:
+    """The first ``size`` bytes of an open file, read on demand a window at a time
+    (fileio.c map_ptr()): unlike an mmap, a file that shrinks meanwhile cannot kill
+    the process with SIGBUS; what is missing reads as zeros and ``status`` records
+    why (ENODATA for a short read), as rsync reports "read errors mapping"."""
+
+    FILL = 8 << 20  # bytes read at a time, at least (cache-friendly, as fast as a map)
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.status = 0
+        self._start = 0
+        self._mv = memoryview(b"")
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: slice) -> memoryview:
+        start, stop, _ = key.indices(self.size)
+        if stop <= start:
+            return memoryview(b"")
+        off = start - self._start
+        if off < 0 or stop - self._start > len(self._mv):
+            self._fill(start, max(stop - start, min(self.FILL, self.size - start)))
+            off = 0
+        return self._mv[off : off + stop - start]
+
+    def _fill(self, start: int, length: int) -> None:
+        # A fresh buffer each time (views of the last one may still be in use).
+        parts: list[bytes] = []
+        got = 0
+        try:
+            os.lseek(self.fd, start, os.SEEK_SET)
+            while got < length:
+                chunk = os.read(self.fd, length - got)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+        except OSError as ex:
+            self.status = self.status or ex.errno or _errno.EIO
+        if got < length:  # "the best we can do is zero the buffer - the file has changed"
+            self.status = self.status or _errno.ENODATA
+            parts.append(bytes(length - got))
+        self._start = start
+        self._mv = memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
+
+
+def _view(data: Data | FileWindow) -> memoryview:
+    if isinstance(data, FileWindow):
+        return data  # type: ignore[return-value]  # sliced like a memoryview
     return memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
 
 
@@ -106,7 +166,8 @@ def generate_sums(
     if s2length is not None:
         s2len = s2length
     head = SumHead(count, blength, s2len, remainder)
-    view = _view(basis)[:file_len]
+    view = _view(basis)
+    view = view if isinstance(view, FileWindow) else view[:file_len]
     if len(view) < file_len:
         raise RsyncError(RERR_FILEIO, "basis file is shorter than its stated length")
     step = max(1, WINDOW // blength) * blength
@@ -237,21 +298,41 @@ def match_tokens(
     def block_len(i: int) -> int:
         return head.remainder if (i == last_i and head.remainder) else bl
 
+    updating = sums.updating_basis
+    same: set[int] = set()  # blocks matched at their own offset (SUMFLG_SAME_OFFSET)
+    counts = sums.stats
+
+    def usable(i: int, offset: int) -> bool:
+        return not updating or i * bl >= offset or i in same
+
     def pick(offset: int, weak: int, lo: int, hi: int, length: int, want_i: int) -> int:
         """rsync's hash_search() decision at one offset; -1 for no match."""
         strong: bytes | None = None
+        counts[1] += 1
         for i in sorted_idx[lo : min(hi, lo + MAX_CHAIN_LEN)].tolist():
-            if block_len(i) != length:
+            if block_len(i) != length or not usable(i, offset):
                 continue
             if strong is None:
                 strong = strong_block_sum(
                     name, view[offset : offset + length], seed, protocol, proper_seed_order
                 )[:s2]
             if strong != sums.strong_at(i):
+                counts[2] += 1
                 continue
+            if updating and offset % bl == 0:
+                # In place, the block already at this offset is best: nothing to write.
+                a = offset // bl
+                if a < head.count and (
+                    a == i
+                    or (int(sum1[a]) == weak and block_len(a) == length
+                        and strong == sums.strong_at(a))
+                ):
+                    same.add(a)
+                    return a
             if (
                 i != want_i
                 and want_i < head.count
+                and usable(want_i, offset)
                 and int(sum1[want_i]) == weak
                 and block_len(want_i) == length
                 and strong == sums.strong_at(want_i)
@@ -274,7 +355,7 @@ def match_tokens(
         # rsync would find block want_i first (it prefers want_i among equal sums), so
         # checking the predicted blocks directly gives the same tokens without rolling.
         batch = 16  # grows while the prediction holds, so an edit wastes little work
-        while want_i < n_blocks and pos + bl <= n:
+        while want_i < n_blocks and pos + bl <= n and (not updating or want_i * bl >= pos):
             m = min((n - pos) // bl, n_blocks - want_i, batch)
             batch = min(batch * 4, FAST_BATCH)
             ws = _full_block_sums(view[pos : pos + m * bl], bl, m)
@@ -283,15 +364,21 @@ def match_tokens(
             matched = 0
             while matched < run:
                 b0 = pos + matched * bl
+                counts[1] += 1
                 if strong_block_sum(name, view[b0 : b0 + bl], seed, protocol,
                                     proper_seed_order)[:s2] != sums.strong_at(want_i + matched):
+                    counts[2] += 1
                     break
                 matched += 1
             if not matched:
                 break
             yield from literal(last, pos)
+            counts[0] += matched
+            counts[3] += matched * bl
             for k in range(matched):
                 fsum.update(view[pos + k * bl : pos + (k + 1) * bl])
+                if updating and (want_i + k) * bl == pos + k * bl:
+                    same.add(want_i + k)
                 yield want_i + k
             want_i += matched
             last = pos = pos + matched * bl
@@ -311,6 +398,8 @@ def match_tokens(
                 continue
             yield from literal(last, o)
             fsum.update(view[o : o + bl])
+            counts[0] += 1
+            counts[3] += bl
             yield i
             want_i = i + 1
             last = pos = o + bl
@@ -336,6 +425,8 @@ def match_tokens(
                 if i >= 0:
                     yield from literal(last, o)
                     fsum.update(view[o:n])
+                    counts[0] += 1
+                    counts[3] += n - o
                     yield i
                     last = n
     yield from literal(last, n)

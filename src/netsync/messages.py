@@ -138,10 +138,22 @@ class Stats:
 
     def count_listed(self, entries: Iterable[Any]) -> None:
         """Number of files and total size of a file list (what --stats reports)."""
-        for e in entries:
-            self.count("num", e.mode)
-            if stat.S_ISREG(e.mode) or stat.S_ISLNK(e.mode):
-                self.total_size += e.size
+        # By file type in bulk: this is the hot path of a no-op over a big tree.
+        entries = entries if isinstance(entries, list) else list(entries)
+        fmts = [e.mode & 0o170000 for e in entries]
+        self.num_files += len(fmts)
+        dirs, links = fmts.count(stat.S_IFDIR), fmts.count(stat.S_IFLNK)
+        regs = fmts.count(stat.S_IFREG)
+        if dirs or links or regs != len(fmts):
+            devs = fmts.count(stat.S_IFCHR) + fmts.count(stat.S_IFBLK)
+            self.num_dirs += dirs
+            self.num_links += links
+            self.num_devs += devs
+            self.num_specials += len(fmts) - dirs - links - regs - devs
+            self.total_size += sum(e.size for e in entries
+                                   if e.mode & 0o170000 in (stat.S_IFREG, stat.S_IFLNK))
+        else:
+            self.total_size += sum(e.size for e in entries)
 
 
 def _kind(mode: int) -> str:

@@ -20,13 +20,15 @@ import time
 from typing import Any, NoReturn
 
 from netsync import PROTOCOL_VERSION
-from netsync.errors import RERR_SYNTAX, RERR_UNSUPPORTED, UsageError
+from netsync.errors import RERR_SYNTAX, RERR_TIMEOUT, RERR_UNSUPPORTED, RsyncError, UsageError
 
 __all__ = [
     "NOT_IMPLEMENTED",
     "OptionError",
+    "StopAtLimit",
     "Options",
     "PrintAndExit",
+    "apply_process_options",
     "limit_output_verbosity",
     "make_output_option",
     "parse_args",
@@ -49,19 +51,10 @@ NOT_IMPLEMENTED: set[str] = {
     "read-batch",
     "only-write-batch",
     "fuzzy",
-    "copy-devices",
     "write-devices",
-    "open-noatime",
     "crtimes",
-    "preallocate",
-    "stop-after",
-    "stop-at",
-    "checksum-seed",
-    "trust-sender",
-    "fsync",
     "copy-as",
     "early-input",
-    "old-args",
 }
 
 MAX_BASIS_DIRS = 20
@@ -1350,14 +1343,20 @@ class _Parser:
         elif key == "stop-after":
             assert arg is not None
             minutes = _atol(arg)
-            if minutes * 60 <= 0 or minutes * 60 > _SIZE_MAX_HALF - int(time.time()):
+            now = int(time.time())
+            if minutes * 60 <= 0 or minutes * 60 > _SIZE_MAX_HALF - now:
                 raise OptionError(f"invalid --stop-after value: {arg}")
             o.stop_after = minutes
-            o.stop_at_utime = time.time() + minutes * 60
+            o.stop_at_utime = now + minutes * 60
         elif key == "stop-at":
-            # Validation of rsync's y-m-dTh:m grammar is left to whoever
-            # implements --stop-at; the option is refused until then.
+            assert arg is not None
+            when = _parse_time(arg)
+            if when is None:
+                raise OptionError(f"invalid --stop-at format: {arg}")
+            if when <= int(time.time()):
+                raise OptionError(f"--stop-at time is not in the future: {arg}")
             o.stop_at = arg
+            o.stop_at_utime = when
         elif key == "stderr":
             assert arg is not None
             for mode, num in (("errors", 2), ("all", 1), ("client", 0)):
@@ -1381,6 +1380,129 @@ class _Parser:
             o.sender = True
         else:  # pragma: no cover - every "act"/"sact" key is handled above
             raise AssertionError(key)
+
+
+def _parse_time(arg: str) -> int | None:
+    """options.c parse_time(): --stop-at's [y-]m-dTh:m, h:m, :m or a date (local time).
+
+    A part left out is filled from today and, if that lands in the past, the
+    next such day/month/year (or hour, for ":m") is taken.  None: malformed.
+    """
+    now = int(time.time())
+    today = time.localtime(now)
+    year = mon = mday = hour = minute = -1
+    i, end = 0, len(arg)
+    if arg[:1] in ("T", "t", ":") and arg:
+        in_date = 0 if arg[0] == ":" else -1
+        i = 1
+    else:
+        in_date = 1
+
+    def digit(k: int) -> bool:
+        return k < end and "0" <= arg[k] <= "9"
+
+    while True:
+        if not digit(i):
+            return None
+        n = 0
+        while digit(i):
+            n = n * 10 + ord(arg[i]) - 48
+            i += 1
+        c = arg[i] if i < end else ""
+        if c == ":":
+            in_date = 0
+        if in_date > 0:
+            if year != -1:
+                return None
+            year, mon, mday = mon, mday, n
+            if not c:
+                break
+            if c in ("T", "t"):
+                if i + 1 >= end:
+                    break
+                in_date = -1
+            elif c not in ("-", "/"):
+                return None
+            i += 1
+            continue
+        if hour != -1:
+            return None
+        hour, minute = minute, n
+        if not c:
+            if in_date < 0:
+                return None
+            break
+        if c != ":":
+            return None
+        in_date = 0
+        i += 1
+    # struct tm style from here: years since 1900, months from 0.
+    in_date = 0
+    if year < 0:
+        year, in_date = today.tm_year - 1900, 1
+    elif year < 100:
+        while year < today.tm_year - 1900:
+            year += 100
+    else:
+        year -= 1900
+    if mon < 0:
+        mon, in_date = today.tm_mon - 1, 2
+    else:
+        mon -= 1
+    if mday < 0:
+        mday, in_date = today.tm_mday, 3
+    step = 0
+    if minute < 0:
+        hour = minute = 0
+    elif hour < 0:
+        if in_date != 3:
+            return None
+        in_date, hour, step = 0, today.tm_hour, 3600
+    old_mday = mday
+    if hour > 23 or minute > 59 or not 0 <= mon < 12 or not 1 <= mday <= 31:
+        return None
+
+    def mktime(y: int, mo: int, d: int) -> tuple[int, tuple[int, int, int]] | None:
+        try:
+            v = int(time.mktime((y + 1900, mo + 1, d, hour, minute, 0, 0, 0, -1)))
+        except (OverflowError, ValueError):
+            return None
+        lt = time.localtime(v)  # mktime()'s normalised struct tm
+        return v, (lt.tm_year - 1900, lt.tm_mon - 1, lt.tm_mday)
+
+    got = mktime(year, mon, mday)
+    if got is None:
+        return None
+    val, (year, mon, mday) = got
+    while in_date and (val <= now or mday < old_mday):
+        if in_date == 3:
+            mday += 1
+            old_mday = mday
+        elif in_date == 2:
+            if mday < old_mday:
+                mday = old_mday  # the month already got bumped forward
+            else:
+                mon += 1
+                if mon == 12:
+                    mon, year = 0, year + 1
+        else:
+            if mday < old_mday:
+                if mon != 2 or old_mday != 29:  # only Feb 29 may roll into March
+                    return None
+                mon, mday = 1, 29
+            year += 1
+        got = mktime(year, mon, mday)
+        if got is None:
+            if in_date != 3 or mday <= 28:
+                return None
+            mday = old_mday = 1
+            in_date = 2
+            continue
+        val, (year, mon, mday) = got
+    if step:
+        while val <= now:
+            val += step
+    return val
 
 
 def _atol(text: str) -> int:
@@ -1498,8 +1620,14 @@ def _finish(p: _Parser, argc: int) -> Options:
             raise OptionError("max-alloc must be greater than zero")
         o.max_alloc = size
 
-    if o.old_args and o.secluded_args:
-        raise OptionError("--secluded-args conflicts with --old-args.")
+    if "old-args" not in o.given and "no-old-args" not in o.given:
+        # options.c: RSYNC_OLD_ARGS counts when neither --[no-]old-args nor -s was given.
+        env = os.environ.get("RSYNC_OLD_ARGS")
+        o.old_args = _atol(env) if env and not am_server and not o.secluded_args else 0
+    elif o.old_args:
+        if o.secluded_args:
+            raise OptionError("--secluded-args conflicts with --old-args.")
+        o.secluded_args = False
 
     if o.checksum_choice and o.checksum_choice.lower() not in ("auto", "auto,auto"):
         xfer, comma, filesum = o.checksum_choice.partition(",")
@@ -1734,11 +1862,42 @@ def _finish(p: _Parser, argc: int) -> Options:
     if o.server and o.rsh is not None:
         o.server_caps = _caps_letters(o.rsh)
 
-    if o.atimes > 1 and "open-noatime" in NOT_IMPLEMENTED:
-        who = "The server does not support" if am_server else "This netsync does not support"
-        raise OptionError(f"{who} --open-noatime")
-
     return o
+
+
+def apply_process_options(opts: Options) -> None:
+    """Set what rsync keeps in globals every role of this process reads.
+
+    Called once the options are final: by the CLI after parsing, and by the
+    server after a daemon module had its say ("open noatime").
+    """
+    from netsync import receiver, sender
+
+    sender.open_noatime = bool(opts.open_noatime)
+    sender.copy_devices = bool(opts.copy_devices)
+    receiver.do_fsync = bool(opts.fsync)
+    receiver.preallocate = bool(opts.preallocate)
+    if opts.stop_at_utime:
+        _arm_stop_at(opts.stop_at_utime)
+
+
+class StopAtLimit(RsyncError):
+    """--stop-after / --stop-at: the time is up (io.c: exit_cleanup(RERR_TIMEOUT))."""
+
+
+def _arm_stop_at(when: float) -> None:
+    import signal
+    import sys
+
+    def stop(_sig: int, _frame: object) -> None:
+        # io.c prints this bare (no "rsync:" prefix) before the exit line.
+        sys.stdout.flush()
+        sys.stderr.write("stopping at requested limit\n")
+        sys.stderr.flush()
+        raise StopAtLimit(RERR_TIMEOUT, None)
+
+    signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(when - time.time(), 0.001))
 
 
 def _caps_letters(value: str) -> str:
@@ -1871,12 +2030,15 @@ def server_flag_string(opts: Options, am_sender: bool, *, with_caps: bool = True
     return s if len(s) > 1 else ""
 
 
-def _safe_arg(opt: str | None, arg: str) -> str:
-    """rsync's safe_arg() for the plain (non-secluded, non-old-args) case.
+def _safe_arg(opt: str | None, arg: str, escape: bool = True) -> str:
+    """rsync's safe_arg(): backslash what the remote shell would interpret.
 
     opt None: a file name (wildcards kept, a leading '-' becomes './-').
     opt "": an option value sent as its own word.  Otherwise "opt=value".
+    ``escape`` False: no backslashes (secluded args, --old-args).
     """
+    if not escape:
+        return (opt + "=" if opt else "") + ("./" if opt is None and arg.startswith("-") else "") + arg
     shell = "!#$&;|<>(){}\"'` \t\n\r\\"
     escapes = shell if opt is None else "*?[]" + shell
     out = []
@@ -1906,6 +2068,9 @@ def server_options(opts: Options, am_sender: bool, *,
     remote paths (rsync's main.c does that part).
     """
     o = opts
+    # safe_arg(): secluded words and --old-args=2+ go as they are; plain --old-args
+    # leaves only -M values for the remote shell to split.
+    esc = not (o.secluded_args or o.old_args >= 2)
     head = ["--server"]
     if not am_sender:
         head.append("--sender")
@@ -1944,17 +2109,17 @@ def server_options(opts: Options, am_sender: bool, *,
     if o.bwlimit:
         a.append(f"--bwlimit={o.bwlimit}")
     if o.backup_dir:
-        a += ["--backup-dir", _safe_arg("", o.backup_dir)]
+        a += ["--backup-dir", _safe_arg("", o.backup_dir, esc)]
     if o.suffix != ("" if o.backup_dir else BACKUP_SUFFIX):
-        a.append(_safe_arg("--suffix", o.suffix))
+        a.append(_safe_arg("--suffix", o.suffix, esc))
     if o.checksum_choice:
-        a.append(_safe_arg("--checksum-choice", o.checksum_choice))
+        a.append(_safe_arg("--checksum-choice", o.checksum_choice, esc))
     if o.do_compression == CPRES_ZLIBX:
         a.append("--new-compress")
     elif o.compress_choice and o.do_compression == CPRES_ZLIB:
         a.append("--old-compress")
     elif o.compress_choice:
-        a.append(_safe_arg("--compress-choice", o.compress_choice))
+        a.append(_safe_arg("--compress-choice", o.compress_choice, esc))
     if am_sender:
         if o.max_delete is not None and o.max_delete > 0:
             a.append(f"--max-delete={o.max_delete}")
@@ -1987,9 +2152,9 @@ def server_options(opts: Options, am_sender: bool, *,
         if o.stats:
             a.append("--stats")
     elif o.skip_compress:
-        a.append(_safe_arg("--skip-compress", o.skip_compress))
+        a.append(_safe_arg("--skip-compress", o.skip_compress, esc))
     if o.max_alloc_arg and o.max_alloc != 1024 * 1024 * 1024:
-        a.append(_safe_arg("--max-alloc", o.max_alloc_arg))
+        a.append(_safe_arg("--max-alloc", o.max_alloc_arg, esc))
     if o.delete_missing_args:
         a.append("--delete-missing-args")
     elif o.ignore_missing_args and not am_sender:
@@ -2001,7 +2166,7 @@ def server_options(opts: Options, am_sender: bool, *,
         a.append(f"--checksum-seed={o.checksum_seed}")
     if o.partial_dir and am_sender:
         if o.partial_dir != ".~tmp~" or not o.delay_updates:
-            a += ["--partial-dir", _safe_arg("", o.partial_dir)]
+            a += ["--partial-dir", _safe_arg("", o.partial_dir, esc)]
         if o.delay_updates:
             a.append("--delay-updates")
     elif o.partial and am_sender:
@@ -2018,21 +2183,21 @@ def server_options(opts: Options, am_sender: bool, *,
         a.append("--use-qsort")
     if am_sender:
         if o.usermap:
-            a.append(_safe_arg("--usermap", o.usermap))
+            a.append(_safe_arg("--usermap", o.usermap, esc))
         if o.groupmap:
-            a.append(_safe_arg("--groupmap", o.groupmap))
+            a.append(_safe_arg("--groupmap", o.groupmap, esc))
         if o.ignore_existing:
             a.append("--ignore-existing")
         if o.existing:
             a.append("--existing")
         if o.temp_dir:
-            a += ["--temp-dir", _safe_arg("", o.temp_dir)]
+            a += ["--temp-dir", _safe_arg("", o.temp_dir, esc)]
         if o.fsync:
             a.append("--fsync")
         alt = o.alt_dest
         if alt:
             for d in alt[1]:
-                a += [f"--{alt[0]}", _safe_arg("", d)]
+                a += [f"--{alt[0]}", _safe_arg("", d, esc)]
     where = W_CLI if o.server else W_SRV
     where |= W_REC if am_sender else W_SND
     info = make_output_option(o, "info", where)
@@ -2050,7 +2215,7 @@ def server_options(opts: Options, am_sender: bool, *,
     # An empty host (--files-from=:PATH) still means the list is on the remote side.
     if o.files_from is not None and (not am_sender or o.files_from_host is not None):
         if o.files_from_host is not None:
-            a += ["--files-from", _safe_arg("", o.files_from_path or "")]
+            a += ["--files-from", _safe_arg("", o.files_from_path or "", esc)]
             if o.from0:
                 a.append("--from0")
         else:
@@ -2074,7 +2239,7 @@ def server_options(opts: Options, am_sender: bool, *,
     if o.mkpath and am_sender:
         a.append("--mkpath")
     # safe_arg(SPLIT_ARG_WHEN_OLD, ...) escapes like an option value.
-    a += [_safe_arg("", ro) for ro in o.remote_option]
+    a += [_safe_arg("", ro, esc and not o.old_args) for ro in o.remote_option]
     if o.secluded_args:
         return head, a
     return head + a, []

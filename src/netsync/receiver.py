@@ -9,18 +9,48 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass
 
 from netsync import messages as m
 from netsync import safepath
+from netsync import sender as _sender
 from netsync.errors import RERR_FILEIO
 from netsync.flist import FileEntry, parent_of
 from netsync.metadata import AttrOptions, set_file_attrs
 from netsync.report import Reporter
 
 COPY_CHUNK = 1 << 30  # copy_file_range asks, the kernel decides how much per call
+# rsync's globals, set per process by options.apply_process_options():
+# --fsync syncs each written file before it is renamed into place, --preallocate
+# reserves its final size first (syscall.c do_fallocate).
+do_fsync = False
+preallocate = False
+SPARSE_WRITE_SIZE = 1024  # rsync.h: shorter zero runs inside a chunk stay data
+_ZERO_RUN = re.compile(rb"\x00+")
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_fallocate_fn = None
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """Linux fallocate(2) (os.posix_fallocate has no mode flags); OSError on failure."""
+    global _fallocate_fn
+    if _fallocate_fn is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.fallocate
+        fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+        fn.restype = ctypes.c_int
+        _fallocate_fn = fn
+    if _fallocate_fn(fd, mode, offset, length) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 @dataclass
@@ -67,6 +97,37 @@ class Receiver:
         # Temp files are named through /proc/self/fd/N (the held dir) where /proc exists;
         # inside a daemon chroot it does not, and the plain path is used instead.
         self._fd_paths = os.path.isdir(b"/proc/self/fd")
+        self._prealloc = 0  # receiver.c preallocated_len of the file being written
+        self._punch = False  # --sparse over existing data (--inplace): holes are punched
+        self._hole_at = self._hole_len = 0  # the zero run not yet made a hole
+
+    def _preallocate(self, fd: int, total: int, dest: bytes) -> int:
+        """receiver.c receive_data() + syscall.c do_fallocate(): reserve ``total`` bytes.
+
+        Without --sparse the file keeps its size (FALLOC_FL_KEEP_SIZE); with it the
+        space is allocated at full size so the zero runs can be punched out again.
+        Returns rsync's preallocated_len (0: nothing reserved)."""
+        keep = not self.r.sparse
+        # rsync 3.5 asks for one byte more (odd) or less (even) than the file's length.
+        length = total + 1 if total & 1 else total - 1
+        try:
+            fallocate(fd, _FALLOC_FL_KEEP_SIZE if keep else 0, 0, length)
+        except OSError as ex:
+            self.rep.warn_msg(f'{self.rep.prog}: [receiver] do_fallocate '
+                              f'"{self.rep.full_path(dest)}": '
+                              f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+            return 0
+        if keep:
+            return length
+        return os.fstat(fd).st_blocks * 512
+
+    def _fsync(self, fd: int, dest: bytes) -> None:
+        """--fsync: a failure ends the transfer (receiver.c: exit_cleanup(RERR_FILEIO))."""
+        try:
+            os.fsync(fd)
+        except OSError as ex:
+            raise m.FatalError(RERR_FILEIO, f'fsync failed on "{self.rep.full_path(dest)}": '
+                                            f"{os.strerror(ex.errno or 0)} ({ex.errno})") from None
 
     def _dest_parent(self, dest: bytes, dest_rel: bytes) -> int | None:
         """An fd of dest's dir, opened below the destination (``confine_root``, set
@@ -216,7 +277,7 @@ class Receiver:
         if basis is None:
             return None
         try:
-            return os.open(basis, os.O_RDONLY | os.O_NOFOLLOW)
+            return os.open(basis, os.O_RDONLY | os.O_NOFOLLOW | _sender.read_flags())
         except OSError:
             return None
 
@@ -224,6 +285,7 @@ class Receiver:
                     start: int = 0) -> int:
         """Write the file's data to ``out_fd`` from offset ``start``; return bytes written."""
         written = 0
+        self._hole_len = 0
         prog = self.rep.progress_update
         if data.source_fd is not None and not self.r.sparse and data.sums is None \
                 and not self.r.bwlimit:
@@ -271,8 +333,8 @@ class Receiver:
                     continue
                 chunk = chunk[skip:]
                 skip = 0
-            if self.r.sparse and chunk and chunk.count(0) == len(chunk):
-                os.lseek(out_fd, len(chunk), os.SEEK_CUR)
+            if self.r.sparse and chunk:
+                self._write_sparse(out_fd, chunk)
             else:
                 os.write(out_fd, chunk)
             written += len(chunk)
@@ -280,8 +342,49 @@ class Receiver:
                 self._throttle(len(chunk))
             prog(written)
         if self.r.sparse:
+            self._flush_hole(out_fd)
             os.ftruncate(out_fd, os.lseek(out_fd, 0, os.SEEK_CUR))
         return written
+
+    def _write_sparse(self, fd: int, chunk: bytes) -> None:
+        """fileio.c write_sparse(): zero runs become holes.  A run at either end of
+        the chunk counts whatever its length (it may join the next chunk's), one
+        inside only from SPARSE_WRITE_SIZE bytes.  Skipping a run leaves a hole in
+        a new file; where the file had data (--inplace) or space was reserved
+        (--preallocate) the run is punched out, or written as zeros if it cannot be."""
+        n = len(chunk)
+        pos = self._hole_at + self._hole_len if self._hole_len else \
+            os.lseek(fd, 0, os.SEEK_CUR)
+        start = 0
+        for mt in _ZERO_RUN.finditer(chunk):
+            a, b = mt.span()
+            if b - a < SPARSE_WRITE_SIZE and a != 0 and b != n:
+                continue
+            if a > start:
+                self._flush_hole(fd)
+                os.write(fd, chunk[start:a])
+            if not self._hole_len:
+                self._hole_at = pos + a
+            self._hole_len += b - a  # deferred: the next run may extend it
+            start = b
+        if start < n:
+            self._flush_hole(fd)
+            os.write(fd, chunk[start:])
+
+    def _flush_hole(self, fd: int) -> None:
+        """Turn the pending zero run into a hole, in one piece (whole blocks get freed)."""
+        pos, length = self._hole_at, self._hole_len
+        if not length:
+            return
+        self._hole_len = 0
+        if self._punch or pos < self._prealloc:
+            try:
+                fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, pos, length)
+            except OSError:
+                os.lseek(fd, pos, os.SEEK_SET)
+                os.write(fd, bytes(length))  # do_punch_hole()'s last resort: zeros
+                return
+        os.lseek(fd, pos + length, os.SEEK_SET)
 
     def _receive_tmp(self, e: FileEntry, data: m.FileData, dest: bytes, dest_rel: bytes,
                      basis: bytes | None, dest_st: os.stat_result | None, new_mode: int) -> bool:
@@ -324,7 +427,13 @@ class Receiver:
         basis_fd = self._open_basis(basis)
         ok = False
         try:
-            self._write_data(fd, data, basis_fd)
+            self._prealloc = self._preallocate(fd, e.size, dest) if preallocate and e.size > 0 \
+                else 0
+            written = self._write_data(fd, data, basis_fd)
+            if self._prealloc > written:
+                os.ftruncate(fd, written)  # the reservation may overshoot the data
+            if do_fsync:
+                self._fsync(fd, dest)
             os.close(fd)
             fd = -1
             errs: list[str] = []
@@ -374,6 +483,7 @@ class Receiver:
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", fatal_io=True)
             return False
         finally:
+            self._prealloc = 0
             if fd >= 0:
                 os.close(fd)
             if basis_fd is not None:
@@ -438,9 +548,17 @@ class Receiver:
         basis_fd = bk_fd if bk_fd is not None else \
             self._open_basis(basis if basis is not None else dest)
         try:
+            self._prealloc = 0
+            if preallocate and e.size > 0 and dest_st is not None and e.size > dest_st.st_size:
+                self._prealloc = self._preallocate(fd, e.size, dest)
+            self._punch = True
             written = self._write_data(fd, data, basis_fd, start)
             os.ftruncate(fd, start + written)
+            if do_fsync:
+                self._fsync(fd, dest)
         finally:
+            self._prealloc = 0
+            self._punch = False
             os.close(fd)
             if basis_fd is not None:
                 os.close(basis_fd)

@@ -116,6 +116,11 @@ class Reporter:
         self.roots: list[bytes] = []  # the sender's source dirs, for %f
         self.want_csum = any(log.log_format_has(f, "C") for f in (fmt, self.logfile_format))
         self.saw_error = False
+        # rsync's generator sends its messages ("NAME is uptodate") ahead of the
+        # buffered file requests whose names the sender prints: with hold_stream set
+        # (by the generator) those names wait until release_stream().
+        self.hold_stream = False
+        self._held: list[str] = []
 
     def attach_stats(self, stats) -> None:
         """Progress lines show counters (xfr#, to-chk) kept by the engine."""
@@ -139,6 +144,8 @@ class Reporter:
 
     def _emit(self, line: str, stream: TextIO | None = None) -> None:
         stream = stream or self.out
+        if self._held and stream is self.out:
+            self.release_stream()
         if self.progress is not None:
             self.progress.newline_if_needed(stream)
         stream.write(line + "\n")
@@ -216,8 +223,11 @@ class Reporter:
                  to_logfile: bool = True, hlink: bytes | None = None, written: int = 0) -> None:
         item = self._item(e, iflags, hlink, written)
         if to_stdout and self.stdout_format and not self.quiet:
-            self._emit(log.format_log(self.stdout_format, item, self.ctx,
-                                      eight_bit=self.eight_bit))
+            line = log.format_log(self.stdout_format, item, self.ctx, eight_bit=self.eight_bit)
+            if self._holding():
+                self._held.append(line)
+            else:
+                self._emit(line)
         if to_logfile and self.logfile is not None and self.logfile_format and not self.dry_run:
             raw = log.expand_log_format(self.logfile_format, item, self.ctx)
             self.logfile.write(log.log_file_line(raw))
@@ -233,6 +243,27 @@ class Reporter:
             to_stdout = True
             to_logfile = bool(significant or self.logfile_has_i)
             self.log_item(e, iflags, to_stdout=to_stdout, to_logfile=to_logfile, hlink=hlink)
+
+    def attrs_report(self, name: bytes, updated: bool = False, suffix: str = "") -> None:
+        """rsync's ATTRS_REPORT at -vv when stdout is not itemized: an entry left in
+        place prints "NAME" if its attributes changed, else "NAME is uptodate"
+        (rprintf FCLIENT: the client's stdout only, never the log file)."""
+        if self.level("name") >= 2 and not self.has_i and not self.quiet:
+            line = self.safe(name) + suffix + ("" if updated else " is uptodate")
+            if self._holding():
+                self.out.write(line + "\n")  # overtakes the held names
+            else:
+                self._emit(line)
+
+    def _holding(self) -> bool:
+        return self.hold_stream and self.progress is None and self.level("name") >= 2 \
+            and not self.has_i
+
+    def release_stream(self) -> None:
+        """Print the held file names (rsync: the generator flushed its requests)."""
+        held, self._held = self._held, []
+        for line in held:
+            self.out.write(line + "\n")
 
     def should_send_itemize(self, iflags: int, xname: bytes | None = None) -> bool:
         """generator.c itemize(): is this item reported to the sender at all?"""

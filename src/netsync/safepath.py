@@ -300,6 +300,12 @@ def copy_into(src: bytes, dfd: int | None, name: bytes) -> None:
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), name, dir_fd=dfd)
         return
+    if not stat.S_ISREG(st.st_mode):
+        # A fifo/device/socket is recreated (backup.c do_mknod_at), never read:
+        # opening a fifo would block.
+        os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dfd)
+        os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)  # not the umask's
+        return
     sfd = os.open(src, os.O_RDONLY | _NOFOLLOW)
     try:
         copy_fd_into(sfd, dfd, name)

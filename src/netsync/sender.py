@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from collections.abc import Iterator
 
+from netsync import errors as E
 from netsync import filters as F
 from netsync import messages as m
 from netsync.flist import (
@@ -40,6 +42,26 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 # (flist.c readlink_stat), so a munged module serves its links as they were sent.
 unmunge_links = False
 SYMLINK_PREFIX = b"/rsyncd-munged/"
+# rsync's globals of the same names, set per process by options.apply_process_options():
+# --open-noatime (or the module's "open noatime") opens files to read with O_NOATIME,
+# --copy-devices lists a device as a regular file and sends its contents.
+open_noatime = False
+copy_devices = False
+
+
+def read_flags() -> int:
+    """Extra open() flags for reading a file (syscall.c do_open: O_NOATIME)."""
+    return getattr(os, "O_NOATIME", 0) if open_noatime else 0
+
+
+def device_size(fd: int) -> int:
+    """flist.c get_device_size(): a device's length is where a seek to its end lands."""
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        return 0
+    return end
 
 CHUNK_SIZE = 32 * 1024  # rsync refuses literal tokens larger than this
 IOERR_GENERAL = 1
@@ -169,6 +191,14 @@ class Sender:
                 if comp == b"..":
                     raise m.FatalError(1, f'found ".." dir in relative path: {os.fsdecode(rel)}')
             root_idx = self._root(base)
+            fn = arg[idx + 3:].lstrip(b"/") if idx >= 0 else arg
+            if collect and len(fn) > 2 and fn.startswith(b"./"):
+                # flist.c: a leading "./" sends the dir it names (once, implied) so
+                # the dest dir itself gets its attributes.
+                try:
+                    self._make(b".", os.stat(base), base, root_idx, FLAG_IMPLIED_DIR)
+                except OSError:
+                    pass
             yield from self._arg_or_collect(collect, root_idx, base, rel, relative=True,
                                             dotdir=(rel == b"." or trailing))
             return
@@ -327,6 +357,23 @@ class Sender:
                 self._vanished_or_error(path, ex, "readlink_stat")
                 return None
             e.size = len(e.link)
+        elif (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and copy_devices:
+            # flist.c make_file(): the device is listed as a regular file of its
+            # current length, its mtime (seconds) "now" since a device's is stale.
+            size = st.st_size
+            if size == 0:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | read_flags())
+                except OSError:
+                    pass
+                else:
+                    try:
+                        size = device_size(fd)
+                    finally:
+                        os.close(fd)
+            e.mode = _S_IFREG | stat.S_IMODE(mode)
+            e.size = size
+            e.mtime_ns = int(time.time()) * 10**9 + st.st_mtime_ns % 10**9
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             e.rdev = st.st_rdev
         if self.w.atimes:
@@ -494,7 +541,7 @@ class Sender:
         e = self.flist.entry(req.ndx)
         path = self.flist.source_path(e)
         try:
-            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | read_flags()
             if not (self.w.copy_links or self.w.copy_unsafe_links):
                 flags |= os.O_NOFOLLOW
             fd = os.open(path, flags)
@@ -509,34 +556,56 @@ class Sender:
             return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
         st = os.fstat(fd)
         src = m.SourceFd(fd)
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            if not copy_devices:
+                os.close(fd)
+                raise m.FatalError(E.RERR_PROTOCOL,
+                                   "attempt to copy device contents without --copy-devices")
+            # sender.c: exactly the listed length is sent (a device may never end),
+            # so the data goes as tokens, never as a copy of the whole fd.
+            size = st.st_size or device_size(fd)
+            return m.FileData(req.ndx, req.iflags, req.sums, self._tokens(src, req, size),
+                              size=size, closer=src.close)
         return m.FileData(req.ndx, req.iflags, req.sums, self._tokens(src, req), source_fd=fd,
                           size=st.st_size, closer=src.close)
 
-    def _tokens(self, src: m.SourceFd, req: m.SendRequest) -> Iterator[bytes | int]:
+    def _tokens(self, src: m.SourceFd, req: m.SendRequest,
+                limit: int | None = None) -> Iterator[bytes | int]:
+        """The file's data as tokens; ``limit``: a device's listed length."""
         fd = src.fd
         assert fd is not None
         try:
             if req.sums is None or req.sums.head.count == 0:
-                while True:
-                    chunk = os.read(fd, 256 * 1024)
+                left = limit
+                while left is None or left > 0:
+                    chunk = os.read(fd, 256 * 1024 if left is None else min(left, 256 * 1024))
                     if not chunk:
                         break
+                    if left is not None:
+                        left -= len(chunk)
                     for i in range(0, len(chunk), CHUNK_SIZE):
                         yield chunk[i:i + CHUNK_SIZE]
+                if left:
+                    # map_file(): a device that ends early reads as zeros up to its length.
+                    zeros = bytes(min(left, CHUNK_SIZE))
+                    while left > 0:
+                        yield zeros[:min(left, CHUNK_SIZE)]
+                        left -= min(left, CHUNK_SIZE)
             else:
-                import mmap
-
                 from netsync import match
 
-                size = os.fstat(fd).st_size
-                # Map rather than read: a multi-GiB file is matched without a copy in memory.
-                data = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
-                try:
-                    yield from match.match_tokens(data, req.sums, req.checksum_name, req.seed,
-                                                  req.protocol)
-                finally:
-                    if size:
-                        data.close()
+                size = os.fstat(fd).st_size if limit is None else limit
+                # Read a window at a time (no mmap: a file that shrinks meanwhile would
+                # raise SIGBUS); what went missing reads as zeros, reported as rsync does.
+                data = match.FileWindow(fd, size)
+                yield from match.match_tokens(data, req.sums, req.checksum_name, req.seed,
+                                              req.protocol)
+                if data.status:
+                    self.io_error |= IOERR_GENERAL
+                    path = self.flist.source_path(self.flist.entry(req.ndx))
+                    self.rep.error_xfer(f'read errors mapping "{self.rep.full_path(path)}": '
+                                        f"{os.strerror(data.status)} ({data.status})",
+                                        role="sender")
         finally:
             src.close()
 

@@ -618,6 +618,9 @@ def run_server(opts, daemon: DaemonLink | None = None) -> int:
         from netsync.daemon.server import run_daemon
 
         return run_daemon(opts)  # --server --daemon: the daemon protocol over a remote shell
+    from netsync.options import apply_process_options
+
+    apply_process_options(opts)  # again: a daemon module may have changed some
     server = _Server(opts, daemon)
     code = 0
     fatal = False

@@ -27,14 +27,11 @@ send_token() calls: see :meth:`TokenEncoder.begin_file`.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import weakref
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-
-import lz4.block
-import zstandard
 
 from .checksum import NegotiationError
 from .errors import RERR_PROTOCOL
@@ -515,6 +512,8 @@ ZSTD_E_CONTINUE, ZSTD_E_FLUSH = 0, 1
 
 
 def _load_libzstd() -> ctypes.CDLL | None:
+    import ctypes.util
+
     name = ctypes.util.find_library("zstd")
     if not name:
         return None
@@ -540,7 +539,8 @@ def _load_libzstd() -> ctypes.CDLL | None:
 # zstd's output changes between versions (1.5.7 splits some blocks that 1.5.4
 # does not), so the system library, driven exactly like token.c drives it, is
 # preferred when present.
-_LIBZSTD = _load_libzstd()
+# Looked up on first use: find_library() runs ldconfig, and most syncs never compress.
+_libzstd = functools.cache(_load_libzstd)
 
 
 class ZstdEncoder(TokenEncoder):
@@ -562,9 +562,9 @@ class ZstdEncoder(TokenEncoder):
     ) -> None:
         super().__init__(compression_level("zstd", level), protocol)
         level_ = self.level if self.level is not None else 3
-        self.native = _LIBZSTD is not None if native is None else native
+        self.native = _libzstd() is not None if native is None else native
         if self.native:
-            lib = _LIBZSTD
+            lib = _libzstd()
             if lib is None:
                 raise RuntimeError("no system libzstd")
             cctx = lib.ZSTD_createCCtx()
@@ -576,7 +576,10 @@ class ZstdEncoder(TokenEncoder):
             lib.ZSTD_CCtx_setParameter(self._cctx, ZSTD_C_NB_WORKERS, 0)
             self._obuf = ctypes.create_string_buffer(MAX_DATA_COUNT)
         else:
+            import zstandard
+
             self._c = zstandard.ZstdCompressor(level=level_).compressobj()
+            self._flush_block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
         self._fill = 0  # input bytes buffered inside zstd (current block)
         self._queue = bytearray()  # compressed bytes zstd has not handed out yet
 
@@ -594,7 +597,7 @@ class ZstdEncoder(TokenEncoder):
         return bytes(out)
 
     def _native(self, data: bytes, flush: bool) -> bytes:
-        lib = _LIBZSTD
+        lib = _libzstd()
         assert lib is not None
         src = ctypes.create_string_buffer(bytes(data), max(1, len(data)))
         inb = _ZstdBuffer(ctypes.addressof(src), len(data), 0)
@@ -635,7 +638,7 @@ class ZstdEncoder(TokenEncoder):
                     continue
                 if not flush or self._fill == 0:
                     break
-                self._queue += self._c.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+                self._queue += self._c.flush(self._flush_block)
                 self._fill = 0
             if rec:
                 out += _record(rec)
@@ -644,6 +647,8 @@ class ZstdEncoder(TokenEncoder):
 
 
 def _load_liblz4() -> ctypes.CDLL | None:
+    import ctypes.util
+
     name = ctypes.util.find_library("lz4")
     if not name:
         return None
@@ -660,12 +665,17 @@ def _load_liblz4() -> ctypes.CDLL | None:
 # python-lz4 bundles its own liblz4, whose compressor makes different (equally
 # valid) choices than the system library rsync links; prefer the latter so our
 # bytes match rsync's.
-_LIBLZ4 = _load_liblz4()
+_LIBLZ4: ctypes.CDLL | None | bool = False  # False: not looked up yet
 
 
 def _lz4_compress(data: bytes) -> bytes:
     """LZ4_compress_default() into rsync's obuf (capacity LZ4_OUT - 2)."""
+    global _LIBLZ4
+    if _LIBLZ4 is False:
+        _LIBLZ4 = _load_liblz4()
     if _LIBLZ4 is None:
+        import lz4.block
+
         return lz4.block.compress(data, store_size=False)
     out = ctypes.create_string_buffer(LZ4_OUT)
     n = _LIBLZ4.LZ4_compress_default(data, out, len(data), LZ4_OUT - 2)
@@ -1030,13 +1040,16 @@ class ZstdDecoder(_CompressedDecoder):
 
     def __init__(self, protocol: int = 31, max_literal: int | None = None) -> None:
         super().__init__(protocol, max_literal)
+        import zstandard
+
         self._d = zstandard.ZstdDecompressor().decompressobj()
+        self._error = zstandard.ZstdError
 
     def _data(self, payload: bytes) -> Iterator[bytes]:
         for i in range(0, len(payload), ZSTD_FEED):
             try:
                 out = self._d.decompress(payload[i : i + ZSTD_FEED])
-            except zstandard.ZstdError as e:
+            except self._error as e:
                 raise WireError(f"ZSTD decomp returned error: {e}") from None
             if self._d.eof:
                 raise WireError("zstd frame ended inside a token stream")
@@ -1050,6 +1063,8 @@ class Lz4Decoder(_CompressedDecoder):
     name = "lz4"
 
     def _data(self, payload: bytes) -> Iterator[bytes]:
+        import lz4.block
+
         try:
             out = lz4.block.decompress(payload, uncompressed_size=LZ4_OUT)
         except lz4.block.LZ4BlockError as e:

@@ -103,6 +103,8 @@ _INT_BYTE_EXTRA = bytes([0] * 32 + [1] * 16 + [2] * 8 + [3] * 4 + [4, 4, 5, 6])
 
 def encode_varint(x: int) -> bytes:
     """write_varint(): a signed 32-bit value in 1-5 bytes."""
+    if 0 <= x < 0x4000:  # the common cases, without the byte loop below
+        return bytes((x,)) if x < 0x80 else bytes((0x80 | x >> 8, x & 0xFF))
     if not -(1 << 31) <= x < (1 << 32):
         raise ValueError(f"varint out of range: {x}")
     b = bytearray(5)

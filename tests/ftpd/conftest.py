@@ -47,8 +47,12 @@ def ftpd(tmp_path: Path) -> Iterator:
 
     def start(**options: object) -> Ftpd:
         port = free_port()
+        # The pre-login process's chroot (vsftpd's default, /usr/share/empty,
+        # is not on every system): an empty directory of the test's own.
+        empty = tmp_path / "ftpd-empty"
+        empty.mkdir(mode=0o755, exist_ok=True)
         opts = {"listen": "YES", "listen_address": "127.0.0.1", "listen_port": str(port),
-                "delay_failed_login": "0"}
+                "delay_failed_login": "0", "secure_chroot_dir": str(empty)}
         for k, v in options.items():
             opts[k] = ("YES" if v else "NO") if isinstance(v, bool) else str(v)
         conf = tmp_path / f"ftpd-{port}.conf"

@@ -212,8 +212,10 @@ def test_sighup_reloads_config(ftpd, anon_root: Path) -> None:
 def test_background_detaches(tmp_path: Path, anon_root: Path) -> None:
     port = free_port()
     conf = tmp_path / "bg.conf"
+    empty = tmp_path / "empty"
+    empty.mkdir()
     conf.write_text(f"listen=YES\nlisten_address=127.0.0.1\nlisten_port={port}\n"
-                    f"background=YES\nanon_root={anon_root}\n")
+                    f"background=YES\nanon_root={anon_root}\nsecure_chroot_dir={empty}\n")
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     r = subprocess.run([sys.executable, "-m", "netsync.ftpd", str(conf)], timeout=30, env=env,
                        capture_output=True, text=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ftplib
 import io
+import signal
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,50 @@ def test_ccc_refused_and_anonymous_tls_policy(ftpd, cert, system_user, user_home
     f.retrbinary("RETR hello.txt", buf.write)
     assert buf.getvalue() == b"hello anonymous\n"
     f.quit()
+
+
+def _replies(srv, commands: list[str], login: bool) -> list[str]:
+    f = ftplib.FTP()
+    f.connect("127.0.0.1", srv.port, timeout=10)
+    if login:
+        f.login()
+    out = []
+    for cmd in commands:
+        try:
+            out.append(f.sendcmd(cmd))
+        except ftplib.Error as err:
+            out.append(str(err))
+    f.close()
+    return out
+
+
+def test_tls_commands_without_ssl_match_vsftpd(ftpd, vsftpd, anon_root: Path) -> None:
+    # ssl_enable=NO: the server runs without pyOpenSSL, and still answers the
+    # TLS commands exactly as vsftpd does, before and after login.
+    opts = {"anon_root": anon_root, "no_anon_password": True, "ssl_enable": False}
+    cmds = ["AUTH TLS", "AUTH SSL", "PBSZ 0", "PROT P", "PROT S", "CCC"]
+    ours, ref = ftpd(**opts), vsftpd(**opts)
+    for login in (False, True):
+        assert _replies(ours, cmds, login) == _replies(ref, cmds, login)
+
+
+def test_tls_turned_on_by_reload(ftpd, cert, system_user, user_home) -> None:
+    srv = ftpd(**tls_opts(cert, system_user, ssl_enable=False))
+    auth = f"{system_user.name}:{system_user.password}"
+    r = curl("-u", auth, f"{srv.url}/readme.txt")
+    assert r.returncode == 0 and r.stdout == b"in the home\n", r.stderr
+    assert curl("--ssl-reqd", "-k", "-u", auth, f"{srv.url}/").returncode != 0
+    srv.conf.write_text(srv.conf.read_text().replace("ssl_enable=NO", "ssl_enable=YES"))
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while (_replies(srv, ["AUTH TLS"], False) != ["234 Proceed with negotiation."]
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    # TLS control and data connections (with session reuse), and plaintext
+    # logins now refused (force_local_logins_ssl)
+    f = tls_login(srv, system_user)
+    assert "readme.txt" in f.nlst()
+    f.quit()
+    r = curl("--ssl-reqd", "-k", "-u", auth, f"{srv.url}/readme.txt")
+    assert r.returncode == 0 and r.stdout == b"in the home\n", r.stderr
+    assert curl("-u", auth, f"{srv.url}/readme.txt").returncode != 0

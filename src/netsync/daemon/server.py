@@ -741,6 +741,8 @@ class _Session:
             opts.timeout = mod.timeout
         if mod.temp_dir:
             opts.temp_dir = mod.temp_dir
+        if mod.open_noatime is not None:  # clientserver.c: unset leaves the client's choice
+            opts.open_noatime = mod.open_noatime
         chmod = mod.outgoing_chmod if opts.sender else mod.incoming_chmod
         if chmod:
             opts.chmod = [*opts.chmod, chmod]

@@ -3,20 +3,33 @@ privilege drop a session process makes after login."""
 
 from __future__ import annotations
 
+import ctypes
 import grp
 import os
 import pwd
 import socket
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .config import Config
+
+_name_lists: dict[str, set[str]] = {}
+
+
+def cache_name_lists(paths: list[str]) -> None:
+    """Read these list files now and answer read_name_list() from memory
+    (for the chrooted pre-login process); an empty list drops the cache."""
+    _name_lists.clear()
+    for path in paths:
+        _name_lists[path] = read_name_list(path)
 
 
 def read_name_list(path: str | None) -> set[str]:
     """vsftpd list files: one user (or e-mail) per line, surrounding blanks ignored."""
     if not path:
         return set()
+    if path in _name_lists:
+        return _name_lists[path]
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             return {ln.strip() for ln in fh.read(1_000_000).splitlines() if ln.strip()}
@@ -39,18 +52,125 @@ def wants_chroot(cfg: Config, user: str) -> bool:
     return chroot
 
 
+_MCL_FUTURE = 2
+_CAP_IPC_LOCK = 14
+_prefault: bool | None = None
+
+
+def prefault_possible() -> bool:
+    """Whether pam_authenticate may lock (and so pre-fault) new mappings:
+    root with CAP_IPC_LOCK or no RLIMIT_MEMLOCK, so that no mmap can fail
+    for it.  Decided once, in the listener."""
+    global _prefault
+    if _prefault is None:
+        _prefault = False
+        if os.geteuid() == 0:
+            import resource
+
+            try:
+                with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+                    caps = next((ln.split()[1] for ln in fh if ln.startswith("CapEff:")), "0")
+                has_cap = bool(int(caps, 16) >> _CAP_IPC_LOCK & 1)
+            except (OSError, ValueError):
+                has_cap = False
+            unlimited = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] == resource.RLIM_INFINITY
+            _prefault = has_cap or unlimited
+    return _prefault
+
+
 def pam_authenticate(service: str, user: str, password: str) -> bool:
-    """Authenticate and run the account phase (expired or locked accounts fail)."""
+    """Authenticate and run the account phase (expired or locked accounts fail).
+
+    pam_unix's password hash (yescrypt on Debian, twice per check in
+    Linux-PAM 1.5) maps and touches 16 MiB of fresh memory per hash, one page
+    fault per 4 KiB.  With mlockall(MCL_FUTURE) for the duration the kernel
+    fills such mappings when they are made, in one pass, which costs less
+    CPU than thousands of separate faults.  Nothing stays locked afterwards."""
     import pam  # python-pam; imported lazily so anonymous-only servers need no PAM
 
     p = pam.pam()
-    # python-pam's authenticate() also calls pam_acct_mgmt by default.
-    ok = p.authenticate(user, password, service=service, resetcreds=True)
+    locked = prefault_possible() and libc().mlockall(_MCL_FUTURE) == 0
+    try:
+        # python-pam's authenticate() also calls pam_acct_mgmt by default.
+        ok = p.authenticate(user, password, service=service, resetcreds=True)
+    finally:
+        if locked:
+            libc().munlockall()
     return bool(ok)
 
 
-@dataclass
-class Identity:
+_libc: ctypes.CDLL | None = None
+
+
+def libc() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+_PAM_CONV_FUNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                  ctypes.c_void_p)
+
+
+class _PamConv(ctypes.Structure):
+    _fields_ = [("conv", _PAM_CONV_FUNC), ("appdata_ptr", ctypes.c_void_p)]
+
+
+def _no_conversation(_n: int, _msgs: int, _resp: int, _data: int) -> int:
+    return 19  # PAM_CONV_ERR: this handle never authenticates anyone
+
+
+class PamModules:
+    """A PAM handle the listener opens once and never uses.
+
+    pam_start() loads every module of the service's stack (and their
+    libraries: libcrypt, libselinux, ...) and pam_end() unloads them; a
+    session that starts from nothing pays that loading at each login.  While
+    this handle is open the modules stay mapped, so each session's own
+    pam_start() finds them already loaded and relocated.  No module function
+    is ever called through this handle."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._lib: ctypes.CDLL | None = None
+        self._handle = ctypes.c_void_p()
+        try:
+            lib = ctypes.CDLL("libpam.so.0")  # the library python-pam binds
+        except OSError:
+            return
+        lib.pam_start.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_PamConv),
+                                  ctypes.POINTER(ctypes.c_void_p)]
+        lib.pam_start.restype = ctypes.c_int
+        lib.pam_end.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.pam_end.restype = ctypes.c_int
+        self._conv = _PamConv(_PAM_CONV_FUNC(_no_conversation), None)
+        name = os.fsencode(service)
+        if b"\0" in name:
+            return
+        if lib.pam_start(name, None, ctypes.byref(self._conv), ctypes.byref(self._handle)) == 0:
+            self._lib = lib
+
+    def close(self) -> None:
+        if self._lib is not None and self._handle:
+            self._lib.pam_end(self._handle, 0)
+        self._lib = None
+
+
+def preload_nss(names: list[str]) -> None:
+    """Look a few accounts up once, in the listener: glibc loads the NSS
+    modules named in nsswitch.conf (libnss_systemd, ...) on first use and
+    keeps them, so sessions forked afterwards do not each load them again."""
+    for name in names:
+        try:
+            ident = lookup(name)
+            if ident is not None:
+                os.getgrouplist(ident.name, ident.gid)
+        except (OSError, ValueError):
+            pass
+
+
+class Identity(NamedTuple):  # not a dataclass: `dataclasses` imports inspect, ast, ... (memory in every fork)
     name: str
     uid: int
     gid: int

@@ -69,13 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config_path is None and os.path.exists(DEFAULT_CONFIG_FILE):
         config_path = DEFAULT_CONFIG_FILE
 
-    from .server import Listener, serve_inetd
-    from .tls import make_context
-
     try:
         cfg = load(config_path, overrides)
+        if not cfg.ssl_enable:
+            from . import tlsimport
+
+            tlsimport.keep_out()  # before pyftpdlib is imported: see tlsimport.py
+        from . import prelogin
+        from .server import Listener, serve_inetd, tls_module
+
         if cfg.ssl_enable:
-            make_context(cfg)  # fail now, not in the first session
+            tls_module().make_context(cfg)  # fail now, not in the first session
+        prelogin.check_config(cfg)
         if not cfg.listen and not cfg.listen_ipv6:
             return serve_inetd(cfg)
         listener = Listener(cfg, config_path, overrides)

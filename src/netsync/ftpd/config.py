@@ -174,7 +174,7 @@ ALIASES = {
 NOT_APPLICABLE = frozenset({
     "seccomp_sandbox", "isolate", "isolate_network", "ptrace_sandbox",
     "one_process_model", "setproctitle_enable", "tcp_wrappers", "session_support",
-    "run_as_launching_user", "no_log_lock", "secure_chroot_dir", "nopriv_user",
+    "run_as_launching_user", "no_log_lock",
     "async_abor_enable", "connect_from_port_20",
     "ftp_data_port", "guest_enable", "guest_username", "virtual_use_local_privs",
     "text_userdb_names", "log_ftp_protocol",

@@ -13,14 +13,15 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from types import ModuleType
 
 from pyftpdlib.ioloop import IOLoop
 
-from . import __version__
+from . import __version__, accounts, prelogin, tlsimport
+from .accounts import PamModules
 from .config import Config, ConfigError, load
 from .logs import TransferLog
 from .session import ServerStub, Session, preload_lazy_modules
-from .tls import make_context
 
 log = logging.getLogger("netsync.ftpd")
 
@@ -44,9 +45,17 @@ def banner_lines(cfg: Config) -> list[str]:
     return [f"(netsync-ftpd {__version__})"]
 
 
+_quieted = False
+
+
 def _quiet_pyftpdlib() -> None:
     # pyftpdlib logs every event at INFO to stderr; we keep only its errors
-    # (unexpected exceptions) and write our own vsftpd-style logs.
+    # (unexpected exceptions) and write our own vsftpd-style logs.  Done once,
+    # in the listener: each session inherits the configured logger.
+    global _quieted
+    if _quieted:
+        return
+    _quieted = True
     lg = logging.getLogger("pyftpdlib")
     if not lg.handlers:
         h = logging.StreamHandler(sys.stderr)
@@ -56,16 +65,32 @@ def _quiet_pyftpdlib() -> None:
     lg.propagate = False
 
 
+def tls_module() -> ModuleType:
+    """tls.py, with pyOpenSSL let in (see tlsimport.py)."""
+    tlsimport.allow()
+    from . import tls
+
+    return tls
+
+
 def run_session(cfg: Config, conn: socket.socket, tlog: TransferLog | None) -> None:
     """Serve one control connection to the end (called in the session process)."""
     _quiet_pyftpdlib()
     preload_lazy_modules()  # a no-op when the listener already did it
+    cls: type[Session] = Session
+    Session.tls_ctx = None
+    if cfg.ssl_enable:
+        tls = tls_module()  # already imported by the listener
+        cls = tls.TLSSession
+        Session.tls_ctx = tls.make_context(cfg)
     Session.cfg = cfg
     Session.tlog = tlog
-    Session.tls_ctx = make_context(cfg) if cfg.ssl_enable else None
     Session.banner_lines = banner_lines(cfg)
+    if prelogin.applies(cfg):
+        prelogin.run(cfg, conn)
+        return
     ioloop = IOLoop()
-    handler = Session(conn, ServerStub(conn.family), ioloop=ioloop)
+    handler = cls(conn, ServerStub(conn.family), ioloop=ioloop)
     if not handler.connected:
         return
     handler.handle()
@@ -83,17 +108,38 @@ class Listener:
         self.tlog = TransferLog(cfg)
         self._stop = False
         self._reload = False
-        # Import once here rather than in every forked session.
+        # Import and set up once here rather than in every forked session.
         preload_lazy_modules()
-        if cfg.local_enable:
-            import pam
-
-            # Binds libpam once (python-pam runs `ldconfig -p` twice to find
-            # it); every forked session inherits the bindings.
-            pam.pam()
+        if cfg.ssl_enable:
+            tls_module()
+        _quiet_pyftpdlib()
+        accounts.libc()
+        accounts.preload_nss(["root", cfg.ftp_username or "ftp"])
+        self.pam_modules: PamModules | None = None
+        self._load_pam(cfg)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+
+    def _load_pam(self, cfg: Config) -> None:
+        """Bind libpam and keep the service's modules loaded (see PamModules)."""
+        if not cfg.local_enable:
+            if self.pam_modules is not None:
+                self.pam_modules.close()
+                self.pam_modules = None
+            return
+        import pam
+
+        accounts.prefault_possible()  # decided once, inherited by sessions
+        # Binds libpam once (python-pam runs `ldconfig -p` twice to find
+        # it); every forked session inherits the bindings.
+        pam.pam()
+        service = cfg.pam_service_name or "ftp"
+        if self.pam_modules is not None and self.pam_modules.service == service:
+            return
+        if self.pam_modules is not None:
+            self.pam_modules.close()
+        self.pam_modules = PamModules(service)
 
     # --- sockets
 
@@ -270,7 +316,8 @@ class Listener:
         try:
             new = load(self.config_path, self.overrides)
             if new.ssl_enable:
-                make_context(new)
+                tls_module().make_context(new)
+            prelogin.check_config(new)
         except ConfigError as err:
             print(f"500 OOPS: {err} (reload ignored)", file=sys.stderr, flush=True)
             return
@@ -286,6 +333,8 @@ class Listener:
                 return
         self.tlog.close()
         self.tlog = TransferLog(new)
+        self._load_pam(new)
+        gc.freeze()  # the new configuration's objects too (see serve_forever)
 
     def shutdown(self) -> None:
         for s in self.socks:
@@ -307,6 +356,9 @@ class Listener:
                 pass
         self._reap()
         self.tlog.close()
+        if self.pam_modules is not None:
+            self.pam_modules.close()
+            self.pam_modules = None
 
 
 def serve_inetd(cfg: Config) -> int:

@@ -1,8 +1,15 @@
 """One FTP session: pyftpdlib's protocol handler with vsftpd's rules added.
 
-An instance lives in its own process (forked by server.py).  Until login it
-runs with the server's privileges; a successful login chroots where
-configured and drops permanently to the user's uid and groups.
+An instance lives in its own process (forked by server.py).  Run as root
+for plain FTP, the pre-login dialogue is served by an unprivileged, chrooted
+child (prelogin.py) and the root process takes over once a login is
+granted; otherwise (TLS, or no root) one process runs it all with the
+server's privileges.  A successful login chroots where configured and drops
+permanently to the user's uid and groups.
+
+Nothing here imports pyOpenSSL: with ssl_enable=NO the server never loads
+it (see tlsimport.py).  TLS sessions are tls.TLSSession, this class with
+pyftpdlib's TLS handler mixed in.
 """
 
 from __future__ import annotations
@@ -15,24 +22,23 @@ import random
 import socket
 import stat
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from OpenSSL import SSL
 from pyftpdlib.exceptions import _FileReadWriteError, _RetryError
 from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers.ftp.control import FTPHandler
 from pyftpdlib.handlers.ftp.data import DTPHandler, ThrottledDTPHandler
 from pyftpdlib.handlers.ftp.dispatchers import ActiveDTP, PassiveDTP
 from pyftpdlib.handlers.ftp.producers import BufferedIteratorProducer
-from pyftpdlib.handlers.ftps.control import TLS_FTPHandler
-from pyftpdlib.handlers.ftps.ssl import SSLConnectionMixin
 from pyftpdlib.ioloop import Acceptor
 from pyftpdlib.utils import is_ssl_sock
 
-from . import accounts, filters
+from . import accounts, filters, prelogin
 from .config import Config, load_user_config
 from .logs import TransferLog
-from .tls import session_reused
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
 
 OOPS_WRITABLE_ROOT = "500 OOPS: vsftpd: refusing to run with writable root inside chroot()"
 MAX_LINE = 4096  # vsftpd's VSFTP_MAX_COMMAND_LINE
@@ -83,6 +89,11 @@ def preload_lazy_modules() -> None:
     datetime.datetime.now(datetime.UTC).astimezone()
 
 
+class _FamilyOnly:
+    def __init__(self, family: int) -> None:
+        self.family = family
+
+
 class ServerStub:
     """The few attributes pyftpdlib's handlers read from their server object;
     the real limits (max_clients, max_per_ip) are enforced by the listener."""
@@ -91,8 +102,7 @@ class ServerStub:
 
     def __init__(self, family: int) -> None:
         self.ip_map: list[str] = []
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        self.socket.close()
+        self.socket = _FamilyOnly(family)  # pyftpdlib reads only .family
 
     def _accept_new_cons(self) -> bool:
         return True
@@ -238,43 +248,12 @@ class Perms:
         """See impersonate_user."""
 
 
-class _SecureData:
-    """TLS on data connections, with vsftpd's session-reuse requirement."""
-
+class _DataTimeout:
     cmd_channel: Session
 
     def __init__(self, sock: socket.socket, cmd_channel: Session) -> None:
         super().__init__(sock, cmd_channel)  # type: ignore[call-arg]
         self.timeout = cmd_channel.cfg.data_connection_timeout
-        if cmd_channel._prot:
-            self.secure_connection(cmd_channel.ssl_context)  # type: ignore[attr-defined]
-
-    def send(self, data: bytes) -> int:
-        # SSL_write on a connection still in its handshake would finish the
-        # handshake itself and send at once, skipping handle_ssl_established
-        # (and so the session-reuse check): wait for the handshake instead.
-        if self._ssl_accepting:  # type: ignore[attr-defined]
-            return 0
-        return super().send(data)  # type: ignore[misc]
-
-    def use_sendfile(self) -> bool:
-        if is_ssl_sock(self.socket):  # type: ignore[attr-defined]
-            return False
-        return super().use_sendfile()  # type: ignore[misc]
-
-    def handle_ssl_established(self) -> None:
-        if self.cmd_channel.cfg.require_ssl_reuse and not session_reused(self.socket):  # type: ignore[attr-defined]
-            self.cmd_channel.respond("522 SSL connection failed: session reuse required")
-            self._resp = ()
-            self._error = True  # skip the TLS shutdown dance, just drop it
-            self.transfer_finished = False
-            self.close()  # type: ignore[attr-defined]
-
-    def handle_failed_ssl_handshake(self) -> None:
-        self._resp = ()
-        self.cmd_channel.respond("522 SSL connection failed; session reuse required?")
-        self._error = True
-        self.close()  # type: ignore[attr-defined]
 
 
 SENDFILE_CHUNK = 1 << 22  # per sendfile(2) call; the socket takes what fits
@@ -317,7 +296,7 @@ class _BulkReceive(DTPHandler):
 RECV_BURST = 64
 
 
-class DataChannel(_SecureData, SSLConnectionMixin, _BulkReceive):
+class DataChannel(_DataTimeout, _BulkReceive):
     def initiate_sendfile(self) -> None:
         """pyftpdlib sends 64 KiB per trip through the event loop; vsftpd one
         sendfile() for the whole file.  Keep the kernel busy: call sendfile()
@@ -342,7 +321,7 @@ class DataChannel(_SecureData, SSLConnectionMixin, _BulkReceive):
             sent_now += sent
 
 
-class ThrottledDataChannel(_SecureData, SSLConnectionMixin, ThrottledDTPHandler):
+class ThrottledDataChannel(_DataTimeout, ThrottledDTPHandler):
     pass
 
 
@@ -424,23 +403,35 @@ class PassiveListener(PassiveDTP):
         self.close()
 
 
-class Session(TLS_FTPHandler):
+class Session(FTPHandler):
     """Per-process settings are class attributes, set by server.run_session()."""
 
     cfg: Config = Config()
     tlog: TransferLog | None = None
+    # Set in the unprivileged pre-login process (prelogin.py): logins are
+    # requested from the root session process over this socket pair.
+    priv: socket.socket | None = None
     tls_ctx: SSL.Context | None = None
     banner_lines: list[str] = []
     encoding = "utf-8"
     unicode_errors = "surrogateescape"
     use_gmt_times = True
     auth_failed_timeout = 0
-    dtp_handler = DataChannel
+    dtp_handler: type[DTPHandler] = DataChannel
+    throttled_dtp: type[DTPHandler] = ThrottledDataChannel
     passive_dtp = PassiveListener
     active_dtp = ActiveConnector
     abstracted_fs = VsFS
-    proto_cmds = TLS_FTPHandler.proto_cmds.copy()
+    # pyftpdlib's TLS handler state, for the plain class (tls.TLSSession sets them).
+    _ssl_accepting = False
+    _pbsz = False
+    _prot = False
+    proto_cmds = FTPHandler.proto_cmds.copy()
     proto_cmds.update({
+        # Known without TLS too, as vsftpd's: refused when ssl_enable=NO.
+        "AUTH": dict(perm=None, auth=False, arg=True, help="Syntax: AUTH <SP> TLS|SSL."),
+        "PBSZ": dict(perm=None, auth=False, arg=True, help="Syntax: PBSZ <SP> 0."),
+        "PROT": dict(perm=None, auth=False, arg=True, help="Syntax: PROT <SP> [C|P]."),
         "CCC": dict(perm=None, auth=False, arg=False, help="Syntax: CCC (refused)."),
         "HOST": dict(perm=None, auth=False, arg=True, help="Syntax: HOST <SP> host-name."),
     })
@@ -466,9 +457,6 @@ class Session(TLS_FTPHandler):
 
     # --- setup helpers
 
-    def get_ssl_context(self) -> SSL.Context | None:  # type: ignore[override]
-        return self.tls_ctx
-
     def _resolve_pasv_address(self) -> str | None:
         addr = self.cfg.pasv_address
         if not addr:
@@ -484,7 +472,7 @@ class Session(TLS_FTPHandler):
         if self.tlog is not None:
             self.tlog.vsftpd(f'CONNECT: Client "{self.remote_ip}"')
         if self.cfg.implicit_ssl and self.tls_ctx is not None:
-            self.secure_connection(self.tls_ctx)
+            self.secure_connection(self.tls_ctx)  # type: ignore[attr-defined]  # tls.TLSSession
         for line in self.banner_lines[:-1]:
             self.push(f"220-{line}\r\n")
         self.respond(f"220 {self.banner_lines[-1] if self.banner_lines else ''}".rstrip() + "")
@@ -610,13 +598,13 @@ class Session(TLS_FTPHandler):
         return bool(c.force_anon_data_ssl if self.anonymous else c.force_local_data_ssl)
 
     def _control_secure(self) -> bool:
-        return isinstance(self.socket, SSL.Connection)
+        return is_ssl_sock(self.socket)
 
     # --- TLS commands
 
     def ftp_AUTH(self, line: str) -> None:
         if not self.cfg.ssl_enable or self.tls_ctx is None:
-            self.respond("530 Please login with USER and PASS." if not self.authenticated else "500 Unknown command.")
+            self._no_tls(known=False)
             return
         if self._control_secure():
             self.respond("503 Already using TLS.")
@@ -630,24 +618,41 @@ class Session(TLS_FTPHandler):
         self.ac_in_buffer = b""
         self._in_buffer = []
         self._in_buffer_len = 0
-        self.secure_connection(self.tls_ctx)
+        self.secure_connection(self.tls_ctx)  # type: ignore[attr-defined]  # tls.TLSSession
+
+    def _no_tls(self, known: bool) -> None:
+        """vsftpd's replies to TLS commands when ssl_enable=NO: after login
+        PBSZ and PROT are known but refused, AUTH and CCC unknown."""
+        if not self.authenticated:
+            self.respond("530 Please login with USER and PASS.")
+        else:
+            self.respond("550 Permission denied." if known else "500 Unknown command.")
 
     def ftp_PBSZ(self, line: str) -> None:
         if not self.cfg.ssl_enable:
-            self.respond("530 Please login with USER and PASS." if not self.authenticated else "500 Unknown command.")
+            self._no_tls(known=True)
             return
-        super().ftp_PBSZ(line)
+        if not self._control_secure():
+            self.respond("503 PBSZ not allowed on insecure control connection.")
+            return
+        super().ftp_PBSZ(line)  # type: ignore[misc]  # tls.TLSSession
 
     def ftp_PROT(self, line: str) -> None:
         if not self.cfg.ssl_enable:
-            self.respond("530 Please login with USER and PASS." if not self.authenticated else "500 Unknown command.")
+            self._no_tls(known=True)
             return
         if line.upper() in ("S", "E"):
             self.respond("536 PROT S/E not supported.")
             return
-        super().ftp_PROT(line)
+        if not self._control_secure():
+            self.respond("503 PROT not allowed on insecure control connection.")
+            return
+        super().ftp_PROT(line)  # type: ignore[misc]  # tls.TLSSession
 
     def ftp_CCC(self, line: str) -> None:
+        if not self.cfg.ssl_enable:
+            self._no_tls(known=False)
+            return
         # Reverting to plaintext would let a man in the middle inject commands.
         self.respond("534 Request denied for policy reasons.")
 
@@ -685,6 +690,9 @@ class Session(TLS_FTPHandler):
         self.username = line
         self.anonymous = anon
         if anon and c.no_anon_password:
+            if self.priv is not None:
+                self._request_login("")
+                return
             self._login_anonymous("")
             return
         self.respond("331 Please specify the password.")
@@ -700,7 +708,13 @@ class Session(TLS_FTPHandler):
             if self.cfg.deny_email_enable and line in accounts.read_name_list(self.cfg.banned_email_file):
                 self._login_failed("530 Login incorrect.")
                 return
+            if self.priv is not None:
+                self._request_login(line)
+                return
             self._login_anonymous(line)
+            return
+        if self.priv is not None:
+            self._request_login(line)
             return
         user = self.username
         ok = False
@@ -716,8 +730,50 @@ class Session(TLS_FTPHandler):
             return
         self._login_local(ident)
 
-    def _login_failed(self, reply: str) -> None:
-        if self.cfg.delay_failed_login:
+    def _request_login(self, password: str) -> None:
+        """Pre-login process: ask the root side to log the user in.  Granted,
+        it serves the connection from here on and this process just ends."""
+        assert self.priv is not None
+        pending = bytes(self.ac_in_buffer)  # pipelined input read past this command
+        msg = prelogin.encode_request(self.anonymous, self.username, password, pending)
+        answer = b""
+        if msg is not None:
+            try:
+                self.priv.send(msg)
+                answer = self.priv.recv(1)
+            except OSError:
+                answer = b""
+        if answer == b"O":
+            os._exit(0)  # without a byte more on the connection: it is not ours now
+        if answer != b"F":
+            self.close()
+            return
+        self._login_failed("530 Login incorrect.", delay=False)  # the root side waited
+
+    def take_over(self, user: str, anonymous: bool, password: str,
+                  ident: accounts.Identity | None, pending: bytes) -> None:
+        """Root session process, after the pre-login process had this login
+        granted: log in as it would have, then go on with what the client
+        had already sent."""
+        self.username = user
+        self.anonymous = anonymous
+        if anonymous:
+            self._login_anonymous(password)
+        elif ident is not None:
+            self._login_local(ident)
+        self.ac_in_buffer = pending
+        term = self.get_terminator()
+        while self.ac_in_buffer and self.connected:
+            idx = self.ac_in_buffer.find(term)
+            if idx < 0:
+                break  # a partial line: asynchat completes it with the next read
+            if idx:
+                self.collect_incoming_data(self.ac_in_buffer[:idx])
+            self.ac_in_buffer = self.ac_in_buffer[idx + len(term):]
+            self.found_terminator()
+
+    def _login_failed(self, reply: str, delay: bool = True) -> None:
+        if delay and self.cfg.delay_failed_login:
             time.sleep(min(self.cfg.delay_failed_login, 60))
         self.login_fails += 1
         self.username = ""
@@ -792,9 +848,9 @@ class Session(TLS_FTPHandler):
         self.authorizer = Perms(c, anonymous)
         rate = c.anon_max_rate if anonymous else c.local_max_rate
         if rate:
-            ThrottledDataChannel.read_limit = rate
-            ThrottledDataChannel.write_limit = rate
-            self.dtp_handler = ThrottledDataChannel
+            self.throttled_dtp.read_limit = rate  # type: ignore[attr-defined]
+            self.throttled_dtp.write_limit = rate  # type: ignore[attr-defined]
+            self.dtp_handler = self.throttled_dtp
         self.timeout = c.idle_session_timeout or None
         fs_root = "/" if real_chroot else root
         self.fs = self.abstracted_fs(fs_root, self)

@@ -69,7 +69,11 @@ class Connection:
             if not select.select([self.rfd], [], [], self.timeout)[0]:
                 raise TransportError(RERR_TIMEOUT, f"[{self.who}] io timeout after "
                                      f"{int(self.timeout)} seconds -- exiting")
-        data = os.read(self.rfd, n)
+        try:
+            data = os.read(self.rfd, n)
+        except OSError as exc:
+            raise TransportError(RERR_STREAMIO, f"read error: {exc.strerror} ({exc.errno}) "
+                                 f"[{self.who}]") from None
         self.bytes_read += len(data)
         return data
 
@@ -128,13 +132,18 @@ class Connection:
 
 
 class PipeConnection(Connection):
-    """The pipes to a remote-shell child (ssh ... rsync --server ...)."""
+    """The connection to a remote-shell child (ssh ... rsync --server ...): our ends
+    (``fds``: read, write) of the socket pairs on its stdout and stdin, else its
+    stdin/stdout pipes."""
 
     def __init__(self, proc: subprocess.Popen[bytes], command: list[str],
-                 who: str = "client") -> None:
-        assert proc.stdout is not None and proc.stdin is not None
+                 who: str = "client", fds: tuple[int, int] | None = None) -> None:
         self.proc = proc
         self.command = command
+        if fds is not None:
+            super().__init__(fds[0], fds[1], who)
+            return
+        assert proc.stdout is not None and proc.stdin is not None
         # Own the fds outright: Popen's file objects would buffer.
         rfd = os.dup(proc.stdout.fileno())
         wfd = os.dup(proc.stdin.fileno())
@@ -166,12 +175,34 @@ class PipeConnection(Connection):
         import subprocess
 
         super().close()
-        try:  # Popen.wait polls from 0.5 ms up: a quick child costs no fixed sleep
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if not _wait_pidfd(self.proc, timeout):
+            try:  # Popen.wait polls from 0.5 ms up: a quick child costs no fixed sleep
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         return self.exit_status()
+
+
+def _wait_pidfd(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait for ``proc`` to exit, waking the moment it does (Popen.wait's timed
+    polling oversleeps by up to half the wait).  False where pidfds are missing."""
+    import select
+
+    if proc.poll() is not None:
+        return True
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return False
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    if not ready:
+        proc.kill()
+    proc.wait()
+    return True
 
 
 class SocketConnection(Connection):

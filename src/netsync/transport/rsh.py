@@ -178,16 +178,27 @@ def spawn(cmd: list[str], *, who: str = "client",
     own message plus "connection unexpectedly closed" with the shell's exit
     status (127 for "command not found").
     """
+    import socket
     import subprocess
 
     full_env = None
     if env:
         full_env = dict(os.environ)
         full_env.update(env)
+    # Socket pairs, one per direction, as rsync's piped_child() (fd_pair): their buffers
+    # are larger than a pipe's 64 KiB, so a big transfer needs fewer wake-ups.  (One
+    # pair for both would turn a child that exits without reading into a reset read.)
+    to_child, child_in = socket.socketpair()
+    from_child, child_out = socket.socketpair()
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(cmd, stdin=child_in.fileno(), stdout=child_out.fileno(),
                                 env=full_env, close_fds=True, bufsize=0)
     except OSError as exc:
+        to_child.close()
+        from_child.close()
         raise TransportError(
             RERR_IPC, f"[{who}] Failed to exec {cmd[0]}: {exc.strerror} ({exc.errno})") from None
-    return PipeConnection(proc, cmd, who=who)
+    finally:
+        child_in.close()
+        child_out.close()
+    return PipeConnection(proc, cmd, who=who, fds=(from_child.detach(), to_child.detach()))

@@ -1,0 +1,496 @@
+"""Incremental recursion over the wire: netsync as the client of a stock rsync server
+(over ssh and ``rsync --daemon``) offers the ``i`` capability, so the file list comes
+(pull) or goes (push) a directory at a time.
+
+Each case runs rsync -> rsync and netsync -> rsync on copies of the same work dir and
+requires the same tree, the same ``-i`` lines in the same order (incremental recursion
+reorders them: each directory comes right before its contents) and the same exit
+code.  That inc-recursion is in use is checked on the wire: over ssh the server's
+argv (recorded by an --rsync-path wrapper) carries the same ``e.i...`` word as
+rsync's client sends; over a daemon, netsync prints "receiving/sending incremental
+file list" only when the server's compat flags turned CF_INC_RECURSE on.  Also: a
+pull's peak RSS stays flat from 1k to 30k files (and grows without inc-recursion),
+option sets netsync runs whole-list do not offer 'i', and a hostile sender's
+sub-lists meet rsync 3.4's checks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import treecompare as tc
+import trees
+from interop import peers
+from interop.peers import SshServer
+
+sshd_server = peers.sshd_server  # the session fixture
+
+PROTOCOLS = (30, 31, 32)
+
+
+# --------------------------------------------------------------------------- trees
+
+def _nested(root: Path) -> None:
+    """Dirs three deep, files at each level, symlinks (to files, to dirs, dangling)."""
+    t = 1_600_000_000
+    for a in range(3):
+        for b in range(3):
+            d = root / f"a{a}" / f"b{b}"
+            d.mkdir(parents=True)
+            for i in range(4):
+                p = d / f"f{i}.txt"
+                p.write_bytes(f"{a}-{b}-{i}\n".encode() * (i + 1))
+                os.utime(p, (t + i, t + i))
+            (d / "c").mkdir()
+            (d / "c" / "leaf").write_bytes(b"leaf")
+        (root / f"a{a}" / "top.txt").write_bytes(b"x" * (a * 100))
+        (root / f"a{a}" / "link").symlink_to("b0/f0.txt")
+        (root / f"a{a}" / "dirlink").symlink_to("b1")
+        (root / f"a{a}" / "dangling").symlink_to("nowhere")
+    (root / "empty").mkdir()
+    (root / "z.txt").write_bytes(b"last")
+    (root / "0.txt").write_bytes(b"first")
+
+
+def _diverge(dst: Path) -> None:
+    """What --delete and the generator must deal with, in several dirs."""
+    (dst / "a0" / "b0" / "f1.txt").write_bytes(b"changed!")
+    (dst / "a0" / "b1" / "f2.txt").unlink()
+    (dst / "a1" / "b2" / "extra.txt").write_bytes(b"delete me")
+    (dst / "a1" / "gone").mkdir()
+    (dst / "a1" / "gone" / "deep.txt").write_bytes(b"deep")
+    (dst / "a2" / "b0" / "c").rename(dst / "a2" / "b0" / "c-old")
+    (dst / "a2" / "b0" / "c").write_bytes(b"a file where a dir belongs")
+    (dst / "a2" / "top.txt").unlink()
+    (dst / "a2" / "top.txt").mkdir()
+    (dst / "stray.txt").write_bytes(b"stray")
+    os.chmod(dst / "a0" / "b2" / "f3.txt", 0o600)
+
+
+def _many_dirs(root: Path, n: int = 60, per_dir: int = 25) -> None:
+    """More entries than the sender's 1,000-entry lookahead, spread over many dirs."""
+    t = 1_600_000_000
+    for d in range(n):
+        sub = root / f"d{d:03d}" / "sub"
+        sub.mkdir(parents=True)
+        for i in range(per_dir):
+            p = root / f"d{d:03d}" / f"f{i:03d}"
+            p.write_bytes(b"y" * ((d + i) % 40))
+            os.utime(p, (t + i, t + i))
+        (sub / "s").write_bytes(b"s")
+
+
+def _work(tmp_path: Path, kind: str, dest: str) -> tuple[Path, Path]:
+    base = tmp_path / "base"
+    src = base / "src"
+    src.mkdir(parents=True)
+    if kind == "nested":
+        _nested(src)
+    else:
+        _many_dirs(src)
+    if dest == "none":
+        pass
+    else:
+        subprocess.run(["cp", "-a", "--", os.fspath(src), os.fspath(base / "dst")], check=True)
+        _diverge(base / "dst") if kind == "nested" else _diverge_many(base / "dst")
+    a, b = tmp_path / "rsync", tmp_path / "netsync"
+    for w in (a, b):
+        trees.copy_tree(base, w)
+    shutil.rmtree(base)
+    return a, b
+
+
+def _diverge_many(dst: Path) -> None:
+    for d in range(0, 60, 7):
+        (dst / f"d{d:03d}" / "f003").write_bytes(b"changed")
+        (dst / f"d{d:03d}" / "old").write_bytes(b"delete me")
+    shutil.rmtree(dst / "d010" / "sub")
+
+
+# ------------------------------------------------------------------ the remote side
+
+def _wrapper(tmp_path: Path) -> tuple[Path, Path]:
+    """An --rsync-path that records the server's argv, then runs rsync."""
+    log = tmp_path / "server-argv.log"
+    script = tmp_path / "rsync-wrapper"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec rsync "$@"\n')
+    script.chmod(0o755)
+    return script, log
+
+
+def _server_flags(log: Path) -> list[str]:
+    """The bundled flag word of each recorded server argv (``-vlogDtpre.iLsfxCIvu``)."""
+    out = []
+    for line in log.read_text().splitlines():
+        words = line.split()
+        out.append(next(w for w in words[1:] if w.startswith("-") and "e." in w))
+    log.unlink()
+    return out
+
+
+def _caps(flags: str) -> str:
+    return flags.split("e.", 1)[1]
+
+
+def _ssh_args(ssh: SshServer, work: Path, direction: str, wrapper: Path,
+              extra: list[str]) -> list[str]:
+    via = [*extra, "-e", ssh.rsh, f"--rsync-path={wrapper}"]
+    if direction == "push":
+        return [*via, "src/", f"{ssh.login}:{work}/dst/"]
+    return [*via, f"{ssh.login}:{work}/src/", "dst/"]
+
+
+def _daemon_conf(tmp_path: Path, a: Path, b: Path) -> Path:
+    """A daemon config whose modules are the two work dirs (so push and pull both go
+    through the daemon).  Started per test with the module paths it needs."""
+    conf = tmp_path / "rsyncd.conf"
+    uid = ["uid = root", "gid = root"] if os.geteuid() == 0 else []
+    conf.write_text("\n".join([
+        "use chroot = no", *uid, f"log file = {tmp_path / 'rsyncd.log'}",
+        "[rs]", f"    path = {a}", "    read only = no",
+        "[ns]", f"    path = {b}", "    read only = no", ""]))
+    return conf
+
+
+class _Daemon:
+    def __init__(self, tmp_path: Path, a: Path, b: Path) -> None:
+        self.conf = _daemon_conf(tmp_path, a, b)
+        self.port = peers.free_port()
+        self.proc = subprocess.Popen(
+            ["rsync", "--daemon", "--no-detach", f"--port={self.port}",
+             "--address=127.0.0.1", f"--config={self.conf}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert peers.wait_for_port(self.port, self.proc), "rsync --daemon did not start"
+
+    def args(self, module: str, direction: str, extra: list[str]) -> list[str]:
+        url = f"rsync://127.0.0.1:{self.port}/{module}"
+        if direction == "push":
+            return [*extra, "src/", f"{url}/dst/"]
+        return [*extra, f"{url}/src/", "dst/"]
+
+    def stop(self) -> None:
+        peers.stop(self.proc)
+
+
+def _check_same(want: tc.Run, got: tc.Run, a: Path, b: Path, now: int, rc: int = 0) -> None:
+    assert want.returncode == rc, want.describe()
+    assert got.returncode == want.returncode, got.describe()
+    assert b"Traceback" not in got.stderr, got.describe()
+    # ("created directory WORK/dst": each run has its own work dir.)
+    tc.assert_same_output(tc.output_lines(want.stdout.replace(os.fsencode(a), b"WORK")),
+                          tc.output_lines(got.stdout.replace(os.fsencode(b), b"WORK")))
+    tc.assert_same(tc.snapshot(a, now), tc.snapshot(b, now))
+
+
+# ------------------------------------------------------------------------ over ssh
+
+CASES = [
+    ("nested", "none", ["-ai"]),
+    ("nested", "diverged", ["-ai", "--delete"]),
+    ("nested", "diverged", ["-rlti", "--delete", "-v"]),
+    ("many", "diverged", ["-ai", "--delete"]),
+    ("nested", "diverged", ["-ain", "--delete"]),
+]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(("kind", "dest", "extra"), CASES,
+                         ids=["nested-new", "nested-delete", "nested-rlt-v", "many-delete",
+                              "nested-dry-run"])
+@pytest.mark.parametrize("direction", ["pull", "push"])
+def test_ssh_same_as_rsync(sshd_server: SshServer, tmp_path: Path, direction: str,
+                           kind: str, dest: str, extra: list[str], protocol: int) -> None:
+    a, b = _work(tmp_path, kind, dest)
+    wrapper, log = _wrapper(tmp_path)
+    opts = [*extra, f"--protocol={protocol}"]
+    now = time.time_ns() - 10**9
+    want = tc.run([tc.RSYNC], _ssh_args(sshd_server, a, direction, wrapper, opts), cwd=a)
+    want_flags = _server_flags(log)
+    got = tc.run(tc.program_under_test(), _ssh_args(sshd_server, b, direction, wrapper, opts),
+                 cwd=b)
+    got_flags = _server_flags(log)
+    _check_same(want, got, a, b, now)
+    # The capabilities offered: rsync's client offers 'i' here, and so does netsync.
+    assert _caps(want_flags[0]).startswith("i"), want_flags
+    assert got_flags == want_flags
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("direction", ["pull"])
+def test_ssh_progress_and_itemize(sshd_server: SshServer, tmp_path: Path, direction: str,
+                                  protocol: int) -> None:
+    """--progress shows "ir-chk" while lists still arrive, as rsync's does, with the
+    same counts (each list's number is taken off the index).  (A push's progress
+    lines depend on when the remote generator asks for files: not compared.)"""
+    a, b = _work(tmp_path, "many", "diverged")
+    wrapper, log = _wrapper(tmp_path)
+    opts = ["-a", "--progress", "--delete", f"--protocol={protocol}"]
+    now = time.time_ns() - 10**9
+    want = tc.run([tc.RSYNC], _ssh_args(sshd_server, a, direction, wrapper, opts), cwd=a)
+    got = tc.run(tc.program_under_test(), _ssh_args(sshd_server, b, direction, wrapper, opts),
+                 cwd=b)
+    log.unlink()
+    assert want.returncode == 0 and got.returncode == 0, got.describe()
+    tc.assert_same(tc.snapshot(a, now), tc.snapshot(b, now))
+
+    def final_lines(out: bytes) -> list[bytes]:
+        # The per-file final progress lines without their rate/time columns.
+        return [ln.split(b"(xfr#")[1] for ln in out.replace(b"\r", b"\n").split(b"\n")
+                if b"(xfr#" in ln]
+
+    assert final_lines(got.stdout) == final_lines(want.stdout)
+    assert any(b"ir-chk" in ln for ln in final_lines(got.stdout))
+
+
+@pytest.mark.parametrize("form", ["src", "src/a0/top.txt", "src/empty/", "src/a1"])
+@pytest.mark.parametrize("direction", ["pull", "push"])
+def test_ssh_source_forms(sshd_server: SshServer, tmp_path: Path, direction: str,
+                          form: str) -> None:
+    """A dir without the slash (its first list is just the dir: a second list follows at
+    once), a single file (one entry, then NDX_FLIST_EOF), an empty dir."""
+    a, b = _work(tmp_path, "nested", "diverged")
+    wrapper, log = _wrapper(tmp_path)
+    now = time.time_ns() - 10**9
+
+    def args(work: Path) -> list[str]:
+        via = ["-ai", "--delete", "-e", sshd_server.rsh, f"--rsync-path={wrapper}"]
+        if direction == "push":
+            return [*via, form, f"{sshd_server.login}:{work}/dst/"]
+        return [*via, f"{sshd_server.login}:{work}/{form}", "dst/"]
+
+    want = tc.run([tc.RSYNC], args(a), cwd=a)
+    want_flags = _server_flags(log)
+    got = tc.run(tc.program_under_test(), args(b), cwd=b)
+    _check_same(want, got, a, b, now)
+    assert _server_flags(log) == want_flags
+    assert _caps(want_flags[0]).startswith("i")
+
+
+@pytest.mark.parametrize(("direction", "extra"), [
+    ("pull", ["-aH"]), ("push", ["-aH"]), ("pull", ["-a", "--delete-delay"]), ("push", ["-aR"]),
+    ("pull", ["-a", "--delete-after"]), ("push", ["-a", "--ignore-missing-args"]),
+])
+def test_declined_option_sets(sshd_server: SshServer, tmp_path: Path, direction: str,
+                              extra: list[str]) -> None:
+    """Option sets netsync does not run incrementally: no 'i' is offered (a client may
+    leave it out), and the transfer still ends like rsync's."""
+    a, b = _work(tmp_path, "nested", "diverged")
+    wrapper, log = _wrapper(tmp_path)
+    now = time.time_ns() - 10**9
+    want = tc.run([tc.RSYNC], _ssh_args(sshd_server, a, direction, wrapper, extra), cwd=a)
+    log.unlink()
+    got = tc.run(tc.program_under_test(), _ssh_args(sshd_server, b, direction, wrapper, extra),
+                 cwd=b)
+    flags = _server_flags(log)
+    assert want.returncode == 0 and got.returncode == 0, got.describe()
+    assert not _caps(flags[0]).startswith("i"), flags
+    tc.assert_same(tc.snapshot(a, now), tc.snapshot(b, now))
+
+
+# --------------------------------------------------------------------- over rsyncd
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(("kind", "dest", "extra"), CASES,
+                         ids=["nested-new", "nested-delete", "nested-rlt-v", "many-delete",
+                              "nested-dry-run"])
+@pytest.mark.parametrize("direction", ["pull", "push"])
+def test_daemon_same_as_rsync(tmp_path: Path, direction: str, kind: str, dest: str,
+                              extra: list[str], protocol: int) -> None:
+    a, b = _work(tmp_path, kind, dest)
+    d = _Daemon(tmp_path, a, b)
+    try:
+        opts = [*extra, *([] if "-v" in extra else ["-v"]), f"--protocol={protocol}"]
+        now = time.time_ns() - 10**9
+        want = tc.run([tc.RSYNC], d.args("rs", direction, opts), cwd=a)
+        got = tc.run(tc.program_under_test(), d.args("ns", direction, opts), cwd=b)
+    finally:
+        d.stop()
+    _check_same(want, got, a, b, now)
+    # A daemon's server sets CF_INC_RECURSE only when the client offered 'i'; both
+    # clients report the incremental list ("receiving/sending incremental file list").
+    word = b"receiving incremental file list" if direction == "pull" \
+        else b"sending incremental file list"
+    assert word in want.stdout, want.stdout
+    assert word in got.stdout, got.stdout
+
+
+# ----------------------------------------------------------- flat memory on a pull
+
+PER_DIR = 500
+
+
+def _empty_tree(work: Path, dirs: int) -> None:
+    src, dst = work / "src", work / "dst"
+    for d in range(dirs):
+        sub = f"d{d:04d}"
+        (src / sub).mkdir(parents=True)
+        (dst / sub).mkdir(parents=True)
+        for i in range(PER_DIR):
+            rel = f"{sub}/f{i:05d}.dat"
+            os.mknod(src / rel, 0o100644)
+            os.link(src / rel, dst / rel)
+    for d in [*sorted(p.name for p in src.iterdir()), ""]:
+        st = (src / d).stat()
+        os.utime(dst / d, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _peak_kib(cmd: list[str], cwd: Path) -> int:
+    """Largest VmHWM of the client while it runs (sampled; VmHWM only grows)."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=tc.sync_env(), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = 0
+    status = f"/proc/{p.pid}/status"
+    while p.poll() is None:
+        try:
+            with open(status) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.002)
+    out, err = p.communicate()
+    assert p.returncode == 0, err.decode(errors="replace")
+    assert [ln for ln in out.split(b"\n") if ln and not ln.startswith(b".d")] == [], out
+    return peak
+
+
+@pytest.fixture(scope="module")
+def pull_trees(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    small = tmp_path_factory.mktemp("wire-inc-small")
+    large = tmp_path_factory.mktemp("wire-inc-large")
+    _empty_tree(small, 2)     # 1,000 files
+    _empty_tree(large, 60)    # 30,000 files
+    return small, large
+
+
+def _pull_growth(ssh: SshServer, pull_trees: tuple[Path, Path], extra: list[str]) -> float:
+    small, large = pull_trees
+
+    def peak(work: Path) -> int:
+        args = ["-ai", *extra, "-e", ssh.rsh, f"{ssh.login}:{work}/src/", "dst/"]
+        return max(_peak_kib([*tc.program_under_test(), *args], work) for _ in range(2))
+
+    lo, hi = peak(small), peak(large)
+    per_file = (hi - lo) * 1024 / ((60 - 2) * PER_DIR)
+    print(f"peak RSS {extra or ['inc']}: 1k files {lo} KiB, 30k files {hi} KiB, "
+          f"{per_file:.1f} bytes/file", file=sys.stderr)
+    return per_file
+
+
+def test_pull_memory_flat(sshd_server: SshServer, pull_trees) -> None:
+    per_file = _pull_growth(sshd_server, pull_trees, [])
+    assert per_file < 25, f"peak memory grows {per_file:.0f} bytes per file"
+
+
+def test_pull_memory_control_grows(sshd_server: SshServer, pull_trees) -> None:
+    # Without incremental recursion the client holds the whole list: the measure
+    # above must be able to see that, or it proves nothing.
+    per_file = _pull_growth(sshd_server, pull_trees, ["--no-inc-recursive"])
+    assert per_file > 40, f"peak memory grows only {per_file:.0f} bytes per file"
+
+
+# ------------------------------------------------------ a hostile incremental sender
+# This file doubles as the -e program: hostile_peer's evil server, with incremental
+# recursion granted when the client offers 'i', playing the attacks below.
+
+EVIL_SELF = Path(__file__).resolve()
+
+
+def _evil_sublists(subs: list[tuple[int, list[tuple[bytes, int]]]],
+                   first_names: tuple[bytes, ...] = (b".", b"d")):
+    def run(s) -> None:
+        import stat as st
+
+        import hostile_peer as hp
+        from netsync.wire import NDX_FLIST_OFFSET
+
+        if not s.neg.compat_flags & 1:  # CF_INC_RECURSE: the client must have offered 'i'
+            return
+        enc = s.encoder()
+        s.read_filters()
+        first = [hp.entry(n, st.S_IFDIR | 0o755) for n in first_names]
+        s.io.write(b"".join(enc.encode_entry(e) for e in first) + enc.end())
+        for dir_ndx, entries in subs:
+            s.io.write_ndx(NDX_FLIST_OFFSET - dir_ndx)
+            s.io.write(b"".join(enc.encode_entry(hp.entry(n, m)) for n, m in entries)
+                       + enc.end_marker())
+        s.io.flush()
+        s.io.read_some()  # until the client hangs up
+    return run
+
+
+_REG = 0o100644
+EVIL_ATTACKS = {
+    "inc-dotdot": _evil_sublists([(1, [(b"d/../../escaped", _REG)])]),
+    "inc-absolute": _evil_sublists([(1, [(b"/tmp/inc-absolute-escape", _REG)])]),
+    "inc-outside-dir": _evil_sublists([(1, [(b"elsewhere/file", _REG)])]),
+    "inc-dot-again": _evil_sublists([(0, [])]),
+    "inc-dir-twice": _evil_sublists([(1, [(b"d/x", _REG)]), (1, [])]),
+    "inc-bad-dir": _evil_sublists([(7, [])]),
+    # "host:src/wanted" asked for; the sender lists "wanted" and sneaks in "other".
+    "inc-unrequested": _evil_sublists([(0, [(b"wanted/x", _REG)])], (b"other", b"wanted")),
+}
+
+
+@pytest.mark.parametrize(("attack", "code", "message"), [
+    ("inc-dotdot", 4, b"ABORTING due to unsafe pathname from sender: d/../../escaped"),
+    ("inc-absolute", 4, b"ABORTING due to unsafe pathname from sender: /tmp/inc-absolute"),
+    ("inc-outside-dir", 4, b"ABORTING due to invalid path from sender: elsewhere/file"),
+    ("inc-dot-again", 2, b"refusing malicious duplicate flist for dir 0"),
+    ("inc-dir-twice", 2, b"refusing malicious duplicate flist for dir 1"),
+    ("inc-bad-dir", 2, b"Invalid dir index: -108 (-101 - -102)"),
+    ("inc-unrequested", 4, b"ERROR: rejecting unrequested file-list name: other"),
+])
+def test_hostile_sublists_are_refused(tmp_path: Path, attack: str, code: int,
+                                      message: bytes) -> None:
+    """rsync 3.4's checks hold for every sub-list: no "..", no absolute names, only
+    names inside the directory the list is for, one list per directory (the top dir's
+    contents came in the first list), and a directory that was listed."""
+    import shlex
+
+    import hostile_peer as hp
+
+    dst = tmp_path / "dst"
+    keep = dst / "private"
+    keep.mkdir(parents=True)
+    (keep / "must-survive").write_text("receiver-owned\n")
+    rsh = f"{shlex.quote(sys.executable)} {shlex.quote(str(EVIL_SELF))} serve {attack}"
+    child = hp.finish(hp.spawn([*hp.netsync_cmd(), "-e", rsh, "-r", "--delete",
+                                "--timeout=20",
+                                "host:src/wanted" if attack == "inc-unrequested" else "host:src/",
+                                f"{dst}/"], tmp_path,
+                               pipes=False, env=hp.child_env()), 90)
+    err = child.stderr
+    assert child.returncode == code, err
+    assert b"Traceback" not in err and message in err, err
+    assert child.maxrss_kb < hp.MAX_RSS_KB
+    assert (keep / "must-survive").read_text() == "receiver-owned\n"
+    assert not (tmp_path / "escaped").exists()
+    assert not Path("/tmp/inc-absolute-escape").exists()
+    assert {p.name for p in dst.iterdir()} <= {"d", "private"}  # nothing of the sub-list
+
+
+def _evil_main(argv: list[str]) -> int:  # pragma: no cover - runs as the -e program
+    import hostile_peer as hp
+    import netsync.server_handshake as sh
+
+    plain = sh.server_compat_flags
+
+    def with_inc(caps: str) -> int:
+        return plain(caps) | (1 if "i" in caps else 0)  # grant CF_INC_RECURSE
+
+    sh.server_compat_flags = with_inc
+    hp.SERVER_ATTACKS.update(EVIL_ATTACKS)
+    return hp.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(_evil_main(sys.argv[1:]))
