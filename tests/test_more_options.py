@@ -154,7 +154,7 @@ def test_atimes_cross_the_wire(tmp_path: Path, direction: str) -> None:
     """-U: the destination files get the source's (old) atimes, whichever side sends."""
     for who, (cmd, path) in PAIRS.items():
         work = tmp_path / who
-        src = _atime_src(work)
+        _atime_src(work)
         args = ["-aU", "-e", _rsh(work), f"--rsync-path={path}"]
         args += ["src/", f"lh:{work}/dst/"] if direction == "push" else [f"lh:{work}/src/",
                                                                          "dst/"]
