@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import glob
 import grp
 import importlib
@@ -931,6 +932,10 @@ def _listen(opts, config: DaemonConfig) -> int:
     # Import the engine once, before listening: every forked connection then starts with
     # it loaded (pages shared copy-on-write) instead of importing it again per client.
     _preload_modules()
+    # Keep the garbage collector off the preloaded objects in the forked children: a
+    # collection there would write to (and so copy) every shared page it walks.
+    gc.collect()
+    gc.freeze()
     g = config.globals
     port = opts.port or g.port or DEFAULT_PORT
     address = opts.address or g.address or None
