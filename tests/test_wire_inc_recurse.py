@@ -249,6 +249,31 @@ def test_ssh_progress_and_itemize(sshd_server: SshServer, tmp_path: Path, direct
     assert any(b"ir-chk" in ln for ln in final_lines(got.stdout))
 
 
+@pytest.mark.parametrize("incremental", [True, False], ids=["inc", "no-inc"])
+def test_ssh_push_progress(sshd_server: SshServer, tmp_path: Path, incremental: bool) -> None:
+    """On a push the progress lines come from our sender: one per file sent, numbered
+    xfr#1.., ending at to-chk=0/N with rsync's N.  (Whether a line says ir-chk or
+    to-chk, and its count before the end, depends on how far ahead the lists went.)"""
+    a, b = _work(tmp_path, "many", "diverged")
+    wrapper, log = _wrapper(tmp_path)
+    opts = ["-a", "--progress", *([] if incremental else ["--no-i-r"])]
+    want = tc.run([tc.RSYNC], _ssh_args(sshd_server, a, "push", wrapper, opts), cwd=a)
+    got = tc.run(tc.program_under_test(), _ssh_args(sshd_server, b, "push", wrapper, opts),
+                 cwd=b)
+    log.unlink()
+    assert want.returncode == 0 and got.returncode == 0, got.describe()
+
+    def final_lines(out: bytes) -> list[bytes]:
+        return [ln.split(b"(xfr#")[1] for ln in out.replace(b"\r", b"\n").split(b"\n")
+                if b"(xfr#" in ln]
+
+    w, g = final_lines(want.stdout), final_lines(got.stdout)
+    assert len(w) > 3 and [x.split(b",")[0] for x in g] == [x.split(b",")[0] for x in w]
+    assert g[-1] == w[-1]
+    if not incremental:  # one whole list: every count is fixed
+        assert g == w
+
+
 @pytest.mark.parametrize("form", ["src", "src/a0/top.txt", "src/empty/", "src/a1"])
 @pytest.mark.parametrize("direction", ["pull", "push"])
 def test_ssh_source_forms(sshd_server: SshServer, tmp_path: Path, direction: str,

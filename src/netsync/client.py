@@ -593,6 +593,7 @@ class _Client:
         rep = self.rep
         assert io is not None
         self.stats = stats = m.Stats()
+        rep.attach_stats(stats)  # --progress lines come from the sender on a push
         self._send_filter_list()
         filters = None
         if opts.filter_args or opts.cvs_exclude:
@@ -839,6 +840,11 @@ class _Client:
             self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
             self._write_sum_head(head)
             rep.log_item_transfer_start(e, iflags)
+            progress = rep.progress
+            if progress is not None:  # sender.c: set_current_file_index(), then match_sums()
+                lists = self._lists
+                progress.flist_eof = lists is None or lists.eof
+                rep.progress_start(ndx - (lists.flist_num(ndx) if lists else 0), e)
             fsum = FileSum(neg.checksum, neg.checksum_seed, proto)
             if head.count and not append:
                 last = head.remainder or head.blength
@@ -873,6 +879,8 @@ class _Client:
                     io.write(out)
                     out.clear()
                     offset += len(chunk)
+                    if progress is not None:
+                        rep.progress_update(offset)
                 literal = offset
                 tokens = ()
             for tok in tokens:
@@ -893,6 +901,8 @@ class _Client:
             io.write(fsum.digest())
             stats.literal_data += literal
             stats.matched_data += matched
+            if progress is not None:
+                rep.progress_end(e)
             rep.log_item_transfer_end(e, iflags, offset)
         if sender.io_error and proto >= 30:
             io.send_msg(Msg.IO_ERROR, encode_int32(sender.io_error))
@@ -1642,6 +1652,8 @@ class _PushLists:
         self._ahead = None  # the next chunk, walked already (to know when it is the last)
         self._hit: tuple[int, list, object] | None = None
         self._io_error = 0
+        self.nums: dict[int, int] = {}  # ndx_start -> flist_num, for --progress
+        self.sent_lists = 0
 
     def _next(self):
         try:
@@ -1703,6 +1715,8 @@ class _PushLists:
                 self.ndirs += 1
         t = (base, entries, parent)
         self.active.append(t)
+        self.sent_lists += 1
+        self.nums[base] = self.sent_lists  # flist.c: the first list is number 1 too
         self.next_start = base + len(entries) + 1
         self.file_total += len(entries)
         if first:
@@ -1747,6 +1761,7 @@ class _PushLists:
     def free_first(self) -> None:
         """sender.c on NDX_DONE: the oldest list is freed."""
         t = self.active.popleft()
+        self.nums.pop(t[0], None)
         n = len(t[1])
         self.file_old_total -= n
         self.file_total -= n
@@ -1755,6 +1770,12 @@ class _PushLists:
         if self.active and self.active[0] is self.cur:
             self.file_old_total = len(self.active[0][1])
         self._hit = None
+
+    def flist_num(self, ndx: int) -> int:
+        """The number of the list holding ``ndx`` (progress.c shows ndx minus it)."""
+        if self.entry(ndx) is None or self._hit is None:
+            return 0
+        return self.nums.get(self._hit[0], 0)
 
     def note_ndx(self, ndx: int) -> None:
         """rsync.c read_ndx_and_attrs(): the list the generator asks about becomes the
