@@ -135,6 +135,16 @@ def _both(daemons: tuple[Daemon, Daemon], tmp_path: Path, make_args,
     return runs[0], runs[1]
 
 
+def test_startup_log_line(daemons: tuple[Daemon, Daemon]) -> None:
+    """The listener's first log line has rsyncd's wording, which log watchers match."""
+    pat = re.compile(r"rsyncd version \S+ (\(netsync\) )?starting, listening on port (\d+)$")
+    for d in daemons:
+        lines = (d.root / "log").read_text().splitlines()
+        found = [m for m in map(pat.search, lines) if m]
+        assert found and found[0].group(2) == str(d.port), (d.name, lines[:3])
+        assert bool(found[0].group(1)) == (d.name == "netsync")
+
+
 def test_module_listing(daemons: tuple[Daemon, Daemon], tmp_path: Path) -> None:
     want, got = _both(daemons, tmp_path, lambda d, w: [d.url()])
     assert want.returncode == got.returncode == 0, got.describe()

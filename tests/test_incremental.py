@@ -15,55 +15,15 @@ from pathlib import Path
 import pytest
 
 import treecompare as tc
-
-PER_DIR = 500
-
-
-def _empty_tree(work: Path, dirs: int) -> None:
-    """src/ with dirs x PER_DIR empty files; dst/ an up-to-date copy made of hard links
-    (a no-op for -a without -H), cheap in disk blocks."""
-    src, dst = work / "src", work / "dst"
-    for d in range(dirs):
-        sub = f"d{d:04d}"
-        (src / sub).mkdir(parents=True)
-        (dst / sub).mkdir(parents=True)
-        for i in range(PER_DIR):
-            rel = f"{sub}/f{i:05d}.dat"
-            os.mknod(src / rel, 0o100644)
-            os.link(src / rel, dst / rel)
-    for d in [*sorted(p.name for p in src.iterdir()), ""]:
-        st = (src / d).stat()
-        os.utime(dst / d, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _peak_kib(cmd: list[str], cwd: Path) -> int:
-    """Largest VmHWM of the process while it runs (sampled, VmHWM only grows)."""
-    p = subprocess.Popen(cmd, cwd=cwd, env=tc.sync_env(), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak = 0
-    status = f"/proc/{p.pid}/status"
-    while p.poll() is None:
-        try:
-            with open(status) as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]))
-        except OSError:
-            pass
-        time.sleep(0.002)
-    out, err = p.communicate()
-    assert p.returncode == 0, err.decode(errors="replace")
-    # A no-op: nothing is itemized even with -i.
-    assert [ln for ln in out.split(b"\n") if ln and not ln.startswith(b".d")] == [], out
-    return peak
+from memtrees import PER_DIR, empty_tree, peak_kib
 
 
 @pytest.fixture(scope="module")
 def noop_trees(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     small = tmp_path_factory.mktemp("inc-small")
     large = tmp_path_factory.mktemp("inc-large")
-    _empty_tree(small, 2)      # 1,000 files
-    _empty_tree(large, 100)    # 50,000 files
+    empty_tree(small, 2)      # 1,000 files
+    empty_tree(large, 100)    # 50,000 files
     return small, large
 
 
@@ -71,8 +31,8 @@ def _growth_per_file(sync_cmd: list[str], trees: tuple[Path, Path], extra: list[
     small, large = trees
     args = ["-ai", *extra, "src/", "dst/"]
     # Best of three: a sample can only under-read the peak.
-    lo = max(_peak_kib([*sync_cmd, *args], small) for _ in range(3))
-    hi = max(_peak_kib([*sync_cmd, *args], large) for _ in range(3))
+    lo = max(peak_kib([*sync_cmd, *args], small) for _ in range(3))
+    hi = max(peak_kib([*sync_cmd, *args], large) for _ in range(3))
     return (hi - lo) * 1024 / ((100 - 2) * PER_DIR)
 
 

@@ -29,6 +29,7 @@ import treecompare as tc
 import trees
 from interop import peers
 from interop.peers import SshServer
+from memtrees import PER_DIR, empty_tree, peak_kib
 
 sshd_server = peers.sshd_server  # the session fixture
 
@@ -348,51 +349,12 @@ def test_daemon_same_as_rsync(tmp_path: Path, direction: str, kind: str, dest: s
 
 # ----------------------------------------------------------- flat memory on a pull
 
-PER_DIR = 500
-
-
-def _empty_tree(work: Path, dirs: int) -> None:
-    src, dst = work / "src", work / "dst"
-    for d in range(dirs):
-        sub = f"d{d:04d}"
-        (src / sub).mkdir(parents=True)
-        (dst / sub).mkdir(parents=True)
-        for i in range(PER_DIR):
-            rel = f"{sub}/f{i:05d}.dat"
-            os.mknod(src / rel, 0o100644)
-            os.link(src / rel, dst / rel)
-    for d in [*sorted(p.name for p in src.iterdir()), ""]:
-        st = (src / d).stat()
-        os.utime(dst / d, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _peak_kib(cmd: list[str], cwd: Path) -> int:
-    """Largest VmHWM of the client while it runs (sampled; VmHWM only grows)."""
-    p = subprocess.Popen(cmd, cwd=cwd, env=tc.sync_env(), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak = 0
-    status = f"/proc/{p.pid}/status"
-    while p.poll() is None:
-        try:
-            with open(status) as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]))
-        except OSError:
-            pass
-        time.sleep(0.002)
-    out, err = p.communicate()
-    assert p.returncode == 0, err.decode(errors="replace")
-    assert [ln for ln in out.split(b"\n") if ln and not ln.startswith(b".d")] == [], out
-    return peak
-
-
 @pytest.fixture(scope="module")
 def pull_trees(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     small = tmp_path_factory.mktemp("wire-inc-small")
     large = tmp_path_factory.mktemp("wire-inc-large")
-    _empty_tree(small, 2)     # 1,000 files
-    _empty_tree(large, 60)    # 30,000 files
+    empty_tree(small, 2)     # 1,000 files
+    empty_tree(large, 60)    # 30,000 files
     return small, large
 
 
@@ -401,7 +363,7 @@ def _pull_growth(ssh: SshServer, pull_trees: tuple[Path, Path], extra: list[str]
 
     def peak(work: Path) -> int:
         args = ["-ai", *extra, "-e", ssh.rsh, f"{ssh.login}:{work}/src/", "dst/"]
-        return max(_peak_kib([*tc.program_under_test(), *args], work) for _ in range(2))
+        return max(peak_kib([*tc.program_under_test(), *args], work) for _ in range(2))
 
     lo, hi = peak(small), peak(large)
     per_file = (hi - lo) * 1024 / ((60 - 2) * PER_DIR)

@@ -1284,11 +1284,7 @@ class _Client:
             self._retire(feed.active[-1][0], finish=True)
             if self.redo:
                 redo, self.redo = self.redo, []
-                self.redoing = True
-                try:
-                    self._redo_files(gen, redo)
-                finally:
-                    self.redoing = False
+                self._redo_now(gen, redo)
         io.write_ndx(NDX_DONE)
         io.flush()
         self._expect_done()
@@ -1296,6 +1292,14 @@ class _Client:
             return
         self.redoing = True
         self._redo_files(gen, self.redo)
+
+    def _redo_now(self, gen, ndxs: list[int]) -> None:
+        """The redo pass of one list (or of all) before its NDX_DONE goes out."""
+        self.redoing = True
+        try:
+            self._redo_files(gen, ndxs)
+        finally:
+            self.redoing = False
 
     def _redo_files(self, gen, ndxs: list[int]) -> None:
         from netsync.checksum import SUM_LENGTH
@@ -1338,11 +1342,7 @@ class _Client:
                 self._drain_pending()
                 redo = [r for r in self.redo if base <= r < end]
                 self.redo = [r for r in self.redo if not base <= r < end]
-                self.redoing = True
-                try:
-                    self._redo_files(gen, redo)
-                finally:
-                    self.redoing = False
+                self._redo_now(gen, redo)
             io.write_ndx(NDX_DONE)
             self._done_echoes += 1
             feed.active.popleft()

@@ -960,7 +960,8 @@ def _listen(opts, config: DaemonConfig) -> int:
             return E.RERR_FILEIO
     from netsync import __version__
 
-    log(f"netsync (rsyncd) version {__version__} starting, listening on port {port}")
+    # rsync's line, which log watchers match ("rsyncd version X starting, ...").
+    log(f"rsyncd version {__version__} (netsync) starting, listening on port {port}")
 
     def stop(_sig: int, _frame: object) -> None:
         raise _Stop()

@@ -224,10 +224,16 @@ def become(ident: Identity, chroot_to: str | None) -> None:
         os.chdir(chroot_to)
         os.chroot(".")
         os.chdir("/")
-    os.setgroups(group_ids(ident))
-    os.setresgid(ident.gid, ident.gid, ident.gid)
-    os.setresuid(ident.uid, ident.uid, ident.uid)
-    if ident.uid != 0:
+    drop_ids(ident.uid, ident.gid, group_ids(ident))
+
+
+def drop_ids(uid: int, gid: int, groups: list[int]) -> None:
+    """Become uid/gid with these supplementary groups, for good (no saved root id),
+    and check that root cannot be regained."""
+    os.setgroups(groups)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if uid != 0:
         try:
             os.setuid(0)
         except PermissionError:

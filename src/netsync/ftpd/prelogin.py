@@ -134,16 +134,7 @@ def _oops(conn: socket.socket, text: str) -> None:
 def _drop_to_nopriv(nopriv: accounts.Identity, root: str, parent: int) -> None:
     os.chroot(root)
     os.chdir("/")
-    os.setgroups([])
-    os.setresgid(nopriv.gid, nopriv.gid, nopriv.gid)
-    os.setresuid(nopriv.uid, nopriv.uid, nopriv.uid)
-    if nopriv.uid != 0:
-        try:
-            os.setuid(0)
-        except PermissionError:
-            pass
-        else:  # pragma: no cover - would be a kernel bug
-            raise RuntimeError("privilege drop failed")
+    accounts.drop_ids(nopriv.uid, nopriv.gid, [])
     libc = accounts.libc()
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     # Set after the uid change (which clears it): the root side's death (the
