@@ -424,6 +424,11 @@ EVIL_ATTACKS = {
     "inc-bad-dir": _evil_sublists([(7, [])]),
     # "host:src/wanted" asked for; the sender lists "wanted" and sneaks in "other".
     "inc-unrequested": _evil_sublists([(0, [(b"wanted/x", _REG)])], (b"other", b"wanted")),
+    # Many small lists, each within --max-alloc, sent far ahead of the generator (whose
+    # files never come): together they must hit the bound too.
+    "inc-flood": _evil_sublists(
+        [(d, [(b"d%04d/f%05d" % (d, i), _REG) for i in range(100)]) for d in range(1, 101)],
+        (b".", *(b"d%04d" % d for d in range(1, 101)))),
 }
 
 
@@ -435,6 +440,7 @@ EVIL_ATTACKS = {
     ("inc-dir-twice", 2, b"refusing malicious duplicate flist for dir 1"),
     ("inc-bad-dir", 2, b"Invalid dir index: -108 (-101 - -102)"),
     ("inc-unrequested", 4, b"ERROR: rejecting unrequested file-list name: other"),
+    ("inc-flood", 22, b"ERROR: out of memory in flist_expand (over 4096 entries"),
 ])
 def test_hostile_sublists_are_refused(tmp_path: Path, attack: str, code: int,
                                       message: bytes) -> None:
@@ -451,7 +457,7 @@ def test_hostile_sublists_are_refused(tmp_path: Path, attack: str, code: int,
     (keep / "must-survive").write_text("receiver-owned\n")
     rsh = f"{shlex.quote(sys.executable)} {shlex.quote(str(EVIL_SELF))} serve {attack}"
     child = hp.finish(hp.spawn([*hp.netsync_cmd(), "-e", rsh, "-r", "--delete",
-                                "--timeout=20",
+                                "--timeout=20", "--max-alloc=1M",
                                 "host:src/wanted" if attack == "inc-unrequested" else "host:src/",
                                 f"{dst}/"], tmp_path,
                                pipes=False, env=hp.child_env()), 90)
@@ -462,7 +468,10 @@ def test_hostile_sublists_are_refused(tmp_path: Path, attack: str, code: int,
     assert (keep / "must-survive").read_text() == "receiver-owned\n"
     assert not (tmp_path / "escaped").exists()
     assert not Path("/tmp/inc-absolute-escape").exists()
-    assert {p.name for p in dst.iterdir()} <= {"d", "private"}  # nothing of the sub-list
+    # Nothing of a sub-list (the flood's first list only names empty directories).
+    assert all(p.name in ("d", "private") or (attack == "inc-flood" and p.is_dir()
+                                              and not any(p.iterdir()))
+               for p in dst.iterdir())
 
 
 def _evil_main(argv: list[str]) -> int:  # pragma: no cover - runs as the -e program

@@ -1023,7 +1023,8 @@ class _Client:
         self._dirs: dict[int, object] = {}  # dir_ndx -> entry, until its list comes
         self._ndirs = 0
         self._done_echoes = 0  # per-list NDX_DONEs whose echo is still to come
-        feed = self._feed = _WireFeed(self, flist)
+        feed = self._feed = _WireFeed(
+            self, flist, (self.opts.max_alloc or 1 << 30) // FLIST_ENTRY_SIZE)
         entries = self._clean_inc_list(raw_entries, None)
         if entries and entries[0].name == b"." and stat.S_ISDIR(entries[0].mode):
             # The first list holds the top dir's contents: no list of its own may follow
@@ -1345,8 +1346,7 @@ class _Client:
                 self._redo_now(gen, redo)
             io.write_ndx(NDX_DONE)
             self._done_echoes += 1
-            feed.active.popleft()
-            feed.dropped()
+            feed.dropped(feed.active.popleft())
 
     def _inc_progress(self, rep) -> None:
         """progress.c: a file's index shown is its ndx minus its list's number."""
@@ -1821,9 +1821,13 @@ class _WireFeed:
     come); a list stays in ``active`` until its NDX_DONE went out, then it is dropped,
     so memory follows the sender's lookahead, not the tree."""
 
-    def __init__(self, client: _Client, flist) -> None:
+    def __init__(self, client: _Client, flist, max_held: int) -> None:
         self.c = client
         self.flist = flist
+        # --max-alloc bounds each list in the decoder, and this bounds them together: a
+        # sender may list ahead of the generator, but not without limit.
+        self.max_held = max_held
+        self.held = 0
         self.queue: deque[tuple] = deque()  # (dir, its ndx, ndx_start, entries) to generate
         self.active: deque[tuple[int, list, int]] = deque()  # (ndx_start, entries, flist_num)
         self.eof = False
@@ -1834,13 +1838,19 @@ class _WireFeed:
         self._hit: tuple[int, list, int] | None = None
 
     def add(self, d, base: int, entries: list) -> None:
+        self.held += len(entries)
+        if self.held > self.max_held:
+            raise WireError(f"ERROR: out of memory in flist_expand (over {self.max_held} "
+                            f"entries in the lists not yet done) [{self.c.who}]",
+                            E.RERR_MALLOC)
         self._num += 1
         self.active.append((base, entries, self._num))
         # generate_files(): a list's dir goes first, as index ndx_start - 1.
         self.queue.append((d, base - 1, base, entries))
         self.listed += len(entries)
 
-    def dropped(self) -> None:
+    def dropped(self, t: tuple[int, list, int]) -> None:
+        self.held -= len(t[1])
         self._hit = None
 
     def _find(self, ndx: int) -> tuple[int, list, int] | None:
