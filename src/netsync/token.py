@@ -665,20 +665,18 @@ def _load_liblz4() -> ctypes.CDLL | None:
 # python-lz4 bundles its own liblz4, whose compressor makes different (equally
 # valid) choices than the system library rsync links; prefer the latter so our
 # bytes match rsync's.
-_LIBLZ4: ctypes.CDLL | None | bool = False  # False: not looked up yet
+_liblz4 = functools.cache(_load_liblz4)  # (looked up on first use, as _libzstd)
 
 
 def _lz4_compress(data: bytes) -> bytes:
     """LZ4_compress_default() into rsync's obuf (capacity LZ4_OUT - 2)."""
-    global _LIBLZ4
-    if _LIBLZ4 is False:
-        _LIBLZ4 = _load_liblz4()
-    if _LIBLZ4 is None:
+    lib = _liblz4()
+    if lib is None:
         import lz4.block
 
         return lz4.block.compress(data, store_size=False)
     out = ctypes.create_string_buffer(LZ4_OUT)
-    n = _LIBLZ4.LZ4_compress_default(data, out, len(data), LZ4_OUT - 2)
+    n = lib.LZ4_compress_default(data, out, len(data), LZ4_OUT - 2)
     if n <= 0:  # pragma: no cover - cannot happen with a compressBound-sized buffer
         raise WireError(f"compress returned {n}")
     return out.raw[:n]

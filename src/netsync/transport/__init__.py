@@ -133,23 +133,13 @@ class Connection:
 
 class PipeConnection(Connection):
     """The connection to a remote-shell child (ssh ... rsync --server ...): our ends
-    (``fds``: read, write) of the socket pairs on its stdout and stdin, else its
-    stdin/stdout pipes."""
+    (``fds``: read, write) of the socket pairs on its stdout and stdin."""
 
     def __init__(self, proc: subprocess.Popen[bytes], command: list[str],
-                 who: str = "client", fds: tuple[int, int] | None = None) -> None:
+                 who: str, fds: tuple[int, int]) -> None:
         self.proc = proc
         self.command = command
-        if fds is not None:
-            super().__init__(fds[0], fds[1], who)
-            return
-        assert proc.stdout is not None and proc.stdin is not None
-        # Own the fds outright: Popen's file objects would buffer.
-        rfd = os.dup(proc.stdout.fileno())
-        wfd = os.dup(proc.stdin.fileno())
-        proc.stdout.close()
-        proc.stdin.close()
-        super().__init__(rfd, wfd, who)
+        super().__init__(fds[0], fds[1], who)
 
     @property
     def pid(self) -> int:
