@@ -16,6 +16,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -79,11 +80,40 @@ def run_clients(port: int, n: int, work: Path, tag: str) -> float:
     return elapsed
 
 
+def run_daemon(cmd: list[str], who: str, conf: Path, clients: int,
+               work: Path) -> tuple[float, int, int, float]:
+    """One run of ``clients`` pulls against a fresh daemon: (wall s, peak RSS, peak PSS,
+    CPU s per connection: user+sys of the reaped connection processes)."""
+    port = free_port()
+    proc = subprocess.Popen([*cmd, f"--port={port}", f"--config={conf}",
+                             "--address=127.0.0.1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        if not wait_for_port(port, proc):
+            raise SystemExit(f"{who} daemon did not start")
+        evt, peak = threading.Event(), []
+        th = threading.Thread(target=children_rss, args=(proc.pid, evt, peak), daemon=True)
+        th.start()
+        try:
+            elapsed = run_clients(port, clients, work, who)
+        finally:
+            evt.set()
+            th.join()
+        time.sleep(0.5)  # let the listener reap its children: their CPU counts once reaped
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK") / clients
+        return (elapsed, *(peak or (0, 0)), cpu)
+    finally:
+        stop(proc)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs per daemon, alternating which goes first; medians printed")
     ap.add_argument("--workdir", default="/tmp/netsync-bench-daemon")
     a = ap.parse_args()
     work = Path(a.workdir)
@@ -97,34 +127,26 @@ def main() -> int:
         "rsync": ["rsync", "--daemon", "--no-detach"],
         "netsync": [sys.executable, "-m", "netsync", "--daemon", "--no-detach"],
     }
-    results = {}
-    for who, cmd in daemons.items():
-        port = free_port()
-        proc = subprocess.Popen([*cmd, f"--port={port}", f"--config={conf}",
-                                 "--address=127.0.0.1"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        try:
-            if not wait_for_port(port, proc):
-                raise SystemExit(f"{who} daemon did not start")
-            evt, peak = threading.Event(), []
-            th = threading.Thread(target=children_rss, args=(proc.pid, evt, peak), daemon=True)
-            th.start()
-            try:
-                elapsed = run_clients(port, a.clients, work, who)
-            finally:
-                evt.set()
-                th.join()
-            results[who] = (elapsed, *(peak or (0, 0)))
-        finally:
-            stop(proc)
+    runs: dict[str, list[tuple[float, int, int, float]]] = {who: [] for who in daemons}
+    for rnd in range(a.rounds):
+        order = list(daemons) if rnd % 2 == 0 else list(daemons)[::-1]
+        for who in order:
+            runs[who].append(run_daemon(daemons[who], who, conf, a.clients, work))
+    results = {who: (statistics.median(r[0] for r in rs), max(r[1] for r in rs),
+                     max(r[2] for r in rs), statistics.median(r[3] for r in rs))
+               for who, rs in runs.items()}
     total = data_bytes * a.clients
-    print(f"{a.clients} clients x {a.files} files ({data_bytes:,} bytes each)")
+    print(f"{a.clients} clients x {a.files} files ({data_bytes:,} bytes each), "
+          f"median of {a.rounds} round(s)")
     print(f"{'daemon':8} {'wall s':>8} {'MB/s':>9} {'peak RSS/conn KiB':>18} "
-          f"{'peak PSS/conn KiB':>18}")
-    for who, (elapsed, rss, pss) in results.items():
-        print(f"{who:8} {elapsed:8.2f} {total / elapsed / 1e6:9.1f} {rss:18,} {pss:18,}")
+          f"{'peak PSS/conn KiB':>18} {'CPU ms/conn':>12}")
+    for who, (elapsed, rss, pss, cpu) in results.items():
+        print(f"{who:8} {elapsed:8.2f} {total / elapsed / 1e6:9.1f} {rss:18,} {pss:18,} "
+              f"{cpu * 1000:12.1f}")
     r, n = results["rsync"][0], results["netsync"][0]
     print(f"throughput ratio netsync/rsync: {r / n:.2f}")
+    print(f"server CPU per connection netsync/rsync: "
+          f"{results['netsync'][3] / max(results['rsync'][3], 1e-9):.2f}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

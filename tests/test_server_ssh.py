@@ -233,3 +233,52 @@ def test_secluded_args(sshd_server: SshServer, tmp_path: Path, direction: str,
                        protocol: int) -> None:
     """A -s client sends the arguments over stdin; the server reads them first."""
     _compare(sshd_server, tmp_path, direction, ["-ais", "--delete", f"--protocol={protocol}"])
+
+
+@pytest.mark.parametrize("protocol", (32, 30))
+def test_pull_sends_the_size_fstat_gave(sshd_server: SshServer, tmp_path: Path,
+                                        protocol: int) -> None:
+    # sender.c sends exactly the st_size fstat() gave when the file was opened: a
+    # /proc file (size 0, yet with content when read) arrives empty from rsync's
+    # server, and so it does from ours; a regular file beside it arrives whole.
+    src = tmp_path / "src.txt"
+    src.write_bytes(b"regular\n" * 5000)
+    got = {}
+    for who, path in (("rsync", "rsync"), ("netsync", NETSYNC_PATH)):
+        dst = tmp_path / who
+        dst.mkdir()
+        r = tc.run([tc.RSYNC], ["-t", f"--protocol={protocol}", "-e", sshd_server.rsh,
+                                f"--rsync-path={path}", f"{sshd_server.login}:/proc/version",
+                                f"{sshd_server.login}:{src}", f"{dst}/"], cwd=tmp_path)
+        assert r.returncode == 0, r.describe()
+        got[who] = {p.name: p.read_bytes() for p in dst.iterdir()}
+    assert got["netsync"] == got["rsync"]
+    assert got["rsync"] == {"version": b"", "src.txt": b"regular\n" * 5000}
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_vv_uptodate_lines_reach_the_client(sshd_server: SshServer, tmp_path: Path,
+                                           direction: str) -> None:
+    # At -vv the receiving side's generator reports "NAME is uptodate": on a server that
+    # line must travel as a message (rsync's FCLIENT), never as raw bytes on stdout,
+    # where it corrupted the protocol stream (seen as "unexpected tag 108", exit 12).
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i:02d}").write_bytes(b"x" * i)
+    lines = {}
+    for who, path in (("rsync", "rsync"), ("netsync", NETSYNC_PATH)):
+        dst = tmp_path / f"dst-{who}"
+        tc.run([tc.RSYNC], ["-rt", f"{src}/", f"{dst}/"], cwd=tmp_path)
+        for _ in range(3):
+            if direction == "push":
+                args = ["-rt", "-vv", "-e", sshd_server.rsh, f"--rsync-path={path}",
+                        f"{src}/", f"{sshd_server.login}:{dst}/"]
+            else:
+                args = ["-rt", "-vv", "-e", sshd_server.rsh, f"--rsync-path={path}",
+                        f"{sshd_server.login}:{src}/", f"{dst}/"]
+            r = tc.run([tc.RSYNC], args, cwd=tmp_path)
+            assert r.returncode == 0, r.describe()
+            lines[who] = sorted(ln for ln in r.stdout.split(b"\n") if ln.endswith(b" is uptodate"))
+    assert lines["netsync"] == lines["rsync"]
+    assert len(lines["rsync"]) == 20

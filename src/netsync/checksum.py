@@ -17,8 +17,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .errors import RERR_UNSUPPORTED, RsyncError
 
@@ -225,8 +224,7 @@ def rolling_checksum1(data: bytes | bytearray | memoryview, blength: int) -> npt
 # Block sizing (generator.c sum_sizes_sqroot)
 
 
-@dataclass(frozen=True, slots=True)
-class SumHead:
+class SumHead(NamedTuple):
     """rsync's sum_struct header as sent on the wire."""
 
     count: int
@@ -388,6 +386,7 @@ def _md4_new() -> _Hasher:
 class _Hasher(Protocol):
     def update(self, data: bytes, /) -> object: ...
     def digest(self) -> bytes: ...
+    def copy(self) -> _Hasher: ...
 
 
 # ---------------------------------------------------------------------------
@@ -514,6 +513,16 @@ class FileSum:
         elif n in ("md4_busted", "md4_archaic"):
             self._buf = bytearray(_seed_bytes(seed))
         # "none": nothing to accumulate
+
+    def fresh(self) -> FileSum:
+        """A new, empty sum of the same kind (a copy of this unused one): one per file
+        without resolving the name or looking up the hash module again."""
+        new = object.__new__(FileSum)
+        new.name, new.protocol, new.digest_len = self.name, self.protocol, self.digest_len
+        new._buf = None if self._buf is None else bytearray(self._buf)
+        new._h = None if self._h is None else self._h.copy()
+        new._xxh = None if self._xxh is None else new._h.intdigest  # type: ignore[union-attr]
+        return new
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         if self._h is not None:

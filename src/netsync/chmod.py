@@ -49,7 +49,8 @@ def _parse_clause(clause: str, spec: str) -> ChmodRule:
     op = clause[i]
     i += 1
     if clause[i:] in ("u", "g", "o"):
-        return ChmodRule(target, op, 0, (who or 0o7777) & 0o777, False, clause[i:])
+        # The mask keeps the targets' special bits: rsync's "g=u" clears setgid.
+        return ChmodRule(target, op, 0, who or 0o7777, False, clause[i:])
     bits = 0
     cond_x = False
     for c in clause[i:]:

@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     from netsync import safepath
 
     safepath.insecure_links = bool(opts.insecure_links)
+    if opts.confine_root and not opts.daemon:
+        from netsync import filters
+
+        # --confine-root (rrsync passes its restricted dir): a merge file the peer
+        # names may not resolve outside it.  A daemon has its module instead.
+        filters.merge_confine_root = os.path.realpath(os.fsencode(opts.confine_root))
     O.apply_process_options(opts)
     try:
         return run_client(opts)
@@ -259,14 +265,17 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         progress=opts.progress, preserve_mtimes=opts.times,
     )
     filters = rfilters = None
+    from netsync import filters as F
+
+    F.set_output(rep.info, rep.warn_msg, opts.debug.get("filter", 0))  # -vv traces
     if opts.filter_args or opts.cvs_exclude:
-        from netsync import filters as F
 
         # Each side keeps its own per-directory merge state (and its own root).
         filters = F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
                                       opts.from0)
-        rfilters = F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
-                                       opts.from0)
+        with F.muted():
+            rfilters = F.build_filter_list(opts.filter_args, opts.cvs_exclude,
+                                           opts.delete_excluded, opts.from0)
     chmod_rules = None
     if opts.chmod:
         from netsync.chmod import parse_chmod
@@ -436,7 +445,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     g = GenOptions(
         recursive=w.recursive, dirs=w.dirs, links=opts.links, safe_links=opts.safe_links,
         munge_links=opts.munge_links, keep_dirlinks=opts.keep_dirlinks,
-        hard_links=bool(opts.hard_links), devices=opts.devices, specials=opts.specials,
+        hard_links=bool(opts.hard_links), devices=opts.devices and not opts.drop_D,
+        specials=opts.specials and not opts.drop_D,  # --drop-D: the generator creates none
         checksum=opts.checksum, size_only=opts.size_only, ignore_times=opts.ignore_times,
         update=opts.update, existing=opts.existing, ignore_existing=opts.ignore_existing,
         max_size=opts.max_size, min_size=opts.min_size,
@@ -448,6 +458,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         implied_dirs=opts.implied_dirs, relative=relative, dry_run=opts.dry_run,
         am_root=am_root, omit_dir_times=bool(opts.omit_dir_times), mkpath=opts.mkpath,
         inc_recurse=inc_recurse,
+        fuzzy=opts.fuzzy, fuzzy_debug=opts.debug.get("fuzzy", 0),
     )
     if ropts.backup_dir is not None and rep.level("backup") >= 1 \
             and not os.path.isdir(ropts.backup_dir):

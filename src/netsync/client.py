@@ -11,6 +11,7 @@ streams its tokens back (generator.c / receiver.c).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
@@ -202,6 +203,18 @@ class _Client:
         for line in hs.infos:
             print(line)
         self.rep = self._reporter()
+        from netsync import filters as _filters  # the filter traces (-vv) go to our output
+
+        _filters.set_output(self.rep.info, self.rep.warn_msg, opts.debug.get("filter", 0))
+        if opts.copy_as is not None:  # main.c become_copy_as_user(): once connected
+            from netsync.metadata import become_copy_as_user
+
+            failed = become_copy_as_user(opts.copy_as)
+            if failed is not None:
+                _err(failed[0] if failed[1] else f"{PROG}: [{self.who}] {failed[0]}")
+                self.close(force=True)  # rsync exits 1 whatever the remote end says then
+                _exit_line(E.RERR_SYNTAX)
+                return E.RERR_SYNTAX
         if self.am_sender:
             return self._push()
         return self._pull()
@@ -255,6 +268,7 @@ class _Client:
             DaemonClient,
             connect,
             daemon_server_args,
+            read_early_input,
             read_password,
         )
         from netsync.transport.remote import Mode
@@ -278,11 +292,15 @@ class _Client:
 
         dc = DaemonClient(self.conn, opts.protocol, on_line=show)
         proto = dc.greet()
+        # who_am_i() before the fork: a pulling client is still "Receiver".
+        who = "Receiver" if self.who == "receiver" else self.who
+        early = read_early_input(opts.early_input, who=who) if opts.early_input else b""
         if listing:
-            dc.list_modules()
+            dc.list_modules(early)
             return None
         reply = dc.request(module, plan.user,
-                           password=lambda: read_password(opts.password_file, who=self.who))
+                           password=lambda: read_password(opts.password_file, who=self.who),
+                           early_input=early)
         if not reply.ok:
             return None
         dc.send_args(daemon_server_args(opts, plan.am_sender, plan.remote_paths))
@@ -472,17 +490,69 @@ class _Client:
 
     def _write_ndx_and_attrs(self, ndx: int, iflags: int, ftype: int,
                              xname: bytes | None) -> None:
+        assert self.io is not None
+        self.io.write(self._ndx_and_attrs(ndx, iflags, ftype, xname))  # one write per file
+
+    def _ndx_and_attrs(self, ndx: int, iflags: int, ftype: int, xname: bytes | None) -> bytes:
+        """rsync.c write_ndx_and_attrs()'s bytes."""
         io = self.io
         assert io is not None
         if self.neg.protocol < 29:
-            io.write_ndx(ndx)
-            return
-        out = io.ndx_out.encode(ndx) + encode_shortint(iflags)  # one write per file
+            return io.ndx_out.encode(ndx)
+        out = io.ndx_out.encode(ndx) + encode_shortint(iflags)
         if iflags & ITEM_BASIS_TYPE_FOLLOWS:
             out += bytes((ftype & 0xFF,))
         if iflags & ITEM_XNAME_FOLLOWS:
             out += encode_vstring(xname or b"")
+        return out
+
+    def _send_whole(self, sender, ndx: int, fd: int, st: os.stat_result, out: bytearray,
+                    fsum) -> int:
+        """match.c match_sums() without sums, plain tokens: the file as literal data in
+        CHUNK_SIZE pieces, each after its length, then the end token and the file's sum.
+        ``out`` holds what goes before the data. Exactly the size fstat() gave at open is
+        sent, as rsync's map_file(); what cannot be read goes as zeros and is reported."""
+        from netsync.token import CHUNK_SIZE
+
+        io = self.io
+        assert io is not None
+        pack = _I32.pack
+        update = fsum.update
+        size = left = st.st_size
+        status = 0
+        try:
+            while left > 0:
+                want = min(left, 1 << 18)
+                try:
+                    chunk = os.read(fd, want)
+                except OSError as exc:
+                    chunk, status = b"", exc.errno or errno.EIO
+                if not chunk:  # shrank, or a read error: map_ptr() fills with zeros
+                    status = status or errno.ENODATA
+                    chunk = bytes(want)
+                update(chunk)
+                n = len(chunk)
+                if n <= CHUNK_SIZE:
+                    out += pack(n)
+                    out += chunk
+                else:
+                    with memoryview(chunk) as view:
+                        for i in range(0, n, CHUNK_SIZE):
+                            piece = view[i:i + CHUNK_SIZE]
+                            out += pack(len(piece))
+                            out += piece
+                left -= n
+                if len(out) >= 1 << 18:
+                    io.write(out)
+                    out.clear()
+        finally:
+            os.close(fd)
+        out += b"\0\0\0\0"  # the end token (-1 goes as 0)
+        out += fsum.digest()
         io.write(out)
+        if status:
+            sender.read_errors(ndx, status)
+        return size
 
     def _read_del_stats(self) -> None:
         io = self.io
@@ -505,9 +575,9 @@ class _Client:
         proto = self.neg.protocol
         # io.c read_sum_head(): every field is bounded before anything is sized by it.
         if proto >= 27:  # the four ints at once (one per file on a push)
-            count, blength, s2length, remainder = _SUM_HEAD.unpack(io.read(16))
+            count, blength, s2length, remainder = io.read_struct(_SUM_HEAD)
         else:
-            count, blength, remainder = _SUM_HEAD_26.unpack(io.read(12))
+            count, blength, remainder = io.read_struct(_SUM_HEAD_26)
             s2length = 2
         if count < 0:
             raise WireError(f"Invalid checksum count {count} [{self.who}]", E.RERR_PROTOCOL)
@@ -529,17 +599,21 @@ class _Client:
 
     def _xfer_sum_len(self) -> int:
         """checksum.c xfer_sum_len: the negotiated transfer digest's length."""
-        from netsync.checksum import digest_len, resolve_checksum
+        n = self.__dict__.get("_xsl")
+        if n is None:  # asked once per file: worked out once
+            from netsync.checksum import digest_len, resolve_checksum
 
-        return digest_len(resolve_checksum(self.neg.checksum, self.neg.protocol))  # (cached)
+            n = self._xsl = digest_len(resolve_checksum(self.neg.checksum, self.neg.protocol))
+        return n
 
     def _write_sum_head(self, head) -> None:
-        io = self.io
-        assert io is not None
+        assert self.io is not None
+        self.io.write(self._sum_head_bytes(head))
+
+    def _sum_head_bytes(self, head) -> bytes:
         if self.neg.protocol >= 27:
-            io.write(_SUM_HEAD.pack(head.count, head.blength, head.s2length, head.remainder))
-        else:
-            io.write(_SUM_HEAD_26.pack(head.count, head.blength, head.remainder))
+            return _SUM_HEAD.pack(head.count, head.blength, head.s2length, head.remainder)
+        return _SUM_HEAD_26.pack(head.count, head.blength, head.remainder)
 
     def _summary(self, sent: int, received: int, total_size: int) -> None:
         opts = self.opts
@@ -645,7 +719,11 @@ class _Client:
         stats = self.stats
         w = WalkOptions(
             recursive=bool(opts.recursive or opts.recurse), dirs=bool(opts.dirs),
-            relative=bool(opts.relative), implied_dirs=opts.implied_dirs, links=opts.links,
+            relative=bool(opts.relative), links=opts.links,
+            # flist.c send_file_list(): from protocol 30 a -R sender always sends the
+            # implied dirs, flagged, and a --no-implied-dirs receiver skips them
+            # (without them a non-incremental receiver sees parentless names).
+            implied_dirs=opts.implied_dirs or (bool(opts.relative) and proto >= 30),
             copy_links=opts.copy_links, copy_unsafe_links=opts.copy_unsafe_links,
             copy_dirlinks=opts.copy_dirlinks, one_file_system=opts.one_file_system,
             hard_links=bool(opts.hard_links), devices=opts.devices, specials=opts.specials,
@@ -759,6 +837,9 @@ class _Client:
         max_phase = 2 if proto >= 29 else 1
         encoder = token.make_encoder(neg.compress or "none", self._compress_level(), proto)
         plain = type(encoder) is token.TokenEncoder
+        # Whole files go through _send_whole unless something watches each token.
+        whole_ok = plain and rep.progress is None and not opts.dry_run
+        fsum_proto = FileSum(neg.checksum, neg.checksum_seed, proto)
         sent_once: set[int] = set()
         nfiles = len(entries)
         lists = self._lists
@@ -825,7 +906,24 @@ class _Client:
             if iflags & ITEM_IS_NEW:
                 stats.created_files += 1
             req = m.SendRequest(ndx, iflags, sums, neg.checksum, neg.checksum_seed, proto)
-            data = sender.send_file(req)
+            if whole_ok and sums is None and not append:
+                # The common case (a new or changed file, no basis): one tight loop.
+                opened = sender.open_source(ndx)
+                if opened is None:
+                    if proto >= 30:
+                        io.send_msg(Msg.NO_SEND, encode_int32(ndx))
+                    continue
+                if stat.S_ISREG(opened[1].st_mode):
+                    out = bytearray(self._ndx_and_attrs(ndx, iflags, ftype, xname))
+                    out += self._sum_head_bytes(head)
+                    rep.log_item_transfer_start(e, iflags)
+                    size = self._send_whole(sender, ndx, *opened, out, fsum_proto.fresh())
+                    stats.literal_data += size
+                    rep.log_item_transfer_end(e, iflags, size)
+                    continue
+                data = sender.file_data(req, *opened)
+            else:
+                data = sender.send_file(req)
             if data.failed:
                 if proto >= 30:
                     io.send_msg(Msg.NO_SEND, encode_int32(ndx))
@@ -883,22 +981,31 @@ class _Client:
                         rep.progress_update(offset)
                 literal = offset
                 tokens = ()
+            # Delta tokens bring the file's checksum along (match_tokens() hashes the
+            # file as it reads it): then plain tokens need no second read of the blocks.
+            own_sum = data.file_sum is not None and not append
+            skip_blocks = own_sum and plain
             for tok in tokens:
                 if isinstance(tok, int):
                     blen = head.block_len(tok)
-                    block = os.pread(fd, blen, offset) if fd is not None else b""
-                    fsum.update(block)
-                    io.write(encoder.block(tok, block))
+                    if skip_blocks:
+                        io.write(encoder.block(tok, length=blen))
+                    else:
+                        block = os.pread(fd, blen, offset) if fd is not None else b""
+                        if not own_sum:
+                            fsum.update(block)
+                        io.write(encoder.block(tok, block))
                     offset += blen
                     matched += blen
                 else:
-                    fsum.update(tok)
+                    if not own_sum:
+                        fsum.update(tok)
                     io.write(encoder.literal(tok))
                     offset += len(tok)
                     literal += len(tok)
             data.close()
             io.write(encoder.end_file())
-            io.write(fsum.digest())
+            io.write(data.file_sum[0] if own_sum and data.file_sum else fsum.digest())
             stats.literal_data += literal
             stats.matched_data += matched
             if progress is not None:
@@ -987,6 +1094,8 @@ class _Client:
                                        bool(opts.recursive or opts.recurse or opts.dirs))
         flist = FileList(entries=entries, roots=[b"."], io_error=io_error)
         stats.count_listed(entries)
+        if opts.prune_empty_dirs:  # (-m turns incremental recursion off)
+            _clear_empty_dirs(entries)
         return flist
 
     def _decode_list(self, dec) -> tuple[list, int]:
@@ -1183,7 +1292,10 @@ class _Client:
             recursive=recursive, dirs=bool(opts.dirs), links=opts.links,
             safe_links=opts.safe_links, munge_links=opts.munge_links,
             keep_dirlinks=opts.keep_dirlinks, hard_links=bool(opts.hard_links),
-            devices=opts.devices, specials=opts.specials, checksum=bool(opts.checksum),
+            # --drop-D: the receiver creates no devices/specials; the list's rdev
+            # framing (opts.devices/specials) is untouched.
+            devices=opts.devices and not opts.drop_D, specials=opts.specials and not opts.drop_D,
+            checksum=bool(opts.checksum),
             size_only=opts.size_only, ignore_times=opts.ignore_times, update=opts.update,
             existing=opts.existing, ignore_existing=opts.ignore_existing,
             max_size=opts.max_size, min_size=opts.min_size,
@@ -1199,6 +1311,7 @@ class _Client:
             implied_dirs=opts.implied_dirs, relative=bool(opts.relative),
             dry_run=opts.dry_run, am_root=am_root, omit_dir_times=bool(opts.omit_dir_times),
             mkpath=opts.mkpath, inc_recurse=feed is not None,
+            fuzzy=opts.fuzzy, fuzzy_debug=opts.debug.get("fuzzy", 0),
         )
         ropts.bwlimit = opts.bwlimit_bytes or 0
         receiver = (_inplace_receiver_cls(Receiver, self) if ropts.inplace
@@ -1208,6 +1321,8 @@ class _Client:
             io.send_msg(Msg.SUCCESS, encode_int32(ndx))
 
         gen_base = _missing_args_gen(Generator) if opts.delete_missing_args else Generator
+        if opts.prune_empty_dirs:
+            gen_base = _pruned_dirs_gen(gen_base)
         gen = self._generator_cls(gen_base)(
             g, a, flist, dest_root, receiver, self._request, rep, rfilters,
             self._file_sum_fn() if opts.checksum else None, on_success=success, solo_file=solo)
@@ -1411,8 +1526,11 @@ class _Client:
         """Write one file's ndx, iflags and sum head (+ block sums); (append, prefix)."""
         io = self.io
         assert io is not None
-        iflags = req.iflags & ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
-        self._write_ndx_and_attrs(req.ndx, iflags, 0, None)
+        if req.fuzzy_type:  # generator.c: FNAMECMP_FUZZY(+i) and the basis name follow
+            self._write_ndx_and_attrs(req.ndx, req.iflags, req.fuzzy_type, req.fuzzy_name)
+        else:
+            iflags = req.iflags & ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
+            self._write_ndx_and_attrs(req.ndx, iflags, 0, None)
         sums = req.sums
         append = 0 if self.redoing else (self.opts.append or 0)
         prefix = 0
@@ -2035,6 +2153,39 @@ def _inplace_receiver_cls(base: type, client: _Client) -> type:
     return InplaceReceiver
 
 
+def _clear_empty_dirs(entries) -> None:
+    """flist.c recv_file_list() with -m: a directory with no non-directory below it is
+    cleared as clear_file() does (FLAG_DUPLICATE); indexes stay as the sender's."""
+    from netsync.flist import FLAG_DUPLICATE, FLAG_TOP_DIR
+
+    keep: set[bytes] = {b"."}
+    for e in entries:
+        if stat.S_ISDIR(e.mode) or e.flags & FLAG_DUPLICATE:
+            continue
+        name = e.name
+        while (i := name.rfind(b"/")) >= 0:
+            name = name[:i]
+            if name in keep:
+                break
+            keep.add(name)
+    for e in entries:
+        if stat.S_ISDIR(e.mode) and e.name not in keep and not e.flags & FLAG_TOP_DIR:
+            e.flags |= FLAG_DUPLICATE
+
+
+def _pruned_dirs_gen(base: type) -> type:
+    """generate_files(): an entry clear_file() emptied is not active, so it is skipped."""
+    from netsync.flist import FLAG_DUPLICATE
+
+    class PrunedDirsGenerator(base):  # type: ignore[misc, valid-type]
+        def recv_generator(self, ndx: int, e, hl_retry: bool = False) -> None:
+            if e.flags & FLAG_DUPLICATE and stat.S_ISDIR(e.mode):
+                return None
+            return super().recv_generator(ndx, e, hl_retry)
+
+    return PrunedDirsGenerator
+
+
 def _missing_args_gen(base: type) -> type:
     """generator.c recv_generator() for --delete-missing-args' mode-0 entries."""
     from netsync.generator import DEL_RECURSE
@@ -2228,6 +2379,10 @@ def _resort_pre29(flist) -> None:
 def _user_name(uid: int) -> bytes | None:
     import pwd
 
+    from netsync.daemon import namecvt  # a daemon module's "name converter" answers
+
+    if namecvt.active is not None:
+        return namecvt.active.id_to_name("uid", uid)
     try:
         return pwd.getpwuid(uid).pw_name.encode()
     except KeyError:
@@ -2237,6 +2392,10 @@ def _user_name(uid: int) -> bytes | None:
 def _group_name(gid: int) -> bytes | None:
     import grp
 
+    from netsync.daemon import namecvt
+
+    if namecvt.active is not None:
+        return namecvt.active.id_to_name("gid", gid)
     try:
         return grp.getgrgid(gid).gr_name.encode()
     except KeyError:
@@ -2248,18 +2407,29 @@ def _map_ids(entries, uid_names: dict[int, bytes], gid_names: dict[int, bytes]) 
     import grp
     import pwd
 
+    from netsync.daemon import namecvt
+
     umap: dict[int, int] = {}
-    for rid, name in uid_names.items():
-        try:
-            umap[rid] = pwd.getpwnam(os.fsdecode(name)).pw_uid
-        except KeyError:
-            pass
     gmap: dict[int, int] = {}
-    for rid, name in gid_names.items():
+    conv = namecvt.active  # a daemon module's "name converter" answers instead
+    for rid, name in uid_names.items():
+        if rid == 0:
+            continue  # uidlist.c recv_add_id(): id 0 is never mapped by name
         try:
-            gmap[rid] = grp.getgrnam(os.fsdecode(name)).gr_gid
+            num = conv.name_to_id("usr", name) if conv else pwd.getpwnam(os.fsdecode(name)).pw_uid
         except KeyError:
-            pass
+            continue
+        if num is not None:
+            umap[rid] = num
+    for rid, name in gid_names.items():
+        if rid == 0:
+            continue
+        try:
+            num = conv.name_to_id("grp", name) if conv else grp.getgrnam(os.fsdecode(name)).gr_gid
+        except KeyError:
+            continue
+        if num is not None:
+            gmap[rid] = num
     if not umap and not gmap:
         return
     for e in entries:

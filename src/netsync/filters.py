@@ -10,14 +10,15 @@ the per-file cost is one loop over precompiled closures.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import os
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 
 from netsync import safepath
 from netsync.errors import RERR_FILEIO, RERR_PROTOCOL, RERR_SYNTAX, RsyncError
+from netsync.record import Record, factory
 from netsync.wildmatch import compile_wild, has_wildcards, trailing_start
 
 # rflags, same bits as rsync.h so debugging against rsync is easy.
@@ -77,22 +78,79 @@ RuleTest = Callable[[bytes, bytes, bool], bool]
 # name to the file to open, None when the module's rules hide it (read as absent).
 daemon_excluded: Callable[[bytes, bool], bool] | None = None
 daemon_merge_path: Callable[[bytes], bytes | None] | None = None
+# --confine-root outside a daemon: a merge file that resolves (physically) outside
+# this directory is read as absent, so its text cannot become rules (exclude.c).
+merge_confine_root: bytes | None = None
+
+
+def _inside(fd: int, root: bytes) -> bool:
+    """Is the file open on ``fd`` at or below ``root``?  Judged by where the kernel
+    opened it, so no symlink or ".." in the name can make an outside file look in."""
+    if root == b"/":
+        return True
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}".encode())
+    except OSError:
+        return False  # cannot tell: refuse rather than guess
+    return where == root or where.startswith(root.rstrip(b"/") + b"/")
+
+
+# Where rsync's rprintf() lines of the filter code go (set_output): FINFO traces
+# ("[sender] hiding file X because of pattern P" at --debug=FILTER, i.e. -vv;
+# add_rule's at FILTER2) and the few FERROR lines that do not stop the run.
+_info: Callable[[str], None] | None = None
+_errout: Callable[[str], None] | None = None
+_debug_level = 0  # --debug=FILTER's level
+_start_who = "client"  # who_am_i() while the options are parsed
+
+
+def set_output(info: Callable[[str], None] | None, error: Callable[[str], None] | None,
+               debug_level: int, am_server: bool = False) -> None:
+    """Route the filter code's messages (a Reporter's info/warn_msg)."""
+    global _info, _errout, _debug_level, _start_who
+    _info, _errout, _debug_level = info, error, debug_level
+    _start_who = "server" if am_server else "client"
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """No messages while a second copy of the same rules is parsed (one role's list
+    each, in one process: rsync parses the options once)."""
+    global _info, _errout
+    saved = _info, _errout
+    _info, _errout = None, lambda _msg: None
+    try:
+        yield
+    finally:
+        _info, _errout = saved
+
+
+def _error_line(msg: str) -> None:
+    if _errout is not None:
+        _errout(msg)
+    else:
+        sys.stderr.write(msg + "\n")
 
 
 class FilterError(RsyncError):
     """A bad rule or unreadable filter file; ``code`` is rsync's exit code."""
 
 
-@dataclass(eq=False, slots=True)
-class RuleList:
+class RuleList(Record):
     """A list of rules: ``local`` first, then ``inherited`` (from parent dirs)."""
 
-    local: list[Rule] = field(default_factory=list)
-    inherited: list[Rule] = field(default_factory=list)
+    __eq__ = object.__eq__  # compared and hashed by identity
+    __hash__ = object.__hash__
+
+    local: list[Rule] = factory(list)
+    inherited: list[Rule] = factory(list)
+    debug_type: str = ""  # rsync's, for the traces: " [per-dir NAME]", " [global CVS]"
 
 
-@dataclass(eq=False, slots=True)
-class Rule:
+class Rule(Record):
+    __eq__ = object.__eq__  # compared and hashed by identity
+    __hash__ = object.__hash__
+
     rflags: int
     pattern: bytes
     slash_cnt: int = 0
@@ -173,6 +231,9 @@ class FilterList:
         self._mergelists: list[Rule | None] = []
         self._cvs_exclude_rules: list[Rule] = []  # ":C"/"-C" appended for -C
         self._flat: dict[tuple[str, bool, bool], tuple[tuple[RuleTest, int], ...]] = {}
+        # For the match trace: each flattened test's rule and its list's debug_type.
+        self._flat_info: dict[tuple[str, bool, bool], dict[RuleTest, tuple[Rule, str]]] = {}
+        self._who = "sender"  # who_am_i() of the role using the list (its last check)
         self._dirbuf = b""  # absolute dir (with trailing '/') for anchoring
         self._parent_dirscan = False
         self._merge_depth = 0
@@ -370,6 +431,7 @@ class FilterList:
             rflags, pstart, plen, pos = tok
             pat = s[pstart:pstart + plen]
             if plen >= _MAXPATHLEN:
+                _error_line(f"discarding over-long filter: {self._rule_text(0, pat)}")
                 continue
             if rflags & CLEAR_LIST:
                 self._clear(listp)
@@ -383,21 +445,24 @@ class FilterList:
                     rflags &= ~EXCLUDE_SELF
                 if rflags & PERDIR_MERGE:
                     if self._parent_dirscan:
-                        full = self._merge_name(pat)
-                        self._add_rule(listp, full, rflags, 0)
+                        full = self._merge_name(pat, rflags)
+                        if full is not None:
+                            self._add_rule(listp, full, rflags, 0)
                         continue
                 else:
                     # A one-time merge: its rules go in place, parsed now.
-                    self._parse_file(listp, self._merge_name(pat), rflags, XFLG_FATAL_ERRORS,
-                                     None)
+                    fname = self._merge_name(pat, rflags)
+                    if fname is not None:
+                        self._parse_file(listp, fname, rflags, XFLG_FATAL_ERRORS, None)
                     continue
             self._add_rule(listp, pat, rflags, xflags)
             if rflags & CVS_IGNORE and not rflags & MERGE_FILE:
                 self._get_cvs_excludes(rflags)
 
-    def _merge_name(self, name: bytes, at_cwd: bool = True) -> bytes:
+    def _merge_name(self, name: bytes, rflags: int, at_cwd: bool = True) -> bytes | None:
         """parse_merge_name(): names with a slash (or all names during the
-        parent-dir scan) are made absolute relative to the current dir."""
+        parent-dir scan) are made absolute relative to the current dir.  None (with
+        rsync's error line; the rule is dropped) when that is too long a path."""
         if not self._parent_dirscan and not name.startswith(b"/") and b"/" not in name:
             # relative to rsync's cwd: the transfer root once the walk has begun
             if self._walk_cwd is None or not at_cwd:
@@ -405,6 +470,10 @@ class FilterList:
             return os.path.join(self._walk_cwd, name)
         if name.startswith(b"/"):
             return os.path.normpath(name)
+        clean = os.path.normpath(name)
+        if len(self._dirbuf) + len(clean) >= _MAXPATHLEN:
+            _error_line(f"merge-file name overflows: {self._rule_text(rflags, clean)}")
+            return None
         return os.path.normpath(self._dirbuf + name)
 
     def _clear(self, listp: RuleList) -> None:
@@ -425,7 +494,23 @@ class FilterList:
                 r.mergelist = None
         self._flat.clear()
 
+    def _rule_text(self, rflags: int, text: bytes) -> str:
+        """exclude.c rule_text(): a rule's own text, unless it came out of a file."""
+        if self._src is not None or rflags & FROM_FILE:
+            return f"<rule from {self._where()}>"
+        return _show(text)
+
     def _add_rule(self, listp: RuleList, pat: bytes, rflags: int, xflags: int) -> None:
+        trailing = pat[-1:] in (b" ", b"\t")
+        if _info is not None and (_debug_level >= 2 or _debug_level >= 1 and trailing):
+            # add_rule()'s trace: what it says about a rule read from a file (its
+            # prefix, the CAUTION) is dropped with the rule's text.
+            from_file = self._src is not None or rflags & FROM_FILE
+            prefix = "" if from_file else _show(_rule_prefix(rflags, pat, False, 32) or b"")
+            caution = " -- CAUTION: trailing whitespace!" if trailing and not from_file else ""
+            who = self._who if self._walk_cwd is not None else _start_who
+            _info(f"[{who}] add_rule({prefix}{self._rule_text(rflags, pat)})"
+                  f"{listp.debug_type}{caution}")
         if len(pat) > 1 and pat.endswith(b"/"):
             pat = pat[:-1]
             rflags |= DIRECTORY
@@ -464,7 +549,7 @@ class FilterList:
             for ex in self._mergelists:
                 if ex is not None and ex.pattern[ex.pattern.rfind(b"/") + 1:] == base:
                     return
-            rule.mergelist = RuleList()
+            rule.mergelist = RuleList(debug_type=f" [per-dir {self._rule_text(rflags, base)}]")
             self._mergelists.append(rule)
         elif not rflags & CVS_IGNORE:
             rule.test = self._compile(rule)
@@ -474,7 +559,7 @@ class FilterList:
     def _get_cvs_excludes(self, rflags: int) -> None:
         if self.cvs_rules is not None:
             return
-        self.cvs_rules = RuleList()
+        self.cvs_rules = RuleList(debug_type=" [global CVS]")
         save_src, self._src = self._src, None
         try:
             # Protocol >= 30: the default list is perishable.
@@ -501,6 +586,9 @@ class FilterList:
         try:
             # An operator path: a symlink owned by another user is not followed.
             with open(safepath.owner_open(fname, os.O_RDONLY), "rb") as f:
+                if merge_confine_root is not None and daemon_merge_path is None \
+                        and not _inside(f.fileno(), merge_confine_root):
+                    raise OSError(_errno.ELOOP, os.strerror(_errno.ELOOP))
                 return f.read()
         except OSError as e:
             if xflags & XFLG_FATAL_ERRORS:
@@ -669,11 +757,12 @@ class FilterList:
         return sides
 
     def _flatten(self, side: str, ignore_perishable: bool, xattr: bool
-                 ) -> tuple[tuple[RuleTest, int], ...]:
+                 ) -> tuple[tuple[tuple[RuleTest, int], ...], dict[RuleTest, tuple[Rule, str]]]:
         other = RECEIVER_SIDE if side == SENDER else SENDER_SIDE
         out: list[tuple[RuleTest, int]] = []
+        info: dict[RuleTest, tuple[Rule, str]] = {}
 
-        def walk(rules: Iterable[Rule]) -> None:
+        def walk(rules: Iterable[Rule], debug_type: str) -> None:
             for r in rules:
                 rf = r.rflags
                 if ignore_perishable and rf & PERISHABLE:
@@ -682,19 +771,20 @@ class FilterList:
                     continue
                 if rf & PERDIR_MERGE:
                     if r.mergelist is not None:
-                        walk(r.mergelist.local)
-                        walk(r.mergelist.inherited)
+                        walk(r.mergelist.local, r.mergelist.debug_type)
+                        walk(r.mergelist.inherited, r.mergelist.debug_type)
                     continue
                 if rf & CVS_IGNORE:
                     if self.cvs_rules is not None:
-                        walk(self.cvs_rules.local)
+                        walk(self.cvs_rules.local, self.cvs_rules.debug_type)
                     continue
                 if bool(rf & XATTR) != xattr or r.test is None:
                     continue
                 out.append((r.test, 1 if rf & INCLUDE else -1))
+                info[r.test] = (r, debug_type)
 
-        walk(self.rules.local)
-        return tuple(out)
+        walk(self.rules.local, "")
+        return tuple(out), info
 
     def check(self, path: bytes, is_dir: bool, side: str = SENDER, *,
               ignore_perishable: bool = False, xattr: bool = False) -> int:
@@ -709,7 +799,8 @@ class FilterList:
         key = (side, ignore_perishable, xattr)
         flat = self._flat.get(key)
         if flat is None:
-            flat = self._flat[key] = self._flatten(side, ignore_perishable, xattr)
+            flat, self._flat_info[key] = self._flatten(side, ignore_perishable, xattr)
+            self._flat[key] = flat
         if not flat:
             return 0
         name = path[1:] if path[:1] == b"/" else path
@@ -718,8 +809,29 @@ class FilterList:
         base = name[name.rfind(b"/") + 1:]
         for test, result in flat:
             if test(name, base, is_dir):
+                if _info is not None and _debug_level >= 1:
+                    self._report_match(path, is_dir, side, xattr, *self._flat_info[key][test])
                 return result
         return 0
+
+    def _report_match(self, name: bytes, is_dir: bool, side: str, xattr: bool, rule: Rule,
+                      debug_type: str) -> None:
+        """exclude.c report_filter_result(): which rule decided, and for whom.  A
+        rule read from a file is not quoted (its text is that file's contents)."""
+        who = "sender" if side == SENDER else "generator"
+        self._who = who
+        include = bool(rule.rflags & INCLUDE)
+        if who == "generator":
+            action = "risking" if include else "protecting"
+        else:
+            action = "showing" if include else "hiding"
+        what = "xattr" if xattr else "directory" if is_dir else "file"
+        if rule.rflags & FROM_FILE:
+            pattern = f"<rule from {self._where()}>"
+        else:
+            pattern = _show(rule.pattern) + ("/" if rule.rflags & DIRECTORY else "")
+        assert _info is not None
+        _info(f"[{who}] {action} {what} {_show(name)} because of pattern {pattern}{debug_type}")
 
     def excluded(self, path: bytes, is_dir: bool, side: str = SENDER, *,
                  ignore_perishable: bool = False) -> bool:
@@ -786,8 +898,8 @@ class FilterList:
     def _setup_merge_file(self, ex: Rule, lp: RuleList) -> None:
         """A dir-merge name with a path that is a parent of the transfer dir:
         read the file in every dir from there down to the transfer dir's parent."""
-        x = self._merge_name(ex.pattern, at_cwd=False)
-        if not x.startswith(b"/"):
+        x = self._merge_name(ex.pattern, ex.rflags, at_cwd=False)
+        if x is None or not x.startswith(b"/"):
             return
         slash = x.rfind(b"/")
         ex.pattern = x[slash + 1:]

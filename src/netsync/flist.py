@@ -9,7 +9,8 @@ from __future__ import annotations
 import stat
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+
+from netsync.record import Record, factory
 
 # FileEntry.flags bits (rsync.h FLAG_* where one exists).
 FLAG_TOP_DIR = 1 << 0
@@ -115,16 +116,15 @@ def join(base: bytes, name: bytes) -> bytes:
     return base + b"/" + name
 
 
-@dataclass
-class FileList:
+class FileList(Record):
     """The sorted file list plus the source roots the sender reads from.
 
     When it is streamed a directory at a time (:class:`ChunkFeed`), ``entries`` stays
     empty and ``cur`` holds the chunk being generated, whose first entry is ``cur_base``.
     """
 
-    entries: list[FileEntry] = field(default_factory=list)
-    roots: list[bytes] = field(default_factory=list)
+    entries: list[FileEntry] = factory(list)
+    roots: list[bytes] = factory(list)
     io_error: int = 0
     cur: list[FileEntry] | None = None
     cur_base: int = 0
@@ -208,8 +208,7 @@ class ChunkFeed:
         return chunk
 
 
-@dataclass
-class WalkOptions:
+class WalkOptions(Record):
     """What the sender's walk needs from the command line."""
 
     recursive: bool = False

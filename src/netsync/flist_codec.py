@@ -22,7 +22,7 @@ import os
 import stat
 import struct
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import RERR_MALLOC, RERR_PROTOCOL, RERR_UNSUPPORTED
 from .flist import (
@@ -105,8 +105,7 @@ def _is_device(mode: int) -> bool:
     return mode & _IFMT in _DEVICES
 
 
-@dataclass(frozen=True, slots=True)
-class EndOfList:
+class EndOfList(NamedTuple):
     """The end-of-list marker (plus any trailer); ``io_error`` is the sender's IOERR_* bits."""
 
     io_error: int = 0

@@ -12,11 +12,12 @@ import os
 import stat
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from netsync import filters as F
-from netsync import log, safepath
+from netsync import fuzzy, log, safepath
 from netsync import messages as m
+from netsync import metadata as _md
+from netsync import receiver as _rcv
 from netsync import sender as _sender
 from netsync.flist import (
     FLAG_CONTENT_DIR,
@@ -34,17 +35,18 @@ from netsync.flist import (
 )
 from netsync.metadata import AttrOptions, dest_mode, keep_time, mtime_differs, set_file_attrs
 from netsync.receiver import Receiver, tmp_name
+from netsync.record import Record, factory
 from netsync.report import Reporter
 
 DEL_RECURSE = 1
+FNAMECMP_FUZZY = 0x83  # rsync.h: a --fuzzy basis (+ the -yy basis dir's number)
 _ATTR_BITS = (log.ITEM_REPORT_TIME | log.ITEM_REPORT_PERMS | log.ITEM_REPORT_OWNER
               | log.ITEM_REPORT_GROUP | log.ITEM_REPORT_ATIME)
 DEL_FOR = {"file": "regular file", "dir": "directory", "symlink": "symlink",
            "device": "device file", "special": "special file"}
 
 
-@dataclass
-class GenOptions:
+class GenOptions(Record):
     recursive: bool = False
     dirs: bool = False
     links: bool = False
@@ -73,7 +75,7 @@ class GenOptions:
     backup: bool = False
     backup_dir: bytes | None = None
     suffix: bytes = b"~"
-    alt_dest: list[bytes] = field(default_factory=list)
+    alt_dest: list[bytes] = factory(list)
     alt_dest_type: str | None = None  # compare/copy/link
     implied_dirs: bool = True
     relative: bool = False
@@ -83,6 +85,8 @@ class GenOptions:
     omit_dir_times: bool = False
     mkpath: bool = False
     inc_recurse: bool = True
+    fuzzy: int = 0  # --fuzzy: dirs searched for a basis (1 = the dest dir, +1 per -yy basis dir)
+    fuzzy_debug: int = 0  # --debug=fuzzy level
 
 
 class Generator:
@@ -159,6 +163,13 @@ class Generator:
         self.request_later: Callable[[m.SendRequest], Callable[[], m.FileData]] | None = None
         self._later: deque[tuple] = deque()
         self._finishing = False
+        # --fuzzy (generator.c fuzzy_dirlist): the candidate lists of the current
+        # parent dir, scanned when its first missing file needs them.
+        self._fz_parent: bytes | None = None
+        self._fz_need = False
+        self._fz_lists: list[list[fuzzy.Candidate] | None] = []
+        self._fz_dirs: list[tuple[bytes, list[fuzzy.Candidate] | None]] = []
+        self._fz_req: tuple[int, bytes] | None = None  # the next request's fuzzy basis
 
     # ------------------------------------------------------------- helpers
     def dpath(self, name: bytes) -> bytes:
@@ -216,6 +227,8 @@ class Generator:
             self.rep.error_xfer(f'recv_generator: failed to stat "{self.rep.full_path(path)}": '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
             return False
+        if self.a.fake_super:  # x_lstat(): the %stat xattr says what the file is
+            st = _md.xstat_overlay(path, st, self._xstat_error(path))
         if follow_dir and stat.S_ISLNK(st.st_mode):
             try:
                 st2 = os.stat(path)
@@ -236,7 +249,8 @@ class Generator:
                     or a.atimes or a.uid_map or a.gid_map or a.chown_uid is not None
                     or a.chown_gid is not None or a.modify_window or not a.times
                     or rep.has_i > 1 or rep.level("name") >= 2 or rep.level("skip") >= 1
-                    or rep.logfile is not None or self.recv_partial_dir() is not None)
+                    or rep.logfile is not None or self.recv_partial_dir() is not None
+                    or a.fake_super)
 
     def _unchanged_reg(self, e: FileEntry, st: os.stat_result) -> bool:
         """The quick check plus every attribute the item flags would report, inline."""
@@ -253,9 +267,18 @@ class Generator:
             return False
         return not (a.group and st.st_gid != e.gid)
 
+    def _xstat_error(self, path: bytes) -> Callable[[OSError], None]:
+        def report(ex: OSError) -> None:
+            self.rep.error_xfer(f'failed to read xattr user.rsync.%stat for '
+                                f'"{self.rep.full_path(path)}": '
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
+        return report
+
     def _lstat(self, path: bytes, follow_dir: bool = False) -> os.stat_result | None:
         try:
             st = os.lstat(path)
+            if self.a.fake_super:
+                st = _md.xstat_overlay(path, st, self._xstat_error(path))
             if follow_dir and stat.S_ISLNK(st.st_mode):
                 try:
                     st2 = os.stat(path)
@@ -657,8 +680,18 @@ class Generator:
             return
         if self.dry_missing is not None and self._is_below(name, self.dry_missing):
             st = None
+            if g.fuzzy:  # generator.c parent_is_dry_missing: nothing to search
+                self._fz_lists = []
+                self._fz_parent = None
         else:
             self.dry_missing = None
+            if g.fuzzy:
+                parent = parent_of(name)
+                if parent != self._fz_parent:
+                    # A new parent dir: its candidates are scanned when first needed.
+                    self._fz_parent = parent
+                    self._fz_lists = []
+                    self._fz_need = True
             got = self._gen_stat(path, g.keep_dirlinks and is_dir)
             if got is False:
                 return
@@ -837,7 +870,7 @@ class Generator:
             target = b"/rsyncd-munged/" + target
         if st is not None and stat.S_ISLNK(st.st_mode):
             try:
-                cur = os.readlink(path)
+                cur = _md.fake_readlink(path, self.a.fake_super)
             except OSError:
                 cur = None
             if cur == target:
@@ -873,7 +906,10 @@ class Generator:
         if not g.dry_run:
             tmp = tmp_name(path, None)
             try:
-                os.symlink(target, tmp)
+                if self.a.fake_super:  # a file holding the target stands in
+                    _md.fake_create(tmp, target)
+                else:
+                    os.symlink(target, tmp)
                 set_file_attrs(self.a, tmp, e, None)
                 os.replace(tmp, path)
             except OSError as ex:
@@ -933,7 +969,10 @@ class Generator:
         if not g.dry_run:
             tmp = tmp_name(path, None)
             try:
-                os.mknod(tmp, e.mode, e.rdev)
+                if self.a.fake_super:  # an empty file stands in
+                    _md.fake_create(tmp)
+                else:
+                    os.mknod(tmp, e.mode, e.rdev)
                 set_file_attrs(self.a, tmp, e, None, new_mode=new_mode)
                 os.replace(tmp, path)
             except OSError as ex:
@@ -984,7 +1023,7 @@ class Generator:
         done = self.hl_done.get(group)
         if done is None:
             if st is None and ndx != self.hl_last.get(group) and not deferred \
-                    and stat.S_ISREG(e.mode) and not self.g.alt_dest:
+                    and stat.S_ISREG(e.mode) and not self.g.alt_dest and not self.g.fuzzy:
                 # Not the last of its group and missing: the last one gets the data
                 # and this one is linked to it afterwards (rsync's in_progress wait).
                 # Other types need no data: the first is made and the rest link to it.
@@ -1116,7 +1155,10 @@ class Generator:
                 and e.mtime_ns < st.st_mtime_ns and self.a.modify_window == 0 \
                 and e.mtime < st.st_mtime_ns // 10**9:
             return
-        if st is not None and not stat.S_ISREG(st.st_mode):
+        if st is not None and _rcv.write_devices and (stat.S_ISCHR(st.st_mode)
+                                                      or stat.S_ISBLK(st.st_mode)):
+            st = _rcv.device_stat(path, st)  # --write-devices: written like a file
+        elif st is not None and not stat.S_ISREG(st.st_mode):
             if not self._make_room(name, path, st, "file"):
                 return
             st = None
@@ -1143,8 +1185,25 @@ class Generator:
             if isinstance(found, tuple):
                 basis, basis_st = found
                 iflags_extra = log.ITEM_BASIS_TYPE_FOLLOWS
+        if basis_st is None and g.fuzzy:
+            fz = self._find_fuzzy(e)
+            if fz is not None and g.append and fz[1].st_size >= e.size:
+                return  # generator.c: --append skips a file whose basis is as long
+            if fz is not None:
+                # generator.c: the similar file is the basis (FNAMECMP_FUZZY+i) but the
+                # item is reported against the missing dest (real_sx): new.
+                self._item_st = None
+                self._fz_req = (FNAMECMP_FUZZY + fz[3], fz[2])
+                try:
+                    self._transfer(ndx, e, path, fz[0], None, new_mode,
+                                   log.ITEM_BASIS_TYPE_FOLLOWS | log.ITEM_XNAME_FOLLOWS,
+                                   basis_st=fz[1], xname=fz[2])
+                finally:
+                    self._item_st = False
+                    self._fz_req = None
+                return
         if basis_st is None:
-            if g.alt_dest and g.hard_links and e.hlink is not None \
+            if (g.alt_dest or g.fuzzy) and g.hard_links and e.hlink is not None \
                     and ndx != self.hl_last.get(e.hlink) and ndx != self._hl_retry_ndx:
                 # No alt-dest match either: the group's last member gets the data
                 # (generator.c F_HLINK_NOT_LAST after try_dests_reg).
@@ -1215,6 +1274,107 @@ class Generator:
                 os.rmdir(parent_of(pp))
             except OSError:
                 pass
+
+    def _fuzzy_dir(self, i: int, e: FileEntry) -> tuple[bytes, list[fuzzy.Candidate] | None]:
+        """Fuzzy search dir ``i`` of ``e``'s parent (0: the destination's, i: under the
+        i-th basis dir) as (path prefix of its files, its candidates).  The dest dir
+        is read through the held (symlink-free) dir fd, a basis dir through its
+        confined fd, as the other lookups there."""
+        head = parent_of(e.name) if b"/" in e.name else b""
+        excluded = None
+        if i == 0:
+            if self.solo_file:
+                dpath = parent_of(self.dest)
+                where: int | bytes | None = dpath
+            else:
+                dpath = self.dpath(head) if head else self.dest
+                try:
+                    where = _open_listable(self._dest_dir_fd(head)) \
+                        if not self._follow_dest_links else dpath
+                except OSError:
+                    where = None
+        else:
+            dpath = join(self.g.alt_dest[i - 1], head) if head else self.g.alt_dest[i - 1]
+            at = self._alt_at(i - 1, e.name)
+            try:
+                where = _open_listable(at[0]) if at is not None else None
+            except OSError:
+                where = None
+        if where is None:
+            return dpath, None
+        if F.daemon_excluded is not None:
+            dx = F.daemon_excluded
+            excluded = lambda n: dx(join(dpath, n), False)  # noqa: E731
+        try:
+            return dpath, fuzzy.scan_dir(where, excluded)
+        finally:
+            if isinstance(where, int):
+                os.close(where)
+
+    def _find_fuzzy(self, e: FileEntry) -> tuple[bytes, os.stat_result, bytes, int] | None:
+        """generator.c find_fuzzy() for a missing regular file: (basis path, its
+        stat, its name, its dir's index) of the most similar file of its dir(s)."""
+        g = self.g
+        if self._fz_need:
+            self._fz_need = False
+            self._fz_dirs = []
+            for i in range(g.fuzzy):
+                if i > len(g.alt_dest):
+                    break
+                self._fz_dirs.append(self._fuzzy_dir(i, e))
+            self._fz_lists = [c for _, c in self._fz_dirs]
+        if not any(self._fz_lists):
+            return None
+        rep = self.rep
+        debug = None
+        if g.fuzzy_debug >= 2:
+
+            def debug(i: int, c: fuzzy.Candidate, dist: int) -> None:
+                fn = rep.safe(self._fuzzy_name(i, e, c.name))
+                if dist < 0:
+                    rep.info(f"fuzzy size/modtime match for {fn}")
+                else:
+                    rep.info(f"fuzzy distance for {fn} = {dist >> 16}.{dist & 0xFFFF:05d}")
+        base = e.name.rpartition(b"/")[2]
+        found = fuzzy.find_fuzzy(base, e.size, e.mtime, self._fz_lists, self.a.modify_window,
+                                 debug, exact=debug is not None)
+        if found is None:
+            return None
+        i, c = found
+        fpath = join(self._fz_dirs[i][0], c.name)
+        try:  # looked up again as it was listed: through the confined dir fds
+            if i == 0:
+                fst = self._confined_lstat(fpath)
+            else:
+                at = self._alt_at(i - 1, e.name)
+                fst = os.stat(c.name, dir_fd=at[0], follow_symlinks=False) if at else None
+        except OSError:
+            return None
+        if fst is None or not stat.S_ISREG(fst.st_mode):
+            return None
+        if g.fuzzy_debug >= 1:
+            fname = self.dest.rpartition(b"/")[2] if self.solo_file else e.name
+            rep.info(f"fuzzy basis selected for {rep.safe(fname)}: "
+                     f"{rep.safe(self._fuzzy_name(i, e, c.name))}")
+        return fpath, fst, c.name, i
+
+    def _fuzzy_name(self, i: int, e: FileEntry, name: bytes) -> bytes:
+        """A candidate as rsync names it (from inside the destination)."""
+        head = parent_of(e.name) if b"/" in e.name else b""
+        if i:  # rsync made a relative basis dir absolute (main.c check_alt_basis_dirs)
+            return join(os.path.join(os.getcwdb(), self._fz_dirs[i][0]), name)
+        return head + b"/" + name if head else name
+
+    def _fuzzy_sent(self, e: FileEntry) -> None:
+        """A file about to be rewritten is no basis for a later one of its dir
+        (generator.c FLAG_FILE_SENT in fuzzy_dirlist[0])."""
+        dl = self._fz_lists[0] if self._fz_lists else None
+        if dl:
+            base = e.name.rpartition(b"/")[2]
+            for c in dl:
+                if c.name == base:
+                    c.sent = True
+                    break
 
     def _try_alt_dests(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
                        new_mode: int):
@@ -1403,6 +1563,8 @@ class Generator:
                   dest_st: os.stat_result | None, new_mode: int, iflags_extra: int = 0,
                   basis_st: os.stat_result | None = None, xname: bytes | None = None) -> None:
         g = self.g
+        if g.fuzzy and not g.whole_file and not g.dry_run:
+            self._fuzzy_sent(e)
         extra = log.ITEM_REPORT_CHANGE if g.checksum else 0
         # Itemized against the basis (the dest file, or the --*-dest file used instead),
         # but a --partial-dir basis is itemized against the dest (generator.c real_sx).
@@ -1411,25 +1573,40 @@ class Generator:
                               log.ITEM_TRANSFER | iflags_extra | extra)
         if not self.a.perms:
             # The receiver decides the mode from the basis it opens (receiver.c).
-            exists = basis_st is not None and stat.S_ISREG(basis_st.st_mode)
+            exists = basis_st is not None and (stat.S_ISREG(basis_st.st_mode) or (
+                _rcv.write_devices and stat.S_IFMT(basis_st.st_mode) in (stat.S_IFCHR,
+                                                                          stat.S_IFBLK)))
             new_mode = dest_mode(self.a, e.mode, basis_st.st_mode if exists else 0, exists)
         sums = None
         if not g.whole_file and basis is not None and basis_st is not None and basis_st.st_size:
             from netsync import match
 
-            with open(os.open(basis, os.O_RDONLY | os.O_CLOEXEC | _sender.read_flags()), "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size:  # it may have shrunk since the stat: then send it whole
-                    # Read, not mapped: a basis shrinking meanwhile must not SIGBUS us
-                    # (its missing end reads as zeros and merely matches nothing).
-                    sums = match.generate_sums(match.FileWindow(f.fileno(), size), size,
-                                               *self.sum_params, **self.sum_kwargs)
+            # O_NOFOLLOW: a basis is a regular file when chosen; one swapped for a
+            # symlink since must not have its blocks' sums sent to the peer.
+            flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | _sender.read_flags()
+            try:
+                bfd = os.open(basis, flags)
+            except OSError as ex:  # generator.c: "failed to open ..., continuing"
+                self.rep.error(f'failed to open "{self.rep.full_path(basis)}", continuing: '
+                               f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
+                bfd = -1
+                basis = None
+            if bfd >= 0:
+                with open(bfd, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size:  # it may have shrunk since the stat: then send it whole
+                        # Read, not mapped: a basis shrinking meanwhile must not SIGBUS
+                        # us (its missing end reads as zeros and merely matches nothing).
+                        sums = match.generate_sums(match.FileWindow(f.fileno(), size), size,
+                                                   *self.sum_params, **self.sum_kwargs)
             # --inplace onto the dest itself: the delta must never read a block the
             # receiver has already overwritten (sender.c updating_basis_file).
             ropts = getattr(self.recv, "r", None)
             if sums is not None:
                 sums.updating_basis = bool(getattr(ropts, "inplace", False) and basis == path)
         req = m.SendRequest(ndx, iflags, sums, *self.sum_params, basis=basis)
+        if self._fz_req is not None and basis is not None:
+            req.fuzzy_type, req.fuzzy_name = self._fz_req
         if g.dry_run:
             self.rep.log_item_transfer_start(e, iflags)
             self.rep.log_item_transfer_end(e, iflags, 0)
@@ -1531,9 +1708,15 @@ class Generator:
         s = self.stats
         s.xferred_files += 1
         s.total_transferred_size += e.size
-        s.literal_data += e.size
+        if not self.g.dry_run:  # a dry run moves no data: rsync counts none
+            s.literal_data += e.size
         if iflags & log.ITEM_IS_NEW:
             s.created_files += 1
+
+
+def _open_listable(dir_fd: int) -> int:
+    """A readable fd of the (perhaps O_PATH) dir ``dir_fd``, to list it."""
+    return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
 
 
 __all__ = ["Generator", "GenOptions", "FLAG_TOP_DIR", "FLAG_MOUNT_DIR"]

@@ -242,7 +242,8 @@ def daemon_usage_text() -> str:
         + _rows(_DAEMON_ROWS)
         + "\n"
         "If you were not trying to invoke netsync as a daemon, avoid using any of the\n"
-        "daemon-specific options.  See also the rsyncd.conf(5) manpage.\n"
+        "daemon-specific options.  They are those of rsync --daemon; see also the\n"
+        "rsyncd.conf(5) manpage.\n"
     )
 
 

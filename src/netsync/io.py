@@ -20,6 +20,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from netsync.errors import RERR_PROTOCOL, RERR_STREAMIO, RERR_TIMEOUT
 from netsync.transport import Connection, TransportError
@@ -337,16 +338,24 @@ class ProtocolIO:
 
     def read_ndx(self) -> int:
         while True:
-            avail = bytes(self._data[self._pos:self._pos + 6])
-            try:
-                v, used = self.ndx_in.decode(avail)
+            pos = self._pos
+            try:  # decoded in place: an index is at most 6 bytes
+                v, end = self.ndx_in.decode(self._data, pos)
             except TruncatedError:
-                if len(avail) >= 6:
+                have = len(self._data) - pos
+                if have >= 6:
                     raise
-                self._need(len(avail) + 1)
+                self._need(have + 1)
                 continue
-            self._advance(used)
+            self._advance(end - pos)
             return v
+
+    def read_struct(self, st: struct.Struct) -> tuple[Any, ...]:
+        """``st``'s fields, unpacked in place from the in-band data."""
+        self._need(st.size)
+        v = st.unpack_from(self._data, self._pos)
+        self._advance(st.size)
+        return v
 
     # ---------------------------------------------------------------- writes
     def write(self, data: bytes | bytearray | memoryview) -> None:

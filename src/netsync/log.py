@@ -21,10 +21,10 @@ import os
 import stat
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 from netsync.messages import Stats
+from netsync.record import Record
 
 __all__ = [
     "ITEM_REPORT_ATIME", "ITEM_REPORT_CHANGE", "ITEM_REPORT_SIZE", "ITEM_REPORT_TIMEFAIL",
@@ -368,8 +368,7 @@ class LogItem:
         return f"LogItem({self.name!r}, {oct(self.mode)}, iflags={self.iflags:#x})"
 
 
-@dataclass(slots=True)
-class LogContext:
+class LogContext(Record):
     """Run-wide facts the escapes depend on."""
 
     am_sender: bool = False

@@ -21,10 +21,11 @@ import errno as _errno
 import mmap
 import os
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
+from netsync.record import Record, factory
 
 from .checksum import (
     CHUNK_SIZE,
@@ -59,8 +60,7 @@ FAST_WINDOW = 64 << 10  # the first rolling window after a match
 FAST_BATCH = 1024  # most predicted in-order blocks checked per numpy pass
 
 
-@dataclass(slots=True)
-class BlockSums:
+class BlockSums(Record):
     """What the generator sends for one basis file."""
 
     head: SumHead
@@ -72,7 +72,7 @@ class BlockSums:
     updating_basis: bool = False
     # Filled in by match_tokens(): matches, hash_hits, false_alarms, matched bytes
     # (what rsync's --debug=deltasum totals and --stats "Matched data" count).
-    stats: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    stats: list[int] = factory(lambda: [0, 0, 0, 0])
 
     def strong_at(self, i: int) -> bytes:
         s = self.head.s2length
@@ -101,6 +101,10 @@ class FileWindow:
         self.status = 0
         self._start = 0
         self._mv = memoryview(b"")
+        # Two buffers, filled in turn: a view of the previous window stays valid while
+        # the next is read, and the pages are faulted in once, not on every window.
+        self._bufs: list[bytearray] = [bytearray(), bytearray()]
+        self._turn = 0
 
     def __len__(self) -> int:
         return self.size
@@ -116,24 +120,25 @@ class FileWindow:
         return self._mv[off : off + stop - start]
 
     def _fill(self, start: int, length: int) -> None:
-        # A fresh buffer each time (views of the last one may still be in use).
-        parts: list[bytes] = []
+        buf = self._bufs[self._turn]
+        if len(buf) < length:
+            buf = self._bufs[self._turn] = bytearray(length)
+        self._turn ^= 1
+        mv = memoryview(buf)[:length]
         got = 0
         try:
-            os.lseek(self.fd, start, os.SEEK_SET)
             while got < length:
-                chunk = os.read(self.fd, length - got)
-                if not chunk:
+                n = os.preadv(self.fd, [mv[got:]], start + got)
+                if not n:
                     break
-                parts.append(chunk)
-                got += len(chunk)
+                got += n
         except OSError as ex:
             self.status = self.status or ex.errno or _errno.EIO
         if got < length:  # "the best we can do is zero the buffer - the file has changed"
             self.status = self.status or _errno.ENODATA
-            parts.append(bytes(length - got))
+            mv[got:] = bytes(length - got)
         self._start = start
-        self._mv = memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
+        self._mv = mv
 
 
 def _view(data: Data | FileWindow) -> memoryview:
@@ -454,8 +459,7 @@ def delta(
             return tokens, stop.value
 
 
-@dataclass(slots=True)
-class ApplyStats:
+class ApplyStats(Record):
     size: int = 0  # bytes written
     literal: int = 0  # rsync's literal_data
     matched: int = 0  # rsync's matched_data

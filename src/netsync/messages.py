@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
+
+from netsync.record import Record, factory
 
 
 class FatalError(Exception):
@@ -22,17 +23,31 @@ class FatalError(Exception):
         self.message = message
 
 
-@dataclass(slots=True)
 class SendRequest:
-    """Generator -> sender: send file ``ndx`` (rsync: ndx, iflags, sum head + sums)."""
+    """Generator -> sender: send file ``ndx`` (rsync: ndx, iflags, sum head + sums).
 
-    ndx: int
-    iflags: int
-    sums: Any = None  # netsync.match.BlockSums or None for a whole-file send
-    checksum_name: str = "md5"
-    seed: int = 0
-    protocol: int = 32
-    basis: bytes | None = None  # the basis file the sums describe (a wire client reads it)
+    One per file, so a slotted class with its own ``__init__`` (see netsync.record)."""
+
+    __slots__ = ("ndx", "iflags", "sums", "checksum_name", "seed", "protocol", "basis",
+                 "fuzzy_type", "fuzzy_name")
+
+    def __init__(self, ndx: int, iflags: int, sums: Any = None, checksum_name: str = "md5",
+                 seed: int = 0, protocol: int = 32, basis: bytes | None = None,
+                 fuzzy_type: int = 0, fuzzy_name: bytes | None = None) -> None:
+        self.ndx = ndx
+        self.iflags = iflags
+        self.sums = sums  # netsync.match.BlockSums or None for a whole-file send
+        self.checksum_name = checksum_name
+        self.seed = seed
+        self.protocol = protocol
+        self.basis = basis  # the basis file the sums describe (a wire client reads it)
+        # A --fuzzy basis: its fnamecmp type (0x83 + basis dir) and name, which a wire
+        # generator sends on (the sender's --inplace matching depends on the type).
+        self.fuzzy_type = fuzzy_type
+        self.fuzzy_name = fuzzy_name
+
+    def __repr__(self) -> str:
+        return f"SendRequest(ndx={self.ndx}, iflags={self.iflags:#x}, sums={self.sums!r})"
 
 
 class DiscardFile(Exception):
@@ -54,7 +69,6 @@ class SourceFd:
             os.close(fd)
 
 
-@dataclass(slots=True)
 class FileData:
     """Sender -> receiver: the echoed request and the file's token stream.
 
@@ -64,14 +78,27 @@ class FileData:
     consuming the tokens; it must then close the tokens iterator.
     """
 
-    ndx: int
-    iflags: int
-    sums: Any
-    tokens: Iterator[bytes | int]
-    source_fd: int | None = None
-    size: int = 0
-    failed: bool = False
-    closer: Callable[[], None] | None = None
+    __slots__ = ("ndx", "iflags", "sums", "tokens", "source_fd", "size", "failed", "closer",
+                 "file_sum")
+
+    def __init__(self, ndx: int, iflags: int, sums: Any, tokens: Iterator[bytes | int],
+                 source_fd: int | None = None, size: int = 0, failed: bool = False,
+                 closer: Callable[[], None] | None = None,
+                 file_sum: list[bytes] | None = None) -> None:
+        self.ndx = ndx
+        self.iflags = iflags
+        self.sums = sums
+        self.tokens = tokens
+        self.source_fd = source_fd
+        self.size = size
+        self.failed = failed
+        self.closer = closer
+        # Delta tokens hash the file as they go: its checksum lands here once they
+        # are done, so the wire sender need not read the matched blocks again.
+        self.file_sum = file_sum
+
+    def __repr__(self) -> str:
+        return f"FileData(ndx={self.ndx}, size={self.size}, failed={self.failed})"
 
     def close(self) -> None:
         """Release a local source: stop its token stream and close the file (idempotent).
@@ -86,15 +113,24 @@ class FileData:
         self.closer()
 
 
-@dataclass(slots=True)
 class Done:
     """NDX_DONE: end of a phase."""
 
-    phase: int
+    __slots__ = ("phase",)
+
+    def __init__(self, phase: int) -> None:
+        self.phase = phase
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Done) and other.phase == self.phase
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Done(phase={self.phase})"
 
 
-@dataclass(slots=True)
-class Stats:
+class Stats(Record):
     """Transfer counters (rsync's struct stats) kept by the roles."""
 
     num_files: int = 0
@@ -125,7 +161,7 @@ class Stats:
     flist_xfertime: float = 0.0
     total_written: int = 0
     total_read: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, int] = factory(dict)
 
     def count(self, prefix: str, mode: int) -> None:
         """One more item in ``<prefix>_files`` and in its kind's subset

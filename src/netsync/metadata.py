@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
-from dataclasses import dataclass
+from collections.abc import Callable
 
+from netsync.errors import RERR_FILEIO
 from netsync.flist import FileEntry
+from netsync.messages import FatalError
+from netsync.record import Record, factory
 
 CHMOD_BITS = 0o7777
 
+# rsync's am_root < 0 (--fake-super, or a daemon module's "fake super = yes"): a
+# process-wide global as in rsync, set by options.apply_process_options(). The
+# privileged attributes live in the XSTAT_ATTR xattr instead of on the file, and
+# every stat of such a file (sender and generator alike) sees them folded in.
+fake_super = False
+# A local copy's receiving side under -M--super/-M--no-super/-M--fake-super (rsync
+# forks a server for it that parses those); None: the same as the sender's.
+recv_fake_super: bool | None = None
+XSTAT_ATTR = b"user.rsync.%stat"
+_XSTAT_RE = re.compile(rb"\s*([0-7]+)\s+([-+]?\d+)\s*,\s*([-+]?\d+)\s+([-+]?\d+)\s*:\s*([-+]?\d+)")
+_XSTAT_MAX = 255  # xattrs.c reads it into a 256-byte buffer
 
-@dataclass
-class AttrOptions:
+
+class AttrOptions(Record):
     perms: bool = False
     executability: bool = False
     owner: bool = False
@@ -30,6 +45,14 @@ class AttrOptions:
     chown_uid: int | None = None
     chown_gid: int | None = None
     umask: int = 0o022
+    fake_super: bool = factory(
+        lambda: fake_super if recv_fake_super is None else recv_fake_super)
+
+    def __post_init__(self) -> None:
+        # rsync's am_root is -1 under --fake-super: "root" for every decision
+        # (-o, devices), but set_file_attrs() stores instead of chown/chmod.
+        if self.fake_super:
+            self.am_root = True
 
 
 def dest_mode(a: AttrOptions, flist_mode: int, stat_mode: int, exists: bool) -> int:
@@ -95,7 +118,7 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
         return st is None
     if st is None:
         try:
-            st = os.lstat(path)
+            st = fake_lstat(path) if a.fake_super else os.lstat(path)
         except OSError as ex:
             if errors is not None:
                 errors.append(f'stat "{os.fsdecode(path)}" failed: {os.strerror(ex.errno or 0)} ({ex.errno})')
@@ -107,6 +130,12 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
     gid = want_gid(a, e)
     change_uid = uid is not None and uid != st.st_uid
     change_gid = gid is not None and gid != st.st_gid
+    if a.fake_super:
+        # rsync.c: the owner, group and mode go to the %stat xattr, never chown/chmod.
+        set_stat_xattr(path, e, mode, uid, gid, errors)
+        updated = change_uid or change_gid or (
+            stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode))
+        change_uid = change_gid = False
     if change_uid or change_gid:
         try:
             os.chown(path, uid if change_uid else -1, gid if change_gid else -1,
@@ -120,7 +149,7 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
                     what = "chown" if change_uid else "chgrp"
                     errors.append(f'{what} "{os.fsdecode(path)}" failed: '
                                   f"{os.strerror(ex.errno or 0)} ({ex.errno})")
-    if not is_link and stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
+    if not is_link and not a.fake_super and stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
         try:
             os.chmod(path, stat.S_IMODE(mode))
             updated = True
@@ -147,3 +176,212 @@ def set_times(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | No
         if errors is not None:
             errors.append(f'failed to set times on "{os.fsdecode(path)}": '
                           f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+
+
+# -- --fake-super (xattrs.c get_stat_xattr/set_stat_xattr, syscall.c) ----------
+
+def _with_ids(st: os.stat_result, mode: int, rdev: int, uid: int, gid: int) -> os.stat_result:
+    seq, extra = st.__reduce__()[1]  # type: ignore[misc]
+    seq = list(seq)
+    seq[0], seq[4], seq[5] = mode, uid, gid
+    extra = dict(extra)
+    extra["st_rdev"] = rdev
+    return os.stat_result(seq, extra)
+
+
+def read_xstat(path: bytes) -> bytes | None:
+    """The raw %stat xattr of ``path`` (not following a symlink); None if it has none.
+
+    Raises OSError for any other failure (rsync reports those)."""
+    try:
+        val = os.getxattr(path, XSTAT_ATTR, follow_symlinks=False)
+    except OSError as ex:
+        if ex.errno in (errno.ENODATA, errno.ENOTSUP):
+            return None
+        raise
+    if len(val) > _XSTAT_MAX:
+        raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
+    return val
+
+
+class CorruptXstat(FatalError):
+    """A %stat xattr that does not parse: rsync ends the transfer (RERR_FILEIO)."""
+
+    def __init__(self, path: bytes, value: bytes) -> None:
+        text = value.decode("utf-8", "backslashreplace")
+        super().__init__(RERR_FILEIO, f'Corrupt {XSTAT_ATTR.decode()} xattr attached to '
+                                      f'"{os.fsdecode(os.path.abspath(path))}": "{text}"')
+
+
+def xstat_overlay(path: bytes, st: os.stat_result,
+                  on_error: Callable[[OSError], None] | None = None) -> os.stat_result:
+    """get_stat_xattr(): ``st`` with the mode, rdev, uid and gid of ``path``'s %stat
+    xattr folded in. A real device or special file keeps its own. A read error
+    other than "no such attribute" goes to ``on_error`` and leaves ``st`` as is."""
+    fmt = stat.S_IFMT(st.st_mode)
+    if fmt in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
+        return st
+    try:
+        val = read_xstat(path)
+    except OSError as ex:
+        if ex.errno == errno.EPERM and fmt == stat.S_IFLNK:
+            return _with_ids(st, st.st_mode, st.st_rdev, 0, 0)
+        if on_error is not None:
+            on_error(ex)
+        return st
+    if val is None:
+        return st
+    mt = _XSTAT_RE.match(val)
+    if mt is None:
+        raise CorruptXstat(path, val)
+    mode, major, minor, uid, gid = (int(mt[1], 8), *(int(x) for x in mt.group(2, 3, 4, 5)))
+    mask = 0xFFFFFFFF
+    return _with_ids(st, mode & mask, os.makedev(major & mask, minor & mask), uid & mask,
+                     gid & mask)
+
+
+def fake_lstat(path: bytes, on_error: Callable[[OSError], None] | None = None
+               ) -> os.stat_result:
+    """x_lstat(): lstat with the %stat xattr folded in."""
+    return xstat_overlay(path, os.lstat(path), on_error)
+
+
+def fake_readlink(path: bytes, fake: bool, am_sender: bool = False) -> bytes:
+    """syscall.c do_readlink(): under --fake-super a "symlink" is a file holding its
+    target. A real symlink reads as empty on the receiving side (so it gets
+    replaced by a placeholder) and as itself on the sender."""
+    if not fake:
+        return os.readlink(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as ex:
+        if ex.errno != errno.ELOOP:
+            raise
+        return os.readlink(path) if am_sender else b""
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def fake_create(path: bytes, content: bytes = b"") -> None:
+    """do_symlink()/do_mknod() under --fake-super: a 0600 regular file (holding a
+    symlink's target) stands in for the node; its xattr says what it is."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        if content and os.write(fd, content) != len(content):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+    finally:
+        os.close(fd)
+
+
+def set_stat_xattr(path: bytes, e: FileEntry, new_mode: int, uid: int | None, gid: int | None,
+                   errors: list[str] | None) -> None:
+    """xattrs.c set_stat_xattr(): give the real file safe permissions (no set-id
+    bits, full owner access) and record what it should have been in the xattr,
+    which is dropped again when the real file already says it all."""
+    def fail(what: str, ex: OSError) -> None:
+        if errors is not None:
+            errors.append(f'{what} "{os.fsdecode(path)}": {os.strerror(ex.errno or 0)} ({ex.errno})')
+
+    try:
+        fst = os.lstat(path)
+    except OSError as ex:
+        fail("failed to re-stat", ex)
+        return
+    try:
+        xval = read_xstat(path) if stat.S_IFMT(fst.st_mode) not in (
+            stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK) else None
+        xst = xstat_overlay(path, fst) if xval is not None else None
+    except (OSError, CorruptXstat):
+        xst = None
+    ftype = stat.S_IFMT(fst.st_mode)
+    fmode = new_mode & (stat.S_IFMT(new_mode) | CHMOD_BITS)
+    rdev = e.rdev if stat.S_ISCHR(fmode) or stat.S_ISBLK(fmode) else 0
+    # Without -o/-g rsync records 0 (its F_OWNER/F_GROUP of an unlisted id).
+    owner = 0 if uid is None else uid
+    group = 0 if gid is None else gid
+    mode = ftype | (fmode & 0o777) | (0o700 if ftype == stat.S_IFDIR else 0o600)
+    cur = fst.st_mode & (stat.S_IFMT(fst.st_mode) | CHMOD_BITS)
+    if cur != mode and ftype != stat.S_IFLNK:
+        try:
+            os.chmod(path, stat.S_IMODE(mode))
+        except OSError:
+            pass  # rsync ignores it too
+    frdev = fst.st_rdev if ftype in (stat.S_IFCHR, stat.S_IFBLK) else 0
+    if mode == fmode and frdev == rdev and fst.st_uid == owner and fst.st_gid == group:
+        if xst is not None:
+            try:
+                os.removexattr(path, XSTAT_ATTR, follow_symlinks=False)
+            except OSError as ex:
+                fail("delete of stat xattr failed for", ex)
+        return
+    if xst is None or xst.st_mode != fmode or xst.st_rdev != rdev or xst.st_uid != owner \
+            or xst.st_gid != group:
+        val = b"%o %u,%u %u:%u" % (fmode, os.major(rdev), os.minor(rdev), owner & 0xFFFFFFFF,
+                                   group & 0xFFFFFFFF)
+        try:
+            os.setxattr(path, XSTAT_ATTR, val, follow_symlinks=False)
+        except OSError as ex:
+            if ex.errno == errno.EPERM and ftype == stat.S_IFLNK:
+                return
+            fail(f"failed to write xattr {XSTAT_ATTR.decode()} for", ex)
+
+
+# -- --copy-as (main.c become_copy_as_user) -----------------------------------
+
+def _name_to_id(name: str, lookup: Callable[[str], int]) -> int | None:
+    """uidlist.c user_to_uid()/group_to_gid() with num_ok: digits are the id."""
+    if not name:
+        return None
+    if name.isascii() and name.isdigit():
+        return int(name) & 0xFFFFFFFF
+    try:
+        return lookup(name)
+    except (KeyError, UnicodeError):
+        return None
+
+
+def become_copy_as_user(spec: str) -> tuple[str, bool] | None:
+    """Switch this process to --copy-as=USER[:GROUP] for the copying part.
+
+    None when done; else (message, bare): a bare message is printed as is, the
+    others after the program name and role, like rsync's rsyserr()."""
+    import grp
+    import pwd
+
+    user, colon, gname = spec.partition(":")
+    uid = _name_to_id(user, lambda n: pwd.getpwnam(n).pw_uid)
+    if uid is None:
+        return f"Invalid copy-as user: {user}", True
+    if colon:
+        gid = _name_to_id(gname, lambda n: grp.getgrnam(n).gr_gid)
+        if gid is None:
+            return f"Invalid copy-as group: {gname}", True
+    else:
+        try:
+            gid = pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            return "getpwuid failed: Success (0)", False
+    # The user may not read the interpreter's tree: import what the engine loads
+    # lazily while still able to (as the daemon does before dropping privileges).
+    from netsync.daemon.server import _preload_modules
+
+    _preload_modules()
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("setgid", lambda: os.setgid(gid)),
+        ("setgroups", lambda: os.setgroups([gid])),
+    ]
+    if not colon:
+        steps.append(("initgroups", lambda: os.initgroups(user, gid)))
+    steps.append(("setuid", lambda: (os.setuid(uid), os.seteuid(uid)) and None))
+    for what, step in steps:
+        try:
+            step()
+        except OSError as ex:
+            return f"{what} failed: {os.strerror(ex.errno or 0)} ({ex.errno})", False
+    # main.c: am_root follows the new uid, which ends any --fake-super too.
+    global fake_super, recv_fake_super
+    fake_super, recv_fake_super = False, None
+    return None

@@ -45,16 +45,11 @@ __all__ = [
 NOT_IMPLEMENTED: set[str] = {
     "acls",
     "xattrs",
-    "fake-super",
     "iconv",
     "write-batch",
     "read-batch",
     "only-write-batch",
-    "fuzzy",
-    "write-devices",
     "crtimes",
-    "copy-as",
-    "early-input",
 }
 
 MAX_BASIS_DIRS = 20
@@ -1871,14 +1866,41 @@ def apply_process_options(opts: Options) -> None:
     Called once the options are final: by the CLI after parsing, and by the
     server after a daemon module had its say ("open noatime").
     """
-    from netsync import receiver, sender
+    from netsync import metadata, receiver, sender
 
+    metadata.fake_super = opts.am_root < 0
+    metadata.recv_fake_super = None
+    if not (opts.server or opts.daemon) and len(opts.args) > 1 \
+            and not any(split_hostspec(a) for a in opts.args):
+        # A local copy: rsync's forked receiver also parses the -M options.
+        for ro in opts.remote_option:
+            if ro in ("--super", "--no-super", "--fake-super"):
+                metadata.recv_fake_super = ro == "--fake-super"
+        if opts.copy_as is not None:
+            copy_as(opts.copy_as, "sender")
     sender.open_noatime = bool(opts.open_noatime)
     sender.copy_devices = bool(opts.copy_devices)
     receiver.do_fsync = bool(opts.fsync)
     receiver.preallocate = bool(opts.preallocate)
+    receiver.write_devices = bool(opts.write_devices)
     if opts.stop_at_utime:
         _arm_stop_at(opts.stop_at_utime)
+
+
+def copy_as(spec: str, role: str) -> None:
+    """--copy-as: become USER[:GROUP] (both sides of a local copy do, before any
+    file is touched); a failure ends the run as rsync's does (exit 1)."""
+    from netsync import metadata
+
+    failed = metadata.become_copy_as_user(spec)
+    if failed is None:
+        return
+    text, bare = failed
+    from netsync.errors import print_error, print_exit_line
+
+    print_error(text if bare else f"netsync: [{role}] {text}")
+    print_exit_line(RERR_SYNTAX)
+    raise SystemExit(RERR_SYNTAX)
 
 
 class StopAtLimit(RsyncError):

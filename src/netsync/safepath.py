@@ -268,10 +268,8 @@ def open_dir_at(dfd: int | None, name: bytes) -> int:
 def copy_fd_into(sfd: int, dfd: int | None, name: bytes, st: os.stat_result | None = None) -> None:
     """Copy the open regular file ``sfd`` to ``name`` in ``dfd`` via a temporary
     name (never through a symlink), keeping mode, owner and times."""
-    import secrets
-
     st = st or os.fstat(sfd)
-    tmp = b"." + name[:200] + b"." + secrets.token_hex(3).encode()
+    tmp = b"." + name[:200] + b"." + os.urandom(3).hex().encode()
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dfd)
     try:
         copy_fd_to_fd(sfd, out)

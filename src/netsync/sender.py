@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from netsync import errors as E
 from netsync import filters as F
 from netsync import messages as m
+from netsync import metadata as _md
 from netsync.flist import (
     FLAG_CONTENT_DIR,
     FLAG_HLINK_FIRST,
@@ -302,6 +303,16 @@ class Sender:
                     yield e, []
 
     def _stat_for(self, path: bytes, name: bytes, follow_dir: bool) -> os.stat_result:
+        st = self._stat_for_real(path, name, follow_dir)
+        if _md.fake_super:  # flist.c link_stat() -> x_lstat(): the %stat xattr is folded in
+            def report(ex: OSError) -> None:
+                self.rep.error_xfer(f'failed to read xattr user.rsync.%stat for '
+                                    f'"{self.rep.full_path(path)}": '
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
+            st = _md.xstat_overlay(path, st, report)
+        return st
+
+    def _stat_for_real(self, path: bytes, name: bytes, follow_dir: bool) -> os.stat_result:
         w = self.w
         if w.copy_links:
             return os.stat(path)
@@ -349,7 +360,7 @@ class Sender:
             e.size = st.st_size
         elif stat.S_ISLNK(mode):
             try:
-                e.link = os.readlink(path)
+                e.link = _md.fake_readlink(path, _md.fake_super, am_sender=True)
                 if unmunge_links and len(e.link) > len(SYMLINK_PREFIX) \
                         and e.link.startswith(SYMLINK_PREFIX):
                     e.link = e.link[len(SYMLINK_PREFIX):]
@@ -417,7 +428,7 @@ class Sender:
         fstate = self.filters.enter_dir(dname, dpath) if self.filters is not None else None
         # Nothing but the lstat decides about a regular file: build its entry inline
         # (the hot loop of a big tree; the general path below does the same).
-        fast = self.filters is None and F.daemon_excluded is None and not (
+        fast = self.filters is None and F.daemon_excluded is None and not _md.fake_super and not (
             w.copy_links or w.copy_unsafe_links or w.atimes or w.hard_links or w.checksum)
         try:
             try:
@@ -538,7 +549,14 @@ class Sender:
     # ---------------------------------------------------------------- data
     def send_file(self, req: m.SendRequest) -> m.FileData:
         """Open the source file and describe its data for the receiver."""
-        e = self.flist.entry(req.ndx)
+        opened = self.open_source(req.ndx)
+        if opened is None:
+            return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
+        return self.file_data(req, *opened)
+
+    def open_source(self, ndx: int) -> tuple[int, os.stat_result] | None:
+        """sender.c's open of a file to send, with its fstat(); None once reported failed."""
+        e = self.flist.entry(ndx)
         path = self.flist.source_path(e)
         try:
             flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | read_flags()
@@ -553,8 +571,15 @@ class Sender:
                 self.io_error |= IOERR_GENERAL
                 self.rep.error_xfer(f'send_files failed to open "{self.rep.full_path(path)}": '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
-            return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
-        st = os.fstat(fd)
+            return None
+        try:
+            return fd, os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def file_data(self, req: m.SendRequest, fd: int, st: os.stat_result) -> m.FileData:
+        """The data of an opened source file (``open_source``) as the receiver takes it."""
         src = m.SourceFd(fd)
         if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
             if not copy_devices:
@@ -566,12 +591,14 @@ class Sender:
             size = st.st_size or device_size(fd)
             return m.FileData(req.ndx, req.iflags, req.sums, self._tokens(src, req, size),
                               size=size, closer=src.close)
-        return m.FileData(req.ndx, req.iflags, req.sums, self._tokens(src, req), source_fd=fd,
-                          size=st.st_size, closer=src.close)
+        sink: list[bytes] | None = None if req.sums is None or req.sums.head.count == 0 else []
+        return m.FileData(req.ndx, req.iflags, req.sums, self._tokens(src, req, sink=sink),
+                          source_fd=fd, size=st.st_size, closer=src.close, file_sum=sink)
 
-    def _tokens(self, src: m.SourceFd, req: m.SendRequest,
-                limit: int | None = None) -> Iterator[bytes | int]:
-        """The file's data as tokens; ``limit``: a device's listed length."""
+    def _tokens(self, src: m.SourceFd, req: m.SendRequest, limit: int | None = None,
+                sink: list[bytes] | None = None) -> Iterator[bytes | int]:
+        """The file's data as tokens; ``limit``: a device's listed length; ``sink``
+        gets the whole-file checksum of delta tokens once they are all out."""
         fd = src.fd
         assert fd is not None
         try:
@@ -598,16 +625,21 @@ class Sender:
                 # Read a window at a time (no mmap: a file that shrinks meanwhile would
                 # raise SIGBUS); what went missing reads as zeros, reported as rsync does.
                 data = match.FileWindow(fd, size)
-                yield from match.match_tokens(data, req.sums, req.checksum_name, req.seed,
-                                              req.protocol)
+                file_sum = yield from match.match_tokens(data, req.sums, req.checksum_name,
+                                                         req.seed, req.protocol)
+                if sink is not None:
+                    sink.append(file_sum)
                 if data.status:
-                    self.io_error |= IOERR_GENERAL
-                    path = self.flist.source_path(self.flist.entry(req.ndx))
-                    self.rep.error_xfer(f'read errors mapping "{self.rep.full_path(path)}": '
-                                        f"{os.strerror(data.status)} ({data.status})",
-                                        role="sender")
+                    self.read_errors(req.ndx, data.status)
         finally:
             src.close()
+
+    def read_errors(self, ndx: int, status: int) -> None:
+        """sender.c: a file that could not be read in full went out padded with zeros."""
+        self.io_error |= IOERR_GENERAL
+        path = self.flist.source_path(self.flist.entry(ndx))
+        self.rep.error_xfer(f'read errors mapping "{self.rep.full_path(path)}": '
+                            f"{os.strerror(status)} ({status})", role="sender")
 
     def remove_source(self, ndx: int) -> None:
         """--remove-source-files: the receiver confirmed this file arrived."""

@@ -30,7 +30,6 @@ import errno
 import os
 import stat
 import sys
-from dataclasses import dataclass
 
 from netsync import errors as E
 from netsync import log
@@ -46,6 +45,7 @@ from netsync.client import (
     read_files_from_file,
 )
 from netsync.io import ProtocolIO, RemoteExit
+from netsync.record import Record
 from netsync.report import Reporter
 from netsync.transport import Connection, TransportError
 from netsync.wire import DataEvent, Msg, WireError, encode_int32
@@ -56,8 +56,7 @@ MAX_RULE_LEN = 4096 + 3  # exclude.c recv_rules(): a rule longer than MAXPATHLEN
 RULE_COST = 1024  # what one parsed rule costs us, counted against --max-alloc
 
 
-@dataclass
-class DaemonLink:
+class DaemonLink(Record):
     """What a daemon connection settled before the binary protocol starts."""
 
     protocol: int  # negotiated from the @RSYNCD greetings
@@ -127,6 +126,11 @@ class ServerReporter(Reporter):
 
     def _send(self, code: Msg, text: str) -> None:
         self.io.send_msg(code, os.fsencode(text + "\n"))
+
+    def _holding(self) -> bool:
+        # Nothing is held back on a server: every line is a message to the client (a
+        # line written to stdout here would land in the protocol stream).
+        return False
 
     def _emit(self, line: str, stream=None) -> None:
         self._send(Msg.ERROR if stream is self.err else Msg.INFO, line)
@@ -246,10 +250,21 @@ class _Server(_Client):
         else:
             io.add_leftover(hs.leftover)
         self.rep = self._reporter()
+        from netsync import filters as F
+
+        # The filter traces (-vv) and messages go to the client, as rsync's server's.
+        F.set_output(self.rep.info, self.rep.warn_msg, opts.debug.get("filter", 0),
+                     am_server=True)
         args = [os.fsencode(a) for a in opts.args]
         if d is not None:
             self._daemon_checks(d)
         self._refuse_server_unsupported()
+        if opts.copy_as is not None:  # main.c become_copy_as_user(), as the roles start
+            from netsync.metadata import become_copy_as_user
+
+            failed = become_copy_as_user(opts.copy_as)
+            if failed is not None:
+                raise (_Bare if failed[1] else E.RsyncError)(E.RERR_SYNTAX, failed[0])
         if self.am_sender:
             return self._serve_sender(args)
         return self._serve_receiver(args)

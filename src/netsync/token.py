@@ -31,7 +31,7 @@ import functools
 import weakref
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .checksum import NegotiationError
 from .errors import RERR_PROTOCOL
@@ -114,19 +114,16 @@ _LEVELS = {
 # Events
 
 
-@dataclass(frozen=True, slots=True)
-class Literal:
+class Literal(NamedTuple):
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(NamedTuple):
     index: int
 
 
-@dataclass(frozen=True, slots=True)
-class End:
-    pass
+class End(NamedTuple):
+    """The end of a file's tokens."""
 
 
 TokenEvent = Literal | Block | End
@@ -282,18 +279,20 @@ class TokenEncoder:
             out += self._release(self._lm + len(self._pend), final=False)
         return bytes(out)
 
-    def block(self, index: int, block_data: bytes | bytearray | memoryview = b"") -> bytes:
+    def block(self, index: int, block_data: bytes | bytearray | memoryview = b"",
+              length: int | None = None) -> bytes:
         """Block ``index`` matched; ``block_data`` is its content.
 
         Pass the data for every codec: legacy zlib compresses it into its
-        history, and all codecs use its length to track the file offset.
+        history, and all codecs use its length to track the file offset. Plain
+        tokens (this class) need only the ``length``, which may be given instead.
         """
         if index < 0:
             raise ValueError("block index must be >= 0")
         p = self._lm + len(self._pend)
         out = self._release(p, final=True)
         out += self.send(index, self._take(), block_data)
-        self._lm = p + len(block_data)
+        self._lm = p + (len(block_data) if length is None else length)
         return out
 
     def end_file(self) -> bytes:

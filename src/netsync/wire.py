@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from .checksum import SumHead
 from .errors import RERR_PROTOCOL, RERR_STREAMIO, RsyncError
@@ -297,6 +297,12 @@ class NdxDecoder:
         if self.protocol < 30:
             return decode_int32(buf, pos)
         b, pos = decode_byte(buf, pos)
+        if 0 < b < 0xFE:  # the usual case: the next file, one byte
+            unum = b + self.prev_positive
+            if unum > 0x7FFFFFFF:
+                raise WireError(f"Invalid file index: {unum}", RERR_PROTOCOL)
+            self.prev_positive = unum
+            return unum, pos
         negative = False
         if b == 0xFF:
             b, pos = decode_byte(buf, pos)
@@ -393,15 +399,13 @@ def encode_msg_int(code: int, value: int) -> bytes:
     return encode_frame(code, encode_int32(value))
 
 
-@dataclass(frozen=True, slots=True)
-class DataEvent:
+class DataEvent(NamedTuple):
     """Bytes of the in-band stream (possibly part of a MSG_DATA frame)."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class MessageEvent:
+class MessageEvent(NamedTuple):
     """An out-of-band message; ``value`` is the decoded int for int-carrying codes."""
 
     code: Msg

@@ -171,7 +171,7 @@ def test_ccc_refused_and_anonymous_tls_policy(ftpd, cert, system_user, user_home
                                               anon_root: Path) -> None:
     srv = ftpd(**tls_opts(cert, system_user))
     f = tls_login(srv, system_user)
-    with pytest.raises(ftplib.error_perm, match="^534"):
+    with pytest.raises(ftplib.error_perm, match="^500 Unknown command"):  # as vsftpd
         f.sendcmd("CCC")
     assert "readme.txt" in f.nlst()  # still usable, still encrypted
     f.quit()
@@ -249,3 +249,33 @@ def test_tls_turned_on_by_reload(ftpd, cert, system_user, user_home) -> None:
     r = curl("--ssl-reqd", "-k", "-u", auth, f"{srv.url}/readme.txt")
     assert r.returncode == 0 and r.stdout == b"in the home\n", r.stderr
     assert curl("-u", auth, f"{srv.url}/readme.txt").returncode != 0
+
+
+def _tls_replies(srv, commands: list[str], login: bool) -> list[str]:
+    f = ftplib.FTP_TLS(context=client_context())
+    f.connect("127.0.0.1", srv.port, timeout=10)
+    f.auth()
+    if login:
+        f.login()
+    out = []
+    for cmd in commands:
+        try:
+            out.append(f.sendcmd(cmd))
+        except ftplib.Error as err:
+            out.append(str(err))
+    f.close()
+    return out
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plaintext", "tls"])
+def test_tls_commands_match_vsftpd(ftpd, vsftpd, cert, anon_root: Path, secure: bool) -> None:
+    # ssl_enable=YES: PBSZ, PROT, CCC and AUTH with good, bad and missing arguments,
+    # on a plaintext and on a TLS control connection, before and after an anonymous
+    # login: the replies (codes and texts) are vsftpd's.
+    opts = tls_opts(cert, anon_root=anon_root, no_anon_password=True, allow_anon_ssl=True)
+    cmds = ["PROT P", "PBSZ 0", "PBSZ", "PBSZ 7", "PROT C", "PROT P", "PROT", "PROT S",
+            "PROT E", "PROT X", "CCC", "AUTH XYZ", "AUTH", "AUTH TLS"]
+    ours, ref = ftpd(**opts), vsftpd(**opts)
+    get = _tls_replies if secure else _replies
+    for login in (False, True):
+        assert get(ours, cmds, login) == get(ref, cmds, login)

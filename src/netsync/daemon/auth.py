@@ -30,7 +30,7 @@ import re
 import secrets
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from netsync.wildmatch import wildmatch
 
@@ -129,8 +129,7 @@ def conf_strtok(value: str) -> list[str]:
     return [t for t in re.split(r"[ ,\t\r\n]", s) if t]
 
 
-@dataclass(frozen=True)
-class AuthRule:
+class AuthRule(NamedTuple):
     pattern: str  # wildmatch pattern for the user (or the group, without '@')
     is_group: bool
     access: str | None  # "ro", "rw", "deny" or None (module default)
@@ -294,8 +293,7 @@ def check_response(user: str, response: str, challenge: str, secrets_file: str,
                         strict_modes=strict_modes) is None
 
 
-@dataclass(frozen=True)
-class AuthResult:
+class AuthResult(NamedTuple):
     user: str | None  # the authenticated name; None when refused
     error: str | None  # rsync's reason when refused
     read_only: bool | None  # ``:ro`` -> True, ``:rw`` -> False, else None (module setting)

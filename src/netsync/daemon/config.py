@@ -26,9 +26,10 @@ import os
 import stat
 import syslog
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from netsync.errors import RERR_SYNTAX, RERR_UNSUPPORTED
+from netsync.record import Record, factory
 from netsync.token import DEFAULT_DONT_COMPRESS
 from netsync.wildmatch import wildmatch
 
@@ -46,8 +47,7 @@ GLOBAL_NAME = "global"
 STRING, PATH, INTEGER, ENUM, BOOL, BOOL3 = "STRING", "PATH", "INTEGER", "ENUM", "BOOL", "BOOL3"
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):
     label: str  # the public name ("read only")
     kind: str
     is_global: bool
@@ -134,8 +134,7 @@ _WS = " \t\n\v\f\r"  # C isspace() in the C locale
 _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-@dataclass(frozen=True)
-class ConfigMessage:
+class ConfigMessage(NamedTuple):
     """One line rsync would log while loading the file (``text`` is rsync's wording)."""
 
     file: str
@@ -453,12 +452,11 @@ class Globals(Module):
     proxy_protocol = property(lambda self: self._b("proxy protocol"))
 
 
-@dataclass
-class DaemonConfig:
+class DaemonConfig(Record):
     path: str
     globals: Globals
-    modules: list[Module] = field(default_factory=list)
-    messages: list[ConfigMessage] = field(default_factory=list)
+    modules: list[Module] = factory(list)
+    messages: list[ConfigMessage] = factory(list)
 
     def module(self, name: str) -> Module | None:
         """lp_number(): the module whose (expanded) name is exactly ``name``."""

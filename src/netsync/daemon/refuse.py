@@ -22,8 +22,9 @@ cannot hide a refused letter.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
+from netsync.record import Record
 from netsync.wildmatch import wildmatch
 
 __all__ = ["Refusal", "RefuseTable", "refused"]
@@ -299,8 +300,7 @@ _UNSUPPORTED = ("crtimes",)
 _ARCHIVE_PARTS = "rdlptgoD"
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):
     option: str  # the long name rsync reports ("(null)" for rows without one)
     short: str  # the short letter, "" if none
     message: str  # "The server is configured to refuse --delete"
@@ -516,8 +516,7 @@ class RefuseTable:
         return None
 
 
-@dataclass
-class _State:
+class _State(Record):
     compress: int = 0
     choice: str | None = None
     level: bool = False

@@ -26,10 +26,12 @@ rsync (on unless the module is a chroot of its own top).
 The log (``log file``, else syslog with ``syslog facility``/``syslog tag``)
 and ``transfer logging`` with ``log format`` are netsync.daemon.xferlog's.
 
+``early exec`` gets the client's ``--early-input`` bytes on its stdin, and a
+``name converter`` (netsync.daemon.namecvt) answers the connection's uid/gid
+name lookups.
+
 Not done yet (kept out rather than half done): ``proxy protocol``,
-``--bwlimit``, ``daemon chroot``/``daemon uid``; a module that sets ``early
-exec`` or ``name converter`` is refused with an ``@ERROR`` rather than served
-without them.
+``--bwlimit``, ``daemon chroot``/``daemon uid``.
 """
 
 from __future__ import annotations
@@ -73,9 +75,6 @@ MAX_DAEMON_ARGS = 16 * 1000
 NOBODY_USER = "nobody"
 NOBODY_GROUP = "nogroup"
 SYMLINK_PREFIX = "/rsyncd-munged/"
-# Parameters whose effect is not implemented: a module using one is refused, not
-# served without it (an admin relies on them for access control or auditing).
-_UNSUPPORTED_PARAMS = ("early exec", "name converter")
 
 
 class _Refused(Exception):
@@ -269,6 +268,9 @@ class _Session:
         self.conn_fds: tuple[int, ...] = ()  # the accepted socket's own descriptors
         self.dfilter: DaemonFilter | None = None
         self.pre_exec: tuple[int, int, int] | None = None  # pid, args fd, stdout fd
+        self.early_input = b""  # the client's --early-input, for the early exec hook
+        self.namecvt: tuple[int, int, int] | None = None  # the name converter's, likewise
+        self.chrooted = False  # "use chroot" in effect for the module
         self.munge = False  # "munge symlinks" in effect for the module
         self.sanitize = True
 
@@ -347,7 +349,7 @@ class _Session:
             n = _atoi(line[len(b"#early_input="):])
             if n <= 0 or n > ARG_MAX:
                 self.refuse("@ERROR: invalid early_input length")
-            _read_exact(self.wire.f_in, n)  # only an early exec script would see it
+            self.early_input = _read_exact(self.wire.f_in, n)
             line = self.wire.read_line()
             if line is None:
                 return E.RERR_STARTCLIENT
@@ -433,11 +435,6 @@ class _Session:
         if ro is not None:
             read_only = ro
         os.environ["RSYNC_USER_NAME"] = user_name
-        for label in _UNSUPPORTED_PARAMS:
-            if mod.raw(label):
-                self.refuse("@ERROR: module uses a feature this netsync daemon does not "
-                            "support yet", f"module {name}: '{label}' is not supported by "
-                            f"this netsync daemon; refusing the connection")
         uid, gids = self._ids(mod)
         module_dir, chroot_dir = self._paths(mod)
         os.environ["RSYNC_MODULE_PATH"] = module_dir
@@ -449,6 +446,7 @@ class _Session:
         if chroot_dir is not None or os.geteuid() == 0:
             _preload_modules()
         self._start_hooks(mod)
+        self.chrooted = chroot_dir is not None
         if chroot_dir is not None:
             try:
                 os.chroot(chroot_dir)
@@ -497,16 +495,18 @@ class _Session:
             raise _Refused() from None  # exit_cleanup() before "@RSYNCD: OK"
 
     def _start_hooks(self, mod: Module) -> None:
-        """rsync_module(): post-xfer exec's fork and the pre-xfer command's start."""
+        """rsync_module(): post-xfer exec's fork, the early exec run, the pre-xfer
+        command's and the name converter's start."""
         try:
             pre = mod.pre_xfer_exec
             post = mod.post_xfer_exec
+            early = mod.early_exec
+            conv = mod.name_converter
         except ConfigError as exc:  # a %RSYNC_*% value with a shell metacharacter
             for m in exc.messages:
                 self.log(m.text)
             raise _Refused() from None
-        if not (pre or post or mod.raw("early exec") or mod.raw("name converter")) \
-                or os.environ.get("RSYNC_NO_XFER_EXEC"):
+        if not (pre or post or early or conv) or os.environ.get("RSYNC_NO_XFER_EXEC"):
             return
         os.environ["RSYNC_PID"] = str(os.getpid())
         signal.alarm(0)  # no hook inherits the handshake's deadline
@@ -517,12 +517,32 @@ class _Session:
                 self.refuse("@ERROR: fork failed", f"fork failed: {exc.strerror}")
             if pid:
                 self._run_post_xfer(pid, post)
+        if early:
+            # Run to completion before anything else of the module; it reads the
+            # client's --early-input (at most 5 KiB) on its stdin.
+            try:
+                epid, arg_fd, _ = xfer_exec.start_pre_exec(early, capture=False)
+            except OSError as exc:
+                self.refuse("@ERROR: early exec preparation failed",
+                            f"early exec preparation failed: {exc.strerror}")
+            xfer_exec.write_pre_exec_args(arg_fd, None, [], early_input=self.early_input)
+            failed = xfer_exec.finish_pre_exec("early exec", epid, -1)
+            if failed is not None:
+                self.refuse("@ERROR: early exec failed",
+                            "early exec failed: " + failed.rstrip("\n").replace("\n", " "))
+        self.early_input = b""
         if pre:
             try:
                 self.pre_exec = xfer_exec.start_pre_exec(pre)
             except OSError as exc:
                 self.refuse("@ERROR: pre-xfer exec preparation failed",
                             f"pre-xfer exec preparation failed: {exc.strerror}")
+        if conv:
+            try:
+                self.namecvt = xfer_exec.start_pre_exec(conv)
+            except OSError as exc:
+                self.refuse("@ERROR: name-converter exec preparation failed",
+                            f"name-converter exec preparation failed: {exc.strerror}")
 
     def _run_post_xfer(self, pid: int, cmd: str) -> None:
         """The parent of the transfer: wait for it, then run the command; never returns."""
@@ -670,16 +690,33 @@ class _Session:
             who = f"{user}@{host}" if user else host
             self.log(f"rsync {'on' if am_sender else 'to'} {request} from {who} ({self.addr})")
         pre_error = None
-        if self.pre_exec is not None:
-            pid, arg_fd, out_fd = self.pre_exec
+        if self.pre_exec is not None or self.namecvt is not None:
             files: list[bytes] = []
             if b"." in raw:
                 for a in raw[raw.index(b".") + 1:]:
                     files.extend(expand_module_arg(mod.name.encode(), a,
                                                    split=not opts.secluded_args))
             request, words = xfer_exec.pre_exec_words(raw, files)
-            xfer_exec.write_pre_exec_args(arg_fd, request, words)
-            pre_error = xfer_exec.finish_pre_exec("pre-xfer exec", pid, out_fd)
+            if self.pre_exec is not None:
+                pid, arg_fd, out_fd = self.pre_exec
+                xfer_exec.write_pre_exec_args(arg_fd, request, words)
+                pre_error = xfer_exec.finish_pre_exec("pre-xfer exec", pid, out_fd)
+            if self.namecvt is not None:
+                from netsync.daemon import namecvt
+
+                # It reads the same request and words first; then its requests follow
+                # on that pipe, answered on its stdout, for the rest of the connection.
+                cpid, req_fd, ans_fd = self.namecvt
+                xfer_exec.write_pre_exec_args(req_fd, request, words, keep_open=True)
+                namecvt.active = namecvt.NameConverter(cpid, req_fd, ans_fd)
+                namecvt.active.on_error = self.log
+        numeric = mod.numeric_ids
+        if not opts.numeric_ids and ((numeric is not False and not mod.name_converter)
+                                     if self.chrooted else numeric is True):
+            from netsync.daemon import namecvt
+
+            # "numeric ids": as --numeric-ids, without changing what the wire carries.
+            namecvt.active = namecvt.NoNames()
         if error is None:
             _sanitize_opts(opts, mod.name.encode(), module_dir)
             self._apply_module(opts, mod)
@@ -744,6 +781,10 @@ class _Session:
             opts.temp_dir = mod.temp_dir
         if mod.open_noatime is not None:  # clientserver.c: unset leaves the client's choice
             opts.open_noatime = mod.open_noatime
+        if mod.fake_super:
+            opts.am_root = -1
+        elif opts.am_root < 0:  # clientserver.c: a client's --fake-super means --super
+            opts.am_root = 2
         chmod = mod.outgoing_chmod if opts.sender else mod.incoming_chmod
         if chmod:
             opts.chmod = [*opts.chmod, chmod]

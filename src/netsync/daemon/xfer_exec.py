@@ -1,4 +1,4 @@
-"""``pre-xfer exec`` / ``post-xfer exec``: clientserver.c start_pre_exec(),
+"""``early exec``, ``pre-xfer exec`` / ``post-xfer exec``: clientserver.c start_pre_exec(),
 write_pre_exec_args(), finish_pre_exec() and the post-xfer wait in rsync_module().
 
 The pre-xfer command starts before the module's chroot and uid change, waits on
@@ -7,8 +7,11 @@ a pipe for the client's request and arguments (NUL-terminated: the request or
 then an empty one), and its stdout is shown to the client only when it fails,
 which refuses the transfer.  For ``post-xfer exec`` the connection's process
 forks: the child runs the transfer, the parent waits for it and runs the
-command with RSYNC_EXIT_STATUS / RSYNC_RAW_STATUS.  Both go through /bin/sh
-(``system()``), or ``$RSYNC_SHELL -c`` when that is set, as rsync does.
+command with RSYNC_EXIT_STATUS / RSYNC_RAW_STATUS.  ``early exec`` runs (and is
+waited for) before any of that, with request "(NONE)", no words, and the client's
+--early-input bytes on its stdin; its failure refuses the connection.  All go
+through /bin/sh (``system()``), or ``$RSYNC_SHELL -c`` when that is set, as rsync
+does.  (A ``name converter`` is started the same way: netsync.daemon.namecvt.)
 """
 
 from __future__ import annotations
@@ -69,15 +72,20 @@ def _read_arg(fd: int) -> bytes | None:
             buf += ch
 
 
-def start_pre_exec(cmd: str) -> tuple[int, int, int]:
-    """Fork the pre-xfer command: (pid, fd to write the args to, fd to read its stdout)."""
-    err_r, err_w = os.pipe()
+def start_pre_exec(cmd: str, capture: bool = True) -> tuple[int, int, int]:
+    """Fork a hook: (pid, fd to write the args to, fd to read its stdout).
+
+    Without ``capture`` (early exec) the hook keeps the daemon's stdout, as rsync's
+    start_pre_exec() with no error fd, and the returned stdout fd is -1.
+    """
+    err_r, err_w = os.pipe() if capture else (-1, -1)
     arg_r, arg_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         status = 1
         try:
-            os.close(err_r)
+            if capture:
+                os.close(err_r)
             os.close(arg_w)
             req = _read_arg(arg_r)
             if not req:
@@ -93,7 +101,8 @@ def start_pre_exec(cmd: str) -> tuple[int, int, int]:
                 os.environb[b"RSYNC_ARG%d" % j] = word
                 j += 1
             os.dup2(arg_r, 0)
-            os.dup2(err_w, 1)
+            if capture:
+                os.dup2(err_w, 1)
             # The client's socket stays with the daemon, not with the hook.
             os.closerange(3, _max_fd())
             status = shell_exec(cmd)
@@ -101,7 +110,8 @@ def start_pre_exec(cmd: str) -> tuple[int, int, int]:
             status = status if 0 <= status < 256 else 1
         finally:
             os._exit(status)
-    os.close(err_w)
+    if capture:
+        os.close(err_w)
     os.close(arg_r)
     return pid, arg_w, err_r
 
@@ -129,20 +139,25 @@ def pre_exec_words(raw_args: list[bytes], files: list[bytes]) -> tuple[bytes | N
     return (request or None), [b"rsyncd", *opts, *files]
 
 
-def write_pre_exec_args(fd: int, request: bytes | None, argv: list[bytes]) -> None:
-    data = b"".join(w + b"\0" for w in [request or b"(NONE)", *argv]) + b"\0"
+def write_pre_exec_args(fd: int, request: bytes | None, argv: list[bytes], *,
+                        early_input: bytes = b"", keep_open: bool = False) -> None:
+    """The request, the words and an empty one; then (early exec) the client's
+    --early-input bytes, which the hook reads on its stdin.  A name converter's
+    pipe stays open (``keep_open``): its requests follow on it."""
+    data = b"".join(w + b"\0" for w in [request or b"(NONE)", *argv]) + b"\0" + early_input
     with contextlib.suppress(OSError):
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
             view = view[n:]
-    os.close(fd)
+    if not keep_open:
+        os.close(fd)
 
 
 def finish_pre_exec(desc: str, pid: int, read_fd: int) -> str | None:
     """The failure text for the client (lines, newline-terminated), None on success."""
     buf = bytearray()
-    limit = BIGPATHBUFLEN - 1
+    limit = BIGPATHBUFLEN - 1 if read_fd >= 0 else 0
     while len(buf) < limit:
         try:
             chunk = os.read(read_fd, limit - len(buf))
@@ -153,7 +168,8 @@ def finish_pre_exec(desc: str, pid: int, read_fd: int) -> str | None:
         if not chunk:
             break
         buf += chunk
-    os.close(read_fd)
+    if read_fd >= 0:
+        os.close(read_fd)
     text = bytes(buf).replace(b"\r\n", b"\n").decode("utf-8", "surrogateescape")
     status = wait_status(pid)
     why = ""

@@ -429,9 +429,10 @@ class Session(FTPHandler):
     proto_cmds = FTPHandler.proto_cmds.copy()
     proto_cmds.update({
         # Known without TLS too, as vsftpd's: refused when ssl_enable=NO.
-        "AUTH": dict(perm=None, auth=False, arg=True, help="Syntax: AUTH <SP> TLS|SSL."),
-        "PBSZ": dict(perm=None, auth=False, arg=True, help="Syntax: PBSZ <SP> 0."),
-        "PROT": dict(perm=None, auth=False, arg=True, help="Syntax: PROT <SP> [C|P]."),
+        # The argument is checked by the handlers, with vsftpd's replies.
+        "AUTH": dict(perm=None, auth=False, arg=None, help="Syntax: AUTH <SP> TLS|SSL."),
+        "PBSZ": dict(perm=None, auth=False, arg=None, help="Syntax: PBSZ <SP> 0."),
+        "PROT": dict(perm=None, auth=False, arg=None, help="Syntax: PROT <SP> [C|P]."),
         "CCC": dict(perm=None, auth=False, arg=False, help="Syntax: CCC (refused)."),
         "HOST": dict(perm=None, auth=False, arg=True, help="Syntax: HOST <SP> host-name."),
     })
@@ -606,8 +607,9 @@ class Session(FTPHandler):
         if not self.cfg.ssl_enable or self.tls_ctx is None:
             self._no_tls(known=False)
             return
-        if self._control_secure():
-            self.respond("503 Already using TLS.")
+        if self._control_secure() or self.authenticated:
+            # vsftpd knows AUTH only before login, on a plaintext connection.
+            self._no_tls(known=False)
             return
         if line.upper() not in ("TLS", "TLS-C", "SSL", "TLS-P"):
             self.respond("504 Unknown AUTH type.")
@@ -621,8 +623,9 @@ class Session(FTPHandler):
         self.secure_connection(self.tls_ctx)  # type: ignore[attr-defined]  # tls.TLSSession
 
     def _no_tls(self, known: bool) -> None:
-        """vsftpd's replies to TLS commands when ssl_enable=NO: after login
-        PBSZ and PROT are known but refused, AUTH and CCC unknown."""
+        """vsftpd's replies to a TLS command it does not take here (ssl_enable=NO, or
+        AUTH/CCC on a TLS connection): before login all are "please login"; after
+        it PBSZ and PROT are known but refused, AUTH and CCC unknown."""
         if not self.authenticated:
             self.respond("530 Please login with USER and PASS.")
         else:
@@ -631,30 +634,30 @@ class Session(FTPHandler):
     def ftp_PBSZ(self, line: str) -> None:
         if not self.cfg.ssl_enable:
             self._no_tls(known=True)
-            return
-        if not self._control_secure():
-            self.respond("503 PBSZ not allowed on insecure control connection.")
-            return
-        super().ftp_PBSZ(line)  # type: ignore[misc]  # tls.TLSSession
+        elif not self._control_secure():
+            self.respond("503 PBSZ needs a secure connection.")
+        else:  # vsftpd takes any size, and answers with the only one TLS has
+            self._pbsz = True
+            self.respond("200 PBSZ set to 0.")
 
     def ftp_PROT(self, line: str) -> None:
+        arg = line.upper()
         if not self.cfg.ssl_enable:
             self._no_tls(known=True)
-            return
-        if line.upper() in ("S", "E"):
-            self.respond("536 PROT S/E not supported.")
-            return
-        if not self._control_secure():
-            self.respond("503 PROT not allowed on insecure control connection.")
-            return
-        super().ftp_PROT(line)  # type: ignore[misc]  # tls.TLSSession
+        elif not self._control_secure():
+            self.respond("503 PROT needs a secure connection.")
+        elif arg in ("C", "P"):  # vsftpd does not insist on PBSZ first
+            self._prot = arg == "P"
+            self.respond("200 PROT now Private." if self._prot else "200 PROT now Clear.")
+        elif arg in ("S", "E"):
+            self.respond("536 PROT not supported.")
+        else:
+            self.respond("504 PROT not recognized.")
 
     def ftp_CCC(self, line: str) -> None:
-        if not self.cfg.ssl_enable:
-            self._no_tls(known=False)
-            return
-        # Reverting to plaintext would let a man in the middle inject commands.
-        self.respond("534 Request denied for policy reasons.")
+        # Refused, as vsftpd does (it does not know the command): reverting to
+        # plaintext would let a man in the middle inject commands.
+        self._no_tls(known=False)
 
     def ftp_HOST(self, line: str) -> None:
         if self.authenticated:

@@ -13,8 +13,7 @@ import base64
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from netsync.errors import (
     RERR_CONTIMEOUT,
@@ -24,6 +23,7 @@ from netsync.errors import (
     RERR_SYNTAX,
     RERR_UNSUPPORTED,
 )
+from netsync.record import Record, factory
 from netsync.transport import Connection, SocketConnection, TransportError, join_lines
 from netsync.transport.rsh import ServerArgs
 
@@ -147,6 +147,41 @@ def _connect_prog(command: str, host: str, who: str) -> SocketConnection:
     return SocketConnection(ours, host, who)
 
 
+_CONNECT_HOST_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-%+~")
+
+
+def expand_connect_prog(prog: str, host: str) -> str:
+    """socket.c open_socket_out_wrapped(): "%H" becomes the host in single quotes,
+    "%%" a "%"; any other "%" stays.  A template with no "%" is run as it is.
+
+    A program such as ``sh -c '... %H ...'`` re-parses the host in a nested shell
+    where our quotes are already gone, so (as rsync) only name characters pass, and
+    none of "-+~%" first (an option to the program, a tilde or fish expansion).
+    """
+    if "%" not in prog:
+        return prog
+    if not host or host[0] in "-+~%" or not set(host) <= _CONNECT_HOST_CHARS:
+        raise TransportError(RERR_SOCKETIO, "unsafe host characters for RSYNC_CONNECT_PROG",
+                             bare=True)
+    quoted = "'" + host.replace("'", "'\\''") + "'"
+    out: list[str] = []
+    i = 0
+    while i < len(prog):
+        c = prog[i]
+        nxt = prog[i + 1:i + 2]
+        if c == "%" and nxt == "%":
+            out.append("%")
+            i += 2
+        elif c == "%" and nxt == "H":
+            out.append(quoted)
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 0,
             contimeout: int = 0, sockopts: str | None = None, who: str = "client",
             warn: Callable[[str], None] = _stderr) -> SocketConnection:
@@ -160,7 +195,7 @@ def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 
 
     prog = os.environ.get("RSYNC_CONNECT_PROG")
     if prog:
-        return _connect_prog(prog.replace("%H", host), host, who)
+        return _connect_prog(expand_connect_prog(prog, host), host, who)
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(af_hint, socket.AF_UNSPEC)
     try:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
@@ -209,8 +244,7 @@ def greeting_line(protocol: int, digests: tuple[str, ...] = AUTH_DIGESTS) -> byt
     return f"@RSYNCD: {protocol}.0 {' '.join(digests)}\n".encode()
 
 
-@dataclass(frozen=True)
-class Greeting:
+class Greeting(NamedTuple):
     remote_protocol: int
     remote_sub: int
     digests: list[str] | None  # None when the server sent no list
@@ -280,6 +314,40 @@ def auth_response(password: bytes, challenge: str, digest: str) -> str:
 
         raw = hashlib.new(digest, data).digest()
     return base64.b64encode(raw).decode().rstrip("=")
+
+
+EARLY_INPUT_CMD = "#early_input="
+EARLY_INPUT_MAX = 4096 + 1024  # BIGPATHBUFLEN: the daemon refuses more
+
+
+def read_early_input(path: str, *, who: str = "client") -> bytes:
+    """clientserver.c start_inband_exchange(): the --early-input file, read once the
+    greetings are exchanged (an operator path: no untrusted symlinks).  Any failure
+    ends the connection before the module is asked for (exit 5)."""
+    from netsync import safepath
+
+    try:
+        fd = safepath.owner_open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise TransportError(RERR_STARTCLIENT, f"[{who}] failed to open {path}: "
+                             f"{exc.strerror} ({exc.errno})") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size > EARLY_INPUT_MAX:
+            raise TransportError(RERR_STARTCLIENT, f"{path} is > {EARLY_INPUT_MAX} bytes.",
+                                 bare=True)
+        data = bytearray()
+        while len(data) < size:
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                raise TransportError(RERR_STARTCLIENT, f"Early EOF in {path}", bare=True)
+            data += chunk
+    except OSError as exc:
+        raise TransportError(RERR_STARTCLIENT, f"[{who}] failed to open {path}: "
+                             f"{exc.strerror} ({exc.errno})") from None
+    finally:
+        os.close(fd)
+    return bytes(data)
 
 
 def read_password(password_file: str | None, *, who: str = "client",
@@ -369,8 +437,7 @@ def encode_daemon_args(words: list[str], protocol: int) -> bytes:
 # The exchange
 
 
-@dataclass
-class ModuleReply:
+class ModuleReply(Record):
     """What the daemon said before "@RSYNCD: OK" (ok=True) or "@RSYNCD: EXIT" (ok=False).
 
     ``lines`` are the motd and, for a listing, the "name\\tcomment" lines: the
@@ -378,7 +445,7 @@ class ModuleReply:
     """
 
     ok: bool
-    lines: list[str] = field(default_factory=list)
+    lines: list[str] = factory(list)
 
     @property
     def modules(self) -> list[tuple[str, str]]:
@@ -442,15 +509,19 @@ class DaemonClient:
         return self.protocol
 
     def request(self, module: str, user: str | None = None,
-                password: Callable[[], bytes] | None = None) -> ModuleReply:
+                password: Callable[[], bytes] | None = None,
+                early_input: bytes = b"") -> ModuleReply:
         """Ask for ``module`` ("" lists the modules) and read up to OK / EXIT.
 
         ``password`` is called only if the daemon asks (AUTHREQD).  An @ERROR
         line raises TransportError(5) with the line as a bare message.
+        ``early_input`` (--early-input) goes first, for the module's early exec.
         """
         if self.greeting is None:
             self.greet()
         assert self.greeting is not None
+        if early_input:
+            self.conn.write(f"{EARLY_INPUT_CMD}{len(early_input)}\n".encode() + early_input)
         self.conn.write(module.encode("utf-8", "surrogateescape") + b"\n")
         reply = ModuleReply(ok=False)
         while True:
@@ -470,8 +541,8 @@ class DaemonClient:
             elif len(reply.lines) < _MAX_KEPT_LINES:
                 reply.lines.append(line)
 
-    def list_modules(self) -> ModuleReply:
-        return self.request("")
+    def list_modules(self, early_input: bytes = b"") -> ModuleReply:
+        return self.request("", early_input=early_input)
 
     def _authenticate(self, challenge: str, user: str | None,
                       password: Callable[[], bytes] | None) -> None:

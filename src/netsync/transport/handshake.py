@@ -19,8 +19,7 @@ to send; :func:`run_client_handshake` drives it over a Connection.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from netsync.errors import RERR_PROTOCOL, RERR_STREAMIO, RERR_SYNTAX, RERR_UNSUPPORTED
 from netsync.transport import TransportError
@@ -58,8 +57,7 @@ COMPRESS_NAMES: tuple[str, ...] = ("zstd", "lz4", "zlibx", "zlib")
 _MAX_NSTR = 256  # MAX_NSTR_STRLEN: longest negotiation string rsync reads
 
 
-@dataclass(frozen=True)
-class Negotiated:
+class Negotiated(NamedTuple):
     """Everything the start of the protocol settled."""
 
     protocol: int

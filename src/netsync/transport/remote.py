@@ -11,10 +11,11 @@ surrogate escapes for undecodable bytes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from netsync.errors import RERR_SYNTAX, RsyncError
+from netsync.record import Record, factory
 
 RSYNC_PORT = 873
 URL_PREFIX = "rsync://"
@@ -134,8 +135,7 @@ class Mode(Enum):
     DAEMON_SHELL = "daemon-shell"  # "rsync --server --daemon ." over a remote shell
 
 
-@dataclass(frozen=True)
-class RemoteSpec:
+class RemoteSpec(NamedTuple):
     """One remote argument."""
 
     host: str  # without IPv6 brackets and without the user
@@ -160,8 +160,7 @@ def parse_remote(arg: str, port: int = 0) -> RemoteSpec | None:
                       url=arg[:len(URL_PREFIX)].lower() == URL_PREFIX)
 
 
-@dataclass
-class TransferPlan:
+class TransferPlan(Record):
     """What ``start_client`` works out from the non-option arguments.
 
     ``remote_paths`` are the paths on the remote side (module-prefixed for a
@@ -175,8 +174,8 @@ class TransferPlan:
     host: str | None = None
     user: str | None = None
     port: int = 0  # TCP port for a daemon (default 873 resolved), else 0
-    remote_paths: list[str] = field(default_factory=list)
-    local_paths: list[str] = field(default_factory=list)
+    remote_paths: list[str] = factory(list)
+    local_paths: list[str] = factory(list)
 
     @property
     def daemon(self) -> bool:

@@ -11,10 +11,10 @@ the child and returns a :class:`~netsync.transport.PipeConnection`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from netsync.errors import RERR_IPC, RERR_SYNTAX
+from netsync.record import Record, factory
 from netsync.transport import PipeConnection, TransportError
 
 if TYPE_CHECKING:
@@ -113,8 +113,7 @@ def safe_path_arg(opts: Options, path: str, am_sender: bool) -> str:
     return "".join(out)
 
 
-@dataclass
-class ServerArgs:
+class ServerArgs(Record):
     """The remote program's arguments.
 
     ``argv`` goes on the remote command line (after the rsync path);
@@ -123,7 +122,7 @@ class ServerArgs:
     """
 
     argv: list[str]
-    secluded: list[str] = field(default_factory=list)
+    secluded: list[str] = factory(list)
 
 
 def server_args(opts: Options, am_sender: bool, paths: list[str]) -> ServerArgs:
