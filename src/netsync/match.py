@@ -55,9 +55,12 @@ Data = bytes | bytearray | memoryview | mmap.mmap
 Token = bytes | int
 
 MAX_CHAIN_LEN = 1024  # match.c: weak-equal candidates examined per offset
-WINDOW = 8 << 20  # bytes of rolling sums computed per numpy pass, at most
+# Sizes that keep a pass's data in the CPU's caches: with 8 MiB windows and 1024-block
+# batches a 256 MiB delta took 0.70 s, with these 0.50 s (read, weak sums and hashing all
+# touch the same bytes while they are still cached).
+WINDOW = 2 << 20  # bytes of rolling sums computed per numpy pass, at most
 FAST_WINDOW = 64 << 10  # the first rolling window after a match
-FAST_BATCH = 1024  # most predicted in-order blocks checked per numpy pass
+FAST_BATCH = 64  # most predicted in-order blocks checked per numpy pass
 
 
 class BlockSums(Record):
@@ -93,7 +96,7 @@ class FileWindow:
     the process with SIGBUS; what is missing reads as zeros and ``status`` records
     why (ENODATA for a short read), as rsync reports "read errors mapping"."""
 
-    FILL = 8 << 20  # bytes read at a time, at least (cache-friendly, as fast as a map)
+    FILL = 2 << 20  # bytes read at a time, at least (cache-sized: see WINDOW)
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
