@@ -110,3 +110,44 @@ def test_daemon_over_ssh(rsyncd: RsyncDaemon, sshd_server: SshServer, tmp_path: 
     assert run.returncode == 0, run.describe()
     assert b"Welcome to the netsync test daemon" in run.stdout
     tc.assert_same(tc.snapshot(tmp_path / "src"), tc.snapshot(got))
+
+
+def test_pull_past_files_the_daemon_cannot_open(tmp_path: Path) -> None:
+    # The daemon (as nobody) lists a file it cannot open: its sender says MSG_NO_SEND
+    # and goes straight on with the next file, so the message and the next file's
+    # header often arrive in one read. The files after it must still come (exit 23,
+    # as rsync's client), not "sender sent file N instead of M" (exit 2).
+    import os
+    import subprocess
+
+    mod = tmp_path / "mod"
+    mod.mkdir()
+    (mod / "a-locked").write_bytes(b"secret\n")
+    (mod / "a-locked").chmod(0)
+    for i in range(60):
+        (mod / f"b{i:03d}").write_bytes(b"data %d\n" % i)
+    os.chmod(tmp_path, 0o755)
+    port = peers.free_port()
+    conf = tmp_path / "rsyncd.conf"
+    conf.write_text(f"use chroot = no\nuid = nobody\ngid = nogroup\n[m]\n  path = {mod}\n")
+    proc = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--port={port}",
+                             "--address=127.0.0.1", f"--config={conf}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert peers.wait_for_port(port, proc)
+        for _ in range(3):
+            runs = {}
+            for who, cmd in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+                dst = tmp_path / f"dst-{who}"
+                subprocess.run(["rm", "-rf", str(dst)], check=True)
+                runs[who] = _run(cmd, ["-r", f"rsync://127.0.0.1:{port}/m/", f"{dst}/"],
+                                 tmp_path)
+            want, got = runs["rsync"], runs["netsync"]
+            assert want.returncode == 23, want.describe()
+            assert got.returncode == want.returncode, got.describe()
+            assert b'send_files failed to open "a-locked" (in m)' in got.stderr
+            assert sorted(p.name for p in (tmp_path / "dst-netsync").iterdir()) == \
+                [f"b{i:03d}" for i in range(60)]
+    finally:
+        peers.stop(proc)

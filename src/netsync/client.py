@@ -1560,8 +1560,15 @@ class _Client:
         nfiles = len(self.flist.entries)
         io.on_no_send = io.note_no_send
         while True:
+            stashed = self.__dict__.pop("_next_reply", None)
+            if stashed is None and req.ndx in io.no_send:
+                # Skipped, and said so before we asked to read (a later skip, if any,
+                # is still in the set: this check finds it when its turn comes).
+                io.no_send.discard(req.ndx)
+                io._no_send_new = False
+                return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
             try:
-                ndx, got_iflags, _ftype, _xname = self._read_ndx_and_attrs(nfiles)
+                ndx, got_iflags, _ftype, _xname = stashed or self._read_ndx_and_attrs(nfiles)
             except _NoSend:
                 # sender.c: MSG_NO_SEND, the sender could not open it and skips it.
                 if req.ndx in io.no_send:
@@ -1571,6 +1578,13 @@ class _Client:
             if ndx == NDX_DONE:
                 raise WireError(f"unexpected end of phase from sender [{self.who}]",
                                 E.RERR_PROTOCOL)
+            if ndx != req.ndx and req.ndx in io.no_send:
+                # The MSG_NO_SEND came in the same read as the next file's header: this
+                # file has no reply, and what we read answers a later request.
+                io.no_send.discard(req.ndx)
+                io._no_send_new = False
+                self._next_reply = (ndx, got_iflags, _ftype, _xname)
+                return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
             if got_iflags & ITEM_TRANSFER:
                 break
             # A non-transfer echo (not expected since we never send those): ignore it.
