@@ -320,3 +320,27 @@ def test_rsync_pushes_to_netsync_daemon(tmp_path: Path) -> None:
         runs.append(tc.Run(p.args, p.returncode, p.stdout, p.stderr))
     _same(a, b, *runs, now)
     assert _matched(runs[1].stdout) > 300_000
+
+
+@pytest.mark.parametrize("extra", [["-y"], ["-m"], ["--inplace", "--link-dest=../x"],
+                                   ["--compare-dest=../x", "--compare-dest=../y"]])
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_options_protocol_28_cannot_carry(sshd_server: SshServer, tmp_path: Path,
+                                          direction: str, extra: list[str]) -> None:
+    # compat.c setup_protocol(): below protocol 29 these end the run, exit 2, with
+    # rsync's message, before any file is looked at.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"data\n")
+    results = []
+    for cmd in ([tc.RSYNC], tc.program_under_test()):
+        args = ["-r", "--protocol=28", *extra, "-e", sshd_server.rsh]
+        if direction == "push":
+            args += ["src/", f"{sshd_server.login}:{tmp_path}/dst/"]
+        else:
+            args += [f"{sshd_server.login}:{tmp_path}/src/", "dst/"]
+        r = tc.run(cmd, args, cwd=tmp_path)
+        lines = [ln for ln in r.stderr.split(b"\n") if b"requires protocol 29" in ln]
+        results.append((r.returncode, sorted(set(lines))))
+    assert results[0][0] == 2
+    assert results[1] == results[0]
+    assert not (tmp_path / "dst" / "f").exists()

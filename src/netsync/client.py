@@ -70,7 +70,7 @@ def run_remote(opts, args: list[bytes]) -> int:
         _exit_line(code)
         return code
     except TransportError as te:
-        code = client.close_code(te.code)
+        code = te.code if getattr(te, "own_code", False) else client.close_code(te.code)
         if te.message:
             _err(te.message if te.bare else f"{PROG}: {te.message}")
         _exit_line(code)
@@ -250,6 +250,7 @@ class _Client:
         hs = ClientHandshake.from_options(self.opts, self.am_sender,
                                           daemon_protocol=daemon_protocol,
                                           remote_protocol=remote_protocol)
+        hs.option_check = self.opts.protocol_error
         neg = run_client_handshake(self.conn, hs)  # type: ignore[arg-type]
         return neg, hs
 

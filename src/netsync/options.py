@@ -493,6 +493,23 @@ class Options:
     def ipv6(self) -> bool:
         return self.af_hint == 6
 
+    def protocol_error(self, protocol: int) -> str | None:
+        """compat.c setup_protocol(): options an older protocol cannot carry (exit 2)."""
+        if protocol >= 29:
+            return None
+        alt = self.alt_dest
+        if self.fuzzy:
+            return f"--fuzzy requires protocol 29 or higher (negotiated {protocol})."
+        if alt and self.inplace:
+            return (f"--{alt[0]} with --inplace requires protocol 29 or higher "
+                    f"(negotiated {protocol}).")
+        if alt and len(alt[1]) > 1:
+            return (f"Using more than one --{alt[0]} option requires protocol 29 or higher "
+                    f"(negotiated {protocol}).")
+        if self.prune_empty_dirs:
+            return f"--prune-empty-dirs requires protocol 29 or higher (negotiated {protocol})."
+        return None
+
     @property
     def alt_dest(self) -> tuple[str, list[str]] | None:
         """('compare-dest'|'copy-dest'|'link-dest', dirs), or None."""

@@ -19,6 +19,7 @@ to send; :func:`run_client_handshake` drives it over a Connection.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from netsync.errors import RERR_PROTOCOL, RERR_STREAMIO, RERR_SYNTAX, RERR_UNSUPPORTED
@@ -280,6 +281,9 @@ class ClientHandshake(_StringNegotiation):
         self.compat_flags = 0
         self._negotiated_strings = False
         self._checksum: str | None = None
+        # compat.c: options the negotiated protocol cannot carry end the run there, before
+        # anything else is read (Options.protocol_error; None: no check).
+        self.option_check: Callable[[int], str | None] | None = None
         self._checksum_negotiated = False
         self._compress: str | None = None
         self._advance()
@@ -363,9 +367,19 @@ class ClientHandshake(_StringNegotiation):
                                  f"the server speaks protocol {remote}; netsync needs "
                                  f"{MIN_PROTOCOL} or newer (rsync 2.6.0+)")
         self._state = "compat"
+        self._check_options()
         return True
 
+    def _check_options(self) -> None:
+        check, self.option_check = self.option_check, None
+        msg = check(self.protocol) if check is not None else None
+        if msg:
+            err = TransportError(RERR_PROTOCOL, msg, bare=True)
+            err.own_code = True  # exit 2 whatever the far end's status (it stops too)
+            raise err
+
     def _step_compat(self) -> bool:
+        self._check_options()  # (a daemon's protocol was settled before this handshake)
         if self.protocol >= 30:
             flags = self._take_varint()
             if flags is None:
