@@ -501,3 +501,30 @@ def test_merge_named_inside_a_subdir_merge_file_is_relative_to_the_transfer_root
     r, n = both(tmp_path, setup, "-ai", "-F", "s/", "d/")
     assert (n.stdout, n.stderr) == (r.stdout, r.stderr)
     assert not (tmp_path / "netsync" / "d" / "sub" / "a").exists()
+
+
+@pytest.mark.parametrize("state", ["file", "dir", "missing"])
+@pytest.mark.parametrize("dry", [[], ["-n"]])
+def test_backup_dir_checked_first(tmp_path: Path, state: str, dry: list[str]) -> None:
+    # main.c do_recv(): a --backup-dir that exists but is not a directory ends the run
+    # before any file (exit 1, "The backup-dir is not a directory"; a dry run too); -vv
+    # says whether it is "(new)".
+    def setup(w: Path) -> None:
+        (w / "src").mkdir()
+        (w / "src" / "f").write_bytes(b"new\n")
+        (w / "dst").mkdir()
+        (w / "dst" / "f").write_bytes(b"old\n")
+        if state == "file":
+            (w / "dst" / "bk").write_bytes(b"x\n")
+        elif state == "dir":
+            (w / "dst" / "bk").mkdir()
+    r, n = both(tmp_path, setup, "-rI", "-vv", *dry, "-b", "--backup-dir=bk", "src/", "dst/")
+    if state == "file":
+        assert r.returncode == 1
+        assert b"The backup-dir is not a directory: bk\n" in n.stderr
+        assert (tmp_path / "netsync" / "dst" / "f").read_bytes() == b"old\n"
+    else:
+        assert r.returncode == 0
+    pick = [ln for ln in r.stdout.split(b"\n") if b"backup_dir is" in ln]
+    assert pick == [ln for ln in n.stdout.split(b"\n") if b"backup_dir is" in ln]
+    assert pick or state == "file"

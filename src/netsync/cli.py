@@ -460,9 +460,11 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         inc_recurse=inc_recurse,
         fuzzy=opts.fuzzy, fuzzy_debug=opts.debug.get("fuzzy", 0),
     )
-    if ropts.backup_dir is not None and rep.level("backup") >= 1 \
-            and not os.path.isdir(ropts.backup_dir):
-        rep.info(f"(new) backup_dir is {rep.safe(os.fsencode(opts.backup_dir).rstrip(b'/'))}")
+    if ropts.backup_dir is not None:
+        from netsync.receiver import check_backup_dir
+
+        check_backup_dir(ropts.backup_dir,
+                         rep.safe(os.fsencode(opts.backup_dir).rstrip(b"/") or b"/"), rep)
     ropts.bwlimit = opts.bwlimit_bytes or 0
     receiver = Receiver(ropts, a, rep)
     if rfilters is not None:

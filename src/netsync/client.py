@@ -81,7 +81,7 @@ def run_remote(opts, args: list[bytes]) -> int:
         _exit_line(code)
         return code
     except (m.FatalError, E.RsyncError) as fe:
-        code = client.close_code(fe.code)
+        code = fe.code if getattr(fe, "own_code", False) else client.close_code(fe.code)
         if fe.message:
             _err(f"{PROG}: {fe.message}")
         _exit_line(code)
@@ -1286,6 +1286,11 @@ class _Client:
             backup_dir=_under(dest_root, opts.backup_dir) if opts.backup_dir else None,
             suffix=enc(opts.suffix or ""), dry_run=opts.dry_run,
         )
+        if ropts.backup_dir is not None:
+            from netsync.receiver import check_backup_dir
+
+            check_backup_dir(ropts.backup_dir,
+                             rep.safe(enc(opts.backup_dir).rstrip(b"/") or b"/"), rep)
         alt = opts.alt_dest
         alt_dirs = [_under(dest_root, d) for d in alt[1]] if alt else []
         recursive = bool(opts.recursive or opts.recurse)

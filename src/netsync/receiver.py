@@ -71,6 +71,29 @@ class ReceiveOptions(Record):
     bwlimit: int = 0  # bytes per second, 0 = unlimited
 
 
+def check_backup_dir(bdir: bytes, shown: str, rep: Reporter) -> None:
+    """main.c do_recv(): an existing --backup-dir must be a directory (exit 1); a missing
+    one is made as needed; -vv (info backup) says which."""
+    from netsync.errors import RERR_SYNTAX, RsyncError
+
+    try:
+        st = os.stat(bdir)
+    except OSError as ex:
+        if ex.errno != errno.ENOENT:
+            rep._emit(f"Failed to stat {shown}: {os.strerror(ex.errno or 0)}", rep.err)
+            raise RsyncError(RERR_FILEIO, None) from None
+        if rep.level("backup") >= 1:
+            rep.info(f"(new) backup_dir is {shown}")
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        rep._emit(f"The backup-dir is not a directory: {shown}", rep.err)
+        err = RsyncError(RERR_SYNTAX, None)
+        err.own_code = True  # type: ignore[attr-defined]  # exit 1, whatever the peer's
+        raise err
+    if rep.level("backup") >= 1:
+        rep.info(f"backup_dir is {shown}")
+
+
 def tmp_name(dest: bytes, temp_dir: bytes | None) -> bytes:
     """rsync's get_tmpname: ``.<name>.XXXXXX`` beside the file (or in --temp-dir)."""
     d, _, base = dest.rpartition(b"/")
@@ -273,7 +296,9 @@ class Receiver:
                 self.rep.error_xfer(f'keep_backup failed: "{self.rep.full_path(dest)}" -> '
                                     f'"{self.rep.safe(bpath)}": {why}', role="receiver")
                 raise m.FatalError(RERR_FILEIO) from None
-            self.rep.error_xfer(f'make_backup "{self.rep.safe(dest_rel)}" failed: '
+            # backup.c: a failed move falls back to copying, whose failure is reported so.
+            self.rep.error_xfer(f'keep_backup failed: "{self.rep.full_path(dest)}" -> '
+                                f'"{self.rep.safe(bpath)}": '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})")
             return False
         finally:
