@@ -279,6 +279,8 @@ def test_vv_uptodate_lines_reach_the_client(sshd_server: SshServer, tmp_path: Pa
                         f"{sshd_server.login}:{src}/", f"{dst}/"]
             r = tc.run([tc.RSYNC], args, cwd=tmp_path)
             assert r.returncode == 0, r.describe()
-            lines[who] = sorted(ln for ln in r.stdout.split(b"\n") if ln.endswith(b" is uptodate"))
+            lines[who] = sorted(ln for ln in r.stdout.split(b"\n")
+                                if ln.endswith(b" is uptodate")
+                                or ln.startswith(b"delta-transmission"))
     assert lines["netsync"] == lines["rsync"]
-    assert len(lines["rsync"]) == 20
+    assert len(lines["rsync"]) == 21  # the generator's "delta-transmission enabled" too

@@ -1363,6 +1363,10 @@ class _Client:
             gen.request_later = self._request_later
             rep.out = _FinishFirst(rep.out, gen.finish_requests)
             rep.err = _FinishFirst(rep.err, gen.finish_requests)
+        if opts.debug.get("flist", 0) >= 1:  # generator.c generate_files(), at -vv
+            rep.info("delta-transmission " + ("disabled for local transfer or --whole-file"
+                                              if opts.whole_file and not opts.append
+                                              else "enabled"))
         try:
             gen.run()
         except BaseException:
