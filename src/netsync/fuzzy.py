@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 UNIT = 1 << 16
 NO_MATCH = 0xFFFF * UNIT + 1  # what a hopeless pair scores (the length heuristic)
@@ -161,36 +161,35 @@ def find_fuzzy(name: bytes, size: int, mtime: int, lists: list[list[Candidate] |
     ``debug(list index, candidate, dist)`` is told of every scored candidate and
     of an exact match (dist -1), as rsync's --debug=fuzzy2 prints them; only then
     are the candidates scored one by one as rsync does, else all at once."""
-    for i, dl in enumerate(lists):
-        if dl is None:
-            continue
-        for c in dl:
-            if c.sent:
-                continue
-            if c.size == size and same_time(c.mtime, mtime, modify_window):
-                if debug is not None:
-                    debug(i, c, -1)
-                return i, c
+    for i, c in _unsent(lists):
+        if c.size == size and same_time(c.mtime, mtime, modify_window):
+            if debug is not None:
+                debug(i, c, -1)
+            return i, c
     if debug is None and not exact and sum(len(dl) for dl in lists if dl) >= 32:
         return _closest(name, lists)
     lowest = LIMIT
     best: tuple[int, Candidate] | None = None
     suf = filename_suffix(name)
-    for i, dl in enumerate(lists):
-        if dl is None:
-            continue
-        for c in dl:
-            if c.sent:
-                continue
-            dist = fuzzy_distance(c.name, name, lowest, exact)
-            if dist < 0xFFFF0000:
-                dist = (dist + fuzzy_distance(c.suffix, suf, 0xFFFF0000) * 10) & _M32
-            if debug is not None:
-                debug(i, c, dist)
-            if dist <= lowest:
-                lowest = dist
-                best = (i, c)
+    for i, c in _unsent(lists):
+        dist = fuzzy_distance(c.name, name, lowest, exact)
+        if dist < 0xFFFF0000:
+            dist = (dist + fuzzy_distance(c.suffix, suf, 0xFFFF0000) * 10) & _M32
+        if debug is not None:
+            debug(i, c, dist)
+        if dist <= lowest:
+            lowest = dist
+            best = (i, c)
     return best
+
+
+def _unsent(lists: list[list[Candidate] | None]) -> Iterator[tuple[int, Candidate]]:
+    """(list index, candidate) of every candidate not yet marked sent, in order."""
+    for i, dl in enumerate(lists):
+        if dl is not None:
+            for c in dl:
+                if not c.sent:
+                    yield i, c
 
 
 LIMIT = 25 << 16  # a distance above 25 is ignored
@@ -207,8 +206,7 @@ def _closest(name: bytes, lists: list[list[Candidate] | None]) -> tuple[int, Can
 
     n2 = len(name)
     pool: list[tuple[int, Candidate]] = [
-        (i, c) for i, dl in enumerate(lists) if dl is not None for c in dl
-        if not c.sent and abs(len(c.name) - n2) * UNIT <= LIMIT]
+        (i, c) for i, c in _unsent(lists) if abs(len(c.name) - n2) * UNIT <= LIMIT]
     if not pool or not n2:
         return None
     dist = np.concatenate([_distances([c.name for _, c in pool[k:k + _CHUNK]], name)

@@ -204,9 +204,12 @@ def test_ccc_refused_and_anonymous_tls_policy(ftpd, cert, system_user, user_home
     f.quit()
 
 
-def _replies(srv, commands: list[str], login: bool) -> list[str]:
-    f = ftplib.FTP()
+def _replies(srv, commands: list[str], login: bool, secure: bool = False) -> list[str]:
+    """The server's reply to each command (on a TLS control connection if ``secure``)."""
+    f = ftplib.FTP_TLS(context=client_context()) if secure else ftplib.FTP()
     f.connect("127.0.0.1", srv.port, timeout=10)
+    if secure:
+        f.auth()
     if login:
         f.login()
     out = []
@@ -251,22 +254,6 @@ def test_tls_turned_on_by_reload(ftpd, cert, system_user, user_home) -> None:
     assert curl("-u", auth, f"{srv.url}/readme.txt").returncode != 0
 
 
-def _tls_replies(srv, commands: list[str], login: bool) -> list[str]:
-    f = ftplib.FTP_TLS(context=client_context())
-    f.connect("127.0.0.1", srv.port, timeout=10)
-    f.auth()
-    if login:
-        f.login()
-    out = []
-    for cmd in commands:
-        try:
-            out.append(f.sendcmd(cmd))
-        except ftplib.Error as err:
-            out.append(str(err))
-    f.close()
-    return out
-
-
 @pytest.mark.parametrize("secure", [False, True], ids=["plaintext", "tls"])
 def test_tls_commands_match_vsftpd(ftpd, vsftpd, cert, anon_root: Path, secure: bool) -> None:
     # ssl_enable=YES: PBSZ, PROT, CCC and AUTH with good, bad and missing arguments,
@@ -276,6 +263,5 @@ def test_tls_commands_match_vsftpd(ftpd, vsftpd, cert, anon_root: Path, secure: 
     cmds = ["PROT P", "PBSZ 0", "PBSZ", "PBSZ 7", "PROT C", "PROT P", "PROT", "PROT S",
             "PROT E", "PROT X", "CCC", "AUTH XYZ", "AUTH", "AUTH TLS"]
     ours, ref = ftpd(**opts), vsftpd(**opts)
-    get = _tls_replies if secure else _replies
     for login in (False, True):
-        assert get(ours, cmds, login) == get(ref, cmds, login)
+        assert _replies(ours, cmds, login, secure) == _replies(ref, cmds, login, secure)
