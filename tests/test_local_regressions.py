@@ -103,10 +103,16 @@ def test_list_only_ignores_destination(tmp_path: Path) -> None:
         [ln.split()[-1] for ln in n.stdout.splitlines()]
 
 
-def test_backup_dir_on_another_filesystem(tmp_path: Path) -> None:
+def _other_filesystem(tmp_path: Path) -> Path:
+    """/dev/shm, which these tests need on a filesystem other than the temp dir's."""
     shm = Path("/dev/shm")
     if os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
         pytest.fail("this test needs /dev/shm on a filesystem other than the temp dir")
+    return shm
+
+
+def test_backup_dir_on_another_filesystem(tmp_path: Path) -> None:
+    shm = _other_filesystem(tmp_path)
     bak = {}
 
     def setup(w: Path) -> None:
@@ -355,9 +361,7 @@ def test_groupmap_empty_name_matches_every_id_with_numeric_ids(tmp_path: Path) -
 
 def test_backup_dir_on_another_filesystem_keeps_fifo_and_symlink(tmp_path: Path) -> None:
     # backup.c copy fallback (EXDEV): a fifo is recreated with mknod, never opened.
-    shm = Path("/dev/shm")
-    if os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.fail("this test needs /dev/shm on a filesystem other than the temp dir")
+    shm = _other_filesystem(tmp_path)
     bak = {}
 
     def setup(w: Path) -> None:
