@@ -70,7 +70,7 @@ def run_remote(opts, args: list[bytes]) -> int:
         _exit_line(code)
         return code
     except TransportError as te:
-        code = te.code if getattr(te, "own_code", False) else client.close_code(te.code)
+        code = te.code if te.own_code else client.close_code(te.code)
         if te.message:
             _err(te.message if te.bare else f"{PROG}: {te.message}")
         _exit_line(code)
@@ -115,6 +115,14 @@ class WireIO(ProtocolIO):
         self.no_send.add(ndx)
         self._no_send_new = True
 
+    def take_no_send(self, ndx: int) -> bool:
+        """Was ``ndx`` skipped by the sender? (The skip is then dealt with.)"""
+        if ndx not in self.no_send:
+            return False
+        self.no_send.discard(ndx)
+        self._no_send_new = False
+        return True
+
     #: io.c extra_flist_sending_enabled: called while nothing is there to read; it
     #: may write more (an incremental push sends one more file list) and says so.
     on_idle = None
@@ -148,6 +156,8 @@ class _Client:
         self._feed: _WireFeed | None = None  # an incremental pull's file lists
         self._lists: _PushLists | None = None  # ... and an incremental push's
         self._done_echoes = 0
+        # A file header read while looking for an earlier, skipped file's (_read_reply).
+        self._next_reply: tuple[int, int, int, bytes | None] | None = None
 
     # ------------------------------------------------------------------ setup
     def close_code(self, code: int) -> int:
@@ -513,11 +523,8 @@ class _Client:
         CHUNK_SIZE pieces, each after its length, then the end token and the file's sum.
         ``out`` holds what goes before the data. Exactly the size fstat() gave at open is
         sent, as rsync's map_file(); what cannot be read goes as zeros and is reported."""
-        from netsync.token import CHUNK_SIZE
-
         io = self.io
         assert io is not None
-        pack = _I32.pack
         update = fsum.update
         size = left = st.st_size
         status = 0
@@ -532,17 +539,8 @@ class _Client:
                     status = status or errno.ENODATA
                     chunk = bytes(want)
                 update(chunk)
-                n = len(chunk)
-                if n <= CHUNK_SIZE:
-                    out += pack(n)
-                    out += chunk
-                else:
-                    with memoryview(chunk) as view:
-                        for i in range(0, n, CHUNK_SIZE):
-                            piece = view[i:i + CHUNK_SIZE]
-                            out += pack(len(piece))
-                            out += piece
-                left -= n
+                _frame_literal(out, chunk)
+                left -= len(chunk)
                 if len(out) >= 1 << 18:
                     io.write(out)
                     out.clear()
@@ -600,12 +598,9 @@ class _Client:
 
     def _xfer_sum_len(self) -> int:
         """checksum.c xfer_sum_len: the negotiated transfer digest's length."""
-        n = self.__dict__.get("_xsl")
-        if n is None:  # asked once per file: worked out once
-            from netsync.checksum import digest_len, resolve_checksum
+        from netsync.checksum import digest_len, resolve_checksum
 
-            n = self._xsl = digest_len(resolve_checksum(self.neg.checksum, self.neg.protocol))
-        return n
+        return digest_len(resolve_checksum(self.neg.checksum, self.neg.protocol))  # (cached)
 
     def _write_sum_head(self, head) -> None:
         assert self.io is not None
@@ -970,11 +965,7 @@ class _Client:
                 out = bytearray()
                 while chunk := os.read(fd, 1 << 18):
                     fsum.update(chunk)
-                    with memoryview(chunk) as view:
-                        for i in range(0, len(chunk), token.CHUNK_SIZE):
-                            piece = view[i:i + token.CHUNK_SIZE]
-                            out += _I32.pack(len(piece))
-                            out += piece
+                    _frame_literal(out, chunk)
                     io.write(out)
                     out.clear()
                     offset += len(chunk)
@@ -1570,31 +1561,25 @@ class _Client:
         nfiles = len(self.flist.entries)
         io.on_no_send = io.note_no_send
         while True:
-            stashed = self.__dict__.pop("_next_reply", None)
-            if stashed is None and req.ndx in io.no_send:
-                # Skipped, and said so before we asked to read (a later skip, if any,
-                # is still in the set: this check finds it when its turn comes).
-                io.no_send.discard(req.ndx)
-                io._no_send_new = False
-                return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
+            stashed, self._next_reply = self._next_reply, None
+            # sender.c: MSG_NO_SEND, the sender could not open it and skips it. It may
+            # have come before we read (a later skip, if any, waits in the set for its
+            # turn), while we waited (_NoSend), or with the next file's header.
+            if stashed is None and io.take_no_send(req.ndx):
+                return _skipped(req)
             try:
                 ndx, got_iflags, _ftype, _xname = stashed or self._read_ndx_and_attrs(nfiles)
             except _NoSend:
-                # sender.c: MSG_NO_SEND, the sender could not open it and skips it.
-                if req.ndx in io.no_send:
-                    io.no_send.discard(req.ndx)
-                    return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
+                if io.take_no_send(req.ndx):
+                    return _skipped(req)
                 continue
             if ndx == NDX_DONE:
                 raise WireError(f"unexpected end of phase from sender [{self.who}]",
                                 E.RERR_PROTOCOL)
-            if ndx != req.ndx and req.ndx in io.no_send:
-                # The MSG_NO_SEND came in the same read as the next file's header: this
-                # file has no reply, and what we read answers a later request.
-                io.no_send.discard(req.ndx)
-                io._no_send_new = False
+            if ndx != req.ndx and io.take_no_send(req.ndx):
+                # What we read answers a later request: keep it for that one.
                 self._next_reply = (ndx, got_iflags, _ftype, _xname)
-                return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
+                return _skipped(req)
             if got_iflags & ITEM_TRANSFER:
                 break
             # A non-transfer echo (not expected since we never send those): ignore it.
@@ -2175,6 +2160,24 @@ def _inplace_receiver_cls(base: type, client: _Client) -> type:
             return ok
 
     return InplaceReceiver
+
+
+def _skipped(req: m.SendRequest) -> m.FileData:
+    """No data will come for ``req``: the sender could not open the file."""
+    return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
+
+
+def _frame_literal(out: bytearray, chunk: bytes) -> None:
+    """Plain tokens for literal data: CHUNK_SIZE pieces, each after its length."""
+    if len(chunk) <= CHUNK_SIZE:
+        out += _I32.pack(len(chunk))
+        out += chunk
+        return
+    with memoryview(chunk) as view:
+        for i in range(0, len(chunk), CHUNK_SIZE):
+            piece = view[i:i + CHUNK_SIZE]
+            out += _I32.pack(len(piece))
+            out += piece
 
 
 def _clear_empty_dirs(entries) -> None:

@@ -68,10 +68,14 @@ class RsyncError(Exception):
     before the final ``rsync error: ... (code N)`` line.
     """
 
-    def __init__(self, code: int, message: str | None = None) -> None:
+    def __init__(self, code: int, message: str | None = None, *,
+                 own_code: bool = False) -> None:
         super().__init__(message or MESSAGES.get(code, f"error {code}"))
         self.code = code
         self.message = message
+        # The run ends with this code even if the peer exits with a higher one (rsync's
+        # own early checks: the peer only stops because we did).
+        self.own_code = own_code
 
 
 class UsageError(RsyncError):

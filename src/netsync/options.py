@@ -499,16 +499,16 @@ class Options:
             return None
         alt = self.alt_dest
         if self.fuzzy:
-            return f"--fuzzy requires protocol 29 or higher (negotiated {protocol})."
-        if alt and self.inplace:
-            return (f"--{alt[0]} with --inplace requires protocol 29 or higher "
-                    f"(negotiated {protocol}).")
-        if alt and len(alt[1]) > 1:
-            return (f"Using more than one --{alt[0]} option requires protocol 29 or higher "
-                    f"(negotiated {protocol}).")
-        if self.prune_empty_dirs:
-            return f"--prune-empty-dirs requires protocol 29 or higher (negotiated {protocol})."
-        return None
+            what = "--fuzzy"
+        elif alt and self.inplace:
+            what = f"--{alt[0]} with --inplace"
+        elif alt and len(alt[1]) > 1:
+            what = f"Using more than one --{alt[0]} option"
+        elif self.prune_empty_dirs:
+            what = "--prune-empty-dirs"
+        else:
+            return None
+        return f"{what} requires protocol 29 or higher (negotiated {protocol})."
 
     @property
     def alt_dest(self) -> tuple[str, list[str]] | None:

@@ -15,7 +15,7 @@ import stat
 from netsync import messages as m
 from netsync import safepath
 from netsync import sender as _sender
-from netsync.errors import RERR_FILEIO
+from netsync.errors import RERR_FILEIO, RERR_SYNTAX, RsyncError
 from netsync.flist import FileEntry, parent_of
 from netsync.metadata import AttrOptions, set_file_attrs
 from netsync.record import Record
@@ -74,8 +74,6 @@ class ReceiveOptions(Record):
 def check_backup_dir(bdir: bytes, shown: str, rep: Reporter) -> None:
     """main.c do_recv(): an existing --backup-dir must be a directory (exit 1); a missing
     one is made as needed; -vv (info backup) says which."""
-    from netsync.errors import RERR_SYNTAX, RsyncError
-
     try:
         st = os.stat(bdir)
     except OSError as ex:
@@ -87,9 +85,7 @@ def check_backup_dir(bdir: bytes, shown: str, rep: Reporter) -> None:
         return
     if not stat.S_ISDIR(st.st_mode):
         rep._emit(f"The backup-dir is not a directory: {shown}", rep.err)
-        err = RsyncError(RERR_SYNTAX, None)
-        err.own_code = True  # type: ignore[attr-defined]  # exit 1, whatever the peer's
-        raise err
+        raise RsyncError(RERR_SYNTAX, None, own_code=True)  # exit 1, whatever the peer's
     if rep.level("backup") >= 1:
         rep.info(f"backup_dir is {shown}")
 

@@ -33,8 +33,9 @@ class TransportError(RsyncError):
     "ERROR: ..." lines without its "rsync: " prefix); others get "netsync: ".
     """
 
-    def __init__(self, code: int, message: str | None = None, *, bare: bool = False) -> None:
-        super().__init__(code, message)
+    def __init__(self, code: int, message: str | None = None, *, bare: bool = False,
+                 own_code: bool = False) -> None:
+        super().__init__(code, message, own_code=own_code)
         self.bare = bare
 
 

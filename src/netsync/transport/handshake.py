@@ -373,10 +373,8 @@ class ClientHandshake(_StringNegotiation):
     def _check_options(self) -> None:
         check, self.option_check = self.option_check, None
         msg = check(self.protocol) if check is not None else None
-        if msg:
-            err = TransportError(RERR_PROTOCOL, msg, bare=True)
-            err.own_code = True  # exit 2 whatever the far end's status (it stops too)
-            raise err
+        if msg:  # exit 2 whatever the far end's status (it stops too)
+            raise TransportError(RERR_PROTOCOL, msg, bare=True, own_code=True)
 
     def _step_compat(self) -> bool:
         self._check_options()  # (a daemon's protocol was settled before this handshake)
