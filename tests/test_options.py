@@ -325,7 +325,7 @@ def test_sender_without_server_and_files_from_arg_count_show_usage() -> None:
     (["--xattrs"], "--xattrs (-X)"),
     (["-A"], "--acls (-A)"),
     (["-N"], "--crtimes (-N)"),
-    (["--write-batch=f"], "--write-batch"),
+    (["--iconv=x"], "--iconv"),
     (["-vaX"], "--xattrs (-X)"),
 ])
 def test_not_implemented_options_are_refused(argv: list[str], shown: str) -> None:

@@ -139,6 +139,11 @@ def run_client(opts) -> int:
 
         sys.stderr.write(helptext.usage_text() if hasattr(helptext, "usage_text") else "")
         raise E.UsageError("", E.RERR_SYNTAX) if False else E.RsyncError(E.RERR_SYNTAX, None)
+    if opts.read_batch is not None or opts.write_batch is not None \
+            or opts.only_write_batch is not None:
+        from netsync.batch import run_batch
+
+        return run_batch(opts, args)
     if any(is_remote(a) for a in args):
         try:
             from netsync.client import run_remote

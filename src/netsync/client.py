@@ -158,6 +158,8 @@ class _Client:
         self._done_echoes = 0
         # A file header read while looking for an earlier, skipped file's (_read_reply).
         self._next_reply: tuple[int, int, int, bytes | None] | None = None
+        # --only-write-batch (netsync.batch): echoes a dry-run item, its data to the batch.
+        self._batch_only = None
 
     # ------------------------------------------------------------------ setup
     def close_code(self, code: int) -> int:
@@ -885,7 +887,10 @@ class _Client:
                 if iflags & ITEM_IS_NEW:
                     stats.created_files += 1
                 rep.log_item(e, iflags)
-                self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
+                if self._batch_only is not None:
+                    self._batch_only(sender, ndx, iflags, ftype, xname)
+                else:
+                    self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
                 continue
             # sender.c: a file sent before (the redo phase) goes without --append.
             append = 0 if ndx in sent_once else (opts.append or 0)

@@ -46,9 +46,6 @@ NOT_IMPLEMENTED: set[str] = {
     "acls",
     "xattrs",
     "iconv",
-    "write-batch",
-    "read-batch",
-    "only-write-batch",
     "crtimes",
 }
 
@@ -412,7 +409,7 @@ class Options:
     backup_dir: str | None = None
     suffix: str = BACKUP_SUFFIX  # final (empty with --backup-dir)
 
-    # Batch (refused for now).
+    # Batch (netsync.batch).
     write_batch: str | None = None
     only_write_batch: str | None = None
     read_batch: str | None = None
@@ -468,6 +465,7 @@ class Options:
         self.copy_dest = []
         self.link_dest = []
         self.remote_option = []
+        self.raw_argv: list[str] = []
         self.dparam = []
         self.info_levels = _Levels(INFO_WORDS, "--info")
         self.debug_levels = _Levels(DEBUG_WORDS, "--debug")
@@ -1209,6 +1207,9 @@ class _Parser:
 
     def _check_refused(self, opt: _Opt) -> None:
         names = canonical_names(opt)
+        if self.am_server and "only-write-batch" in names:
+            # A server receiver that records nothing but must not touch its destination.
+            raise OptionError(f"The server does not support {_display_name(opt)}")
         if any(n in NOT_IMPLEMENTED for n in names):
             who = "The server does not support" if self.am_server else "This netsync does not support"
             raise OptionError(f"{who} {_display_name(opt)}")
@@ -1570,6 +1571,7 @@ def parse_args(argv: list[str]) -> Options:
                 return _parse_daemon(list(argv))
             am_server = True
     opts = _finish(p, len(argv))
+    opts.raw_argv = list(argv)  # batch.c write_batch_shell_file() rebuilds the command
     if not opts.args and not (opts.server and opts.secluded_args):
         # main.c: nothing to copy means print the usage to stderr, exit 1.
         raise OptionError("", show_usage=True)

@@ -1,0 +1,341 @@
+"""Batch mode (--write-batch, --only-write-batch, --read-batch) against Debian's rsync.
+
+A batch written by one program is replayed by the other onto a copy of the old
+destination; the result must be the tree a direct ``rsync`` run gives (names, types,
+contents, modes, mtimes, symlinks, hard links).  A truncated or garbage batch must end
+with rsync's exit code, no traceback and no half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import treecompare as tc
+import trees
+from interop import peers
+from interop.peers import RsyncDaemon
+
+rsyncd = peers.rsyncd  # the session fixture
+
+RSYNC = [tc.RSYNC]
+
+
+def _setup(tmp_path: Path, dest: str, tree: str = "mixed") -> Path:
+    """tmp_path/src and tmp_path/old (the destination before any run)."""
+    trees.make_tree(tmp_path / "src", tree)
+    trees.make_dest(tmp_path / "src", tmp_path / "old", dest)
+    return tmp_path
+
+
+def _copy_old(work: Path, name: str) -> Path:
+    if (work / "old").exists():
+        trees.copy_tree(work / "old", work / name)
+    return work / name
+
+
+def _ok(r: tc.Run) -> tc.Run:
+    assert r.returncode == 0, r.describe()
+    assert b"Traceback" not in r.stderr, r.describe()
+    return r
+
+
+def _reference(work: Path, opts: list[str]) -> dict:
+    """The tree a plain rsync run makes of the old destination."""
+    _copy_old(work, "ref")
+    _ok(tc.run(RSYNC, [*opts, "src/", "ref/"], work))
+    return tc.snapshot(work / "ref")
+
+
+OPTION_SETS = [["-a"], ["-aH", "--delete"], ["-az", "--inplace"]]
+
+
+@pytest.mark.parametrize("dest", ["none", "diverged"])
+@pytest.mark.parametrize("opts", OPTION_SETS, ids=" ".join)
+def test_netsync_batch_replayed_by_rsync(tmp_path: Path, sync_cmd: list[str], dest: str,
+                                         opts: list[str]) -> None:
+    work = _setup(tmp_path, dest)
+    want = _reference(work, opts)
+    _copy_old(work, "wrote")
+    _ok(tc.run(sync_cmd, [*opts, "--write-batch=B", "src/", "wrote/"], work))
+    tc.assert_same(want, tc.snapshot(work / "wrote"), what="--write-batch destination")
+    _copy_old(work, "replay")
+    _ok(tc.run(RSYNC, [*opts, "--read-batch=B", "replay/"], work))
+    tc.assert_same(want, tc.snapshot(work / "replay"), what="rsync --read-batch result")
+
+
+@pytest.mark.parametrize("dest", ["none", "diverged"])
+@pytest.mark.parametrize("opts", [["-a"], ["-aH", "--delete", "--no-inc-recursive"],
+                                  ["-az", "--inplace"], ["-a", "--delete"]], ids=" ".join)
+def test_rsync_batch_replayed_by_netsync(tmp_path: Path, sync_cmd: list[str], dest: str,
+                                         opts: list[str]) -> None:
+    work = _setup(tmp_path, dest)
+    want = _reference(work, opts)
+    _copy_old(work, "wrote")
+    _ok(tc.run(RSYNC, [*opts, "--write-batch=B", "src/", "wrote/"], work))
+    _copy_old(work, "replay")
+    _ok(tc.run(sync_cmd, [*opts, "--read-batch=B", "replay/"], work))
+    tc.assert_same(want, tc.snapshot(work / "replay"), what="--read-batch result")
+
+
+def test_incremental_hard_link_batch_refused(tmp_path: Path, sync_cmd: list[str]) -> None:
+    """rsync writes -H batches with incremental recursion, which netsync cannot replay
+    yet: refused up front, the destination untouched."""
+    work = _setup(tmp_path, "diverged")
+    _copy_old(work, "wrote")
+    _ok(tc.run(RSYNC, ["-aH", "--write-batch=B", "src/", "wrote/"], work))
+    replay = _copy_old(work, "replay")
+    before = tc.snapshot(replay)
+    r = tc.run(sync_cmd, ["-aH", "--read-batch=B", "replay/"], work)
+    if sync_cmd == RSYNC:
+        assert r.returncode == 0, r.describe()
+        return
+    assert r.returncode == 4, r.describe()
+    assert b"--no-inc-recursive" in r.stderr and b"Traceback" not in r.stderr
+    tc.assert_same(before, tc.snapshot(replay), what="destination after the refusal")
+
+
+@pytest.mark.parametrize("proto", [31, 30, 29, 27])
+def test_batches_of_older_protocols(tmp_path: Path, sync_cmd: list[str], proto: int) -> None:
+    work = _setup(tmp_path, "diverged")
+    opts = ["-a", f"--protocol={proto}"]
+    want = _reference(work, opts)  # (nanoseconds only from 31)
+    for writer, reader, tag in ((RSYNC, sync_cmd, "r"), (sync_cmd, RSYNC, "n")):
+        _copy_old(work, f"wrote-{tag}")
+        _ok(tc.run(writer, [*opts, f"--write-batch=B{tag}", "src/", f"wrote-{tag}/"], work))
+        _copy_old(work, f"replay-{tag}")
+        _ok(tc.run(reader, ["-a", f"--read-batch=B{tag}", f"replay-{tag}/"], work))
+        tc.assert_same(want, tc.snapshot(work / f"replay-{tag}"), what=f"replay of B{tag}")
+
+
+def test_delta_batch_both_ways(tmp_path: Path, sync_cmd: list[str]) -> None:
+    """A changed file goes as a delta against the old destination, and replays onto it."""
+    src, old = tmp_path / "src", tmp_path / "old"
+    src.mkdir()
+    old.mkdir()
+    data = os.urandom(1 << 20)
+    (src / "big").write_bytes(data)
+    (old / "big").write_bytes(data[:500_000] + b"changed!" + data[500_008:])
+    os.utime(old / "big", (1_500_000_000, 1_500_000_000))
+    want = _reference(tmp_path, ["-a"])
+    # (rsync leaves the top dir's mtime as the rename into it made it: not compared)
+    want.pop(b".")
+    for writer, reader, tag in ((sync_cmd, RSYNC, "n"), (RSYNC, sync_cmd, "r")):
+        _copy_old(tmp_path, f"wrote-{tag}")
+        _ok(tc.run(writer, ["-a", f"--write-batch=B{tag}", "src/", f"wrote-{tag}/"], tmp_path))
+        size = (tmp_path / f"B{tag}").stat().st_size
+        assert size < 64 * 1024, f"B{tag} is {size} bytes: not a delta"
+        _copy_old(tmp_path, f"replay-{tag}")
+        _ok(tc.run(reader, ["-a", f"--read-batch=B{tag}", f"replay-{tag}/"], tmp_path))
+        got = tc.snapshot(tmp_path / f"replay-{tag}")
+        got.pop(b".")
+        tc.assert_same(want, got, what=f"replay of B{tag}")
+    # Replayed onto something else than the old destination, the delta cannot apply.
+    (tmp_path / "fresh").mkdir()
+    r = tc.run(sync_cmd, ["-a", "--read-batch=Bn", "fresh/"], tmp_path)
+    assert r.returncode != 0 and b"Traceback" not in r.stderr, r.describe()
+    assert os.listdir(tmp_path / "fresh") == []
+
+
+def test_only_write_batch_leaves_destination(tmp_path: Path, sync_cmd: list[str]) -> None:
+    work = _setup(tmp_path, "diverged")
+    want = _reference(work, ["-aH"])
+    dest = _copy_old(work, "dest")
+    before = tc.snapshot(dest)
+    r = _ok(tc.run(sync_cmd, ["-aH", "-v", "--only-write-batch=B", "src/", "dest/"], work))
+    assert r.stdout.rstrip().endswith(b"(BATCH ONLY)"), r.describe()
+    tc.assert_same(before, tc.snapshot(dest), what="destination after --only-write-batch")
+    _ok(tc.run(sync_cmd, ["-aH", "--only-write-batch=B2", "src/", "missing/"], work))
+    assert not (work / "missing").exists()
+    _ok(tc.run(RSYNC, ["-aH", "src/", "ref2/"], work))
+    want2 = tc.snapshot(work / "ref2")
+    for reader, tag in ((RSYNC, "r"), (sync_cmd, "n")):
+        replay = _copy_old(work, f"replay-{tag}")
+        _ok(tc.run(reader, ["-aH", "--read-batch=B", f"{replay.name}/"], work))
+        tc.assert_same(want, tc.snapshot(replay), what=f"{tag} replay of B")
+        _ok(tc.run(reader, ["-aH", "--read-batch=B2", f"new-{tag}/"], work))
+        tc.assert_same(want2, tc.snapshot(work / f"new-{tag}"), what=f"{tag} replay of B2")
+
+
+def test_shell_script(tmp_path: Path, sync_cmd: list[str]) -> None:
+    """FILE.sh is rsync's, but for the program that wrote it; run, it replays the batch."""
+    work = _setup(tmp_path, "none", tree="small")
+    dest = "d e'`x`$(y)/"
+    args = ["-a", "-v", "--write-batch", "B{}", "--exclude=*.o", "--exclude", "tmp/",
+            "-f", "+ keep", "--delete", "src/", dest]
+    _ok(tc.run(RSYNC, [a.format("r") for a in args], work))
+    shutil.rmtree(work / dest)
+    _ok(tc.run(sync_cmd, [a.format("n") for a in args], work))
+    assert sorted(os.listdir(work)) == sorted(["Br", "Br.sh", "Bn", "Bn.sh", "src", dest[:-1]])
+    rsync_sh = (work / "Br.sh").read_bytes()
+    ours = (work / "Bn.sh").read_bytes()
+    prog = b"'/usr/bin/rsync' "
+    assert rsync_sh.startswith(prog)
+    assert rsync_sh.count(b"'Br'") == 1
+    tail = rsync_sh[len(prog):].replace(b"'Br'", b"'Bn'")
+    assert ours.endswith(b" " + tail), (ours, rsync_sh)
+    assert tail.startswith(b"--filter='._-' '-a' '-v' --read-batch 'Bn' '--delete' ${1:-")
+    assert tail.endswith(b"<<'#E#'\n- *.o\n- tmp/\n+ keep\n#E#\n")
+    assert os.access(work / "Bn.sh", os.X_OK)
+    p = subprocess.run(["sh", "Bn.sh", "replay/"], cwd=work, env=tc.sync_env(),
+                       capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    tc.assert_same(tc.snapshot(work / dest), tc.snapshot(work / "replay"), what="sh Bn.sh")
+    assert not list(work.glob("x*")) and not (work / "y").exists()
+
+
+def test_filter_with_newline_refused(tmp_path: Path, sync_cmd: list[str]) -> None:
+    work = _setup(tmp_path, "none", tree="small")
+    r = tc.run(sync_cmd, ["-a", "--write-batch=B", "--filter=- a\n#E#\ntouch PWNED",
+                          "src/", "dest/"], work)
+    assert r.returncode == 1, r.describe()
+    assert b"cannot write a filter rule containing a newline" in r.stderr
+    subprocess.run(["sh", "B.sh"], cwd=work, env=tc.sync_env(), capture_output=True,
+                   timeout=120)
+    assert not (work / "PWNED").exists()
+
+
+def test_read_batch_from_stdin(tmp_path: Path, sync_cmd: list[str]) -> None:
+    work = _setup(tmp_path, "none")
+    want = _reference(work, ["-a"])
+    _ok(tc.run(RSYNC, ["-a", "--write-batch=B", "src/", "wrote/"], work))
+    with open(work / "B", "rb") as f:
+        p = subprocess.run([*sync_cmd, "-a", "--read-batch=-", "replay/"], cwd=work,
+                           env=tc.sync_env(), stdin=f, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    tc.assert_same(want, tc.snapshot(work / "replay"), what="--read-batch=- result")
+
+
+def test_read_batch_refusals(tmp_path: Path, sync_cmd: list[str]) -> None:
+    """Exit codes as rsync's for what it refuses up front."""
+    work = _setup(tmp_path, "none", tree="small")
+    _ok(tc.run(RSYNC, ["-a", "--write-batch=B", "src/", "wrote/"], work))
+    cases = [
+        ["-a", "--read-batch=missing", "d1/"],  # 11: open error
+        ["-a", "--read-batch=src", "d2/"],  # 11: not a regular file
+        ["-a", "--read-batch=B", "host:d3/"],  # 1: remote destination
+        ["-a", "--read-batch=B", "--write-batch=C", "d4/"],  # 1
+        ["-a", "--read-batch=B", "--files-from=/dev/null", "d5/"],  # 1
+    ]
+    for args in cases:
+        want = tc.run(RSYNC, args, work)
+        got = tc.run(sync_cmd, args, work)
+        assert got.returncode == want.returncode, (got.describe(), want.describe())
+        assert b"Traceback" not in got.stderr
+    assert not any((work / f"d{i}").exists() for i in range(1, 6))
+
+
+def _assert_nothing_half_written(src: Path, dest: Path) -> None:
+    """Every file in dest is complete (equal to the source's); no temp file is left."""
+    for root, _dirs, files in os.walk(dest):
+        for name in files:
+            path = Path(root) / name
+            rel = path.relative_to(dest)
+            assert (src / rel).exists() or (src / rel).is_symlink(), f"left over: {rel}"
+            if path.is_file() and not path.is_symlink():
+                assert path.read_bytes() == (src / rel).read_bytes(), f"half-written: {rel}"
+
+
+def test_truncated_batch(tmp_path: Path, sync_cmd: list[str]) -> None:
+    work = _setup(tmp_path, "none", tree="big")
+    _ok(tc.run(RSYNC, ["-a", "--write-batch=B", "src/", "wrote/"], work))
+    data = (work / "B").read_bytes()
+    for i, cut in enumerate((0, 2, 7, 100, len(data) // 3, len(data) // 2, len(data) - 1)):
+        (work / f"T{i}").write_bytes(data[:cut])
+        r = tc.run(sync_cmd, ["-a", f"--read-batch=T{i}", f"d{i}/"], work)
+        assert r.returncode == 12, r.describe()
+        assert b"connection unexpectedly closed" in r.stderr, r.describe()
+        assert b"Traceback" not in r.stderr, r.describe()
+        if (work / f"d{i}").exists():
+            _assert_nothing_half_written(work / "src", work / f"d{i}")
+
+
+def test_garbage_batch(tmp_path: Path, sync_cmd: list[str]) -> None:
+    work = _setup(tmp_path, "none", tree="small")
+    _ok(tc.run(RSYNC, ["-a", "--write-batch=B", "src/", "wrote/"], work))
+    head = (work / "B").read_bytes()[:14]  # flags, protocol, compat flags, seed
+    # A nonsense protocol number: rsync's own message and exit code (2).
+    (work / "G1").write_bytes(b"\x9f\0\0\0\x77\x77\x77\x77" + os.urandom(64))
+    want = tc.run(RSYNC, ["-a", "--read-batch=G1", "r1/"], work)
+    got = tc.run(sync_cmd, ["-a", "--read-batch=G1", "d1/"], work)
+    assert got.returncode == want.returncode == 2, (got.describe(), want.describe())
+    assert got.stderr.splitlines()[0] == want.stderr.splitlines()[0]
+    assert not (work / "d1").exists()
+    # A valid header, then noise: an error, never a traceback or a hang.
+    for i in range(8):
+        (work / f"N{i}").write_bytes(head + os.urandom(50 + 300 * i))
+        r = tc.run(sync_cmd, ["-a", f"--read-batch=N{i}", f"n{i}/"], work, timeout=60)
+        assert 0 < r.returncode < 128, r.describe()
+        assert b"Traceback" not in r.stderr, r.describe()
+
+
+def test_daemon_pull_and_push_batches(tmp_path: Path, sync_cmd: list[str],
+                                      rsyncd: RsyncDaemon) -> None:
+    """--write-batch records the stream of a pull from and a push to an rsync daemon."""
+    work = _setup(tmp_path, "none", tree="small")  # (the module munges symlinks)
+    want = _reference(work, ["-a"])
+    sub = f"batch-{os.getpid()}-{tmp_path.name}"
+    _ok(tc.run(RSYNC, ["-a", "src/", rsyncd.url(f"open/{sub}-from/")], work))
+    _ok(tc.run(sync_cmd, ["-a", "--write-batch=Bpull", rsyncd.url(f"open/{sub}-from/"),
+                          "pulled/"], work))
+    tc.assert_same(want, tc.snapshot(work / "pulled"), what="pulled tree")
+    _ok(tc.run(sync_cmd, ["-a", "--write-batch=Bpush", "src/", rsyncd.url(f"open/{sub}-to/")],
+               work))
+    tc.assert_same(want, tc.snapshot(rsyncd.modules["open"] / f"{sub}-to"), what="pushed tree")
+    for batch in ("Bpull", "Bpush"):
+        for reader, tag in ((RSYNC, "r"), (sync_cmd, "n")):
+            _ok(tc.run(reader, ["-a", f"--read-batch={batch}", f"{batch}-{tag}/"], work))
+            tc.assert_same(want, tc.snapshot(work / f"{batch}-{tag}"),
+                           what=f"{tag} replay of {batch}")
+
+
+def test_replay_onto_another_destination(tmp_path: Path, sync_cmd: list[str]) -> None:
+    """receiver.c gen_wants_ndx(): replayed onto a tree other than the one it was made
+    against, a batch updates what it can and names what it has no update for, as rsync."""
+    work = _setup(tmp_path, "diverged")
+    _copy_old(work, "wrote")
+    _ok(tc.run(RSYNC, ["-a", "--write-batch=B", "src/", "wrote/"], work))
+    want = tc.run(RSYNC, ["-a", "--read-batch=B", "r/"], work)
+    got = tc.run(sync_cmd, ["-a", "--read-batch=B", "n/"], work)
+    assert want.returncode == got.returncode == 23, (want.describe(), got.describe())
+    tail = b" (code 23)"
+
+    def notes(err: bytes) -> list[bytes]:
+        return [ln for ln in err.splitlines() if not ln.endswith(tail) and tail not in ln]
+
+    assert notes(got.stderr) == notes(want.stderr)
+    assert any(ln.startswith(b"(No batched update for ") for ln in notes(want.stderr))
+    tc.assert_same(tc.snapshot(work / "r"), tc.snapshot(work / "n"), what="replayed trees")
+
+
+@pytest.mark.parametrize("writer", ["rsync", "netsync"])
+@pytest.mark.parametrize("dry", [False, True], ids=["real", "dry-run"])
+def test_replay_output_matches_rsync(tmp_path: Path, sync_cmd: list[str], writer: str,
+                                     dry: bool) -> None:
+    """-v lines of a replay (and of a dry-run one, which leaves the tree alone)."""
+    work = _setup(tmp_path, "diverged")
+    _copy_old(work, "wrote")
+    _ok(tc.run(RSYNC if writer == "rsync" else sync_cmd,
+               ["-a", "--write-batch=B", "src/", "wrote/"], work))
+    extra = ["-n"] if dry else []
+    before = tc.snapshot(_copy_old(work, "r"))
+    _copy_old(work, "n")
+    want = _ok(tc.run(RSYNC, ["-av", *extra, "--read-batch=B", "r/"], work))
+    got = _ok(tc.run(sync_cmd, ["-av", *extra, "--read-batch=B", "n/"], work))
+    tc.assert_same_output(tc.output_lines(want.stdout), tc.output_lines(got.stdout))
+    tc.assert_same(tc.snapshot(work / "r"), tc.snapshot(work / "n"), what="replayed trees")
+    if dry:
+        tc.assert_same(before, tc.snapshot(work / "n"), what="tree after a dry-run replay")
+
+
+def test_dry_run_writes_no_batch(tmp_path: Path, sync_cmd: list[str]) -> None:
+    """options.c: with -n, --write-batch and --only-write-batch are dropped."""
+    work = _setup(tmp_path, "none", tree="small")
+    for opt in ("--write-batch=B1", "--only-write-batch=B2"):
+        r = _ok(tc.run(sync_cmd, ["-av", "-n", opt, "src/", "dest/"], work))
+        assert r.stdout.rstrip().endswith(b"(DRY RUN)"), r.describe()
+    assert sorted(os.listdir(work)) == ["src"]
