@@ -4,9 +4,11 @@
 Both daemons serve the same generated tree from the same rsyncd.conf on loopback; N
 clients (default 64) pull it at once from each, in the same run. Prints wall time,
 aggregate throughput (bytes of file data per second) and the ratio netsync/rsync, and the
-peak memory of one connection's process on each daemon (sampled from /proc).
+peak memory of one connection's process on each daemon (sampled from /proc), and the
+connection processes' CPU time and minor page faults per connection (from the listener's
+reaped-children counters).
 
-Usage: bench/bench_daemon.py [--clients N] [--files F] [--workdir DIR]
+Usage: bench/bench_daemon.py [--clients N] [--files F] [--rounds R] [--workdir DIR]
 Issue target: aggregate throughput >= 1.0x rsyncd's.
 """
 
@@ -81,9 +83,10 @@ def run_clients(port: int, n: int, work: Path, tag: str) -> float:
 
 
 def run_daemon(cmd: list[str], who: str, conf: Path, clients: int,
-               work: Path) -> tuple[float, int, int, float]:
+               work: Path) -> tuple[float, int, int, float, float]:
     """One run of ``clients`` pulls against a fresh daemon: (wall s, peak RSS, peak PSS,
-    CPU s per connection: user+sys of the reaped connection processes)."""
+    CPU s per connection: user+sys of the reaped connection processes, and their
+    minor page faults per connection)."""
     port = free_port()
     proc = subprocess.Popen([*cmd, f"--port={port}", f"--config={conf}",
                              "--address=127.0.0.1"], stdout=subprocess.DEVNULL,
@@ -102,7 +105,7 @@ def run_daemon(cmd: list[str], who: str, conf: Path, clients: int,
         time.sleep(0.5)  # let the listener reap its children: their CPU counts once reaped
         fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK") / clients
-        return (elapsed, *(peak or (0, 0)), cpu)
+        return (elapsed, *(peak or (0, 0)), cpu, int(fields[8]) / clients)
     finally:
         stop(proc)
 
@@ -127,22 +130,23 @@ def main() -> int:
         "rsync": ["rsync", "--daemon", "--no-detach"],
         "netsync": [sys.executable, "-m", "netsync", "--daemon", "--no-detach"],
     }
-    runs: dict[str, list[tuple[float, int, int, float]]] = {who: [] for who in daemons}
+    runs: dict[str, list[tuple[float, int, int, float, float]]] = {who: [] for who in daemons}
     for rnd in range(a.rounds):
         order = list(daemons) if rnd % 2 == 0 else list(daemons)[::-1]
         for who in order:
             runs[who].append(run_daemon(daemons[who], who, conf, a.clients, work))
     results = {who: (statistics.median(r[0] for r in rs), max(r[1] for r in rs),
-                     max(r[2] for r in rs), statistics.median(r[3] for r in rs))
+                     max(r[2] for r in rs), statistics.median(r[3] for r in rs),
+                     statistics.median(r[4] for r in rs))
                for who, rs in runs.items()}
     total = data_bytes * a.clients
     print(f"{a.clients} clients x {a.files} files ({data_bytes:,} bytes each), "
           f"median of {a.rounds} round(s)")
     print(f"{'daemon':8} {'wall s':>8} {'MB/s':>9} {'peak RSS/conn KiB':>18} "
-          f"{'peak PSS/conn KiB':>18} {'CPU ms/conn':>12}")
-    for who, (elapsed, rss, pss, cpu) in results.items():
+          f"{'peak PSS/conn KiB':>18} {'CPU ms/conn':>12} {'faults/conn':>12}")
+    for who, (elapsed, rss, pss, cpu, faults) in results.items():
         print(f"{who:8} {elapsed:8.2f} {total / elapsed / 1e6:9.1f} {rss:18,} {pss:18,} "
-              f"{cpu * 1000:12.1f}")
+              f"{cpu * 1000:12.1f} {faults:12,.0f}")
     r, n = results["rsync"][0], results["netsync"][0]
     print(f"throughput ratio netsync/rsync: {r / n:.2f}")
     print(f"server CPU per connection netsync/rsync: "

@@ -101,6 +101,7 @@ class Sender:
         self._seen_dirs: set[tuple[int, bytes]] = set()
         self._hl_groups: dict[tuple[int, int], int] = {}
         self.io_error = 0
+        self._open_flags: int | None = None  # open_source()'s, once the first file goes
         self.missing_args = 0  # 1: --ignore-missing-args
         # One plain source walks out already in rsync's order; anything else is sorted.
         self._presorted = True
@@ -459,7 +460,6 @@ class Sender:
             try:
                 for n in names:
                     name = nprefix + n
-                    path = pprefix + n
                     try:
                         if dfd >= 0:
                             st = fstatat(n, dir_fd=dfd, follow_symlinks=False)
@@ -468,12 +468,14 @@ class Sender:
                                 add(FileEntry(name, st.st_mode, st.st_size, st.st_mtime_ns,
                                               st.st_uid, st.st_gid, 0, None, 0, root_idx))
                                 continue
+                            path = pprefix + n  # a plain file above never needs it
                             if fmt == _S_IFLNK:
                                 st = self._stat_for(path, name, follow_dir=w.copy_dirlinks)
                         else:
+                            path = pprefix + n
                             st = self._stat_for(path, name, follow_dir=w.copy_dirlinks)
                     except OSError as ex:
-                        self._vanished_or_error(path, ex, "readlink_stat")
+                        self._vanished_or_error(pprefix + n, ex, "readlink_stat")
                         continue
                     is_dir = stat.S_ISDIR(st.st_mode)
                     if self._excluded(name, is_dir, path):
@@ -556,12 +558,16 @@ class Sender:
 
     def open_source(self, ndx: int) -> tuple[int, os.stat_result] | None:
         """sender.c's open of a file to send, with its fstat(); None once reported failed."""
-        e = self.flist.entry(ndx)
-        path = self.flist.source_path(e)
-        try:
+        flist = self.flist
+        e = flist.entry(ndx)
+        path = flist.source_path(e)
+        flags = self._open_flags
+        if flags is None:  # the options are settled by the first send: work them out once
             flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | read_flags()
             if not (self.w.copy_links or self.w.copy_unsafe_links):
                 flags |= os.O_NOFOLLOW
+            self._open_flags = flags
+        try:
             fd = os.open(path, flags)
         except OSError as ex:
             if ex.errno == errno.ENOENT:

@@ -215,6 +215,7 @@ class _Server(_Client):
         self.wire_filters = None
         self.remote_read = self.remote_written = 0  # only a client shows these
         self._ff_data: bytes | None = None
+        self._sum_len: int | None = None  # _xfer_sum_len()'s, once negotiated
 
     # ------------------------------------------------------------------ setup
     def run(self) -> int:
@@ -304,6 +305,14 @@ class _Server(_Client):
                                 or F.daemon_excluded(cleaned, True)):
             raise _Bare(E.RERR_FILESELECT,
                         f'ERROR: daemon has excluded destination "{args[1]}"')
+
+    def _xfer_sum_len(self) -> int:
+        """The negotiated transfer digest's length, looked up once: every file's sum
+        head is checked against it (the client's version imports per call)."""
+        n = self._sum_len
+        if n is None:
+            n = self._sum_len = super()._xfer_sum_len()
+        return n
 
     def _refuse_server_unsupported(self) -> None:
         """Options this server cannot yet serve (none at the moment)."""
