@@ -442,3 +442,86 @@ def test_fake_super_corrupt_xattr_ends_the_run(base: Path, sync_cmd: list[str]) 
     want = b'Corrupt user.rsync.%stat xattr attached to "WORK/dst/f": "100644 garbage"'
     assert want in rerr
     assert b"PROG: " + want in terr
+
+
+# Not --compare-dest with -H: rsync 3.5.0 itself fails there when a group member
+# matches (exit 2 "File-list index 5 not in 0 - -1", and a dry run never ends).
+@pytest.mark.parametrize(("kind", "extra"), [
+    ("link", []), ("link", ["-H"]), ("link", ["-n", "-H"]), ("compare", []),
+    ("compare", ["-n"]), ("copy", []), ("copy", ["-H"]), ("copy", ["-n", "-H"])],
+    ids=lambda a: "".join(a) if isinstance(a, list) else a)
+def test_fake_super_alt_dest_uses_the_stat_xattr(base: Path, sync_cmd: list[str], kind: str,
+                                                 extra: list[str]) -> None:
+    """An alt-dest file is stat'ed as rsync's link_stat() does (x_lstat folds in the
+    %stat xattr): one whose real mode and owner differ from the source's but whose
+    xattr matches is an unchanged basis, for the first of a hard-link group too."""
+    src, alt = base / "src", base / "alt"
+    src.mkdir()
+    alt.mkdir()
+    for name, body in (("f", b"hello\n"), ("g", b"group\n")):
+        (src / name).write_bytes(body)
+        os.chown(src / name, 1000, 1000)
+        os.chmod(src / name, 0o755)
+        (alt / name).write_bytes(body)
+        os.chown(alt / name, NOBODY, NOBODY)
+        os.chmod(alt / name, 0o600)
+        os.setxattr(alt / name, XSTAT, b"100755 0,0 1000:1000")
+    os.link(src / "g", src / "h")
+    (src / "new").write_bytes(b"not in alt\n")
+    for p in [*src.iterdir(), *alt.iterdir(), src, alt]:
+        os.utime(p, ns=(T0, T0))
+    _dest(base / "ref")
+    _dest(base / "test")
+    r, t = _both(base, sync_cmd, ["-ai", "--fake-super", *extra, f"--{kind}-dest=../alt"],
+                 "src", ("ref", "test"))
+    assert r.returncode == 0, r.describe()
+    assert b"f" not in tc.output_lines(t.stdout)  # the basis is unchanged: no item for f
+    ref = _dump(base / "ref")
+    assert ref == _dump(base / "test")
+    if "-n" in extra or kind == "compare":
+        assert "f" not in ref
+    else:
+        assert ref["f"][5] == b"100755 0,0 1000:1000"
+        same = (base / "test" / "f").stat().st_ino == (alt / "f").stat().st_ino
+        assert same == (kind == "link")
+        if "-H" in extra:
+            assert (base / "test" / "h").stat().st_ino == (base / "test" / "g").stat().st_ino
+
+
+@pytest.mark.parametrize("args", [["-ai", "-b"], ["-ai", "-b", "--backup-dir=BK"],
+                                  ["-ri", "-b", "--suffix=.old"], ["-ai", "-b", "-n"]],
+                         ids=["suffix", "backup-dir", "no-attrs", "dry-run"])
+def test_write_devices_backs_up_the_device(base: Path, sync_cmd: list[str],
+                                           args: list[str]) -> None:
+    """generator.c: -b with the --inplace that --write-devices implies keeps what it
+    reads of the device in a regular file with the device's attributes (-a) and says
+    so at --info=backup; the device stays a device.  Not in a dry run."""
+    runs = []
+    for who, cmd in (("ref", [tc.RSYNC]), ("test", sync_cmd)):
+        _device_work(base / who, os.makedev(1, 3))
+        os.chown(base / who / "dst" / "data", 12, 34)
+        os.utime(base / who / "dst" / "data", ns=(T0 - 10**12, T0 - 10**12))
+        os.utime(base / who / "dst", ns=(T0, T0))
+        # (an absolute --backup-dir: this rsync refuses a "../" one)
+        argv = [a.replace("BK", os.fspath(base / who / "bk")) for a in args]
+        run = tc.run(cmd, [*argv, "--write-devices", "--info=backup", "src/", "dst/"],
+                     base / who)
+        # Dirs, and everything without -t, get "now" as their time: not compared.
+        dump = {k: v[:6] if stat.S_ISDIR(int(v[0], 8)) or "-a" not in args[0] else v
+                for k, v in _dump(base / who).items() if not k.startswith("src")}
+        runs.append((run, dump))
+    (r, rdump), (t, tdump) = runs
+    assert r.returncode == t.returncode == 0, f"{r.describe()}\n{t.describe()}"
+    assert r.stdout.replace(os.fsencode(base / "ref"), b"W") \
+        == t.stdout.replace(os.fsencode(base / "test"), b"W")
+    assert rdump == tdump
+    backup = [k for k in tdump if k.startswith("bk/") or k.startswith("dst/data")
+              and k != "dst/data"]
+    assert stat.S_ISCHR(int(tdump["dst/data"][0], 8))
+    if "-n" in args:
+        assert backup == []
+    else:
+        assert len(backup) == 1 and stat.S_ISREG(int(tdump[backup[0]][0], 8))
+        assert b"backed up data to " in t.stdout
+        if args[0] == "-ai":
+            assert tdump[backup[0]][:3] == (oct(0o100600), 12, 34)

@@ -154,3 +154,61 @@ def test_interrupt_keeps_destination_sane(signame: str, scope: str, rc: int, par
     for n in leftovers:  # stale temp files stay (rsync leaves them too); compare the rest
         got.pop(n, None)
     tc.assert_same(want, got)
+
+
+MANY = 3000  # files of 64 KiB: long enough a run to be interrupted mid-way
+
+
+@pytest.mark.parametrize(("signame", "scope"), [("SIGINT", "group"), ("SIGTERM", "top")])
+def test_interrupt_during_many_local_copies(signame: str, scope: str, sync_cmd: list[str],
+                                            tmp_path: Path) -> None:
+    """A plain local -a at full speed (no --bwlimit: copy_file_range), interrupted among
+    thousands of small files: each file is old or new, with its time when new, and no
+    temp file is left behind."""
+    rng = random.Random(7)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    old: dict[str, bytes] = {}
+    new: dict[str, bytes] = {}
+    for i in range(MANY):
+        name = f"f{i:04d}"
+        new[name] = rng.randbytes(64 * 1024)
+        (src / name).write_bytes(new[name])
+        os.utime(src / name, ns=(1_500_000_000 * 10**9, 1_500_000_000 * 10**9))
+        if i % 2:
+            old[name] = rng.randbytes(1000)
+            (dst / name).write_bytes(old[name])
+    p = subprocess.Popen([*sync_cmd, "-a", "src/", "dst/"], cwd=tmp_path, env=tc.sync_env(),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while p.poll() is None and time.monotonic() < deadline:
+            if len(os.listdir(dst)) > len(old) + 100:  # copies are under way
+                break
+            time.sleep(0.005)
+        interrupted = p.poll() is None
+        if interrupted:
+            (os.killpg if scope == "group" else os.kill)(p.pid, getattr(signal, signame))
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    _wait_group_gone(p.pid)
+    if not interrupted:
+        pytest.fail(f"the run ended (exit {p.returncode}) before it could be interrupted")
+    assert p.returncode == 20, err
+    names = set(os.listdir(dst))
+    assert names <= set(new), f"temp files left: {sorted(names - set(new))[:5]}"
+    for name in names:
+        data = (dst / name).read_bytes()
+        assert data == new[name] or data == old.get(name), f"{name} is damaged"
+        if data == new[name]:
+            assert (dst / name).stat().st_mtime_ns == 1_500_000_000 * 10**9, name
+    again = tc.run(sync_cmd, ["-a", "src/", "dst/"], tmp_path)
+    assert again.returncode == 0, again.describe()
+    assert sorted(os.listdir(dst)) == sorted(new)
+    for name, data in new.items():
+        assert (dst / name).read_bytes() == data, name

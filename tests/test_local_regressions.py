@@ -532,3 +532,28 @@ def test_backup_dir_checked_first(tmp_path: Path, state: str, dry: list[str]) ->
     pick = [ln for ln in r.stdout.split(b"\n") if b"backup_dir is" in ln]
     assert pick == [ln for ln in n.stdout.split(b"\n") if b"backup_dir is" in ln]
     assert pick or state == "file"
+
+
+@pytest.mark.parametrize("copy_links", [[], ["-L"]])
+def test_fuzzy_skips_symlink_candidates_even_with_copy_links(tmp_path: Path,
+                                                              copy_links: list[str]) -> None:
+    # main.c do_recv() clears copy_links on the receiving side, so get_dirlist() of the
+    # dest dir lstat()s: a symlink to a similar file is never a --fuzzy basis, -L or
+    # not; a regular one beside it is (the control that shows fuzzy is at work).
+    body = b"".join(b"line %d\n" % i for i in range(3000))
+
+    def setup(w: Path) -> None:
+        for d in ("s", "d", "other"):
+            (w / d).mkdir()
+        (w / "s" / "file-v2.txt").write_bytes(body)
+        (w / "s" / "data-v2.bin").write_bytes(body)
+        (w / "other" / "file-v1.txt").write_bytes(body[:-200])
+        os.symlink("../other/file-v1.txt", w / "d" / "file-v1.txt")
+        (w / "d" / "data-v1.bin").write_bytes(body[:-300])
+    r, n = both(tmp_path, setup, "-ai", *copy_links, "--fuzzy", "--no-whole-file", "--stats",
+                "--debug=fuzzy", "s/", "d/")
+    keep = (b">f", b"fuzzy", b"Literal data", b"Matched data")
+    lines = [ln for ln in r.stdout.split(b"\n") if ln.startswith(keep)]
+    assert lines == [ln for ln in n.stdout.split(b"\n") if ln.startswith(keep)]
+    assert b"fuzzy basis selected for data-v2.bin: data-v1.bin" in lines
+    assert not any(b"file-v1.txt" in ln for ln in lines)

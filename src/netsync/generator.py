@@ -124,7 +124,13 @@ class Generator:
         # matched bytes (a local run's --debug=deltasum and "Matched data").
         self.delta_totals = [0, 0, 0, 0]
         self._append_redo: list[tuple[int, FileEntry, bytes, int]] = []
-        self.hl_deferred: list[int] = []
+        # group -> its members skipped, missing, for a later member to get the data
+        self.hl_deferred: dict[int, list[int]] = {}
+        # Real run: group -> the member whose data is on its way (rsync FLAG_FILE_SENT);
+        # later members wait for it (hlink.c hard_link_check), linked after the pass.
+        self.hl_sent: dict[int, int] = {}
+        self.hl_waiting: list[int] = []
+        self._hl_ending = False
         if g.hard_links:
             for i, e in enumerate(flist.entries):
                 if e.hlink is not None:
@@ -162,6 +168,7 @@ class Generator:
         # returns a callable that reads its reply (a FileData) later, in order.
         self.request_later: Callable[[m.SendRequest], Callable[[], m.FileData]] | None = None
         self._later: deque[tuple] = deque()
+        self._missing: FileEntry | None = None  # the entry _run_feed() just found missing
         self._finishing = False
         # --fuzzy (generator.c fuzzy_dirlist): the candidate lists of the current
         # parent dir, scanned when its first missing file needs them.
@@ -635,6 +642,8 @@ class Generator:
                                 continue
                         elif unchanged(e, st):
                             continue
+                    except FileNotFoundError:
+                        self._missing = e  # recv_generator() need not lstat it again
                     except OSError:
                         pass
                 rg(base + i, e)
@@ -692,7 +701,11 @@ class Generator:
                     self._fz_parent = parent
                     self._fz_lists = []
                     self._fz_need = True
-            got = self._gen_stat(path, g.keep_dirlinks and is_dir)
+            if self._missing is e:
+                self._missing = None
+                got = None
+            else:
+                got = self._gen_stat(path, g.keep_dirlinks and is_dir)
             if got is False:
                 return
             st = got  # type: ignore[assignment]
@@ -878,7 +891,7 @@ class Generator:
                 self.rep.attrs_report(e.name, updated or bool(self.item_flags(e, st, 0)
                                                               & _ATTR_BITS))
                 self.itemize(e, st, 0)
-                self._remember_hl(ndx, path)
+                self._hl_finish(ndx, path)
                 if g.remove_source_files:
                     self._success(ndx)
                 return
@@ -896,7 +909,7 @@ class Generator:
                         return
                     quiet_item = True
                     if linked:
-                        self._remember_hl(ndx, path)
+                        self._hl_finish(ndx, path)
                         return
                 else:
                     st_for_item = found[2]
@@ -923,7 +936,7 @@ class Generator:
                 return
         if not quiet_item:
             self.itemize(e, st_for_item, log.ITEM_LOCAL_CHANGE | log.ITEM_REPORT_CHANGE)
-        self._remember_hl(ndx, path)
+        self._hl_finish(ndx, path)
         if g.remove_source_files:
             self._success(ndx)
 
@@ -938,7 +951,7 @@ class Generator:
                 self.rep.attrs_report(e.name, updated or bool(self.item_flags(e, st, 0)
                                                               & _ATTR_BITS))
                 self.itemize(e, st, 0)
-                self._remember_hl(ndx, path)
+                self._hl_finish(ndx, path)
                 if g.remove_source_files:
                     self._success(ndx)
                 return
@@ -962,7 +975,7 @@ class Generator:
                         return
                     quiet_item = True
                     if linked:
-                        self._remember_hl(ndx, path)
+                        self._hl_finish(ndx, path)
                         return
                 else:
                     item_st = found[2]
@@ -985,7 +998,7 @@ class Generator:
                 return
         if not quiet_item:
             self.itemize(e, item_st, log.ITEM_LOCAL_CHANGE | log.ITEM_REPORT_CHANGE)
-        self._remember_hl(ndx, path)
+        self._hl_finish(ndx, path)
         if g.remove_source_files:
             self._success(ndx)
 
@@ -1012,6 +1025,26 @@ class Generator:
         if e.hlink is not None and e.hlink not in self.hl_done:
             self.hl_done[e.hlink] = ndx
 
+    def _hl_finish(self, ndx: int, path: bytes) -> None:
+        """A member done here and now (up to date, made, found in an alt-dest, or
+        "sent" by a dry run): hlink.c finish_hard_link() links the members that
+        were skipped waiting for their group's data right away, newest first."""
+        if not self.g.hard_links:
+            return
+        self._remember_hl(ndx, path)
+        if self._hl_ending or not self.hl_deferred:
+            return
+        group = self.flist.entries[ndx].hlink
+        mine = self.hl_deferred.pop(group, None) if group is not None else None
+        for i in reversed(mine or ()):
+            self._hl_link_late(i)
+
+    def _hl_link_late(self, ndx: int) -> None:
+        e = self.flist.entries[ndx]
+        path = self.dpath(e.name)
+        if not self._hard_link(ndx, e, path, self._lstat(path), deferred=True):
+            self.recv_generator(ndx, e, hl_retry=True)
+
     def _hard_link(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
                    deferred: bool = False) -> bool:
         """hlink.c: link to a finished member of the group, or wait for one.
@@ -1020,6 +1053,10 @@ class Generator:
         """
         group = e.hlink
         assert group is not None
+        if not deferred and group in self.hl_sent:
+            # hard_link_check(): a member's data is being received: wait for it.
+            self.hl_waiting.append(ndx)
+            return True
         done = self.hl_done.get(group)
         if done is None:
             if st is None and ndx != self.hl_last.get(group) and not deferred \
@@ -1027,7 +1064,7 @@ class Generator:
                 # Not the last of its group and missing: the last one gets the data
                 # and this one is linked to it afterwards (rsync's in_progress wait).
                 # Other types need no data: the first is made and the rest link to it.
-                self.hl_deferred.append(ndx)
+                self.hl_deferred.setdefault(group, []).append(ndx)
                 return True
             return False
         first = self.flist.entries[done]
@@ -1099,18 +1136,29 @@ class Generator:
 
     def finish_hard_links(self) -> None:
         """Link the members that waited for their group's data (hlink.c finish_hard_link)."""
-        # Each leader's waiting members, newest first (rsync prepends to its chain),
-        # leaders in the order their data arrives.
-        entries, last = self.flist.entries, self.hl_last
-        waiting = sorted(enumerate(self.hl_deferred),
-                         key=lambda kn: (last.get(entries[kn[1]].hlink, -1), -kn[0]))
-        for _, ndx in waiting:
-            e = self.flist.entries[ndx]
-            path = self.dpath(e.name)
-            st = self._lstat(path)
-            if not self._hard_link(ndx, e, path, st, deferred=True):
-                self.recv_generator(ndx, e, hl_retry=True)
-        self.hl_deferred.clear()
+        # Leaders in the order their data arrives (the one sent, else the group's
+        # last); each one's chain: the members that waited for its data in the order
+        # they came, then those skipped before it, newest first (rsync prepends).
+        entries, last, sent = self.flist.entries, self.hl_last, self.hl_sent
+
+        def leader(ndx: int) -> int:
+            group = entries[ndx].hlink
+            return sent.get(group, last.get(group, -1))  # type: ignore[arg-type]
+
+        waiting = sorted([(leader(n), 0, k, n) for k, n in enumerate(self.hl_waiting)]
+                         + [(leader(n), 1, -k, n) for group in self.hl_deferred.values()
+                            for k, n in enumerate(group)])
+        self.hl_waiting, self.hl_deferred = [], {}
+        self.hl_sent.clear()
+        self._hl_ending = True
+        try:
+            for *_, ndx in waiting:
+                self._hl_link_late(ndx)
+        finally:
+            self._hl_ending = False
+            # (a redo pass after this links to the group's data, received by now)
+            self.hl_deferred.clear()
+            self.hl_sent.clear()
 
     def _success(self, ndx: int) -> None:
         if self.on_success is not None and not self.g.dry_run:
@@ -1207,7 +1255,7 @@ class Generator:
                     and ndx != self.hl_last.get(e.hlink) and ndx != self._hl_retry_ndx:
                 # No alt-dest match either: the group's last member gets the data
                 # (generator.c F_HLINK_NOT_LAST after try_dests_reg).
-                self.hl_deferred.append(ndx)
+                self.hl_deferred.setdefault(e.hlink, []).append(ndx)
                 return
             self._transfer(ndx, e, path, None, None, new_mode, iflags_extra)
             return
@@ -1226,7 +1274,7 @@ class Generator:
                     self.rep.error_xfer(msg)
             self.rep.attrs_report(name, updated)
             self.report_item(e, iflags)
-            self._remember_hl(ndx, path)
+            self._hl_finish(ndx, path)
             if g.remove_source_files:
                 self._success(ndx)
             return
@@ -1240,8 +1288,81 @@ class Generator:
             finally:
                 self._item_st = False
             return
+        if basis is path and st is not None and _rcv.write_devices and not g.dry_run \
+                and g.backup and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) \
+                and not self._backup_device(name, path, st):
+            return
         self._transfer(ndx, e, path, basis, st, new_mode, iflags_extra, basis_st=basis_st,
                        xname=xname)
+
+    def _backup_device(self, name: bytes, path: bytes, st: os.stat_result) -> bool:
+        """generator.c: -b with --inplace (which --write-devices implies) keeps what it
+        reads of a device it is about to write in a regular file with the device's
+        attributes.  Only the size a seek finds is read: rsync's whole-file
+        copy_file() reads to EOF, which for /dev/zero never comes."""
+        recv = self.recv
+        r = getattr(recv, "r", None)
+        if r is None or not r.backup:
+            return True
+        bpath = recv.backup_name(name, path)
+        bfd: int | None = None
+        tmp = b""
+        try:
+            if r.backup_dir is not None:
+                bfd = recv._backup_parent(name, path)
+                bdir, leaf = b"", name.rpartition(b"/")[2] + r.suffix
+            else:
+                bdir, _, leaf = bpath.rpartition(b"/")
+                bdir = bdir + b"/" if bdir or bpath.startswith(b"/") else b""
+            tmp = bdir + b".%s.%s" % (leaf, os.urandom(6).hex().encode())
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o600, dir_fd=bfd)
+            try:
+                left = st.st_size
+                if left:
+                    sfd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    try:
+                        while left > 0:
+                            chunk = os.read(sfd, min(left, 1 << 20))
+                            if not chunk:
+                                break
+                            left -= len(chunk)
+                            view = memoryview(chunk)
+                            while view:
+                                view = view[os.write(out, view):]
+                    finally:
+                        os.close(sfd)
+                a = self.a
+                uid = st.st_uid if a.owner and a.am_root else -1
+                gid = st.st_gid if a.group else -1
+                if uid != -1 or gid != -1:
+                    try:
+                        os.fchown(out, uid, gid)
+                    except PermissionError:
+                        pass
+                if a.perms:
+                    os.fchmod(out, stat.S_IMODE(st.st_mode))
+                if a.times:
+                    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(out)
+            os.replace(tmp, bdir + leaf, src_dir_fd=bfd, dst_dir_fd=bfd)
+        except OSError as ex:
+            if tmp:
+                try:
+                    os.unlink(tmp, dir_fd=bfd)
+                except OSError:
+                    pass
+            self.rep.error_xfer(f'open "{self.rep.full_path(bpath)}" failed: '
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+            return False
+        finally:
+            if bfd is not None:
+                os.close(bfd)
+        root = path[: len(path) - len(name)] if path.endswith(name) else b""
+        self.rep.backup_note(name, bpath[len(root):] if root and bpath.startswith(root)
+                             else bpath)
+        return True
 
     def recv_partial_dir(self) -> bytes | None:
         return getattr(getattr(self.recv, "r", None), "partial_dir", None)
@@ -1416,10 +1537,10 @@ class Generator:
                         return None
             if g.alt_dest_type == "link":
                 if g.dry_run or self._link_into_place(where[1], path, where[0]):
+                    self._hl_finish(ndx, path)
                     if self.rep.has_i and (self.rep.has_i > 1 or self.rep.level("name") >= 2):
                         self.itemize(e, ast, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=b"")
                     self.rep.attrs_report(e.name)
-                    self._remember_hl(ndx, path)
                     return True
                 # fall through to a local copy
             else:
@@ -1458,7 +1579,7 @@ class Generator:
             self.itemize(e, ast, log.ITEM_LOCAL_CHANGE)
             if level == 3:
                 self.rep.attrs_report(e.name)
-            self._remember_hl(ndx, path)
+            self._hl_finish(ndx, path)
             return True
         return best
 
@@ -1537,14 +1658,24 @@ class Generator:
         self._alt_cur[i] = (head, fd)
         return (fd, leaf) if fd is not None else None
 
-    @staticmethod
-    def _alt_lstat(at: tuple[int, bytes] | None) -> os.stat_result | None:
+    def _alt_lstat(self, at: tuple[int, bytes] | None) -> os.stat_result | None:
         if at is None:
             return None
         try:
-            return os.stat(at[1], dir_fd=at[0], follow_symlinks=False)
+            st = os.stat(at[1], dir_fd=at[0], follow_symlinks=False)
         except OSError:
             return None
+        if self.a.fake_super:
+            # link_stat() -> x_lstat(): an alt-dest file's %stat xattr is its mode and
+            # owner for the quick check, unchanged_attrs() and the items, as in the dest.
+            # Read through the held dir fd; the message names the real path.
+            try:
+                shown = join(os.fsencode(os.readlink(f"/proc/self/fd/{at[0]}")), at[1])
+            except OSError:
+                shown = at[1]
+            st = _md.xstat_overlay(b"/proc/self/fd/%d/%s" % (at[0], at[1]), st,
+                                   self._xstat_error(shown), shown)
+        return st
 
     def _attrs_differ(self, e: FileEntry, st: os.stat_result, new_mode: int) -> bool:
         a = self.a
@@ -1611,7 +1742,11 @@ class Generator:
             self.rep.log_item_transfer_start(e, iflags)
             self.rep.log_item_transfer_end(e, iflags, 0)
             self._count_transfer(e, iflags)
+            if g.hard_links and e.hlink is not None:
+                self._hl_finish(ndx, path)  # generator.c: !do_xfers finishes it now
             return
+        if g.hard_links and e.hlink is not None and ndx != self._hl_retry_ndx:
+            self.hl_sent.setdefault(e.hlink, ndx)
         if self.request_later is not None:
             fetch = self.request_later(req)
             self._later.append((fetch, ndx, e, path, basis, dest_st, new_mode, iflags))

@@ -108,17 +108,22 @@ def mtime_differs(a: AttrOptions, st: os.stat_result, e: FileEntry, accurate: bo
 
 def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | None,
                    *, new_mode: int | None = None, errors: list[str] | None = None,
-                   accurate: bool = False) -> bool:
+                   accurate: bool = False, fd: int | None = None) -> bool:
     """Make ``path`` carry ``e``'s metadata; return True if anything changed.
 
     ``st`` is the current stat of ``path`` (None: stat it here). ``new_mode``
-    is the mode decided by the caller (defaults to ``e.mode``).
+    is the mode decided by the caller (defaults to ``e.mode``).  ``fd``: the file
+    open (a regular file just written): changed through it, no path looked up.
     """
     if a.dry_run:
         return st is None
+    if a.fake_super:
+        fd = None  # (the %stat xattr goes by path)
+    tgt: bytes | int = path if fd is None else fd
     if st is None:
         try:
-            st = fake_lstat(path) if a.fake_super else os.lstat(path)
+            st = fake_lstat(path) if a.fake_super else os.lstat(path) if fd is None \
+                else os.fstat(fd)
         except OSError as ex:
             if errors is not None:
                 errors.append(f'stat "{os.fsdecode(path)}" failed: {os.strerror(ex.errno or 0)} ({ex.errno})')
@@ -138,11 +143,14 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
         change_uid = change_gid = False
     if change_uid or change_gid:
         try:
-            os.chown(path, uid if change_uid else -1, gid if change_gid else -1,
-                     follow_symlinks=False)
+            if fd is None:
+                os.chown(path, uid if change_uid else -1, gid if change_gid else -1,
+                         follow_symlinks=False)
+            else:
+                os.chown(fd, uid if change_uid else -1, gid if change_gid else -1)
             updated = True
             # chown clears setuid/setgid bits: re-apply the mode below.
-            st = os.lstat(path)
+            st = os.lstat(path) if fd is None else os.fstat(fd)
         except OSError as ex:
             if ex.errno != errno.EPERM or a.am_root:
                 if errors is not None:
@@ -151,27 +159,30 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
                                   f"{os.strerror(ex.errno or 0)} ({ex.errno})")
     if not is_link and not a.fake_super and stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
         try:
-            os.chmod(path, stat.S_IMODE(mode))
+            os.chmod(tgt, stat.S_IMODE(mode))
             updated = True
         except OSError as ex:
             if errors is not None:
                 errors.append(f'failed to set permissions on "{os.fsdecode(path)}": '
                               f"{os.strerror(ex.errno or 0)} ({ex.errno})")
     if keep_time(a, e.mode) and mtime_differs(a, st, e, accurate):
-        set_times(a, path, e, st, errors)
+        set_times(a, path, e, st, errors, fd)
         updated = True
     elif a.atimes and not stat.S_ISDIR(e.mode) and not is_link and st.st_atime_ns != e.atime_ns:
-        set_times(a, path, e, st, errors)
+        set_times(a, path, e, st, errors, fd)
         updated = True
     return updated
 
 
 def set_times(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | None,
-              errors: list[str] | None = None) -> None:
+              errors: list[str] | None = None, fd: int | None = None) -> None:
     atime = e.atime_ns if a.atimes and e.atime_ns else (st.st_atime_ns if st else e.mtime_ns)
     mtime = e.mtime_ns if keep_time(a, e.mode) else (st.st_mtime_ns if st else e.mtime_ns)
     try:
-        os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+        if fd is None:
+            os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+        else:
+            os.utime(fd, ns=(atime, mtime))
     except OSError as ex:
         if errors is not None:
             errors.append(f'failed to set times on "{os.fsdecode(path)}": '
@@ -214,10 +225,12 @@ class CorruptXstat(FatalError):
 
 
 def xstat_overlay(path: bytes, st: os.stat_result,
-                  on_error: Callable[[OSError], None] | None = None) -> os.stat_result:
+                  on_error: Callable[[OSError], None] | None = None,
+                  shown: bytes | None = None) -> os.stat_result:
     """get_stat_xattr(): ``st`` with the mode, rdev, uid and gid of ``path``'s %stat
     xattr folded in. A real device or special file keeps its own. A read error
-    other than "no such attribute" goes to ``on_error`` and leaves ``st`` as is."""
+    other than "no such attribute" goes to ``on_error`` and leaves ``st`` as is;
+    ``shown`` names the file in a corrupt-xattr error (``path`` may be a /proc one)."""
     fmt = stat.S_IFMT(st.st_mode)
     if fmt in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
         return st
@@ -233,7 +246,7 @@ def xstat_overlay(path: bytes, st: os.stat_result,
         return st
     mt = _XSTAT_RE.match(val)
     if mt is None:
-        raise CorruptXstat(path, val)
+        raise CorruptXstat(path if shown is None else shown, val)
     mode, major, minor, uid, gid = (int(mt[1], 8), *(int(x) for x in mt.group(2, 3, 4, 5)))
     mask = 0xFFFFFFFF
     return _with_ids(st, mode & mask, os.makedev(major & mask, minor & mask), uid & mask,

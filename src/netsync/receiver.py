@@ -144,6 +144,7 @@ class Receiver:
         self._prealloc = 0  # receiver.c preallocated_len of the file being written
         self._punch = False  # --sparse over existing data (--inplace): holes are punched
         self._hole_at = self._hole_len = 0  # the zero run not yet made a hole
+        self._last_dir: tuple[bytes, int, int] | None = None  # (_dest_parent's cache)
 
     def _preallocate(self, fd: int, total: int, dest: bytes) -> int:
         """receiver.c receive_data() + syscall.c do_fallocate(): reserve ``total`` bytes.
@@ -187,7 +188,19 @@ class Receiver:
                 return None
         head = dest_rel.rpartition(b"/")[0]
         rfd = self._root_fd[1]
-        return safepath.dir_beneath(rfd, head.split(b"/")) if head else os.dup(rfd)
+        if not head:
+            return os.dup(rfd)
+        # The files of a dir come one after another: its fd, opened below the root
+        # without following a symlink, is kept for the next (a dup is one syscall,
+        # the walk one per component).
+        last = self._last_dir
+        if last is not None and last[0] == head and last[1] == rfd:
+            return os.dup(last[2])
+        fd = safepath.dir_beneath(rfd, head.split(b"/"))
+        if last is not None:
+            os.close(last[2])
+        self._last_dir = (head, rfd, os.dup(fd))
+        return fd
 
     def _throttle(self, n: int) -> None:
         """--bwlimit: sleep so the average rate stays under the limit (io.c sleep_for_bwlimit)."""
@@ -338,28 +351,32 @@ class Receiver:
                 and not self.r.bwlimit:
             src = data.source_fd
             off = start
-            while True:
+            size = data.size  # what fstat gave, as rsync's sender sends (map_file)
+            while off < size:
                 try:
-                    n = os.copy_file_range(src, out_fd, COPY_CHUNK, off, off)
+                    n = os.copy_file_range(src, out_fd, min(size - off, COPY_CHUNK), off, off)
                 except OSError as ex:
                     if ex.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP) \
                             and off == start:
                         break  # fall back to the token stream
                     raise
                 if n == 0:
-                    return written
+                    return written  # it shrank meanwhile
                 off += n
                 written += n
                 prog(written)
+            else:
+                return written
             # Fall back: read ourselves from the source fd.
             os.lseek(out_fd, start, os.SEEK_SET)
-            while True:
-                chunk = os.pread(src, 1 << 20, start + written)
+            while start + written < size:
+                chunk = os.pread(src, min(1 << 20, size - start - written), start + written)
                 if not chunk:
                     return written
                 os.write(out_fd, chunk)
                 written += len(chunk)
                 prog(written)
+            return written
         if start:
             # --append: the sender's stream starts at the beginning; skip what we have.
             os.lseek(out_fd, start, os.SEEK_SET)
@@ -439,7 +456,6 @@ class Receiver:
         tdir = r.temp_dir
         tmp = tmp_name(dest, tdir)
         tfd: int | None = None
-        final = dest
         try:
             if tdir is not None:
                 # --temp-dir is an operator path: resolve it once, refusing symlinks
@@ -463,7 +479,6 @@ class Receiver:
                                  0o600, dir_fd=tfd)
                     if self._fd_paths:
                         tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
-                        final = b"/proc/self/fd/%d/%s" % (tfd, dest.rpartition(b"/")[2])
         except OSError as ex:
             if tfd is not None:
                 os.close(tfd)
@@ -481,10 +496,12 @@ class Receiver:
                 os.ftruncate(fd, written)  # the reservation may overshoot the data
             if do_fsync:
                 self._fsync(fd, dest)
+            errs: list[str] = []
+            # Through the open file: no path (through /proc) looked up three times.
+            set_file_attrs(self.a, tmp, e, None, new_mode=new_mode, errors=errs, accurate=True,
+                           fd=fd)
             os.close(fd)
             fd = -1
-            errs: list[str] = []
-            set_file_attrs(self.a, tmp, e, None, new_mode=new_mode, errors=errs, accurate=True)
             for msg in errs:
                 self.rep.error_xfer(msg)
             if r.delay_updates:
@@ -520,7 +537,13 @@ class Receiver:
             if r.backup and dest_st is not None and stat.S_ISREG(dest_st.st_mode):
                 if not self.make_backup(dest_rel, dest):
                     return False
-            os.replace(tmp, final) if tdir is None else self._move_into_place(tmp, dest)
+            if tdir is not None:
+                self._move_into_place(tmp, dest)
+            elif tfd is not None:
+                os.replace(tmp.rpartition(b"/")[2], dest.rpartition(b"/")[2], src_dir_fd=tfd,
+                           dst_dir_fd=tfd)
+            else:
+                os.replace(tmp, dest)
             ok = True
             return True
         except m.DiscardFile:
