@@ -23,6 +23,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,28 @@ def _wait_group_gone(pgid: int, limit: float = 30.0) -> None:
     raise AssertionError("processes of the interrupted run were still alive after 30 s")
 
 
+def _interrupt(p: subprocess.Popen[bytes], signame: str, scope: str,
+               ready: Callable[[], None]) -> tuple[bool, bytes]:
+    """Once ``ready()`` returns, send the signal to the run's process group or its top
+    process; (whether it was sent before the run ended, the run's stderr)."""
+    interrupted, err = False, b""
+    try:
+        ready()
+        interrupted = p.poll() is None
+        try:
+            if interrupted:
+                (os.killpg if scope == "group" else os.kill)(p.pid, getattr(signal, signame))
+        except ProcessLookupError:
+            interrupted = False
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    _wait_group_gone(p.pid)
+    return interrupted, err
+
+
 CASES = [
     ("SIGINT", "group", 20),
     ("SIGTERM", "top", 20),
@@ -97,25 +120,10 @@ def test_interrupt_keeps_destination_sane(signame: str, scope: str, rc: int, par
     p = subprocess.Popen(argv, cwd=work, env=tc.sync_env(), stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          start_new_session=True)
-    try:
-        _wait_for_transfer(work / "dst", p)
-        sig = getattr(signal, signame)
-        interrupted = p.poll() is None
-        try:
-            if interrupted:
-                (os.killpg if scope == "group" else os.kill)(p.pid, sig)
-        except ProcessLookupError:
-            interrupted = False
-        if not interrupted:
-            p.wait()
-            pytest.fail(f"the run ended (exit {p.returncode}) before it could be interrupted: "
-                        "8 MiB at --bwlimit=2000 should take 4 s; is --bwlimit honoured?")
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    _wait_group_gone(p.pid)
+    interrupted, err = _interrupt(p, signame, scope, lambda: _wait_for_transfer(work / "dst", p))
+    if not interrupted:
+        pytest.fail(f"the run ended (exit {p.returncode}) before it could be interrupted: "
+                    "8 MiB at --bwlimit=2000 should take 4 s; is --bwlimit honoured?")
     assert p.returncode == rc, f"{signame} to {scope}: exit {p.returncode}\n{err!r}"
 
     dst = os.fsencode(work / "dst")
@@ -182,21 +190,15 @@ def test_interrupt_during_many_local_copies(signame: str, scope: str, sync_cmd: 
     p = subprocess.Popen([*sync_cmd, "-a", "src/", "dst/"], cwd=tmp_path, env=tc.sync_env(),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, start_new_session=True)
-    try:
+
+    def copies_under_way() -> None:
         deadline = time.monotonic() + 30
         while p.poll() is None and time.monotonic() < deadline:
-            if len(os.listdir(dst)) > len(old) + 100:  # copies are under way
-                break
+            if len(os.listdir(dst)) > len(old) + 100:
+                return
             time.sleep(0.005)
-        interrupted = p.poll() is None
-        if interrupted:
-            (os.killpg if scope == "group" else os.kill)(p.pid, getattr(signal, signame))
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    _wait_group_gone(p.pid)
+
+    interrupted, err = _interrupt(p, signame, scope, copies_under_way)
     if not interrupted:
         pytest.fail(f"the run ended (exit {p.returncode}) before it could be interrupted")
     assert p.returncode == 20, err

@@ -456,36 +456,30 @@ class Receiver:
         tdir = r.temp_dir
         tmp = tmp_name(dest, tdir)
         tfd: int | None = None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
-            if tdir is not None:
-                # --temp-dir is an operator path: resolve it once, refusing symlinks
-                # owned by others, and keep every later step inside the held dir.
-                tfd = safepath.owner_open_dir(tdir)
-                leaf = tmp.rpartition(b"/")[2]
-                fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
-                             dir_fd=tfd)
-                if self._fd_paths:
-                    tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
-            else:
-                tfd = self._dest_parent(dest, dest_rel)
-                if tfd is None:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                else:
-                    # Beside the file, in its dir opened without following symlinks
-                    # under the destination: a dir swapped for a symlink mid-transfer
-                    # cannot send the data (or the rename) elsewhere.
-                    leaf = tmp.rpartition(b"/")[2]
-                    fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                                 0o600, dir_fd=tfd)
-                    if self._fd_paths:
-                        tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
+            # --temp-dir is an operator path: resolve it once, refusing symlinks owned
+            # by others, and keep every later step inside the held dir.  Otherwise the
+            # file goes beside its destination, in its dir opened without following
+            # symlinks under the destination: a dir swapped for a symlink mid-transfer
+            # cannot send the data (or the rename) elsewhere.
+            tfd = safepath.owner_open_dir(tdir) if tdir is not None \
+                else self._dest_parent(dest, dest_rel)
+            leaf = tmp.rpartition(b"/")[2]
+            if tfd is not None and self._fd_paths:
+                tmp = b"/proc/self/fd/%d/%s" % (tfd, leaf)
+            # Known before it exists: a signal handled right after the create (a create
+            # is the slow step, so that is where one lands) still finds it to remove.
+            self.current_tmp, self.current_dest = tmp, dest
+            fd = os.open(tmp, flags, 0o600) if tfd is None else \
+                os.open(leaf, flags, 0o600, dir_fd=tfd)
         except OSError as ex:
+            self.current_tmp = self.current_dest = None
             if tfd is not None:
                 os.close(tfd)
             self.rep.error_xfer(f'mkstemp "{self.rep.full_path(tmp)}" failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="receiver")
             return False
-        self.current_tmp, self.current_dest = tmp, dest
         basis_fd = self._open_basis(basis)
         ok = False
         try:
@@ -500,8 +494,8 @@ class Receiver:
             # Through the open file: no path (through /proc) looked up three times.
             set_file_attrs(self.a, tmp, e, None, new_mode=new_mode, errors=errs, accurate=True,
                            fd=fd)
-            os.close(fd)
-            fd = -1
+            fd, cfd = -1, fd  # forgotten first: a signal between the two never closes it twice
+            os.close(cfd)
             for msg in errs:
                 self.rep.error_xfer(msg)
             if r.delay_updates:
