@@ -189,8 +189,7 @@ class EvilClient:
         """Read (and discard) the server's stream until it hangs up; returns its text."""
         assert self.io is not None
         # What we could not send stays unsent: reading must not first retry the write.
-        self.io._out.clear()
-        self.io._odata.clear()
+        self.io.discard_output()
         try:
             while True:
                 self.io.read_some()

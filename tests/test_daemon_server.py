@@ -313,3 +313,32 @@ def test_sigterm_stops_listener(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", d.port), timeout=2).close()
     shutil.rmtree(d.root)
+
+
+def test_pull_past_a_file_the_server_cannot_open(tmp_path: Path) -> None:
+    """The daemon's sender (as nobody) cannot open one listed file: it says MSG_NO_SEND
+    and sends the files after it, which a stock client must get as from rsyncd (the
+    skipped file's index is not the base the next one is coded against)."""
+    got = {}
+    os.chmod(tmp_path, 0o755)
+    for kind in ("rsync", "netsync"):
+        root = tmp_path / kind
+        mod = root / "m"
+        mod.mkdir(parents=True)
+        os.chmod(root, 0o755)
+        (mod / "a-locked").write_bytes(b"secret\n")
+        (mod / "a-locked").chmod(0)
+        for i in range(40):
+            (mod / f"b{i:03d}").write_bytes(b"data %d\n" % i)
+        conf = root / "rsyncd.conf"
+        conf.write_text(f"use chroot = no\nuid = nobody\ngid = nogroup\n[m]\n  path = {mod}\n")
+        cmd = [tc.RSYNC] if kind == "rsync" else tc.program_under_test()
+        proc, port = peers.start_daemon(cmd, conf, env=tc.sync_env())
+        try:
+            run = _rsync(["-r", f"rsync://127.0.0.1:{port}/m/", "dst/"], root)
+        finally:
+            peers.stop(proc)
+        assert run.returncode == 23, run.describe()
+        got[kind] = {p.name: p.read_bytes() for p in (root / "dst").iterdir()}
+    assert got["netsync"] == got["rsync"]
+    assert sorted(got["rsync"]) == [f"b{i:03d}" for i in range(40)]

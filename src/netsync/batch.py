@@ -500,29 +500,9 @@ class _BatchWriter(_Client):
                 self.batch.force(encode_varlong(v, 3) if proto >= 30 else _longint(v))
         super()._goodbye()
 
-    def _summary(self, sent: int, received: int, total_size: int) -> None:
-        if not self.only:
-            return super()._summary(sent, received, total_size)
-        from netsync import log
-
-        opts = self.opts
-        rep = self.rep
-        lines: list[str] = []
-        if rep.level("stats") >= 2 or opts.stats:
-            self.stats.total_written = sent
-            self.stats.total_read = received
-            lines += log.stats_lines(self.stats, opts.human_readable, self.neg.protocol)
-        if rep.level("stats") >= 1 or opts.stats:
-            import time
-
-            lines += log.summary_lines(sent, received, int(time.time() - self.start),
-                                       total_size, opts.human_readable, False,
-                                       batch_only=True)
-        if not opts.quiet:
-            for line in lines:
-                rep.out.write(line + "\n")
-        rep.out.flush()
-        return None
+    def _summary(self, sent: int, received: int, total_size: int,
+                 batch_only: bool = False) -> None:
+        super()._summary(sent, received, total_size, batch_only=self.only)
 
 
 def _longint(v: int) -> bytes:

@@ -51,6 +51,11 @@ SUM_BUF_SIZE = 24  # rsync's struct sum_buf, what --max-alloc is counted against
 _SUM_HEAD = struct.Struct("<iiii")  # count, block length, strong-sum length, remainder
 _SUM_HEAD_26 = struct.Struct("<iii")  # below protocol 27 there is no strong-sum length
 _I32 = struct.Struct("<i")
+# A file request as it usually comes from protocol 30: a one-byte index step, iflags, the
+# sum head (count, block length, strong-sum length, remainder).
+_REQUEST = struct.Struct("<BHiiii")
+_FAST_IFLAGS_MASK = ITEM_TRANSFER | ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS
+_END_TOKEN = bytes(4)
 
 __all__ = ["run_remote"]
 
@@ -519,14 +524,16 @@ class _Client:
             out += encode_vstring(xname or b"")
         return out
 
-    def _send_whole(self, sender, ndx: int, fd: int, st: os.stat_result, out: bytearray,
+    def _send_whole(self, sender, ndx: int, fd: int, st: os.stat_result, echo: bytes | bytearray,
                     fsum) -> int:
         """match.c match_sums() without sums, plain tokens: the file as literal data in
         CHUNK_SIZE pieces, each after its length, then the end token and the file's sum.
-        ``out`` holds what goes before the data. Exactly the size fstat() gave at open is
-        sent, as rsync's map_file(); what cannot be read goes as zeros and is reported."""
+        ``echo`` goes before the data. Exactly the size fstat() gave at open is sent, as
+        rsync's map_file(); what cannot be read goes as zeros and is reported. Each piece
+        is copied once, into its frame in the output buffer."""
         io = self.io
         assert io is not None
+        write = io.write
         update = fsum.update
         size = left = st.st_size
         status = 0
@@ -541,16 +548,18 @@ class _Client:
                     status = status or errno.ENODATA
                     chunk = bytes(want)
                 update(chunk)
-                _frame_literal(out, chunk)
-                left -= len(chunk)
-                if len(out) >= 1 << 18:
-                    io.write(out)
-                    out.clear()
+                n = len(chunk)
+                left -= n
+                if n <= CHUNK_SIZE:
+                    write(echo + _I32.pack(n))
+                    write(chunk)
+                else:
+                    write(echo)
+                    _write_literal(write, chunk)
+                echo = b""
         finally:
             os.close(fd)
-        out += b"\0\0\0\0"  # the end token (-1 goes as 0)
-        out += fsum.digest()
-        io.write(out)
+        write(echo + _END_TOKEN + fsum.digest())  # the end token (-1 goes as 0)
         if status:
             sender.read_errors(ndx, status)
         return size
@@ -613,7 +622,10 @@ class _Client:
             return _SUM_HEAD.pack(head.count, head.blength, head.s2length, head.remainder)
         return _SUM_HEAD_26.pack(head.count, head.blength, head.remainder)
 
-    def _summary(self, sent: int, received: int, total_size: int) -> None:
+    def _summary(self, sent: int, received: int, total_size: int,
+                 batch_only: bool = False) -> None:
+        """The --stats lines and the closing summary; ``batch_only``: the summary of an
+        --only-write-batch run (main.c: "(BATCH ONLY)", never "(DRY RUN)")."""
         opts = self.opts
         rep = self.rep
         lines: list[str] = []
@@ -623,7 +635,8 @@ class _Client:
             lines += log.stats_lines(self.stats, opts.human_readable, self.neg.protocol)
         if rep.level("stats") >= 1 or opts.stats:
             lines += log.summary_lines(sent, received, int(time.time() - self.start),
-                                       total_size, opts.human_readable, opts.dry_run)
+                                       total_size, opts.human_readable,
+                                       opts.dry_run and not batch_only, batch_only=batch_only)
         if not opts.quiet:
             for line in lines:
                 rep.out.write(line + "\n")
@@ -776,8 +789,12 @@ class _Client:
                            **self._flist_codec_kwargs())
         t1 = time.time()
         before = self.conn.bytes_written  # type: ignore[union-attr]
-        for ndx, e in enumerate(entries):
-            io.write(enc.encode_entry(e, ndx))
+        parts: list[bytes] = []
+        try:  # one write for the list (the same bytes, the same frames)
+            for ndx, e in enumerate(entries):
+                parts.append(enc.encode_entry(e, ndx))
+        finally:
+            io.write(b"".join(parts))
         io_error = flist.io_error | sender.io_error
         if enc.needs_io_error_msg(io_error):
             io.send_msg(Msg.IO_ERROR, encode_int32(io_error))
@@ -822,7 +839,7 @@ class _Client:
     def _send_files(self, sender, entries) -> None:
         """sender.c send_files()."""
         from netsync import token
-        from netsync.checksum import FileSum
+        from netsync.checksum import FileSum, SumHead
 
         opts = self.opts
         io = self.io
@@ -841,9 +858,95 @@ class _Client:
         sent_once: set[int] = set()
         nfiles = len(entries)
         lists = self._lists
+        # The usual request (the index one byte on from the last, iflags asking for the
+        # file with no basis type or name, a sum head of no blocks) is parsed in one step
+        # from the buffer, and its 19 bytes go back as the echo when the index encoders
+        # agree. Anything else, or a hook on the stream (batch tee, %b/%c counts), takes
+        # the general path, which re-reads the request and reports what is wrong with it.
+        fast = (whole_ok and proto >= 30 and not opts.append and self._feed is None
+                and "write" not in vars(io) and "_advance" not in vars(io)
+                and type(self)._read_ndx_and_attrs is _Client._read_ndx_and_attrs
+                and type(self)._read_sum_head is _Client._read_sum_head)
+        max_s2 = self._xfer_sum_len()
+        ndx_in = io.ndx_in
+        ndx_out = io.ndx_out
+        open_entry = sender.open_entry
         while True:
-            if lists is not None:
+            if lists is not None and not lists.eof:
                 lists.send_extra(MIN_FILECNT_LOOKAHEAD)
+            if fast and phase < 2 and len(io._data) - io._pos >= _REQUEST.size:
+                data = io._data
+                pos = io._pos
+                b, iflags, count, blength, s2length, remainder = \
+                    _REQUEST.unpack_from(data, pos)
+                ndx = ndx_in.prev_positive + b
+                e = None
+                if 0 < b < 0xFE and iflags & _FAST_IFLAGS_MASK == ITEM_TRANSFER \
+                        and count == 0 and 0 <= remainder <= blength <= MAX_BLOCK_SIZE \
+                        and 0 <= s2length <= max_s2:
+                    if lists is not None:
+                        e = lists.entry(ndx)
+                    elif ndx < nfiles:
+                        e = entries[ndx]
+                if e is not None and e.mode & 0o170000 == 0o100000:
+                    end = pos + _REQUEST.size
+                    # (the echo is written only for a regular file: a skipped file or
+                    # a device sent the general way must not have moved ndx_out on)
+                    prev_out = ndx_out.prev_positive
+                    if ndx_out.prev_positive == ndx_in.prev_positive:
+                        echo = data[pos:end]
+                        ndx_out.prev_positive = ndx
+                    else:
+                        echo = ndx_out.encode(ndx) + data[pos + 1:end]
+                    ndx_in.prev_positive = ndx
+                    if end == len(data):
+                        data.clear()
+                        end = 0
+                    io._pos = end
+                    if lists is not None:
+                        lists.note_hit()
+                        if not lists.eof:
+                            lists.send_extra(MIN_FILECNT_LOOKAHEAD)
+                    stats.xferred_files += 1
+                    stats.total_transferred_size += e.size
+                    if iflags & ITEM_IS_NEW:
+                        stats.created_files += 1
+                    opened = open_entry(e)
+                    if opened is None:
+                        ndx_out.prev_positive = prev_out
+                        io.send_msg(Msg.NO_SEND, encode_int32(ndx))
+                        continue
+                    fd, st = opened
+                    if st.st_mode & 0o170000 == 0o100000:
+                        rep.log_item_transfer_start(e, iflags)
+                        size = st.st_size
+                        fsum = fsum_proto.fresh()
+                        # The usual small file: one read, one token (a short read or an
+                        # error goes the long way, which reports it).
+                        chunk = _pread_all(fd, size) if 0 < size <= CHUNK_SIZE else None
+                        if chunk is not None:
+                            os.close(fd)
+                            fsum.update(chunk)
+                            write = io.write
+                            write(echo + _I32.pack(size))
+                            write(chunk)
+                            write(_END_TOKEN + fsum.digest())
+                        else:
+                            size = self._send_whole(sender, ndx, fd, st, echo, fsum)
+                        stats.literal_data += size
+                        rep.log_item_transfer_end(e, iflags, size)
+                        continue
+                    # Not a regular file any more: the general sending code below.
+                    ndx_out.prev_positive = prev_out
+                    ftype, xname, append, sums = 0x80, None, 0, None
+                    head = SumHead(count, blength, s2length, remainder)
+                    req = m.SendRequest(ndx, iflags, sums, neg.checksum, neg.checksum_seed,
+                                        proto)
+                    data = sender.file_data(req, fd, st)
+                    self._send_data(sender, e, ndx, iflags, ftype, xname, append, sums, head,
+                                    data, encoder, plain)
+                    continue
+            if lists is not None:
                 io.on_idle = lists.idle
             # No flush per file: a read that would block sends what is pending first
             # (WireIO._pump), so queued requests are answered in full buffers as rsync.
@@ -893,8 +996,10 @@ class _Client:
                     self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
                 continue
             # sender.c: a file sent before (the redo phase) goes without --append.
-            append = 0 if ndx in sent_once else (opts.append or 0)
-            sent_once.add(ndx)
+            append = 0
+            if opts.append:
+                append = 0 if ndx in sent_once else opts.append
+                sent_once.add(ndx)
             head = self._read_sum_head()
             sums = None
             if head.count and not append:  # receive_sums(): --append gets a head only
@@ -909,110 +1014,122 @@ class _Client:
             req = m.SendRequest(ndx, iflags, sums, neg.checksum, neg.checksum_seed, proto)
             if whole_ok and sums is None and not append:
                 # The common case (a new or changed file, no basis): one tight loop.
-                opened = sender.open_source(ndx)
+                opened = open_entry(e)
                 if opened is None:
                     if proto >= 30:
                         io.send_msg(Msg.NO_SEND, encode_int32(ndx))
                     continue
                 if stat.S_ISREG(opened[1].st_mode):
-                    out = bytearray(self._ndx_and_attrs(ndx, iflags, ftype, xname))
-                    out += self._sum_head_bytes(head)
+                    echo = self._ndx_and_attrs(ndx, iflags, ftype, xname) \
+                        + self._sum_head_bytes(head)
                     rep.log_item_transfer_start(e, iflags)
-                    size = self._send_whole(sender, ndx, *opened, out, fsum_proto.fresh())
+                    size = self._send_whole(sender, ndx, *opened, echo, fsum_proto.fresh())
                     stats.literal_data += size
                     rep.log_item_transfer_end(e, iflags, size)
                     continue
                 data = sender.file_data(req, *opened)
             else:
                 data = sender.send_file(req)
-            if data.failed:
-                if proto >= 30:
-                    io.send_msg(Msg.NO_SEND, encode_int32(ndx))
-                continue
-            if append and data.size < e.size:
-                data.close()
-                rep.warn_msg(f'skipped diminished file: '
-                             f'"{rep.full_path(sender.flist.source_path(e))}"')
-                if proto >= 30:
-                    io.send_msg(Msg.NO_SEND, encode_int32(ndx))
-                continue
-            self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
-            self._write_sum_head(head)
-            rep.log_item_transfer_start(e, iflags)
-            progress = rep.progress
-            if progress is not None:  # sender.c: set_current_file_index(), then match_sums()
-                lists = self._lists
-                progress.flist_eof = lists is None or lists.eof
-                rep.progress_start(ndx - (lists.flist_num(ndx) if lists else 0), e)
-            fsum = FileSum(neg.checksum, neg.checksum_seed, proto)
-            if head.count and not append:
-                last = head.remainder or head.blength
-                encoder.begin_file(block_length=head.blength, last_block_length=last,
-                                   file_size=data.size)
-            else:  # match_sums(): whole file, or --append's tail, in CHUNK_SIZE pieces
-                encoder.begin_file(file_size=data.size - min(head.flength, data.size)
-                                   if append else data.size)
-            offset = 0
-            fd = data.source_fd
-            literal = matched = 0
-            tokens = data.tokens
-            if append:
-                tokens = _append_tokens(data, head, append > 1, fsum)
-                offset = min(head.flength, data.size)
-            elif sums is not None and opts.inplace and (
-                    ftype == 0x80 if proto >= 29 else not opts.backup):
-                # match.c updating_basis_file: the receiver overwrites its basis as it
-                # goes, so a block from before the write position must go as data.
-                tokens = _inplace_tokens(data, head)
-            if plain and sums is None and not append and fd is not None:
-                # Whole file, no compression: the token stream is just the data in
-                # CHUNK_SIZE pieces, each after its length; read big, write once.
-                out = bytearray()
-                while chunk := os.read(fd, 1 << 18):
-                    fsum.update(chunk)
-                    _frame_literal(out, chunk)
-                    io.write(out)
-                    out.clear()
-                    offset += len(chunk)
-                    if progress is not None:
-                        rep.progress_update(offset)
-                literal = offset
-                tokens = ()
-            # Delta tokens bring the file's checksum along (match_tokens() hashes the
-            # file as it reads it): then plain tokens need no second read of the blocks.
-            own_sum = data.file_sum is not None and not append
-            skip_blocks = own_sum and plain
-            for tok in tokens:
-                if isinstance(tok, int):
-                    blen = head.block_len(tok)
-                    if skip_blocks:
-                        io.write(encoder.block(tok, length=blen))
-                    else:
-                        block = os.pread(fd, blen, offset) if fd is not None else b""
-                        if not own_sum:
-                            fsum.update(block)
-                        io.write(encoder.block(tok, block))
-                    offset += blen
-                    matched += blen
-                else:
-                    if not own_sum:
-                        fsum.update(tok)
-                    io.write(encoder.literal(tok))
-                    offset += len(tok)
-                    literal += len(tok)
-            data.close()
-            io.write(encoder.end_file())
-            io.write(data.file_sum[0] if own_sum and data.file_sum else fsum.digest())
-            stats.literal_data += literal
-            stats.matched_data += matched
-            if progress is not None:
-                rep.progress_end(e)
-            rep.log_item_transfer_end(e, iflags, offset)
+            self._send_data(sender, e, ndx, iflags, ftype, xname, append, sums, head, data,
+                            encoder, plain)
         if sender.io_error and proto >= 30:
             io.send_msg(Msg.IO_ERROR, encode_int32(sender.io_error))
         io.write_ndx(NDX_DONE)
         io.flush()
 
+    def _send_data(self, sender, e, ndx: int, iflags: int, ftype: int, xname: bytes | None,
+                   append: int, sums, head, data, encoder, plain: bool) -> None:
+        """sender.c send_files() from the open file on: the echo, the sum head, then
+        match_sums()' tokens (delta, --append's tail, --inplace, progress, compression)."""
+        from netsync.checksum import FileSum
+
+        opts = self.opts
+        io = self.io
+        assert io is not None
+        rep = self.rep
+        neg = self.neg
+        proto = neg.protocol
+        stats = self.stats
+        if data.failed:
+            if proto >= 30:
+                io.send_msg(Msg.NO_SEND, encode_int32(ndx))
+            return
+        if append and data.size < e.size:
+            data.close()
+            rep.warn_msg(f'skipped diminished file: '
+                         f'"{rep.full_path(sender.flist.source_path(e))}"')
+            if proto >= 30:
+                io.send_msg(Msg.NO_SEND, encode_int32(ndx))
+            return
+        self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
+        self._write_sum_head(head)
+        rep.log_item_transfer_start(e, iflags)
+        progress = rep.progress
+        if progress is not None:  # sender.c: set_current_file_index(), then match_sums()
+            lists = self._lists
+            progress.flist_eof = lists is None or lists.eof
+            rep.progress_start(ndx - (lists.flist_num(ndx) if lists else 0), e)
+        fsum = FileSum(neg.checksum, neg.checksum_seed, proto)
+        if head.count and not append:
+            last = head.remainder or head.blength
+            encoder.begin_file(block_length=head.blength, last_block_length=last,
+                               file_size=data.size)
+        else:  # match_sums(): whole file, or --append's tail, in CHUNK_SIZE pieces
+            encoder.begin_file(file_size=data.size - min(head.flength, data.size)
+                               if append else data.size)
+        offset = 0
+        fd = data.source_fd
+        literal = matched = 0
+        tokens = data.tokens
+        if append:
+            tokens = _append_tokens(data, head, append > 1, fsum)
+            offset = min(head.flength, data.size)
+        elif sums is not None and opts.inplace and (
+                ftype == 0x80 if proto >= 29 else not opts.backup):
+            # match.c updating_basis_file: the receiver overwrites its basis as it
+            # goes, so a block from before the write position must go as data.
+            tokens = _inplace_tokens(data, head)
+        if plain and sums is None and not append and fd is not None:
+            # Whole file, no compression: the token stream is just the data in
+            # CHUNK_SIZE pieces, each after its length; read big, write once.
+            while chunk := os.read(fd, 1 << 18):
+                fsum.update(chunk)
+                _write_literal(io.write, chunk)
+                offset += len(chunk)
+                if progress is not None:
+                    rep.progress_update(offset)
+            literal = offset
+            tokens = ()
+        # Delta tokens bring the file's checksum along (match_tokens() hashes the
+        # file as it reads it): then plain tokens need no second read of the blocks.
+        own_sum = data.file_sum is not None and not append
+        skip_blocks = own_sum and plain
+        for tok in tokens:
+            if isinstance(tok, int):
+                blen = head.block_len(tok)
+                if skip_blocks:
+                    io.write(encoder.block(tok, length=blen))
+                else:
+                    block = os.pread(fd, blen, offset) if fd is not None else b""
+                    if not own_sum:
+                        fsum.update(block)
+                    io.write(encoder.block(tok, block))
+                offset += blen
+                matched += blen
+            else:
+                if not own_sum:
+                    fsum.update(tok)
+                io.write(encoder.literal(tok))
+                offset += len(tok)
+                literal += len(tok)
+        data.close()
+        io.write(encoder.end_file())
+        io.write(data.file_sum[0] if own_sum and data.file_sum else fsum.digest())
+        stats.literal_data += literal
+        stats.matched_data += matched
+        if progress is not None:
+            rep.progress_end(e)
+        rep.log_item_transfer_end(e, iflags, offset)
 
     def _compress_level(self) -> int | None:
         """The deflate level for the sender's stream (a daemon module may lower it)."""
@@ -1829,8 +1946,12 @@ class _PushLists:
         if self.tweak is not None:
             self.tweak(entries)
         encode = enc.encode_entry
-        for e in entries:
-            io.write(encode(e))
+        parts: list[bytes] = []
+        try:  # one write for the list (the same bytes, the same frames)
+            for e in entries:
+                parts.append(encode(e))
+        finally:
+            io.write(b"".join(parts))
         err = self.sender.io_error | self.sender.flist.io_error
         if first:
             if enc.needs_io_error_msg(err):
@@ -1912,8 +2033,11 @@ class _PushLists:
     def note_ndx(self, ndx: int) -> None:
         """rsync.c read_ndx_and_attrs(): the list the generator asks about becomes the
         current one; the lists up to it count as soon gone."""
-        if self.entry(ndx) is None:
-            return
+        if self.entry(ndx) is not None:
+            self.note_hit()
+
+    def note_hit(self) -> None:
+        """note_ndx() for the index entry() last found."""
         t = self._hit
         if t is self.cur:
             return
@@ -2172,17 +2296,26 @@ def _skipped(req: m.SendRequest) -> m.FileData:
     return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
 
 
-def _frame_literal(out: bytearray, chunk: bytes) -> None:
+def _pread_all(fd: int, size: int) -> bytes | None:
+    """The first ``size`` bytes of the file, or None when fewer (or an error) came."""
+    try:
+        chunk = os.pread(fd, size, 0)
+    except OSError:
+        return None
+    return chunk if len(chunk) == size else None
+
+
+def _write_literal(write, chunk: bytes) -> None:
     """Plain tokens for literal data: CHUNK_SIZE pieces, each after its length."""
     if len(chunk) <= CHUNK_SIZE:
-        out += _I32.pack(len(chunk))
-        out += chunk
+        write(_I32.pack(len(chunk)))
+        write(chunk)
         return
     with memoryview(chunk) as view:
         for i in range(0, len(chunk), CHUNK_SIZE):
             piece = view[i:i + CHUNK_SIZE]
-            out += _I32.pack(len(piece))
-            out += piece
+            write(_I32.pack(len(piece)))
+            write(piece)
 
 
 def _clear_empty_dirs(entries) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from netsync.errors import RERR_PROTOCOL, RERR_STREAMIO, RERR_TIMEOUT
 from netsync.transport import Connection, TransportError
 from netsync.wire import (
+    MPLEX_BASE,
     DataEvent,
     FrameDecoder,
     Msg,
@@ -47,7 +48,11 @@ __all__ = ["ProtocolIO", "RemoteExit"]
 _I32 = struct.Struct("<i")
 _U16 = struct.Struct("<H")
 OUT_FRAME = 32 * 1024  # payload per outbound MSG_DATA frame (rsync's buffer size)
-_DATA_FRAME_HEAD = encode_frame(Msg.DATA, bytes(OUT_FRAME))[:4]
+_U32 = struct.Struct("<I")
+_DATA_TAG = (MPLEX_BASE + Msg.DATA) << 24
+_DATA_FRAME_HEAD = _U32.pack(_DATA_TAG | OUT_FRAME)
+_HOLE = bytes(4)  # an open frame's header, filled in when the frame is closed
+_FRAME_END = 4 + OUT_FRAME  # a frame's end, from its header's offset
 READ_SIZE = 256 * 1024
 IOERR_VALID_MASK = 0x7
 
@@ -70,8 +75,11 @@ class ProtocolIO:
         self._frames = FrameDecoder()
         self._data = bytearray()
         self._pos = 0
+        # Bytes to send; when multiplexing out, the last MSG_DATA frame may still be open:
+        # its header (4 bytes at _fh, -1 if none) is filled in when it is closed, so data
+        # is copied once, straight into its frame (rsync's iobuf.out keeps such a hole).
         self._out = bytearray()
-        self._odata = bytearray()  # multiplexed output not yet cut into a frame
+        self._fh = -1
         self._eof = False
         self.ndx_in = NdxDecoder(protocol)
         self.ndx_out = NdxEncoder(protocol)
@@ -359,28 +367,59 @@ class ProtocolIO:
 
     # ---------------------------------------------------------------- writes
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        out = self._out
         if not self.mplex_out:
-            self._out += data
-        else:
-            # Gather output into full frames, as rsync's buffer does: a frame per write
+            out += data
+        elif data:
+            # Output goes out in full frames, as rsync's buffer does: a frame per write
             # would cost 4 header bytes per token.
-            od = self._odata
-            od += data
-            if len(od) >= OUT_FRAME:
-                whole = len(od) - len(od) % OUT_FRAME
-                out = self._out
-                with memoryview(od) as view:  # frame straight from the buffer: no copies
-                    for i in range(0, whole, OUT_FRAME):
-                        out += _DATA_FRAME_HEAD
-                        out += view[i:i + OUT_FRAME]
-                del od[:whole]
-        if len(self._out) >= (1 << 18):
+            fh = self._fh
+            if fh < 0:
+                fh = self._fh = len(out)
+                out += _HOLE
+            if len(data) < fh + _FRAME_END - len(out):
+                out += data
+            else:
+                self._write_frames(data)
+        if len(out) >= (1 << 18):
             self._flush_out(wait=True, keep=1 << 16)
 
+    def _write_frames(self, data: bytes | bytearray | memoryview) -> None:
+        """Fill the open frame, add whole frames, open one for the rest (if any)."""
+        out = self._out
+        fh = self._fh
+        with memoryview(data) as view:
+            n = len(view)
+            pos = fh + _FRAME_END - len(out)
+            out += view[:pos]
+            out[fh:fh + 4] = _DATA_FRAME_HEAD
+            while n - pos >= OUT_FRAME:
+                out += _DATA_FRAME_HEAD
+                out += view[pos:pos + OUT_FRAME]
+                pos += OUT_FRAME
+            if pos < n:
+                self._fh = len(out)
+                out += _HOLE
+                out += view[pos:]
+            else:
+                self._fh = -1
+
+    def discard_output(self) -> None:
+        """Drop whatever is not sent yet (a peer that gave up reading)."""
+        self._out.clear()
+        self._fh = -1
+
     def _frame_output(self) -> None:
-        if self._odata:
-            self._out += encode_frame(Msg.DATA, self._odata)
-            self._odata.clear()
+        """Close the open frame: what was written so far can be sent."""
+        fh = self._fh
+        if fh >= 0:
+            out = self._out
+            n = len(out) - fh - 4
+            if n:
+                _U32.pack_into(out, fh, _DATA_TAG | n)
+            else:
+                del out[fh:]
+            self._fh = -1
 
     def write_int(self, v: int) -> None:
         self.write(encode_int32(v))
@@ -413,10 +452,18 @@ class ProtocolIO:
         self._frame_output()
         self._flush_out(wait=True)
 
+    def _sendable(self) -> int:
+        """Bytes of output that can go now (not the open frame)."""
+        fh = self._fh
+        return fh if fh >= 0 else len(self._out)
+
     def _write_some(self) -> None:
+        end = min(self._sendable(), 1 << 20)
+        if not end:
+            return
         try:
             with memoryview(self._out) as view:
-                done = os.write(self.conn.wfd, view[:1 << 20])
+                done = os.write(self.conn.wfd, view[:end])
         except BlockingIOError:
             return
         except OSError as exc:
@@ -427,9 +474,11 @@ class ProtocolIO:
                                  f"({exc.errno})") from None
         self.conn.bytes_written += done
         del self._out[:done]
+        if self._fh >= 0:
+            self._fh -= done
 
     def _flush_out(self, wait: bool, keep: int = 0) -> None:
-        while len(self._out) > keep:
+        while self._sendable() > keep:
             if not wait:
                 self._write_some()
                 return

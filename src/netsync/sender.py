@@ -558,9 +558,11 @@ class Sender:
 
     def open_source(self, ndx: int) -> tuple[int, os.stat_result] | None:
         """sender.c's open of a file to send, with its fstat(); None once reported failed."""
-        flist = self.flist
-        e = flist.entry(ndx)
-        path = flist.source_path(e)
+        return self.open_entry(self.flist.entry(ndx))
+
+    def open_entry(self, e) -> tuple[int, os.stat_result] | None:
+        """open_source() of the entry itself."""
+        path = self.flist.source_path(e)
         flags = self._open_flags
         if flags is None:  # the options are settled by the first send: work them out once
             flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | read_flags()
