@@ -39,6 +39,7 @@ from netsync.client import (
     _Client,
     _exit_line,
     _skipped,
+    drive,
 )
 from netsync.transport import Connection, TransportError
 from netsync.wire import (
@@ -901,7 +902,7 @@ def _run_batch(opts, args: list[bytes]) -> int:
             raise _bare(E.RERR_SYNTAX, "remote destination is not allowed with --read-batch")
         fd, owned = _open_read(opts.read_batch)
         reader = _BatchReader(opts, [args[-1]], fd, owned)
-        return _run(reader)
+        return drive(reader)
     only = opts.only_write_batch is not None
     if opts.dry_run:  # options.c: -n writes no batch at all
         opts.only_write_batch = opts.write_batch = None
@@ -927,7 +928,7 @@ def _run_batch(opts, args: list[bytes]) -> int:
     code = E.RERR_FILEIO
     try:
         out.add(_I32.pack(stream_flags(opts)))
-        code = _run(writer)
+        code = drive(writer)
     finally:
         if not writer.sh_done:
             sh.finish(keep=False)
@@ -942,33 +943,3 @@ def _run_batch(opts, args: list[bytes]) -> int:
             _exit_line(exc.code)
             code = exc.code
     return code
-
-
-def _run(client: _Client) -> int:
-    from netsync.io import RemoteExit
-
-    try:
-        return client.run()
-    except RemoteExit as rx:
-        client.close(force=True)
-        code = rx.code or E.RERR_PARTIAL
-        _exit_line(code)
-        return code
-    except TransportError as te:
-        code = te.code if te.own_code else client.close_code(te.code)
-        if te.message:
-            E.print_error(te.message if te.bare else f"{PROG}: {te.message}")
-        _exit_line(code)
-        return code
-    except (m.FatalError, E.RsyncError) as fe:
-        code = fe.code if getattr(fe, "own_code", False) else client.close_code(fe.code)
-        if fe.message:
-            E.print_error(f"{PROG}: {fe.message}")
-        _exit_line(code)
-        return code
-    except BrokenPipeError:
-        code = client.close_code(E.RERR_STREAMIO)
-        _exit_line(code)
-        return code
-    finally:
-        client.close(force=True)

@@ -66,7 +66,12 @@ _exit_line = E.print_exit_line
 
 def run_remote(opts, args: list[bytes]) -> int:
     """Run a transfer (or module listing) with a remote rsync; returns the exit code."""
-    client = _Client(opts, args)
+    return drive(_Client(opts, args))
+
+
+def drive(client: _Client) -> int:
+    """Run ``client`` to its end: the exit code, the error and exit lines printed as
+    rsync's client prints them."""
     try:
         return client.run()
     except RemoteExit as rx:
