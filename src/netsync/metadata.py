@@ -119,11 +119,13 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
         return st is None
     if a.fake_super:
         fd = None  # (the %stat xattr goes by path)
+    # The path itself, never a symlink's target; or the open file (the only way an fd
+    # takes follow_symlinks).
     tgt: bytes | int = path if fd is None else fd
+    follow = fd is not None
     if st is None:
         try:
-            st = fake_lstat(path) if a.fake_super else os.lstat(path) if fd is None \
-                else os.fstat(fd)
+            st = fake_lstat(path) if a.fake_super else os.stat(tgt, follow_symlinks=follow)
         except OSError as ex:
             if errors is not None:
                 errors.append(f'stat "{os.fsdecode(path)}" failed: {os.strerror(ex.errno or 0)} ({ex.errno})')
@@ -143,14 +145,11 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
         change_uid = change_gid = False
     if change_uid or change_gid:
         try:
-            if fd is None:
-                os.chown(path, uid if change_uid else -1, gid if change_gid else -1,
-                         follow_symlinks=False)
-            else:
-                os.chown(fd, uid if change_uid else -1, gid if change_gid else -1)
+            os.chown(tgt, uid if change_uid else -1, gid if change_gid else -1,
+                     follow_symlinks=follow)
             updated = True
             # chown clears setuid/setgid bits: re-apply the mode below.
-            st = os.lstat(path) if fd is None else os.fstat(fd)
+            st = os.stat(tgt, follow_symlinks=follow)
         except OSError as ex:
             if ex.errno != errno.EPERM or a.am_root:
                 if errors is not None:
@@ -179,10 +178,7 @@ def set_times(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | No
     atime = e.atime_ns if a.atimes and e.atime_ns else (st.st_atime_ns if st else e.mtime_ns)
     mtime = e.mtime_ns if keep_time(a, e.mode) else (st.st_mtime_ns if st else e.mtime_ns)
     try:
-        if fd is None:
-            os.utime(path, ns=(atime, mtime), follow_symlinks=False)
-        else:
-            os.utime(fd, ns=(atime, mtime))
+        os.utime(path if fd is None else fd, ns=(atime, mtime), follow_symlinks=fd is not None)
     except OSError as ex:
         if errors is not None:
             errors.append(f'failed to set times on "{os.fsdecode(path)}": '
