@@ -1314,7 +1314,7 @@ class Generator:
             else:
                 bdir, _, leaf = bpath.rpartition(b"/")
                 bdir = bdir + b"/" if bdir or bpath.startswith(b"/") else b""
-            tmp = bdir + b".%s.%s" % (leaf, os.urandom(6).hex().encode())
+            tmp = tmp_name(bdir + leaf, None)
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                           | os.O_CLOEXEC, 0o600, dir_fd=bfd)
             try:
