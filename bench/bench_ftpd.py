@@ -263,6 +263,11 @@ def main() -> int:
                                              samples["netsync-ftpd"][login_key], strict=True)]
             print(f"{'logins ratio, per round':28} {'':12} {'':13} {statistics.median(paired):7.2f}"
                   f"  ({' '.join(f'{r:.2f}' for r in paired)})")
+            cpu_key = "server CPU ms/login"
+            paired_cpu = [n / v for v, n in zip(samples["vsftpd"][cpu_key],
+                                                 samples["netsync-ftpd"][cpu_key], strict=True)]
+            print(f"{'CPU ratio, per round':28} {'':12} {'':13} {statistics.median(paired_cpu):7.2f}"
+                  f"  ({' '.join(f'{r:.2f}' for r in paired_cpu)})")
         return 0
     finally:
         pam_path.unlink(missing_ok=True)

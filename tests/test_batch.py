@@ -3,14 +3,19 @@
 A batch written by one program is replayed by the other onto a copy of the old
 destination; the result must be the tree a direct ``rsync`` run gives (names, types,
 contents, modes, mtimes, symlinks, hard links).  A truncated or garbage batch must end
-with rsync's exit code, no traceback and no half-written file.
+with rsync's exit code, no traceback and no half-written file.  --only-write-batch,
+locally, pushed (over ssh to rsync or netsync servers, to rsync and netsync daemons) and
+pulled, leaves the destination alone and records the delta rsync records.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +23,7 @@ import pytest
 import treecompare as tc
 import trees
 from interop import peers
-from interop.peers import RsyncDaemon
+from interop.peers import RsyncDaemon, SshServer
 
 rsyncd = peers.rsyncd  # the session fixture
 
@@ -339,3 +344,269 @@ def test_dry_run_writes_no_batch(tmp_path: Path, sync_cmd: list[str]) -> None:
         r = _ok(tc.run(sync_cmd, ["-av", "-n", opt, "src/", "dest/"], work))
         assert r.stdout.rstrip().endswith(b"(DRY RUN)"), r.describe()
     assert sorted(os.listdir(work)) == ["src"]
+
+
+# ---------------------------------------------------------------- --only-write-batch
+# rsync 3.5: the sender passes --only-write-batch=X to the server, which is a dry run
+# whose generator still asks for each file against its destination; the file data (a
+# delta) goes to the sender's batch alone.  A pull records what the remote sender sent.
+
+sshd_server = peers.sshd_server  # the session fixture
+_SRC = str(Path(__file__).resolve().parent.parent / "src")
+# sshd does not pass our environment on: PYTHONPATH goes in the remote command itself.
+NETSYNC_PATH = f"env PYTHONPATH={shlex.quote(_SRC)} {shlex.quote(sys.executable)} -m netsync"
+# Batches to compare byte for byte: no incremental recursion (netsync's client does not
+# use it for batches) and a fixed seed (else the header's seed is the time).
+SAME_STREAM = ["--no-i-r", "--checksum-seed=7"]
+
+
+def _without_trailer(batch: bytes) -> bytes:
+    """A batch less its closing stats (main.c handle_stats(): five varlong30s, here 3
+    bytes each), which count each program's own wire bytes and timings."""
+    return batch[:-15]
+
+
+def _delta_setup(tmp_path: Path) -> Path:
+    """src/big (1 MiB) and old/big, which differs in 8 bytes."""
+    src, old = tmp_path / "src", tmp_path / "old"
+    src.mkdir()
+    old.mkdir()
+    data = os.urandom(1 << 20)
+    (src / "big").write_bytes(data)
+    (old / "big").write_bytes(data[:500_000] + b"changed!" + data[500_008:])
+    os.utime(src / "big", (1_600_000_000, 1_600_000_000))
+    os.utime(old / "big", (1_500_000_000, 1_500_000_000))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def netsyncd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RsyncDaemon]:
+    """``netsync --daemon`` with one writable module, "open"."""
+    root = tmp_path_factory.mktemp("netsyncd")
+    (root / "open").mkdir()
+    uid = ["uid = root", "gid = root"] if os.geteuid() == 0 else []
+    config = root / "rsyncd.conf"
+    config.write_text("\n".join(["use chroot = no", *uid, f"lock file = {root / 'lock'}",
+                                 f"log file = {root / 'log'}", "[open]",
+                                 f"path = {root / 'open'}", "read only = no", ""]))
+    proc, port = peers.start_daemon(tc.program_under_test(), config, env=tc.sync_env())
+    try:
+        yield RsyncDaemon(port, root, {"open": root / "open"}, proc=proc)
+    finally:
+        peers.stop(proc)
+
+
+def _dest_arg(where: str, work: Path, name: str, ssh: SshServer | None,
+              daemon: RsyncDaemon | None) -> tuple[list[str], str, Path]:
+    """(extra options, destination argument, the directory it names)."""
+    if where == "local":
+        return [], f"{name}/", work / name
+    if where.endswith("daemon"):
+        assert daemon is not None
+        sub = f"only-{os.getpid()}-{work.name}-{name}"
+        return [], daemon.url(f"open/{sub}/"), daemon.modules["open"] / sub
+    assert ssh is not None
+    path = NETSYNC_PATH if where == "ssh-netsync" else "rsync"
+    return ["-e", ssh.rsh, f"--rsync-path={path}"], f"{ssh.login}:{work}/{name}/", work / name
+
+
+@pytest.mark.parametrize("where", ["local", "ssh-rsync", "ssh-netsync", "daemon",
+                                   "netsync-daemon"])
+def test_only_write_batch_delta_as_rsync(tmp_path: Path, sync_cmd: list[str], where: str,
+                                         request: pytest.FixtureRequest) -> None:
+    """A small change to a big file: both programs record the same delta (the same bytes
+    up to the closing stats), leave the destination alone, and either replays it."""
+    ssh = request.getfixturevalue("sshd_server") if where.startswith("ssh") else None
+    daemon = request.getfixturevalue("rsyncd") if where == "daemon" else \
+        request.getfixturevalue("netsyncd") if where == "netsync-daemon" else None
+    work = _delta_setup(tmp_path)
+    batches = {}
+    for prog, tag in ((RSYNC, "r"), (sync_cmd, "n")):
+        extra, dest, path = _dest_arg(where, work, f"dest-{tag}", ssh, daemon)
+        trees.copy_tree(work / "old", path)
+        before = tc.snapshot(path)
+        r = _ok(tc.run(prog, ["-av", *SAME_STREAM, *extra, f"--only-write-batch=B{tag}",
+                              "src/", dest], work))
+        assert r.stdout.rstrip().endswith(b"(BATCH ONLY)"), r.describe()
+        assert b"big\n" in r.stdout, r.describe()
+        tc.assert_same(before, tc.snapshot(path), what=f"{where} destination of B{tag}")
+        batches[tag] = (work / f"B{tag}").read_bytes()
+        assert len(batches[tag]) < 64 * 1024, f"B{tag} is {len(batches[tag])} bytes: no delta"
+    assert len(batches["n"]) == len(batches["r"])
+    assert _without_trailer(batches["n"]) == _without_trailer(batches["r"])
+    want = (work / "src" / "big").read_bytes()
+    for reader, rtag in ((RSYNC, "r"), (sync_cmd, "n")):
+        for tag in "rn":
+            replay = _copy_old(work, f"replay-{tag}{rtag}")
+            _ok(tc.run(reader, ["-a", f"--read-batch=B{tag}", f"{replay.name}/"], work))
+            assert (replay / "big").read_bytes() == want, f"{rtag} replay of B{tag}"
+            assert (replay / "big").stat().st_mtime == 1_600_000_000
+
+
+@pytest.mark.parametrize("opts", [["-ai", "--delete"], ["-aiH", "--delete"]], ids=" ".join)
+@pytest.mark.parametrize("server", ["rsync", "netsync"])
+def test_only_write_batch_push_over_ssh(tmp_path: Path, sync_cmd: list[str],
+                                        sshd_server: SshServer, server: str,
+                                        opts: list[str]) -> None:
+    """netsync and rsync clients pushing to the same server: the same items listed, the
+    destination untouched, and the batches replay (by either program) to the tree a
+    plain rsync run makes.  rsync's own client (incremental recursion, as by default)
+    against a netsync server, too."""
+    work = _setup(tmp_path, "diverged")
+    want = _reference(work, [o for o in opts if o != "-ai"] + ["-a"])
+    path = NETSYNC_PATH if server == "netsync" else "rsync"
+    runs = {}
+    writers = [(RSYNC, "r", ["--no-i-r"]), (sync_cmd, "n", [])]
+    if server == "netsync":
+        writers.append((RSYNC, "i", []))
+    for prog, tag, extra in writers:
+        dest = _copy_old(work, f"dest-{tag}")
+        before = tc.snapshot(dest)
+        runs[tag] = _ok(tc.run(prog, [*opts, *extra, "-e", sshd_server.rsh,
+                                      f"--rsync-path={path}", f"--only-write-batch=B{tag}",
+                                      "src/", f"{sshd_server.login}:{dest}/"], work))
+        tc.assert_same(before, tc.snapshot(dest), what=f"destination of B{tag}")
+    tc.assert_same_output(tc.output_lines(runs["r"].stdout), tc.output_lines(runs["n"].stdout))
+    for tag in runs:
+        readers = [(RSYNC, "r")]
+        if not (tag == "i" and "-aiH" in opts):  # (an incremental -H batch: refused)
+            readers.append((sync_cmd, "n"))
+        for reader, rtag in readers:
+            replay = _copy_old(work, f"replay-{tag}{rtag}")
+            _ok(tc.run(reader, [*opts, f"--read-batch=B{tag}", f"{replay.name}/"], work))
+            tc.assert_same(want, tc.snapshot(replay), what=f"{rtag} replay of B{tag}")
+
+
+@pytest.mark.parametrize("server", ["rsync", "netsync"])
+def test_only_write_batch_pull_over_ssh(tmp_path: Path, sync_cmd: list[str],
+                                        sshd_server: SshServer, server: str) -> None:
+    """Pulling, the client records what the remote sender sends (deltas against its own
+    destination) and changes nothing; a destination that does not exist is not made."""
+    work = _setup(tmp_path, "diverged")
+    opts = ["-ai", "--delete"]
+    want = _reference(work, ["-a", "--delete"])
+    path = NETSYNC_PATH if server == "netsync" else "rsync"
+    runs = {}
+    for prog, tag, extra in ((RSYNC, "r", ["--no-i-r"]), (sync_cmd, "n", [])):
+        dest = _copy_old(work, f"dest-{tag}")
+        before = tc.snapshot(dest)
+        ssh = ["-e", sshd_server.rsh, f"--rsync-path={path}"]
+        runs[tag] = _ok(tc.run(prog, [*opts, *extra, *ssh, f"--only-write-batch=B{tag}",
+                                      f"{sshd_server.login}:{work}/src/", f"{dest.name}/"],
+                               work))
+        tc.assert_same(before, tc.snapshot(dest), what=f"destination of B{tag}")
+        r = _ok(tc.run(prog, ["-a", *ssh, f"--only-write-batch=N{tag}",
+                              f"{sshd_server.login}:{work}/src/", f"new-{tag}/"], work))
+        assert r.stdout == b"", r.describe()
+        assert not (work / f"new-{tag}").exists()
+    tc.assert_same_output(tc.output_lines(runs["r"].stdout), tc.output_lines(runs["n"].stdout))
+    _ok(tc.run(RSYNC, ["-a", "src/", "ref-new/"], work))
+    new = tc.snapshot(work / "ref-new")
+    for tag in "rn":
+        for reader, rtag in ((RSYNC, "r"), (sync_cmd, "n")):
+            replay = _copy_old(work, f"replay-{tag}{rtag}")
+            _ok(tc.run(reader, [*opts, f"--read-batch=B{tag}", f"{replay.name}/"], work))
+            tc.assert_same(want, tc.snapshot(replay), what=f"{rtag} replay of B{tag}")
+            _ok(tc.run(reader, ["-a", f"--read-batch=N{tag}", f"fresh-{tag}{rtag}/"], work))
+            tc.assert_same(new, tc.snapshot(work / f"fresh-{tag}{rtag}"),
+                           what=f"{rtag} replay of N{tag}")
+
+
+def test_only_write_batch_daemon_pull(tmp_path: Path, sync_cmd: list[str],
+                                      rsyncd: RsyncDaemon) -> None:
+    """From an rsync daemon: the same items as rsync's client, nothing written locally."""
+    work = _setup(tmp_path, "diverged", tree="small")
+    sub = f"only-pull-{os.getpid()}-{tmp_path.name}"
+    _ok(tc.run(RSYNC, ["-a", "src/", rsyncd.url(f"open/{sub}/")], work))
+    _copy_old(work, "ref")
+    _ok(tc.run(RSYNC, ["-a", rsyncd.url(f"open/{sub}/"), "ref/"], work))
+    want = tc.snapshot(work / "ref")
+    runs = {}
+    for prog, tag, extra in ((RSYNC, "r", ["--no-i-r"]), (sync_cmd, "n", [])):
+        dest = _copy_old(work, f"dest-{tag}")
+        before = tc.snapshot(dest)
+        runs[tag] = _ok(tc.run(prog, ["-ai", *extra, f"--only-write-batch=B{tag}",
+                                      rsyncd.url(f"open/{sub}/"), f"{dest.name}/"], work))
+        tc.assert_same(before, tc.snapshot(dest), what=f"destination of B{tag}")
+    tc.assert_same_output(tc.output_lines(runs["r"].stdout), tc.output_lines(runs["n"].stdout))
+    for tag in "rn":
+        for reader, rtag in ((RSYNC, "r"), (sync_cmd, "n")):
+            replay = _copy_old(work, f"replay-{tag}{rtag}")
+            _ok(tc.run(reader, ["-a", f"--read-batch=B{tag}", f"{replay.name}/"], work))
+            tc.assert_same(want, tc.snapshot(replay), what=f"{rtag} replay of B{tag}")
+
+
+def test_only_write_batch_exit_codes(tmp_path: Path, sync_cmd: list[str],
+                                     sshd_server: SshServer) -> None:
+    """A source that is missing: rsync's exit code (23), and a batch of the rest."""
+    work = _setup(tmp_path, "none", tree="small")
+    for prog, tag in ((RSYNC, "r"), (sync_cmd, "n")):
+        for where, dest in (("l", "dl/"), ("s", f"{sshd_server.login}:{work}/ds-{tag}/")):
+            r = tc.run(prog, ["-a", "-e", sshd_server.rsh, f"--only-write-batch=B{tag}{where}",
+                              "src/", "nope", dest], work)
+            assert r.returncode == 23, r.describe()
+            assert b"Traceback" not in r.stderr, r.describe()
+            assert b'change_dir' in r.stderr or b"nope" in r.stderr, r.describe()
+            assert (work / f"B{tag}{where}").exists()
+    assert not any(p.name.startswith("d") for p in work.iterdir())
+    _ok(tc.run(RSYNC, ["-a", "src/", "ref/"], work))
+    for batch in ("Brl", "Bnl", "Brs", "Bns"):
+        for reader, rtag in ((RSYNC, "r"), (sync_cmd, "n")):
+            # (a missing arg is no I/O error in the list: the replay is clean)
+            _ok(tc.run(reader, ["-a", f"--read-batch={batch}", f"r-{batch}{rtag}/"], work))
+            tc.assert_same(tc.snapshot(work / "ref"), tc.snapshot(work / f"r-{batch}{rtag}"),
+                           what=f"{rtag} replay of {batch}")
+
+
+def test_server_takes_only_write_batch(tmp_path: Path) -> None:
+    """`netsync --server` takes --only-write-batch=X as rsync's does (it used to be
+    refused); with -n it is dropped, as options.c drops it."""
+    from netsync.options import parse_args
+
+    o = parse_args(["--server", "-logDtpre.iLsfxCIvu", "--only-write-batch=X", ".", "d/"])
+    assert o.only_write_batch == "X" and o.dry_run
+    o = parse_args(["--server", "-nlogDtpre.iLsfxCIvu", "--only-write-batch=X", ".", "d/"])
+    assert o.only_write_batch is None and o.dry_run
+    o = parse_args(["--server", "--sender", "-logDtpre.iLsfxCIvu", "--only-write-batch=X",
+                    ".", "d/"])
+    assert o.only_write_batch is None and not o.dry_run
+
+
+# ---------------------------------------------------------------- --read-batch -i
+@pytest.mark.parametrize("target", ["old", "empty", "src"])
+@pytest.mark.parametrize("writer", ["rsync", "netsync"])
+def test_read_batch_itemizes_what_the_batch_recorded(tmp_path: Path, sync_cmd: list[str],
+                                                     writer: str, target: str) -> None:
+    """rsync's --read-batch itemizes from the flags the batch recorded (new files,
+    changed ones, attribute-only changes), not from what it finds: replayed onto the old
+    destination, an empty one or an up-to-date one, the same lines (and deletions,
+    skipped and missing updates, exit code), real and dry run."""
+    work = _setup(tmp_path, "diverged")
+    opts = ["-a", "--delete"]
+    _copy_old(work, "wrote")
+    _ok(tc.run(RSYNC if writer == "rsync" else sync_cmd, [*opts, "--write-batch=B", "src/",
+                                                          "wrote/"], work))
+
+    def fresh(name: str) -> Path:
+        path = work / name
+        if target == "old":
+            return _copy_old(work, name)
+        if target == "src":
+            trees.copy_tree(work / "src", path)
+        return path
+
+    for extra in ([], ["-n"]):
+        a, b = fresh(f"tgt-rsync{len(extra)}"), fresh(f"tgt-netsync{len(extra)}")
+        want = tc.run(RSYNC, [*opts, "-i", *extra, "--read-batch=B", f"{a.name}/"], work)
+        got = tc.run(sync_cmd, [*opts, "-i", *extra, "--read-batch=B", f"{b.name}/"], work)
+        assert got.returncode == want.returncode, (want.describe(), got.describe())
+        assert b"Traceback" not in got.stderr, got.describe()
+        tc.assert_same_output(tc.output_lines(want.stdout.replace(a.name.encode(), b"TGT")),
+                              tc.output_lines(got.stdout.replace(b.name.encode(), b"TGT")))
+
+        def notes(err: bytes) -> list[bytes]:
+            return sorted(ln for ln in err.splitlines() if ln.startswith(b"("))
+
+        assert notes(got.stderr) == notes(want.stderr)
+        if a.exists() or b.exists():
+            tc.assert_same(tc.snapshot(a), tc.snapshot(b), what="replayed trees")

@@ -157,3 +157,55 @@ def test_same_listing_as_rsyncd(tmp_path):
     finally:
         proc.terminate()
         proc.wait()
+
+
+def _list_modules(port: int) -> tuple[int, list[str]]:
+    got = subprocess.run([RSYNC, f"rsync://127.0.0.1:{port}/"], capture_output=True,
+                         text=True, timeout=30)
+    lines = ["\t".join(part.rstrip(" ") if i == 0 else part
+                       for i, part in enumerate(line.split("\t", 1)))
+             for line in got.stdout.splitlines()]
+    return got.returncode, lines
+
+
+@pytest.mark.skipif(RSYNC is None, reason="needs rsync")
+def test_edits_seen_by_the_next_connection(tmp_path):
+    """Each connection serves the configuration as the files say at that moment, as
+    rsyncd (which re-reads them per connection) does: an edit right after a connection
+    (same size, so within the file system's time stamp granularity only the bytes
+    differ), an edit in an &include'd file, a file that goes missing, and back."""
+    import treecompare as tc
+    from interop import peers
+
+    conf, inc, confd = tmp_path / "rsyncd.conf", tmp_path / "inc.conf", tmp_path / "conf.d"
+    confd.mkdir()
+    conf.write_text(f"&include {inc}\n[m]\npath=/tmp\ncomment = aaa\n")
+    inc.write_text("[x]\npath=/tmp\ncomment = inc\n")
+    ref, ref_port = peers.start_daemon([RSYNC], conf)
+    ours, our_port = peers.start_daemon(tc.program_under_test(), conf)
+    steps = [
+        lambda: None,
+        lambda: conf.write_text(f"&include {inc}\n[m]\npath=/tmp\ncomment = bbb\n"),
+        lambda: inc.write_text("[x]\npath=/tmp\ncomment = inc\n[y]\npath=/tmp\n"),
+        lambda: inc.unlink(),
+        lambda: inc.write_text("[z]\npath=/tmp\ncomment = back\n"),
+        lambda: conf.write_text(f"&include {confd}\n[m]\npath=/tmp\n"),
+        lambda: (confd / "d.conf").write_text("[d]\npath=/tmp\n"),
+    ]
+    try:
+        seen = []
+        for step in steps:
+            step()
+            want, got = _list_modules(ref_port), _list_modules(our_port)
+            if want[0]:  # the connection just ends (the client's code depends on when)
+                assert got[0] and not got[1] and not want[1]
+            else:
+                assert got == want
+            seen.append(want)
+    finally:
+        peers.stop(ref)
+        peers.stop(ours)
+    assert seen[0] == (0, ["x\tinc", "m\taaa"])
+    assert seen[1] == (0, ["x\tinc", "m\tbbb"])
+    assert seen[3][0] != 0
+    assert seen[-1] == (0, ["d\t", "m\t"])

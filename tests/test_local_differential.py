@@ -74,6 +74,18 @@ def _unreadable(work: Path) -> None:
     os.chmod(work / "src" / "sub" / "inner", 0)
 
 
+def _nobodys(work: Path) -> None:
+    """Owned by nobody, with a read-only source dir (its copy is filled before
+    it gets its r-x mode)."""
+    ro = work / "src" / "ro_dir"
+    (ro / "below").mkdir(parents=True)
+    (ro / "below" / "f").write_bytes(b"below")
+    (ro / "f").write_bytes(b"in a read-only dir")
+    subprocess.run(["chown", "-R", "65534:65534", "--", os.fspath(work)], check=True)
+    os.chmod(ro / "below", 0o555)
+    os.chmod(ro, 0o555)
+
+
 def _dir_over_file(work: Path) -> None:
     """A non-empty dst dir where src has a file: only --delete/--force replace it."""
     p = work / "dst" / "file0.dat"
@@ -160,6 +172,12 @@ CASES: list[Case] = [
     Case("backup-dir-suffix", ("-ai", "-b", "--backup-dir=../bak", "--suffix=.old", *S),
          ("diverged",)),
     Case("backup-delete", ("-ai", "-b", "--delete", *S), ("diverged",)),
+    # A backup dir inside the destination: --delete-delay decides what to delete during
+    # the walk (before the backups exist); --delete-after sees and deletes into them.
+    Case("backup-dir-inside-delete-delay", ("-ai", "--delete-delay", "--backup-dir=bak", *S),
+         ("diverged",)),
+    Case("backup-dir-inside-delete-after", ("-ai", "--delete-after", "--backup-dir=bak", *S),
+         ("diverged",)),
     Case("link-dest", ("-ai", "--link-dest=../ref", *S), ("none",), setup=_ref_dir),
     Case("compare-dest", ("-ai", "--compare-dest=../ref", *S), ("none",), setup=_ref_dir),
     Case("copy-dest", ("-ai", "--copy-dest=../ref", *S), ("none",), setup=_ref_dir),
@@ -222,6 +240,10 @@ CASES: list[Case] = [
     Case("omit-dir-times", ("-ai", "--omit-dir-times", *S)),
     Case("omit-dir-and-link-times", ("-ai", "-O", "-J", *S)),
     Case("no-perms-executability", ("-rltiE", *S), ("diverged",)),
+    # New dirs without -p: made early (inc-recursion) yet given a new dir's mode.
+    Case("no-perms-new-dirs", ("-rlti", *S), ("none", "diverged")),
+    Case("new-dirs-as-nobody", ("-rlti", *S), ("none", "diverged"), setup=_nobodys,
+         as_user=65534, root_only=True),
     # Reporting.
     Case("dry-run", ("-ai", "-n", "--delete", *S), ALL, dst_unchanged=True),
     Case("dry-run-verbose", ("-avn", *S), ("diverged",), dst_unchanged=True),

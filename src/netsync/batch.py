@@ -10,8 +10,11 @@ Writing: the client runs the transfer over the wire codec -- a local copy
 against a ``netsync --server`` child, exactly as rsync's local_child() does --
 and tees the sender's output (push) or the receiver's demultiplexed input
 (pull) into the file, written under a temporary name and renamed into place
-once the stream ended; FILE.sh (write_batch_shell_file()) replays it.  A local
---only-write-batch runs the server as a dry run and records the files whole.
+once the stream ended; FILE.sh (write_batch_shell_file()) replays it.
+--only-write-batch is a dry run whose files are still asked for: the server (or this
+client's generator, on a pull) sends the sums of its destination's files and leaves
+it alone; the sender writes each file's echo to the wire and the batch, and its
+delta to the batch alone (sender.c f_xfer = batch_fd).
 Reading: the wire receiver runs with the file as its input and the generator's
 requests thrown away; what the generator asks for is matched against what the
 batch holds, as receiver.c gen_wants_ndx() does.
@@ -24,11 +27,13 @@ import os
 import stat
 import struct
 import sys
+from collections import deque
 
 from netsync import errors as E
 from netsync import messages as m
 from netsync.client import (
     ITEM_BASIS_TYPE_FOLLOWS,
+    ITEM_IS_NEW,
     ITEM_TRANSFER,
     ITEM_XNAME_FOLLOWS,
     NDX_DEL_STATS,
@@ -323,16 +328,8 @@ class _BatchOut:
     def __init__(self, file: _NewFile) -> None:
         self.file = file
         self.buf = bytearray()
-        self.paused = False
 
     def add(self, data) -> None:
-        if not self.paused:
-            self.buf += data
-            if len(self.buf) >= 1 << 18:
-                self.flush()
-
-    def force(self, data) -> None:
-        """Bytes for the batch alone (--only-write-batch's file data)."""
         self.buf += data
         if len(self.buf) >= 1 << 18:
             self.flush()
@@ -354,6 +351,7 @@ class _BatchWriter(_Client):
         self.sh_done = False
         self.only = only
         self._tee_on = False
+        self._divert = False  # output for the batch alone (--only-write-batch's data)
 
     # -- connecting: a local copy runs against our own server, as local_child() does
     def _start_daemon(self, plan):
@@ -367,11 +365,8 @@ class _BatchWriter(_Client):
 
         sopts = copy.copy(self.opts)
         sopts.old_args = 2  # main.c: no remote shell, so nothing is escaped for one
-        if self.only:
-            # The receiver may not touch the destination: a dry run; the file data the
-            # batch needs is then read here (whole) instead of coming as a delta.
-            sopts.only_write_batch = None
-            sopts.dry_run = True
+        # (--only-write-batch goes to the child as to any server: it asks for the files
+        # against its destination, which it leaves alone, and the deltas go to the batch.)
         sa = server_args(sopts, True, plan.remote_paths)
         cmd = [sys.executable, "-m", "netsync", *sa.argv]
         self.conn = spawn(cmd, who=self.who)
@@ -380,6 +375,14 @@ class _BatchWriter(_Client):
 
             self.conn.write(encode_secluded(sa.secluded))
         return self._handshake()
+
+    def _reporter(self):
+        from netsync.transport.remote import Mode
+
+        rep = super()._reporter()
+        if self.plan.mode == Mode.LOCAL:  # log.c: a local transfer itemizes with '>'
+            rep.ctx.local_server = True
+        return rep
 
     def _handshake(self, daemon_protocol: int | None = None,
                    remote_protocol: int | None = None):
@@ -422,7 +425,8 @@ class _BatchWriter(_Client):
 
             def tee_write(data) -> None:
                 out.add(data)
-                write(data)
+                if not self._divert:
+                    write(data)
 
             io.write = tee_write  # type: ignore[method-assign]
         else:
@@ -443,50 +447,19 @@ class _BatchWriter(_Client):
                         io._message(ev.code, ev.payload)
 
             io._drain_frames = tee_drain  # type: ignore[method-assign]
-        if self.only:
-            self._batch_only = self._only_data
 
-    def _only_data(self, sender, ndx: int, iflags: int, ftype: int, xname) -> None:
-        """sender.c with --only-write-batch (f_xfer = batch_fd): the echo goes out,
-        the sum head, tokens and checksum go to the batch alone.  Our receiver was a
-        dry run and sent no sums, so the data is the whole file."""
-        from netsync import token
-        from netsync.checksum import FileSum
+    # -- --only-write-batch's sender (sender.c f_xfer = batch_fd): the echo goes out and
+    # into the batch, the sum head, tokens and checksum into the batch alone.
+    def _write_sum_head(self, head) -> None:
+        if self.only and self.am_sender:
+            self._divert = True
+        super()._write_sum_head(head)
 
-        neg = self.neg
-        proto = neg.protocol
-        out = self.batch
-        opened = sender.open_source(ndx)
-        if opened is None:  # reported by the sender; nothing recorded for it
-            out.paused = True
-            try:
-                self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
-            finally:
-                out.paused = False
-            return
-        fd, st = opened
-        self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
-        out.force(b"\0" * (16 if proto >= 27 else 12))
-        enc = token.make_encoder(neg.compress or "none", self._compress_level(), proto)
-        fsum = FileSum(neg.checksum, neg.checksum_seed, proto)
-        left = st.st_size if stat.S_ISREG(st.st_mode) else 0
-        enc.begin_file(file_size=left)
+    def _send_data(self, *args) -> None:
         try:
-            while left > 0:
-                try:
-                    chunk = os.read(fd, min(left, 1 << 18))
-                except OSError as exc:
-                    chunk = b""
-                    sender.read_errors(ndx, exc.errno or errno.EIO)
-                if not chunk:
-                    chunk = bytes(min(left, 1 << 18))
-                fsum.update(chunk)
-                out.force(enc.literal(chunk))
-                left -= len(chunk)
+            super()._send_data(*args)
         finally:
-            os.close(fd)
-        out.force(enc.end_file())
-        out.force(fsum.digest())
+            self._divert = False
 
     # -- the stats a --read-batch client receiver reads (main.c handle_stats())
     def _goodbye(self) -> None:
@@ -498,7 +471,7 @@ class _BatchWriter(_Client):
             if proto >= 29:
                 vals += [int(s.flist_buildtime * 1000), int(s.flist_xfertime * 1000)]
             for v in vals:
-                self.batch.force(encode_varlong(v, 3) if proto >= 30 else _longint(v))
+                self.batch.add(encode_varlong(v, 3) if proto >= 30 else _longint(v))
         super()._goodbye()
 
     def _summary(self, sent: int, received: int, total_size: int,
@@ -572,6 +545,9 @@ class _BatchReader(_Client):
         self._open_lists = 0  # lists of the stream not yet ended by its NDX_DONEs
         self._hi = 0  # one past the highest file index listed so far
         self._held: _HeldEntries | None = None
+        # The lists the stream has not yet ended (base, entries, their dir): its items
+        # are logged by name even once the generator, running ahead, dropped the list.
+        self._stream_lists: deque[tuple[int, list, object]] = deque()
 
     def run(self) -> int:
         from netsync import filters as _filters
@@ -646,6 +622,8 @@ class _BatchReader(_Client):
         """An NDX_DONE read: True if it only ended a list (not the phase)."""
         if self._open_lists > 1:
             self._open_lists -= 1
+            if self._stream_lists:
+                self._stream_lists.popleft()
             return True
         self._open_lists = 0
         return False
@@ -669,6 +647,11 @@ class _BatchReader(_Client):
         e = feed.entry(ndx)
         if e is not None:
             return True, e
+        for base, entries, d in self._stream_lists:
+            if ndx == base - 1:  # a list's dir (receiver.c: dir_flist, its parent_ndx)
+                return True, d
+            if 0 <= ndx - base < len(entries):
+                return True, entries[ndx - base]
         hi = max((base + len(ents) for base, ents, _n in feed.active), default=0)
         return ndx < max(hi, self._hi), None
 
@@ -680,6 +663,10 @@ class _BatchReader(_Client):
         if not known:
             raise WireError(f"Invalid file index: {ndx} [{self.who}]", E.RERR_PROTOCOL)
         if not iflags & ITEM_TRANSFER:
+            if e is not None:  # receiver.c: the item as the writing run's generator saw it
+                self.rep.maybe_log_item(e, iflags, xname)
+                if iflags & ITEM_IS_NEW:
+                    self.stats.count("created", e.mode)
             return None
         if e is None:
             self._skip(f"file index {ndx}", ndx)
@@ -715,7 +702,17 @@ class _BatchReader(_Client):
         flist.entries = self._held = _HeldEntries(feed, bool(self.opts.hard_links))
         for base, ents, _n in feed.active:
             self._held.keep(base, ents)
+        self._note_lists()
         return flist
+
+    def _note_lists(self) -> None:
+        """Remember the lists the feed took in since last time (with their dirs)."""
+        feed = self._feed
+        assert feed is not None
+        last = self._stream_lists[-1][0] if self._stream_lists else -1
+        for d, _slot, base, entries in feed.queue:
+            if base > last:
+                self._stream_lists.append((base, entries, d))
 
     def _read_list_ndx(self, ndx: int) -> None:
         """Whatever comes while the generator waits for a list (next_chunk())."""
@@ -744,13 +741,27 @@ class _BatchReader(_Client):
             self._hi = max(self._hi, base + len(ents))
             if self._held is not None:
                 self._held.keep(base, ents)
+                self._note_lists()
 
     def _skip(self, what: str, ndx: int) -> None:
-        """receiver.c: a file the batch holds but the generator did not want (a dry run
-        wants none: it only lists them)."""
-        if not self.opts.dry_run:
-            self.rep.info(f"(Skipping batched update for {what})")
+        """receiver.c: a file the batch holds but the generator did not want."""
+        self.rep.info(f"(Skipping batched update for {what})")
         self._discard(ndx)
+
+    def _generator_cls(self, base: type) -> type:
+        class BatchGenerator(base):  # type: ignore[misc, valid-type]
+            """generator.c itemize() logs nothing with --read-batch: the items the
+            batch recorded are logged as the stream is read, with their flags."""
+
+            def report_item(self, e, iflags: int, xname: bytes | None = None) -> int:
+                return iflags
+
+            def _receive_file(self, data, ndx, e, path, basis, dest_st, new_mode,
+                              iflags) -> None:
+                super()._receive_file(data, ndx, e, path, basis, dest_st, new_mode,
+                                      data.iflags)
+
+        return BatchGenerator
 
     def _discard(self, ndx: int) -> None:
         """receiver.c discard_receive_data(): read past one file's data."""
@@ -784,7 +795,8 @@ class _BatchReader(_Client):
         return self._read_ndx_and_attrs(len(self.flist.entries))
 
     def _name(self, ndx: int) -> str:
-        return self.rep.safe(self._entry(ndx).name)
+        e = self._lookup(ndx)[1]
+        return self.rep.safe(e.name) if e is not None else f"file index {ndx}"
 
     def _read_reply(self, req: m.SendRequest, append: int, prefix: int) -> m.FileData:
         """gen_wants_ndx(): the batch's next file against the one the generator wants."""
@@ -802,15 +814,19 @@ class _BatchReader(_Client):
                 self._skip(f'{"resend of " if self.redoing else ""}"{self._name(ndx)}"', ndx)
                 continue
             break
+        if self.opts.dry_run:  # receiver.c, !do_xfers: logged, its data read past
+            self._discard(ndx)
+            return m.FileData(ndx, iflags, None, iter(()))
         head = self._read_sum_head()
         e = self._entry(ndx)
         self._current_ndx = ndx
         if append:
             self._pending = self._tokens(e, None, req.basis, prefix, verify=append > 1)
-            return m.FileData(ndx, req.iflags, None, self._pending, size=e.size)
+            return m.FileData(ndx, iflags, None, self._pending, size=e.size)
         sums = _HeadOnly(head)
         self._pending = self._tokens(e, sums if head.count else None, req.basis)
-        return m.FileData(ndx, req.iflags, sums if head.count else None, self._pending,
+        # (the batch's iflags: what the receiver logs, as receiver.c does)
+        return m.FileData(ndx, iflags, sums if head.count else None, self._pending,
                           size=e.size)
 
     def _expect_done(self) -> None:
@@ -910,12 +926,8 @@ def _run_batch(opts, args: list[bytes]) -> int:
 
         return run_client(opts)
     name = opts.only_write_batch if only else opts.write_batch
-    local = not any(is_remote(a) for a in args)
-    if only and not local:
-        raise E.RsyncError(E.RERR_UNSUPPORTED, "--only-write-batch with a remote host is not "
-                           "supported by this netsync")
     if only:
-        opts.dry_run = True  # main.c: write_batch < 0 is a dry run here
+        opts.dry_run = True  # main.c: write_batch < 0 is a dry run (do_xfers stays 1)
     # batch.c open_batch_files(): the .sh first (exit 3), then the batch (exit 11).
     sh = _NewFile(name + ".sh", 0o700, E.RERR_FILESELECT)
     try:

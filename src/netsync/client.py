@@ -168,8 +168,6 @@ class _Client:
         self._done_echoes = 0
         # A file header read while looking for an earlier, skipped file's (_read_reply).
         self._next_reply: tuple[int, int, int, bytes | None] | None = None
-        # --only-write-batch (netsync.batch): echoes a dry-run item, its data to the batch.
-        self._batch_only = None
 
     # ------------------------------------------------------------------ setup
     def close_code(self, code: int) -> int:
@@ -988,17 +986,15 @@ class _Client:
             if not stat.S_ISREG(e.mode):
                 raise WireError(f"refusing transfer of non-file index {ndx} [{self.who}]",
                                 E.RERR_PROTOCOL)
-            if opts.dry_run:
+            if opts.dry_run and opts.only_write_batch is None:
                 # sender.c, !do_xfers: the generator sent no sums; log and echo the item.
+                # (--only-write-batch is a dry run that still sends: netsync.batch.)
                 stats.xferred_files += 1
                 stats.total_transferred_size += e.size
                 if iflags & ITEM_IS_NEW:
                     stats.created_files += 1
                 rep.log_item(e, iflags)
-                if self._batch_only is not None:
-                    self._batch_only(sender, ndx, iflags, ftype, xname)
-                else:
-                    self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
+                self._write_ndx_and_attrs(ndx, iflags, ftype, xname)
                 continue
             # sender.c: a file sent before (the redo phase) goes without --append.
             append = 0
@@ -1433,8 +1429,11 @@ class _Client:
             backup=opts.backup, backup_dir=ropts.backup_dir, suffix=ropts.suffix,
             alt_dest=alt_dirs, alt_dest_type=alt[0].split("-")[0] if alt else None,
             implied_dirs=opts.implied_dirs, relative=bool(opts.relative),
-            dry_run=opts.dry_run, am_root=am_root, omit_dir_times=bool(opts.omit_dir_times),
-            mkpath=opts.mkpath, inc_recurse=feed is not None,
+            # (a dry --read-batch, too, asks for each file: its data is read past)
+            dry_run=opts.dry_run, batch_only=opts.only_write_batch is not None
+            or opts.dry_run and opts.read_batch is not None,
+            am_root=am_root, omit_dir_times=bool(opts.omit_dir_times), mkpath=opts.mkpath,
+            inc_recurse=feed is not None,
             fuzzy=opts.fuzzy, fuzzy_debug=opts.debug.get("fuzzy", 0),
         )
         ropts.bwlimit = opts.bwlimit_bytes or 0
@@ -1713,6 +1712,10 @@ class _Client:
         if ndx != req.ndx:
             raise WireError(f"sender sent file {ndx} instead of {req.ndx} [{self.who}]",
                             E.RERR_PROTOCOL)
+        if self.am_server and self.opts.only_write_batch is not None:
+            # receiver.c, write_batch < 0: the client sender put the data in its batch;
+            # only the echo came (and no data to count).
+            return m.FileData(ndx, req.iflags, None, iter(()), size=0)
         head = self._read_sum_head()
         if sums is not None and head != sums.head or sums is None and head.count:
             raise WireError(f"sender echoed a different sum head [{self.who}]",

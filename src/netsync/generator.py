@@ -81,6 +81,9 @@ class GenOptions(Record):
     relative: bool = False
     list_only: bool = False
     dry_run: bool = False
+    # --only-write-batch: a dry run whose files are still asked for (rsync's do_xfers
+    # stays 1); what comes back is only logged, its data kept by the sender's batch.
+    batch_only: bool = False
     am_root: bool = False
     omit_dir_times: bool = False
     mkpath: bool = False
@@ -143,6 +146,11 @@ class Generator:
         self.io_error = flist.io_error
         self._warned_io = False
         self._top_deleted = False
+        # --delete-delay: what the walk found to delete, deleted after the transfer
+        # (rsync's remember_delete()), so what the transfer itself creates (a backup
+        # dir inside the destination) is never taken for an extra file.
+        self._delayed: list[tuple[bytes, bytes, int]] | None = \
+            [] if self.g.delete and self.g.delete_mode == "delay" else None
         self._fstack: list[tuple[bytes, object]] = []
         self._fast_ok = self._fast_path_allowed()
         self._alt_roots: list[int | None | bool] = []  # held --*-dest dir fds
@@ -412,7 +420,10 @@ class Generator:
                 if base in keep:
                     continue
                 rel = base if name == b"." else name + b"/" + base
-                self.delete_item(rel, join(path, base), mode, DEL_RECURSE)
+                if self._delayed is not None:
+                    self._delayed.append((rel, join(path, base), mode))
+                else:
+                    self.delete_item(rel, join(path, base), mode, DEL_RECURSE)
         finally:
             if fstate is not None:
                 self.filters.leave_dir(fstate)
@@ -579,9 +590,13 @@ class Generator:
             self._redo_appends()
         if self.after_files is not None:
             self.after_files()
-        if mode in ("after", "delay"):
+        if mode == "after":
             self._top_deleted = False
             self.delete_dirs(include_top=True)
+        elif self._delayed:
+            delayed, self._delayed = self._delayed, None
+            for rel, path, dmode in delayed:
+                self.delete_item(rel, path, dmode, DEL_RECURSE)
         self.recv.finish_delayed()
         self.touch_up_dirs()
         if self.skipped_deletes:
@@ -604,6 +619,14 @@ class Generator:
         # With -p, _unchanged_reg() is one compare of the whole st_mode (both regular).
         perms, uid_too, gid_too = a.perms, a.owner and a.am_root, a.group
         fstatat = os.stat
+        g = self.g
+        # generator.c (is_dir < 0): with dir times kept, a missing subdir is made
+        # (owner-only) while its parent's listing is generated, and handled in full
+        # right before its contents. Besides matching rsync, a dir's files then land
+        # where ext4's Orlov allocator spread the dirs, not all in one inode group.
+        early = a.times and not a.omit_dir_times and not g.dry_run and not g.existing \
+            and not g.list_only and not self.solo_file and not g.keep_dirlinks \
+            and F.daemon_excluded is None
         while True:
             if self._append_redo:
                 self._redo_appends()
@@ -625,8 +648,17 @@ class Generator:
             dfd = -1
             for i, e in enumerate(children):
                 fmt = e.mode & 0o170000
-                if fmt == 0o040000:
-                    continue  # a dir is generated with its own chunk
+                if fmt == 0o040000:  # a dir is generated with its own chunk
+                    if early and self.skip_dir is None and self.dry_missing is None \
+                            and (g.implied_dirs or not e.flags & FLAG_IMPLIED_DIR):
+                        try:
+                            if dfd < 0:
+                                dfd = self._dest_dir_fd(head)
+                            os.mkdir(e.name[cut:], 0o700, dir_fd=dfd)
+                            e.flags |= FLAG_DIR_CREATED
+                        except OSError:
+                            pass  # it exists, or its own turn reports why it cannot be made
+                    continue
                 if fast and fmt == 0o100000 and self.skip_dir is None \
                         and self.dry_missing is None:
                     try:
@@ -801,9 +833,11 @@ class Generator:
             if self.dry_missing is None:
                 self.dry_missing = e.name
             e.flags |= FLAG_MISSING_DIR
+        # A dir made earlier in this run counts as new (rsync: statret = -1).
+        existed = st is not None and not e.flags & FLAG_DIR_CREATED
         new_mode = e.mode if a.perms else dest_mode(a, e.mode, st.st_mode if st else 0,
-                                                    st is not None)
-        statret_st = None if e.flags & FLAG_DIR_CREATED else st
+                                                    existed)
+        statret_st = st if existed else None
         xname = None
         iflags = 0 if statret_st is not None else log.ITEM_LOCAL_CHANGE
         quiet_item = False
@@ -815,7 +849,7 @@ class Generator:
                     self._alt_matched(e, found[2], False)
                 else:
                     statret_st = found[2]
-        delete_now = g.delete and g.delete_mode == "during" \
+        delete_now = g.delete and g.delete_mode in ("during", "delay") \
             and e.flags & FLAG_CONTENT_DIR and st is not None
         if not quiet_item:
             self.itemize(e, statret_st, iflags, xname)
@@ -845,11 +879,15 @@ class Generator:
             errs: list[str] = []
             # Owner/perms now; the times after the contents are written.
             cur = self._lstat(path)
-            if cur is not None and st is None and not a.perms and cur.st_mode & stat.S_ISGID:
+            if cur is not None and not existed and not a.perms and cur.st_mode & stat.S_ISGID:
                 # rsync.c: a dir we just made under a setgid parent keeps its setgid bit.
                 new_mode |= stat.S_ISGID
             if cur is not None:
-                self._dir_attrs_now(path, e, cur, new_mode, errs)
+                # generator.c dir_tweaking: a non-root receiver keeps u+rwx on the dir
+                # while filling it; touch_up_dirs() gives it new_mode at the end.
+                now_mode = new_mode if a.am_root or new_mode & 0o700 == 0o700 \
+                    or self.solo_file else new_mode | 0o700
+                self._dir_attrs_now(path, e, cur, now_mode, errs)
             for msg in errs:
                 self.rep.error_xfer(msg)
             self.dir_fixups.append((path, e, new_mode))
@@ -1738,6 +1776,9 @@ class Generator:
         req = m.SendRequest(ndx, iflags, sums, *self.sum_params, basis=basis)
         if self._fz_req is not None and basis is not None:
             req.fuzzy_type, req.fuzzy_name = self._fz_req
+        if g.batch_only:
+            self._batch_only_item(self.request(req), ndx, e, path, iflags)
+            return
         if g.dry_run:
             self.rep.log_item_transfer_start(e, iflags)
             self.rep.log_item_transfer_end(e, iflags, 0)
@@ -1752,6 +1793,24 @@ class Generator:
             self._later.append((fetch, ndx, e, path, basis, dest_st, new_mode, iflags))
             return
         self._receive_file(self.request(req), ndx, e, path, basis, dest_st, new_mode, iflags)
+
+    def _batch_only_item(self, data: m.FileData, ndx: int, e: FileEntry, path: bytes,
+                         iflags: int) -> None:
+        """receiver.c with write_batch < 0: log the item (the client's stdout only) and
+        read past whatever data came; the destination is left alone."""
+        if data.failed:
+            return
+        iflags = data.iflags  # (the sender's echo, or the batch's record)
+        self.rep.log_item(e, iflags, to_logfile=False)
+        self._count_transfer(e, iflags)
+        self.stats.literal_data += data.size  # (the tokens' count corrects it to theirs)
+        try:
+            for _ in data.tokens:
+                pass
+        except m.DiscardFile:
+            pass
+        if self.g.hard_links and e.hlink is not None:
+            self._hl_finish(ndx, path)
 
     def finish_requests(self, keep: int = 0) -> None:
         """Receive pipelined files, oldest first, until at most ``keep`` are in flight."""

@@ -1207,9 +1207,6 @@ class _Parser:
 
     def _check_refused(self, opt: _Opt) -> None:
         names = canonical_names(opt)
-        if self.am_server and "only-write-batch" in names:
-            # A server receiver that records nothing but must not touch its destination.
-            raise OptionError(f"The server does not support {_display_name(opt)}")
         if any(n in NOT_IMPLEMENTED for n in names):
             who = "The server does not support" if self.am_server else "This netsync does not support"
             raise OptionError(f"{who} {_display_name(opt)}")
@@ -1700,6 +1697,14 @@ def _finish(p: _Parser, argc: int) -> Options:
     if o.read_batch is not None and o.remove_source_files:
         kind = "source" if o.remove_source_files == 1 else "sent"
         raise OptionError(f"--read-batch cannot be used with --remove-{kind}-files")
+    if am_server and o.only_write_batch is not None:
+        # options.c: -n drops it; main.c: else a dry run whose generator still asks for
+        # the files (do_xfers stays 1) -- their data goes to the client's batch alone.
+        # A client never sends it to a sender, whose data must reach the wire.
+        if o.dry_run or o.sender:
+            o.only_write_batch = None
+        else:
+            o.dry_run = True
     batch_name = o.write_batch or o.only_write_batch or o.read_batch
     if batch_name and len(batch_name) > 256:
         raise OptionError("the batch-file name must be 256 characters or less.")
@@ -2001,7 +2006,7 @@ def server_flag_string(opts: Options, am_sender: bool, *, with_caps: bool = True
         f.append("b")
     if o.update:
         f.append("u")
-    if o.dry_run:
+    if o.dry_run and o.only_write_batch is None:  # options.c: !do_xfers, not dry_run
         f.append("n")
     if o.links:
         f.append("l")

@@ -258,7 +258,8 @@ class Sender:
         except OSError as e:
             if e.errno == errno.ENOENT and self.missing_args == 1:
                 return
-            self.io_error |= IOERR_GENERAL
+            if e.errno != errno.ENOENT:  # flist.c: a missing arg inhibits no deletion
+                self.io_error |= IOERR_GENERAL
             self.rep.error_xfer(f'link_stat "{self.rep.full_path(path)}" failed: '
                                 f"{os.strerror(e.errno or 0)} ({e.errno})", role="sender")
             return
@@ -562,7 +563,15 @@ class Sender:
 
     def open_entry(self, e) -> tuple[int, os.stat_result] | None:
         """open_source() of the entry itself."""
-        path = self.flist.source_path(e)
+        # flist.source_path(), inline (once per file sent).
+        base = self.flist.roots[e.root]
+        name = e.name
+        if not base:
+            path = name
+        elif name == b".":
+            path = base
+        else:
+            path = base + name if base.endswith(b"/") else base + b"/" + name
         flags = self._open_flags
         if flags is None:  # the options are settled by the first send: work them out once
             flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | read_flags()

@@ -72,6 +72,10 @@ class DaemonLink(Record):
     dont_compress: str | None = None  # the module's "dont compress" list
 
 
+def _no_item(*_args) -> None:
+    pass
+
+
 class ServerReporter(Reporter):
     """A Reporter whose text goes to the client as multiplexed messages.
 
@@ -96,6 +100,10 @@ class ServerReporter(Reporter):
         if self.xlog is not None:
             self.xlog.reporter = self
             self._hook_io(io)
+        if self.xlog is None or self.xlog.fmt is None:
+            # No transfer logging: nothing to note or log per file (they run per file).
+            self.log_item_transfer_start = _no_item  # type: ignore[method-assign]
+            self.log_item_transfer_end = _no_item  # type: ignore[method-assign]
 
     def _hook_io(self, io: ProtocolIO) -> None:
         """Log what goes to the client as text; count in-band bytes for %b/%c."""
@@ -518,7 +526,7 @@ class _Server(_Client):
 
             def _transfer(self, ndx, e, path, basis, dest_st, new_mode, iflags_extra=0,
                           basis_st=None, xname=None) -> None:
-                if not self.g.dry_run:
+                if not self.g.dry_run or self.g.batch_only:  # (--only-write-batch asks)
                     return super()._transfer(ndx, e, path, basis, dest_st, new_mode,
                                              iflags_extra, basis_st, xname)
                 # Dry run: the sender only logs the item (sender.c, !do_xfers).

@@ -127,6 +127,18 @@ def test_idle_session_timeout(ftpd, anon_root: Path) -> None:
         f.voidcmd("NOOP")
 
 
+def test_idle_timeout_counts_from_login(ftpd, anon_root: Path) -> None:
+    """A client slow to log in is not timed out right after it has: the
+    idle time counts again from the login, as vsftpd's does."""
+    srv = ftpd(anon_root=anon_root, idle_session_timeout=3)
+    f = connect(srv)
+    time.sleep(2)  # idle before logging in, within the timeout
+    f.login()
+    time.sleep(1.5)  # past 3 s since connecting, well within 3 s since the login
+    assert f.voidcmd("NOOP").startswith("200")
+    f.quit()
+
+
 def test_huge_line_and_garbage_do_not_hurt_others(ftpd, anon_root: Path) -> None:
     srv = ftpd(anon_root=anon_root)
     victim = connect(srv)

@@ -457,6 +457,21 @@ class DaemonConfig(Record):
     globals: Globals
     modules: list[Module] = factory(list)
     messages: list[ConfigMessage] = factory(list)
+    # What the load read (see _Journal) and the environment it expanded values from.
+    journal: list[tuple[str, str, object]] = factory(list)
+    environ: dict[str, str] = factory(dict)
+
+    def is_current(self) -> bool:
+        """Would load_config() with the same arguments read exactly what this load read?
+        Then it would build the same configuration: every file's bytes, every include's
+        file type and directory listing, and the environment are compared (no time
+        stamps, so an edit within the file system's time granularity is seen too)."""
+        if dict(os.environ) != self.environ:
+            return False
+        for op, path, result in self.journal:
+            if _JOURNAL_OPS[op](path) != result:
+                return False
+        return True
 
     def module(self, name: str) -> Module | None:
         """lp_number(): the module whose (expanded) name is exactly ``name``."""
@@ -475,6 +490,39 @@ class DaemonConfig(Record):
 
 
 # ---------------------------------------------------------------------------
+# The loader's file-system reads, recorded so that a later load can be skipped
+
+
+def _read_file(path: str) -> object:
+    """pm_process()'s read: the bytes, or the errno (and text) of the failure."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        return (exc.errno, exc.strerror)
+
+
+def _stat_kind(path: str) -> object:
+    """include_config()'s stat: the file type, or the errno (and text) of the failure."""
+    try:
+        return stat.S_IFMT(os.stat(path).st_mode)
+    except OSError as exc:
+        return (exc.errno, exc.strerror)
+
+
+def _list_dir(path: str) -> object:
+    """include_config()'s directory read: the sorted names, or the failure."""
+    try:
+        return sorted(os.fsencode(n) for n in os.listdir(path))
+    except OSError as exc:
+        return (exc.errno, exc.strerror)
+
+
+_JOURNAL_OPS = {"read": _read_file, "stat": _stat_kind, "list": _list_dir}
+
+
+# ---------------------------------------------------------------------------
 # The scanner (params.c)
 
 
@@ -489,6 +537,12 @@ class _Loader:
         self.in_global = True
         self.dparams = list(dparams)
         self.globals_only = globals_only
+        self.journal: list[tuple[str, str, object]] = []
+
+    def _io(self, op: str, path: str) -> object:
+        result = _JOURNAL_OPS[op](path)
+        self.journal.append((op, path, result))
+        return result
 
     # --- loadparm.c callbacks
 
@@ -555,14 +609,12 @@ class _Loader:
     def pm_process(self, path: str, sections: bool, directive: tuple[str, int] | None = None
                    ) -> int:
         saved = self.log.where
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
+        data = self._io("read", path)
+        if not isinstance(data, bytes):
             if directive:
                 self.log.where = directive
-            self.log(f'unable to open config file "{path}": {exc.strerror} ({exc.errno})')
+            errno_, strerror = data  # type: ignore[misc]
+            self.log(f'unable to open config file "{path}": {strerror} ({errno_})')
             return 0
         text = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         result = _Parser(self, path, text, sections).parse()
@@ -574,25 +626,25 @@ class _Loader:
 
     def include_config(self, target: str, manage_globals: bool) -> int:
         sections = not self.globals_only
-        try:
-            st = os.stat(target)
-        except OSError as exc:
-            self.log(f'unable to stat config file "{target}": {exc.strerror} ({exc.errno})')
+        kind = self._io("stat", target)
+        if not isinstance(kind, int):
+            errno_, strerror = kind  # type: ignore[misc]
+            self.log(f'unable to stat config file "{target}": {strerror} ({errno_})')
             return 0
-        if stat.S_ISREG(st.st_mode):
+        if kind == stat.S_IFREG:
             if manage_globals and sections:
                 self.do_section("]push")
             ret = self.pm_process(target, sections, self.log.where)
             if manage_globals and sections:
                 self.do_section("]pop")
             return ret
-        if not stat.S_ISDIR(st.st_mode):
+        if kind != stat.S_IFDIR:
             return 0
         pattern = b"*.conf" if manage_globals else b"*.inc"
-        try:
-            names = sorted(os.fsencode(n) for n in os.listdir(target))
-        except OSError as exc:
-            self.log(f'unable to open config dir "{target}": {exc.strerror} ({exc.errno})')
+        names = self._io("list", target)
+        if not isinstance(names, list):
+            errno_, strerror = names  # type: ignore[misc]
+            self.log(f'unable to open config dir "{target}": {strerror} ({errno_})')
             return 0
         files = [os.path.join(target, os.fsdecode(n)) for n in names if wildmatch(pattern, n)]
         ret = 1
@@ -819,6 +871,7 @@ def load_config(path: str, dparams: Sequence[str] = (), *, globals_only: bool = 
     rsync logs and then ignores are in ``.messages``.
     """
     check_dparams(dparams)
+    env = dict(os.environ)  # before the parse: what a value's %VAR% expanded from
     ld = _Loader(dparams, globals_only)
     result = ld.pm_process(path, not globals_only)
     if not result:
@@ -828,4 +881,5 @@ def load_config(path: str, dparams: Sequence[str] = (), *, globals_only: bool = 
         ld.apply_dparams()
     fallback = ld.lvars
     modules = [Module(sec.values, fallback) for sec in ld.sections]
-    return DaemonConfig(path, Globals(ld.gvars, ld.lvars), modules, ld.log.messages)
+    return DaemonConfig(path, Globals(ld.gvars, ld.lvars), modules, ld.log.messages,
+                        ld.journal, env)

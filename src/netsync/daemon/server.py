@@ -241,19 +241,31 @@ def _preload_modules() -> None:
         return
     import netsync
 
-    for info in pkgutil.walk_packages(netsync.__path__, "netsync."):
-        if ".ftpd" in info.name or info.name.endswith("__main__"):
-            continue  # __main__ would run the CLI again
-        # Only a missing optional module is skipped: a signal's exception must get out.
-        with contextlib.suppress(ImportError):
-            importlib.import_module(info.name)
-    # Also what the engine imports lazily: after chroot() or dropping to the module's uid
-    # (which may not read the interpreter's own tree) an import would fail mid-transfer.
-    for name in ("hashlib", "zlib", "mmap", "secrets", "shutil", "numpy", "xxhash",
-                 "zstandard", "lz4.block", "Crypto.Hash.MD4", "encodings.idna",
-                 "encodings.latin_1"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
+    # numpy's OpenBLAS would start a thread per core that spins ~0.1 s of CPU at load:
+    # nothing here multiplies matrices, so one thread (set only while it loads; exec
+    # hooks see the environment as it was).
+    blas = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        for info in pkgutil.walk_packages(netsync.__path__, "netsync."):
+            if ".ftpd" in info.name or info.name.endswith("__main__"):
+                continue  # __main__ would run the CLI again
+            # Only a missing optional module is skipped: a signal's exception must get out.
+            with contextlib.suppress(ImportError):
+                importlib.import_module(info.name)
+        # Also what the engine imports lazily: after chroot() or dropping to the module's
+        # uid (which may not read the interpreter's own tree) an import would fail
+        # mid-transfer.
+        for name in ("hashlib", "zlib", "mmap", "secrets", "shutil", "numpy", "xxhash",
+                     "zstandard", "lz4.block", "Crypto.Hash.MD4", "encodings.idna",
+                     "encodings.latin_1"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+    finally:
+        if blas is None:
+            os.environ.pop("OPENBLAS_NUM_THREADS", None)
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = blas
     time.strftime("%Y")  # load the time zone
     _preloaded = True
 
@@ -272,6 +284,18 @@ def _tune_malloc() -> None:
         return
     mallopt(-1, 4 << 20)  # M_TRIM_THRESHOLD
     mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's dynamic ceiling)
+
+
+def _warm_lookups(config: DaemonConfig) -> None:
+    """glibc loads its NSS modules and reads its resolver files on a process's first
+    lookup of each kind: make the connections' lookups once in the listener (a loopback
+    reverse lookup; root's connections map to nobody/nogroup), so that each forked
+    connection finds them loaded instead of repeating that (~0.3 ms, ~100 page faults)."""
+    if os.geteuid() == 0:
+        _lookup_uid(NOBODY_USER)
+        _lookup_gid(NOBODY_GROUP)
+    if config.globals.reverse_lookup or any(m.reverse_lookup for m in config.modules):
+        access.client_name("127.0.0.1")
 
 
 class _Session:
@@ -997,6 +1021,7 @@ def _listen(opts, config: DaemonConfig) -> int:
     # it loaded (pages shared copy-on-write) instead of importing it again per client.
     _preload_modules()
     _tune_malloc()
+    _warm_lookups(config)
     # Keep the garbage collector off the preloaded objects in the forked children: a
     # collection there would write to (and so copy) every shared page it walks.
     gc.collect()
@@ -1051,7 +1076,8 @@ def _listen(opts, config: DaemonConfig) -> int:
                     conn, peer = s.accept()
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     continue
-                _fork_child(conn, peer, opts, socks, log)
+                config = _current_config(config, opts)
+                _fork_child(conn, peer, opts, socks, log, config)
     except _Stop:
         pass
     finally:
@@ -1066,8 +1092,21 @@ def _listen(opts, config: DaemonConfig) -> int:
 PROG_NAME = "netsync"
 
 
+def _current_config(config: DaemonConfig | None, opts) -> DaemonConfig | None:
+    """The configuration a connection's process would read now, parsed in the listener:
+    the last one while its files (and the environment) are unchanged, else a fresh load
+    (None if that fails: the connection's process then loads it and reports why)."""
+    if config is not None and config.is_current():
+        return config
+    try:
+        return load_config(_config_path(opts), opts.dparam)
+    except ConfigError:
+        return None
+
+
 def _fork_child(conn: socket.socket, peer: tuple[object, ...], opts,
-                socks: list[socket.socket], log: Callable[[str], None]) -> None:
+                socks: list[socket.socket], log: Callable[[str], None],
+                config: DaemonConfig | None = None) -> None:
     try:
         pid = os.fork()
     except OSError as exc:
@@ -1087,8 +1126,9 @@ def _fork_child(conn: socket.socket, peer: tuple[object, ...], opts,
             s.close()
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         fd = conn.detach()
-        # The per-connection process re-reads the config, as rsync does.
-        code = serve_connection(fd, fd, opts, access.peer_address(peer))
+        # rsync's connection process re-reads the config; the listener has just checked
+        # that its parse is what that read would give (else config is None: read it).
+        code = serve_connection(fd, fd, opts, access.peer_address(peer), config=config)
     except BaseException:  # never return into the accept loop from a child
         if os.environ.get("NETSYNC_DEBUG"):
             import traceback

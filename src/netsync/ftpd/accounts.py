@@ -9,7 +9,7 @@ import os
 import pwd
 import socket
 import stat
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .config import Config
 
@@ -86,9 +86,7 @@ def pam_authenticate(service: str, user: str, password: str) -> bool:
     fault per 4 KiB.  With mlockall(MCL_FUTURE) for the duration the kernel
     fills such mappings when they are made, in one pass, which costs less
     CPU than thousands of separate faults.  Nothing stays locked afterwards."""
-    import pam  # python-pam; imported lazily so anonymous-only servers need no PAM
-
-    p = pam.pam()
+    p = pam_authenticator()
     locked = prefault_possible() and libc().mlockall(_MCL_FUTURE) == 0
     try:
         # python-pam's authenticate() also calls pam_acct_mgmt by default.
@@ -99,6 +97,21 @@ def pam_authenticate(service: str, user: str, password: str) -> bool:
     return bool(ok)
 
 
+_pam: Any = None
+
+
+def pam_authenticator() -> Any:
+    """python-pam's authenticator, made once: in the listener when local users are
+    enabled, so libpam is found (``ldconfig -p``) and bound there and every forked
+    session inherits it, instead of each login paying for that lookup."""
+    global _pam
+    if _pam is None:
+        import pam  # imported lazily so anonymous-only servers need no PAM
+
+        _pam = pam.pam()
+    return _pam
+
+
 _libc: ctypes.CDLL | None = None
 
 
@@ -106,6 +119,10 @@ def libc() -> ctypes.CDLL:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
+        # Looked up once (the listener calls this at start): sessions inherit
+        # the function objects rather than each building its own.
+        for name in ("prctl", "mlockall", "munlockall"):
+            getattr(_libc, name, None)
     return _libc
 
 

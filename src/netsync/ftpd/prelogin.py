@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import select
 import signal
 import socket
 import struct
@@ -170,6 +171,14 @@ def run(cfg: Config, conn: socket.socket) -> None:
             tlog.vsftpd(f'CONNECT: Client "{conn.getpeername()[0]}"')
         except OSError:
             pass
+    # The handler is built once, here, before anything is read from the
+    # client: the pre-login process serves the dialogue with its copy, and
+    # this process takes the connection over with its own, untouched one.
+    # (Building it on both sides cost each login a second set-up.)
+    ioloop = IOLoop()
+    handler = Session(conn, ServerStub(conn.family), ioloop=ioloop)
+    if not handler.connected:
+        return
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent = os.getpid()
     accounts.cache_name_lists(lists)  # read here: the chroot has no files
@@ -182,12 +191,10 @@ def run(cfg: Config, conn: socket.socket) -> None:
                 tlog.close()
                 Session.tlog = None
             _drop_to_nopriv(nopriv, root, parent)
+            _own_poller(ioloop)
             Session.priv = theirs
-            ioloop = IOLoop()
-            handler = Session(conn, ServerStub(conn.family), ioloop=ioloop)
-            if handler.connected:
-                handler.handle()
-                ioloop.loop()
+            handler.handle()
+            ioloop.loop()
         except BaseException:  # noqa: BLE001 - the pre-login process must always exit here
             import traceback
 
@@ -205,10 +212,6 @@ def run(cfg: Config, conn: socket.socket) -> None:
     if granted is None:
         return
     anonymous, user, password, pending, ident = granted
-    ioloop = IOLoop()
-    handler = Session(conn, ServerStub(conn.family), ioloop=ioloop)
-    if not handler.connected:
-        return
     handler.take_over(user, anonymous, password, ident, pending)
     # pyftpdlib's loop() waits for a first event before it looks at timers;
     # here the client may already be idle, so idle_session_timeout counts now.
@@ -216,6 +219,19 @@ def run(cfg: Config, conn: socket.socket) -> None:
     while ioloop.socket_map:
         ioloop.poll(soonest)
         soonest = ioloop.sched.poll()
+
+
+def _own_poller(ioloop: IOLoop) -> None:
+    """In the pre-login process: an epoll instance of its own for the
+    inherited loop.  The inherited descriptor names the root side's
+    instance, which must not see this process's registrations."""
+    shared = getattr(ioloop, "_poller", None)
+    if not isinstance(shared, select.epoll):
+        return  # poll()/select() objects hold no kernel state to share
+    ioloop._poller = select.epoll()  # type: ignore[attr-defined]
+    shared.close()  # this process's descriptor only: the root side keeps its own
+    for fd, inst in ioloop.socket_map.items():
+        ioloop._poller.register(fd, inst._current_io_events)  # type: ignore[attr-defined]
 
 
 def _reap(pid: int) -> None:

@@ -26,6 +26,7 @@ from .session import ServerStub, Session, preload_lazy_modules
 log = logging.getLogger("netsync.ftpd")
 
 LISTENER_BOOST = 10  # nice levels the listener runs above its sessions
+REAP_INTERVAL = 1.0  # seconds an ended session may stay unreaped while no one connects
 
 MSG_MAX_CLIENTS = "421 There are too many connected users, please try later."
 MSG_MAX_PER_IP = "421 There are too many connections from your internet address."
@@ -97,6 +98,21 @@ def run_session(cfg: Config, conn: socket.socket, tlog: TransferLog | None) -> N
     ioloop.loop()
 
 
+def _compact_for_fork() -> None:
+    """Before serving: every fork copies the page table entries of the
+    listener's resident memory, and every exit tears them down again, so
+    carry as little as possible.  The collector leaves start-up objects
+    alone from now on (no copy-on-write of their headers in sessions), and
+    malloc gives back the free memory start-up left behind (compiling and
+    importing)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        accounts.libc().malloc_trim(0)
+    except AttributeError:  # not glibc
+        pass
+
+
 class Listener:
     def __init__(self, cfg: Config, config_path: str | None, overrides: Sequence[str]) -> None:
         self.cfg = cfg
@@ -128,12 +144,12 @@ class Listener:
                 self.pam_modules.close()
                 self.pam_modules = None
             return
-        import pam
-
         accounts.prefault_possible()  # decided once, inherited by sessions
-        # Binds libpam once (python-pam runs `ldconfig -p` twice to find
-        # it); every forked session inherits the bindings.
-        pam.pam()
+        # Binds libpam once; every forked session inherits the bindings.
+        try:
+            accounts.pam_authenticator()
+        except (ImportError, OSError):
+            pass  # each login then fails (and says why in the session's error log)
         service = cfg.pam_service_name or "ftp"
         if self.pam_modules is not None and self.pam_modules.service == service:
             return
@@ -189,7 +205,12 @@ class Listener:
             pass
 
     def _install_signals(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        # No SIGCHLD handler: exited sessions are reaped each time the loop
+        # wakes (before any accept, so max_clients counts are current, and at
+        # least every REAP_INTERVAL).  Waking the listener for every session
+        # that ends would cost it a pass through its loop, and copy-on-write
+        # faults on the pages that pass touches, per login.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
 
     # --- main loop
@@ -205,10 +226,10 @@ class Listener:
                 os.setpriority(os.PRIO_PROCESS, 0, max(-20, self._base_nice - LISTENER_BOOST))
             except OSError:
                 pass
-        gc.freeze()  # keep start-up objects out of the collector: fewer copy-on-write pages per fork
+        _compact_for_fork()
         while not self._stop:
             try:
-                ready, _, _ = select.select([*self.socks, self._wake_r], [], [], 5.0)
+                ready, _, _ = select.select([*self.socks, self._wake_r], [], [], REAP_INTERVAL)
             except InterruptedError:
                 ready = []
             if self._wake_r in ready:
@@ -291,7 +312,7 @@ class Listener:
                 os.setsid()
             except OSError:
                 pass
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             for s in self.socks:
@@ -334,7 +355,7 @@ class Listener:
         self.tlog.close()
         self.tlog = TransferLog(new)
         self._load_pam(new)
-        gc.freeze()  # the new configuration's objects too (see serve_forever)
+        _compact_for_fork()  # the new configuration's objects too
 
     def shutdown(self) -> None:
         for s in self.socks:

@@ -758,6 +758,10 @@ class Session(FTPHandler):
         """Root session process, after the pre-login process had this login
         granted: log in as it would have, then go on with what the client
         had already sent."""
+        # This handler was built before the pre-login dialogue: the idle
+        # timeout counts from now, as for a handler built at this point.
+        if self._idler is not None and not self._idler.cancelled:
+            self._idler.reset()
         self.username = user
         self.anonymous = anonymous
         if anonymous:
