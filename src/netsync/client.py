@@ -1033,6 +1033,7 @@ class _Client:
                 data = sender.send_file(req)
             self._send_data(sender, e, ndx, iflags, ftype, xname, append, sums, head, data,
                             encoder, plain)
+        sender.close_dirs()
         if sender.io_error and proto >= 30:
             io.send_msg(Msg.IO_ERROR, encode_int32(sender.io_error))
         io.write_ndx(NDX_DONE)

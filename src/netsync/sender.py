@@ -17,6 +17,7 @@ from netsync import errors as E
 from netsync import filters as F
 from netsync import messages as m
 from netsync import metadata as _md
+from netsync import safepath
 from netsync.flist import (
     FLAG_CONTENT_DIR,
     FLAG_HLINK_FIRST,
@@ -102,6 +103,12 @@ class Sender:
         self._hl_groups: dict[tuple[int, int], int] = {}
         self.io_error = 0
         self._open_flags: int | None = None  # open_source()'s, once the first file goes
+        # sender.c sender_open_confined(): a file's parent dirs are opened from its
+        # root one step at a time without following a symlink, so a dir swapped for a
+        # symlink mid-transfer cannot lead the open out of the tree. (root, dir, fd)
+        # of the last parent is kept for its next files.
+        self._confine: bool | None = None
+        self._src_dir: tuple[int, bytes, int] | None = None
         self.missing_args = 0  # 1: --ignore-missing-args
         # One plain source walks out already in rsync's order; anything else is sorted.
         self._presorted = True
@@ -578,8 +585,17 @@ class Sender:
             if not (self.w.copy_links or self.w.copy_unsafe_links):
                 flags |= os.O_NOFOLLOW
             self._open_flags = flags
+            # Not where the list itself went through symlinked dirs (-L, -k,
+            # --copy-unsafe-links) or -R kept them in the names.
+            w = self.w
+            self._confine = not (w.copy_links or w.copy_unsafe_links or w.copy_dirlinks
+                                 or w.relative)
         try:
-            fd = os.open(path, flags)
+            head, _, leaf = name.rpartition(b"/")
+            if head and self._confine:
+                fd = os.open(leaf, flags, dir_fd=self._parent_fd(e.root, base, head))
+            else:
+                fd = os.open(path, flags)
         except OSError as ex:
             if ex.errno == errno.ENOENT:
                 self.io_error |= IOERR_VANISHED
@@ -594,6 +610,25 @@ class Sender:
         except BaseException:
             os.close(fd)
             raise
+
+    def _parent_fd(self, root: int, base: bytes, head: bytes) -> int:
+        c = self._src_dir
+        if c is not None and c[0] == root and c[1] == head:
+            return c[2]
+        self.close_dirs()
+        rfd = os.open(base or b".", safepath.DIR_FLAGS)
+        try:
+            fd = safepath.dir_beneath(rfd, head.split(b"/"))
+        finally:
+            os.close(rfd)
+        self._src_dir = (root, head, fd)
+        return fd
+
+    def close_dirs(self) -> None:
+        """Let go of the held source dir (open_entry() keeps the last one)."""
+        c, self._src_dir = self._src_dir, None
+        if c is not None:
+            os.close(c[2])
 
     def file_data(self, req: m.SendRequest, fd: int, st: os.stat_result) -> m.FileData:
         """The data of an opened source file (``open_source``) as the receiver takes it."""
