@@ -13,7 +13,7 @@ Three ways to aim it:
   functions are in :data:`SERVER_ATTACKS`.
 
 :func:`finish` waits for a child with a deadline and returns its exit code and peak
-memory (``wait4``'s ru_maxrss: the child's own high-water mark, nobody else's).
+memory (the child's own VmHWM, sampled while it runs; see :func:`finish`).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class Child:
     stderr_path: Path
     returncode: int | None = None
     maxrss_kb: int = 0
+    spawner_rss_kb: int = 0  # our RSS when it was forked (see finish())
 
     @property
     def stderr(self) -> bytes:
@@ -87,19 +88,34 @@ class Child:
 def spawn(argv: list[str], cwd: Path, *, pipes: bool = True, env: dict | None = None,
           stdout=None) -> Child:
     fd, name = tempfile.mkstemp(prefix="hostile-stderr-", dir=cwd)
+    rss = _proc_status_kb("self", b"VmRSS:")
     proc = subprocess.Popen(argv, cwd=cwd, env=env or child_env(),
                             stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
                             stdout=subprocess.PIPE if pipes else (stdout or subprocess.DEVNULL),
                             stderr=fd, preexec_fn=_limit_memory)
     os.close(fd)
-    return Child(proc, Path(name))
+    return Child(proc, Path(name), spawner_rss_kb=rss)
+
+
+def _proc_status_kb(pid: int | str, field: bytes) -> int:
+    """A kB field of /proc/PID/status (0 once the process has no memory)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def finish(child: Child, timeout: float = 60.0) -> Child:
     """Wait (at most ``timeout``; then kill and fail) and record exit code and peak RSS."""
     pid = child.proc.pid
     deadline = time.monotonic() + timeout
+    hwm = 0
     while True:
+        hwm = max(hwm, _proc_status_kb(pid, b"VmHWM:"))
         info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         if info is not None:
             break
@@ -110,7 +126,12 @@ def finish(child: Child, timeout: float = 60.0) -> Child:
         time.sleep(0.05)
     _, status, usage = os.wait4(pid, 0)
     child.proc.returncode = child.returncode = os.waitstatus_to_exitcode(status)
-    child.maxrss_kb = usage.ru_maxrss
+    # wait4's ru_maxrss starts at the RSS of the forked copy of this process (Linux
+    # carries the old mm's high-water mark over exec), so a test process that grew
+    # big makes every child look big. Above our RSS at the fork it is the child's
+    # own peak; at or below it, the child's VmHWM sampled while it ran is.
+    own = usage.ru_maxrss > child.spawner_rss_kb
+    child.maxrss_kb = usage.ru_maxrss if own else max(hwm, 1)
     for f in (child.proc.stdin, child.proc.stdout):
         if f is not None:
             try:
