@@ -119,13 +119,7 @@ def test_batches_of_older_protocols(tmp_path: Path, sync_cmd: list[str], proto: 
 
 def test_delta_batch_both_ways(tmp_path: Path, sync_cmd: list[str]) -> None:
     """A changed file goes as a delta against the old destination, and replays onto it."""
-    src, old = tmp_path / "src", tmp_path / "old"
-    src.mkdir()
-    old.mkdir()
-    data = os.urandom(1 << 20)
-    (src / "big").write_bytes(data)
-    (old / "big").write_bytes(data[:500_000] + b"changed!" + data[500_008:])
-    os.utime(old / "big", (1_500_000_000, 1_500_000_000))
+    _delta_setup(tmp_path)
     want = _reference(tmp_path, ["-a"])
     # (rsync leaves the top dir's mtime as the rename into it made it: not compared)
     want.pop(b".")
