@@ -37,6 +37,7 @@ if _SRC not in sys.path:
 from netsync.flist import FileEntry  # noqa: E402
 from netsync.flist_codec import FlistEncoder  # noqa: E402
 from netsync.io import ProtocolIO  # noqa: E402
+from netsync.log import ITEM_BASIS_TYPE_FOLLOWS, ITEM_TRANSFER, ITEM_XNAME_FOLLOWS  # noqa: E402
 from netsync.transport import Connection  # noqa: E402
 from netsync.wire import NDX_DEL_STATS, NDX_DONE, Msg, encode_int32, encode_varint  # noqa: E402
 
@@ -328,11 +329,29 @@ class EvilServer:
         self.io.write(flist_bytes(self.encoder(**kw), entries))
         self.io.flush()
 
+    def next_item(self) -> tuple[int, int]:
+        """The client's next (ndx, iflags) that is not an item its generator only
+        reports (protocol >= 29): those are echoed back, as rsync's sender does."""
+        io = self.io
+        while True:
+            ndx = io.read_ndx()
+            if ndx < 0:
+                return ndx, 0
+            iflags = io.read_shortint()
+            if iflags & ITEM_TRANSFER:
+                return ndx, iflags
+            if iflags & ITEM_BASIS_TYPE_FOLLOWS:
+                io.read_byte()
+            xname = io.read_vstring() if iflags & ITEM_XNAME_FOLLOWS else None
+            io.write_ndx(ndx)
+            io.write_shortint(iflags)
+            if xname is not None:
+                io.write_vstring(xname)
+
     def file_request(self) -> tuple[int, int]:
         """Read the client's request for a file: (ndx, iflags); the sum head is skipped."""
         io = self.io
-        ndx = io.read_ndx()
-        iflags = io.read_shortint()
+        ndx, iflags = self.next_item()
         count = io.read_int()
         io.read_int()
         s2 = io.read_int()
@@ -369,7 +388,7 @@ def _serve_files(s: EvilServer, data: dict[int, bytes]) -> None:
     io = s.io
     phase = 0
     while True:
-        ndx = io.read_ndx()
+        ndx, iflags = s.next_item()
         if ndx == NDX_DEL_STATS:
             for _ in range(5):
                 io.read_varint()
@@ -380,7 +399,6 @@ def _serve_files(s: EvilServer, data: dict[int, bytes]) -> None:
                 break
             io.write_ndx(NDX_DONE)
             continue
-        iflags = io.read_shortint()
         count = io.read_int()
         io.read_int()
         s2 = io.read_int()

@@ -315,12 +315,14 @@ def test_replay_onto_another_destination(tmp_path: Path, sync_cmd: list[str]) ->
 @pytest.mark.parametrize("dry", [False, True], ids=["real", "dry-run"])
 def test_replay_output_matches_rsync(tmp_path: Path, sync_cmd: list[str], writer: str,
                                      dry: bool) -> None:
-    """-v lines of a replay (and of a dry-run one, which leaves the tree alone)."""
+    """-v lines and --stats block of a replay (and of a dry-run one, which leaves the
+    tree alone).  The list times come from the batch, so they match too; rsync counts
+    the data a dry run reads past, and no list bytes read from a batch."""
     work = _setup(tmp_path, "diverged")
     _copy_old(work, "wrote")
     _ok(tc.run(RSYNC if writer == "rsync" else sync_cmd,
                ["-a", "--write-batch=B", "src/", "wrote/"], work))
-    extra = ["-n"] if dry else []
+    extra = ["-n", "--stats"] if dry else ["--stats"]
     before = tc.snapshot(_copy_old(work, "r"))
     _copy_old(work, "n")
     want = _ok(tc.run(RSYNC, ["-av", *extra, "--read-batch=B", "r/"], work))
@@ -564,6 +566,24 @@ def test_server_takes_only_write_batch(tmp_path: Path) -> None:
     o = parse_args(["--server", "--sender", "-logDtpre.iLsfxCIvu", "--only-write-batch=X",
                     ".", "d/"])
     assert o.only_write_batch is None and not o.dry_run
+
+
+@pytest.mark.parametrize("opt", ["--write-batch", "--read-batch"])
+def test_server_ignores_batch_options(tmp_path: Path, sshd_server: SshServer, opt: str) -> None:
+    """A batch option sent to a server is ignored with rsync's notice, and the
+    transfer goes on (options.c: older clients send them)."""
+    _setup(tmp_path, "none")
+    runs = {}
+    for who, server in (("rsync", "rsync"), ("netsync", NETSYNC_PATH)):
+        dest = f"{sshd_server.login}:{tmp_path}/{who}/"
+        runs[who] = tc.run(RSYNC, ["-a", "-e", sshd_server.rsh,
+                                   f"--rsync-path={server} {opt}={tmp_path}/B-{who}",
+                                   "src/", dest], tmp_path)
+        assert runs[who].returncode == 0, runs[who].describe()
+        assert not list(tmp_path.glob(f"B-{who}*"))
+    assert runs["netsync"].stderr == runs["rsync"].stderr
+    assert runs["rsync"].stderr == f"ignoring {opt} option sent to server\n".encode()
+    tc.assert_same(tc.snapshot(tmp_path / "rsync"), tc.snapshot(tmp_path / "netsync"))
 
 
 # ---------------------------------------------------------------- --read-batch -i

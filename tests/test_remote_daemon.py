@@ -151,3 +151,71 @@ def test_pull_past_files_the_daemon_cannot_open(tmp_path: Path) -> None:
                 [f"b{i:03d}" for i in range(60)]
     finally:
         peers.stop(proc)
+
+
+_CMD_LINES = (b"opening connection using:", b"opening tcp connection to", b"sending daemon args:",
+              b"protected args:")
+
+
+@pytest.mark.parametrize("secluded", [[], ["-s"]], ids=["plain", "secluded"])
+@pytest.mark.parametrize("via", ["daemon", "ssh", "daemon-over-ssh"])
+def test_vv_shows_the_commands_as_rsync(rsyncd: RsyncDaemon, sshd_server: SshServer,
+                                        tmp_path: Path, via: str, secluded: list[str]) -> None:
+    """-vv (--debug=cmd,connect): the command run, the connection made, the args sent."""
+    trees.make_tree(tmp_path / "src", "small")
+    seed = _run([tc.RSYNC], ["-a", "src/", rsyncd.url("open/vv/")], tmp_path)
+    assert seed.returncode == 0, seed.describe()
+    if via == "daemon":
+        args, remote = [], rsyncd.url("open/vv/")
+    elif via == "ssh":
+        args, remote = ["-e", sshd_server.rsh], f"{sshd_server.login}:{rsyncd.modules['open']}/vv/"
+    else:
+        args = ["-e", sshd_server.rsh,
+                f"--rsync-path=rsync --config={rsyncd.dir / 'rsyncd.conf'}"]
+        remote = f"{sshd_server.login}::open/vv/"
+    lines = {}
+    for who, cmd in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+        run = _run(cmd, ["-avv", *secluded, *args, remote, f"{who}/"], tmp_path)
+        assert run.returncode == 0, run.describe()
+        lines[who] = [ln for ln in run.stdout.splitlines() if ln.startswith(_CMD_LINES)]
+    assert lines["netsync"] == lines["rsync"]
+    assert lines["rsync"], "rsync printed none of the lines compared"
+
+
+@pytest.mark.parametrize("opts", [["-ai"], ["-ain"], ["-ai", "--no-i-r"]], ids=" ".join)
+def test_daemon_transfer_log_sees_our_items(tmp_path: Path, opts: list[str]) -> None:
+    """A pull reports its generator's items to the sender (from protocol 29), so an
+    rsyncd's transfer log lists the new dirs and links as for an rsync client (a dry
+    run logs nothing there, but its transfers are reported and echoed too)."""
+    import re
+
+    trees.make_tree(tmp_path / "mod", "small")
+    log = tmp_path / "rsyncd.log"
+    conf = tmp_path / "rsyncd.conf"
+    import os
+
+    as_root = "uid = root\ngid = root\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"use chroot = no\n{as_root}log file = {log}\ntransfer logging = yes\n"
+                    f"log format = %o %i %n%L\n[m]\n    path = {tmp_path / 'mod'}\n")
+    proc, port = peers.start_daemon([tc.RSYNC], conf)
+    try:
+        items, out = {}, {}
+        for who, cmd in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+            (tmp_path / who).mkdir()
+            before = log.read_text()
+            run = _run(cmd, [*opts, f"rsync://127.0.0.1:{port}/m/", "dst/"], tmp_path / who)
+            assert run.returncode == 0, run.describe()
+            out[who] = tc.output_lines(run.stdout)
+            deadline = time.monotonic() + 10
+            while log.read_text().count("total size") == before.count("total size") \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)  # the daemon's child logs its last line as it exits
+            new = log.read_text()[len(before):]
+            items[who] = [re.sub(r"^\S+ \S+ \[\d+\] ", "", ln) for ln in new.splitlines()
+                          if re.match(r"^\S+ \S+ \[\d+\] send ", ln)]
+    finally:
+        peers.stop(proc)
+    assert out["netsync"] == out["rsync"]
+    assert any(ln.startswith(b"cd+++") for ln in out["rsync"]), out["rsync"]
+    assert items["netsync"] == items["rsync"]
+    assert "-ain" in opts or any(ln.startswith("send cd") for ln in items["rsync"])

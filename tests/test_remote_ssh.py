@@ -67,6 +67,26 @@ def test_archive_each_protocol(sshd_server: SshServer, tmp_path: Path, direction
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", (*PROTOCOLS, 28))
+def test_itemize_each_protocol(sshd_server: SshServer, tmp_path: Path, direction: str,
+                               protocol: int) -> None:
+    """-i lines as rsync's, per protocol.  Before 29 the sender sends no item flags, so a
+    pull's receiver logs each transfer as ">f?????????"; rsync's generator prints the
+    other lines meanwhile, in another process: there the lines are compared as a set."""
+    a, b = _pair(tmp_path, "diverged", "small")
+    extra = ["-ai", "--delete", f"--protocol={protocol}"]
+    want = _transfer(sshd_server, [tc.RSYNC], a, direction, extra)
+    got = _transfer(sshd_server, tc.program_under_test(), b, direction, extra)
+    assert got.returncode == want.returncode == 0, got.describe()
+    want_lines, got_lines = tc.output_lines(want.stdout), tc.output_lines(got.stdout)
+    assert any(ln.startswith((b">f", b"<f")) for ln in want_lines), want.describe()
+    if protocol < 29 and direction == "pull":
+        assert sorted(got_lines) == sorted(want_lines)
+    else:
+        tc.assert_same_output(want_lines, got_lines)
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
 @pytest.mark.parametrize("protocol", (31, 29))
 def test_diverged_delta_delete(sshd_server: SshServer, tmp_path: Path, direction: str,
                                protocol: int) -> None:
@@ -175,6 +195,10 @@ def test_delta_edits(sshd_server: SshServer, tmp_path: Path, direction: str, how
         return [line for line in out.splitlines()
                 if line.startswith((b"Matched data", b"Literal data"))]
     assert delta_lines(got.stdout) == delta_lines(want.stdout)
+
+    def labels(out: bytes) -> list[bytes]:  # the --stats lines there are, in order
+        return [line.partition(b":")[0] for line in out.splitlines() if b": " in line]
+    assert labels(got.stdout) == labels(want.stdout)
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])

@@ -612,6 +612,11 @@ class _BatchReader(_Client):
         self._load_files_from()
         return self._pull()
 
+    def _summary(self, sent: int, received: int, total_size: int,
+                 batch_only: bool = False) -> None:
+        self.stats.flist_size = 0  # (rsync counts no list bytes read from a batch)
+        super()._summary(sent, received, total_size, batch_only)
+
     def _send_filter_list(self) -> None:
         """send_filter_list(-1): the batch reader sends no rules."""
 
@@ -771,14 +776,22 @@ class _BatchReader(_Client):
         io = self.io
         assert io is not None
         neg = self.neg
-        self._read_sum_head()
+        head = self._read_sum_head()
         dec = getattr(self, "decoder", None)
         if dec is None:
             dec = self.decoder = token.make_decoder(neg.compress or "none", neg.protocol)
+        stats = self.stats
+        last = head.count - 1
         while True:
             done = False
             for ev in dec:
-                if not isinstance(ev, (token.Literal, token.Block)):
+                # receive_data() counts what it reads past as if it wrote it.
+                if isinstance(ev, token.Literal):
+                    stats.literal_data += len(ev.data)
+                elif isinstance(ev, token.Block):
+                    stats.matched_data += head.remainder \
+                        if ev.index == last and head.remainder else head.blength
+                else:
                     done = True
                     break
             if done:

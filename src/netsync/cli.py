@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"{PROG}: {ue.message}")
         _exit_line(ue.code)
         return ue.code
+    if opts.server_notice and not opts.daemon:
+        _err(opts.server_notice)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     from netsync import safepath
@@ -395,7 +397,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     if feed is None:
         stats.count_listed(flist.entries)
         flist_size[0] += sum(len(e.name) + 8 for e in flist.entries)
-    stats.flist_buildtime = build_time
+    stats.flist_buildtime = max(build_time, 0.001)  # (flist.c: >= 1 ms)
     if list_only:
         return _list(opts, rep, flist, stats, start)
     assert dest is not None
@@ -479,6 +481,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     gen.stats = stats
     gen.feed = feed
     gen.local_append_verify = True
+    gen.pool_ok = gen.pool_allowed()
     if dry_missing:
         gen.dry_missing = b"."
     rep.attach_stats(stats)

@@ -24,6 +24,7 @@ from netsync import errors as E
 from netsync import log
 from netsync import messages as m
 from netsync.io import ProtocolIO, RemoteExit
+from netsync.report import FinishFirst
 from netsync.transport import Connection, TransportError
 from netsync.wire import (
     NDX_DEL_STATS,
@@ -166,6 +167,9 @@ class _Client:
         self._feed: _WireFeed | None = None  # an incremental pull's file lists
         self._lists: _PushLists | None = None  # ... and an incremental push's
         self._done_echoes = 0
+        # A pull reports its generator's items to the sender (_generator_cls()).
+        self._send_items = False
+        self._dry_items = False
         # A file header read while looking for an earlier, skipped file's (_read_reply).
         self._next_reply: tuple[int, int, int, bytes | None] | None = None
 
@@ -279,10 +283,20 @@ class _Client:
 
         sa = server_args(self.opts, plan.am_sender, plan.remote_paths)
         cmd = build_rsh_command(self.opts, plan.host, plan.user, sa.argv)
+        self._show_argv("opening connection using:", cmd)
         self.conn = spawn(cmd, who=self.who)
         if sa.secluded:
+            self._show_argv("protected args:", sa.secluded[1:])
             self.conn.write(encode_secluded(sa.secluded))
         return self._handshake()
+
+    def _show_argv(self, prefix: str, argv: list[str]) -> None:
+        """What rsync prints at --debug=cmd (-vv) of a command it runs or sends."""
+        if self.opts.debug.get("cmd", 0) >= 1:
+            from netsync.transport.rsh import child_argv_line
+
+            sys.stdout.write(child_argv_line(prefix, argv) + "\n")
+            sys.stdout.flush()
 
     def _start_daemon(self, plan):
         from netsync.transport.daemon import (
@@ -298,8 +312,15 @@ class _Client:
         opts = self.opts
         if plan.mode == Mode.DAEMON_SHELL:
             cmd = build_rsh_command(opts, plan.host, plan.user, [], daemon=True)
+            self._show_argv("opening connection using:", cmd)
             self.conn = spawn(cmd, who=self.who)
         else:
+            if opts.debug.get("connect", 0) >= 1:  # socket.c open_socket_out()
+                prog = "Using RSYNC_CONNECT_PROG instead of " \
+                    if os.environ.get("RSYNC_CONNECT_PROG") else ""
+                sys.stdout.write(f"{prog}opening tcp connection to {plan.host} port "
+                                 f"{plan.port}\n")
+                sys.stdout.flush()
             self.conn = connect(plan.host, plan.port, address=opts.address,
                                 af_hint=opts.af_hint, contimeout=opts.contimeout,
                                 sockopts=opts.sockopts, who=self.who)
@@ -324,7 +345,11 @@ class _Client:
                            early_input=early)
         if not reply.ok:
             return None
-        dc.send_args(daemon_server_args(opts, plan.am_sender, plan.remote_paths))
+        sargs = daemon_server_args(opts, plan.am_sender, plan.remote_paths)
+        self._show_argv("sending daemon args:", sargs.argv)
+        if sargs.secluded:
+            self._show_argv("protected args:", sargs.secluded[1:])
+        dc.send_args(sargs)
         assert dc.greeting is not None
         return self._handshake(daemon_protocol=proto,
                                remote_protocol=dc.greeting.remote_protocol)
@@ -492,8 +517,8 @@ class _Client:
                     self._read_list_ndx(ndx)
                     continue
                 if feed.entry(ndx) is None:
-                    raise WireError(f"Invalid file index: {ndx} [{self.who}]",
-                                    E.RERR_PROTOCOL)
+                    self._skip_echo(ndx)  # (or refuse the index)
+                    continue
                 nfiles = ndx + 1
             if ndx < 0 or ndx >= nfiles + (1 if proto < 30 else 0):
                 raise WireError(f"Invalid file index: {ndx} ({NDX_DONE} - {nfiles - 1}) "
@@ -768,7 +793,8 @@ class _Client:
             flist = sender.build_file_list([], files_from, sources[0] if sources else b".")
         else:
             flist = sender.build_file_list(sources)
-        stats.flist_buildtime = time.time() - t0
+        # flist.c: a list built within the same millisecond still took one.
+        stats.flist_buildtime = max(time.time() - t0, 0.001)
         rep.roots = flist.roots
         if show_flist:
             if rep.level("flist") >= 2:
@@ -794,8 +820,7 @@ class _Client:
         before = self.conn.bytes_written  # type: ignore[union-attr]
         parts: list[bytes] = []
         try:  # one write for the list (the same bytes, the same frames)
-            for ndx, e in enumerate(entries):
-                parts.append(enc.encode_entry(e, ndx))
+            enc.encode_into(parts, entries)
         finally:
             io.write(b"".join(parts))
         io_error = flist.io_error | sender.io_error
@@ -835,7 +860,7 @@ class _Client:
         lists = self._lists = _PushLists(self, sender, sender.iter_chunks(sources), enc, tweak)
         lists.send_first()
         rep.roots = sender.flist.roots
-        self.stats.flist_buildtime = time.time() - t0
+        self.stats.flist_buildtime = max(time.time() - t0, 0.001)  # (flist.c: >= 1 ms)
         self.stats.flist_size = self.conn.bytes_written - before  # type: ignore[union-attr]
         return sender, sender.flist, 0
 
@@ -874,6 +899,12 @@ class _Client:
         ndx_in = io.ndx_in
         ndx_out = io.ndx_out
         open_entry = sender.open_entry
+        # A small file's sum in one call; its three writes in one (unless write is hooked:
+        # then "fast" is off); the per-file log hooks skipped when a server has none.
+        file_sum = fsum_proto.oneshot()
+        write3 = io.write3 if type(io).write is ProtocolIO.write else None
+        log_items = getattr(rep, "logs_transfers", True)
+        pread = os.pread
         while True:
             if lists is not None and not lists.eof:
                 lists.send_extra(MIN_FILECNT_LOOKAHEAD)
@@ -921,23 +952,36 @@ class _Client:
                         continue
                     fd, st = opened
                     if st.st_mode & 0o170000 == 0o100000:
-                        rep.log_item_transfer_start(e, iflags)
+                        if log_items:
+                            rep.log_item_transfer_start(e, iflags)
                         size = st.st_size
-                        fsum = fsum_proto.fresh()
                         # The usual small file: one read, one token (a short read or an
                         # error goes the long way, which reports it).
-                        chunk = _pread_all(fd, size) if 0 < size <= CHUNK_SIZE else None
+                        chunk = None
+                        if 0 < size <= CHUNK_SIZE:
+                            try:
+                                chunk = pread(fd, size, 0)
+                            except OSError:
+                                pass
+                            else:
+                                if len(chunk) != size:
+                                    chunk = None
                         if chunk is not None:
                             os.close(fd)
-                            fsum.update(chunk)
-                            write = io.write
-                            write(echo + _I32.pack(size))
-                            write(chunk)
-                            write(_END_TOKEN + fsum.digest())
+                            if write3 is not None:
+                                write3(echo + _I32.pack(size), chunk,
+                                       _END_TOKEN + file_sum(chunk))
+                            else:
+                                write = io.write
+                                write(echo + _I32.pack(size))
+                                write(chunk)
+                                write(_END_TOKEN + file_sum(chunk))
                         else:
-                            size = self._send_whole(sender, ndx, fd, st, echo, fsum)
+                            size = self._send_whole(sender, ndx, fd, st, echo,
+                                                    fsum_proto.fresh())
                         stats.literal_data += size
-                        rep.log_item_transfer_end(e, iflags, size)
+                        if log_items:
+                            rep.log_item_transfer_end(e, iflags, size)
                         continue
                     # Not a regular file any more: the general sending code below.
                     ndx_out.prev_positive = prev_out
@@ -1300,6 +1344,9 @@ class _Client:
         echo of a per-list NDX_DONE."""
         feed = self._feed
         assert feed is not None
+        if ndx >= 0:
+            self._skip_echo(ndx)
+            return
         if ndx == NDX_DONE and self._done_echoes:
             self._done_echoes -= 1
             return
@@ -1475,12 +1522,14 @@ class _Client:
             and rep.progress is None
         saved_out = rep.out, rep.err
         self._gen = gen
+        if proto < 29 and not self.am_server:
+            gen.xfer_log_iflags = log.ITEM_TRANSFER | log.ITEM_MISSING_DATA
         self._inflight: deque[int] = deque()
         self._inflight_bytes = 0
         if pipe:
             gen.request_later = self._request_later
-            rep.out = _FinishFirst(rep.out, gen.finish_requests)
-            rep.err = _FinishFirst(rep.err, gen.finish_requests)
+            rep.out = FinishFirst(rep.out, gen.finish_requests)
+            rep.err = FinishFirst(rep.err, gen.finish_requests)
         if opts.debug.get("flist", 0) >= 1:  # generator.c generate_files(), at -vv
             rep.info("delta-transmission " + ("disabled for local transfer or --whole-file"
                                               if opts.whole_file and not opts.append
@@ -1510,8 +1559,55 @@ class _Client:
                                    opts.from0)
 
     def _generator_cls(self, base: type) -> type:
-        """The Generator class to run; a server reports items to the remote sender."""
-        return base
+        """The Generator class to run; a server reports items to the remote sender, and
+        so does a pulling client from protocol 29 on (generator.c itemize() writes every
+        significant item to the sender, which logs it -- a daemon's transfer log -- and
+        echoes it; in a dry run the transfers too).  Ours are logged as reported, so
+        the echoes are only read past (_skip_echo())."""
+        if self.am_server or self.neg.protocol < 29:
+            return base
+        client = self
+        self._send_items = True
+        self._dry_items = bool(self.opts.dry_run)
+
+        class PullGenerator(base):  # type: ignore[misc, valid-type]
+            _item_ndx = -1
+
+            def recv_generator(self, ndx, e, hl_retry=False) -> None:
+                saved, self._item_ndx = self._item_ndx, ndx
+                try:
+                    super().recv_generator(ndx, e, hl_retry)
+                finally:
+                    self._item_ndx = saved
+
+            def report_item(self, e, iflags: int, xname: bytes | None = None) -> int:
+                if self._item_ndx >= 0 and self.rep.should_send_itemize(iflags, xname) \
+                        and (not iflags & ITEM_TRANSFER
+                             or self.g.dry_run and not self.g.batch_only):
+                    flags = iflags & ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
+                    if xname:
+                        flags |= ITEM_XNAME_FOLLOWS
+                    client._write_ndx_and_attrs(self._item_ndx, flags & 0xFFFF, 0, xname)
+                return super().report_item(e, iflags, xname)
+
+        return PullGenerator
+
+    def _skip_echo(self, ndx: int) -> None:
+        """The sender's echo of an item our generator reported (of a list perhaps
+        dropped since): checked and read past."""
+        io = self.io
+        assert io is not None
+        feed = self._feed
+        high = feed.high if feed is not None else len(self.flist.entries)
+        if not self._send_items or not 0 <= ndx < high:
+            raise WireError(f"Invalid file index: {ndx} [{self.who}]", E.RERR_PROTOCOL)
+        iflags = io.read_shortint()
+        if iflags & ITEM_TRANSFER and not self._dry_items:
+            raise WireError(f"Invalid file index: {ndx} [{self.who}]", E.RERR_PROTOCOL)
+        if iflags & ITEM_BASIS_TYPE_FOLLOWS:
+            io.read_byte()
+        if iflags & ITEM_XNAME_FOLLOWS:
+            io.read_vstring(4096)
 
     def _redo_phase(self, gen) -> None:
         """End phase 0; re-request files that failed verification with full-length sums."""
@@ -1864,9 +1960,11 @@ class _Client:
             self.remote_read = io.read_varlong30(3) if proto >= 30 else io.read_longint()
             self.remote_written = io.read_varlong30(3) if proto >= 30 else io.read_longint()
             self.stats.total_size = io.read_varlong30(3) if proto >= 30 else io.read_longint()
-            if proto >= 29:
-                io.read_varlong30(3) if proto >= 30 else io.read_longint()
-                io.read_varlong30(3) if proto >= 30 else io.read_longint()
+            if proto >= 29:  # the sender's list times (ms), shown by --stats
+                self.stats.flist_buildtime = (
+                    io.read_varlong30(3) if proto >= 30 else io.read_longint()) / 1000
+                self.stats.flist_xfertime = (
+                    io.read_varlong30(3) if proto >= 30 else io.read_longint()) / 1000
         if proto >= 31:
             self._expect_done()
         io.write_ndx(NDX_DONE)
@@ -1877,8 +1975,9 @@ class _Client:
         nfiles = len(flist.entries) if flist is not None else 0
         while True:
             ndx, iflags = self._read_ndx_and_attrs(nfiles)[:2]
-            # A server's generator reports unchanged items; the sender echoes them.
-            if ndx == NDX_DONE or iflags & ITEM_TRANSFER:
+            # A server's generator reports unchanged items; the sender echoes them
+            # (and a pulling client's dry-run transfers).
+            if ndx == NDX_DONE or iflags & ITEM_TRANSFER and not self._dry_items:
                 break
         if ndx != NDX_DONE:
             raise WireError(f"Invalid packet at end of run ({ndx}) [{self.who}]",
@@ -1954,11 +2053,10 @@ class _PushLists:
             io.write_ndx(NDX_FLIST_OFFSET - self.dir_ndx.pop(parent))
         if self.tweak is not None:
             self.tweak(entries)
-        encode = enc.encode_entry
         parts: list[bytes] = []
         try:  # one write for the list (the same bytes, the same frames)
-            for e in entries:
-                parts.append(encode(e))
+            # (the index only invents hard-link dev/inos below protocol 30: never here)
+            enc.encode_into(parts, entries)
         finally:
             io.write(b"".join(parts))
         err = self.sender.io_error | self.sender.flist.io_error
@@ -2101,6 +2199,7 @@ class _WireFeed:
         self._num = 0
         self._gen_start = -1  # ndx_start of the list being generated
         self._hit: tuple[int, list, int] | None = None
+        self.high = 0
 
     def add(self, d, base: int, entries: list) -> None:
         self.held += len(entries)
@@ -2109,6 +2208,7 @@ class _WireFeed:
                             f"entries in the lists not yet done) [{self.c.who}]",
                             E.RERR_MALLOC)
         self._num += 1
+        self.high = max(self.high, base + len(entries))  # (echoes may name a dropped list)
         self.active.append((base, entries, self._num))
         # generate_files(): a list's dir goes first, as index ndx_start - 1.
         self.queue.append((d, base - 1, base, entries))
@@ -2169,26 +2269,6 @@ MIN_FILECNT_LOOKAHEAD = 1000  # rsync.h: how far an incremental sender lists ahe
 MAX_FILECNT_LOOKAHEAD = 10000  # ... and at most, when idle
 PIPE_FILES = 64  # file requests in flight at most
 PIPE_BYTES = 1 << 15  # ... and bytes of them (below any pipe's or socket's buffer)
-
-
-class _FinishFirst:
-    """An output stream that first receives the pipelined files in flight, so lines
-    come out in the order of the file list, as without pipelining."""
-
-    def __init__(self, stream, finish) -> None:
-        self._stream = stream
-        self._finish = finish
-
-    def write(self, text: str) -> int:
-        self._finish()
-        return self._stream.write(text)
-
-    def flush(self) -> None:
-        self._finish()
-        self._stream.flush()
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)
 
 
 def _append_tokens(data, head, verify: bool, fsum) -> Iterator[bytes]:
@@ -2303,15 +2383,6 @@ def _inplace_receiver_cls(base: type, client: _Client) -> type:
 def _skipped(req: m.SendRequest) -> m.FileData:
     """No data will come for ``req``: the sender could not open the file."""
     return m.FileData(req.ndx, req.iflags, None, iter(()), failed=True)
-
-
-def _pread_all(fd: int, size: int) -> bytes | None:
-    """The first ``size`` bytes of the file, or None when fewer (or an error) came."""
-    try:
-        chunk = os.pread(fd, size, 0)
-    except OSError:
-        return None
-    return chunk if len(chunk) == size else None
 
 
 def _write_literal(write, chunk: bytes) -> None:

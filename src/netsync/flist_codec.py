@@ -91,6 +91,7 @@ _VALID_TYPES = frozenset(
 _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
+_SAME_MODE_IDS = XMIT_SAME_MODE | XMIT_SAME_UID | XMIT_SAME_GID
 _I64 = struct.Struct("<q")
 
 NameSource = Mapping[int, bytes] | Callable[[int], bytes | None] | None
@@ -238,7 +239,9 @@ class FlistEncoder(_Options):
         is not given)."""
         mode = e.mode
         name = e.name
-        if not name or b"\0" in name or len(name) >= MAXPATHLEN:
+        # (0 in name: the same test as b"\0" in name, without the TypeError that bytes'
+        # "in" raises and clears for a bytes needle)
+        if not name or 0 in name or len(name) >= MAXPATHLEN:
             raise ValueError(f"cannot send file name {name!r}")
         ftype = mode & _IFMT
         if ftype == _IFREG and self._reg_fast and not e.flags & self._hl_flags:
@@ -450,16 +453,36 @@ class FlistEncoder(_Options):
                 out += bytes(self.checksum_len)  # rsync < 28 sent zeros here
         return bytes(out)
 
+    def encode_into(self, parts: list[bytes], entries: Iterable[FileEntry],
+                    start: int = 0) -> None:
+        """encode_entry() of each of ``entries`` (indexes from ``start``), appended to
+        ``parts`` one record each; a record that cannot be encoded raises with the ones
+        before it in ``parts``.  A plain file takes the fast path without a call per
+        check."""
+        add = parts.append
+        encode_entry = self.encode_entry
+        encode_file = self._encode_file
+        fast = self._reg_fast
+        hl_flags = self._hl_flags
+        for ndx, e in enumerate(entries, start):
+            mode = e.mode
+            name = e.name
+            if fast and mode & _IFMT == _IFREG and not e.flags & hl_flags and name \
+                    and 0 not in name and len(name) < MAXPATHLEN:
+                add(encode_file(e, mode, name))
+            else:
+                add(encode_entry(e, ndx))
+
     def _encode_file(self, e: FileEntry, mode: int, name: bytes) -> bytes:
         """encode_entry() of a regular file from protocol 30, without atimes and not
         hard-linked: the general path's steps in its order, with the branches that
         cannot apply left out."""
+        lastname = self._lastname
         if mode == self._mode:
             xflags = XMIT_SAME_MODE
         else:
             xflags = 0
             self._mode = mode
-        lastname = self._lastname
         user_name = group_name = None
         uid = e.uid
         if not self.preserve_uid or (uid == self._uid and lastname):
@@ -498,42 +521,58 @@ class FlistEncoder(_Options):
             n = min(len(lastname), ln, 255)
             l1 = n - ((int.from_bytes(lastname[:n], "big") ^ int.from_bytes(name[:n], "big")
                        ).bit_length() + 7) // 8
-        self._lastint, self._lastint_of = cur, name
+        self._lastint = cur
+        self._lastint_of = self._lastname = name
         l2 = ln - l1
         if l1:
             xflags |= XMIT_SAME_NAME
-        if l2 > 255:
-            xflags |= XMIT_LONG_NAME
-        if self.varint_flags:  # a file's flags stay below 0x4000: one or two bytes
+        if l2 <= 255 and self.varint_flags:
+            # The usual: the flags (a varint below 0x4000, one or two bytes) and the
+            # name's two lengths in one bytes(), then the name's new part.
             xf = xflags or XMIT_EXTENDED_FLAGS
-            out = bytes((xf,)) if xf < 0x80 else bytes((0x80 | xf >> 8, xf & 0xFF))
+            if xf < 0x80:
+                out = (bytes((xf, l1, l2)) if l1 else bytes((xf, l2))) + name[l1:]
+            else:
+                out = (bytes((0x80 | xf >> 8, xf & 0xFF, l1, l2)) if l1
+                       else bytes((0x80 | xf >> 8, xf & 0xFF, l2))) + name[l1:]
         else:
-            if not xflags:
-                xflags = XMIT_TOP_DIR  # harmless on a non-dir; 0 would end the list
-            out = (_U16.pack(xflags | XMIT_EXTENDED_FLAGS) if xflags & 0xFF00
-                   else bytes((xflags,)))
-        if l1:
-            out += bytes((l1,))
-        out += _varint_bytes(l2) if l2 > 255 else bytes((l2,))
-        out += name[l1:] if l1 else name
-        self._lastname = name
+            if l2 > 255:
+                xflags |= XMIT_LONG_NAME
+            if self.varint_flags:
+                xf = xflags or XMIT_EXTENDED_FLAGS
+                out = bytes((xf,)) if xf < 0x80 else bytes((0x80 | xf >> 8, xf & 0xFF))
+            else:
+                if not xflags:
+                    xflags = XMIT_TOP_DIR  # harmless on a non-dir; 0 would end the list
+                out = (_U16.pack(xflags | XMIT_EXTENDED_FLAGS) if xflags & 0xFF00
+                       else bytes((xflags,)))
+            if l1:
+                out += bytes((l1,))
+            out += (_varint_bytes(l2) if l2 > 255 else bytes((l2,))) + name[l1:]
         size = e.size
         out += (bytes((size >> 16, size & 0xFF, size >> 8 & 0xFF)) if 0 <= size < 0x800000
                 else encode_varlong(size, 3))
         if not xflags & XMIT_SAME_TIME:
             out += _varlong_bytes(modtime, 4)
         if nsec:
-            out += _varint_bytes(nsec)
-        if not xflags & XMIT_SAME_MODE:
-            out += _U32.pack(mode)
-        if not xflags & XMIT_SAME_UID:
-            out += _varint_bytes(uid)
-            if xflags & XMIT_USER_NAME_FOLLOWS:
-                out += _short_name(user_name)
-        if not xflags & XMIT_SAME_GID:
-            out += _varint_bytes(gid)
-            if xflags & XMIT_GROUP_NAME_FOLLOWS:
-                out += _short_name(group_name)
+            # _varint_bytes(nsec), inline for the usual four or five bytes (nsec < 10**9)
+            if nsec >= 0x10000000:
+                out += (nsec << 8 | 0xF0).to_bytes(5, "little")
+            elif nsec >= 0x200000:
+                out += ((nsec & 0xFFFFFF) << 8 | 0xE0 | nsec >> 24).to_bytes(4, "little")
+            else:
+                out += _varint_bytes(nsec)
+        if xflags & _SAME_MODE_IDS != _SAME_MODE_IDS:
+            if not xflags & XMIT_SAME_MODE:
+                out += _U32.pack(mode)
+            if not xflags & XMIT_SAME_UID:
+                out += _varint_bytes(uid)
+                if xflags & XMIT_USER_NAME_FOLLOWS:
+                    out += _short_name(user_name)
+            if not xflags & XMIT_SAME_GID:
+                out += _varint_bytes(gid)
+                if xflags & XMIT_GROUP_NAME_FOLLOWS:
+                    out += _short_name(group_name)
         if self.always_checksum:
             s = e.checksum
             if s is None or len(s) != self.checksum_len:

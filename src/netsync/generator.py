@@ -36,7 +36,7 @@ from netsync.flist import (
 from netsync.metadata import AttrOptions, dest_mode, keep_time, mtime_differs, set_file_attrs
 from netsync.receiver import Receiver, tmp_name
 from netsync.record import Record, factory
-from netsync.report import Reporter
+from netsync.report import FinishFirst, Reporter
 
 DEL_RECURSE = 1
 FNAMECMP_FUZZY = 0x83  # rsync.h: a --fuzzy basis (+ the -yy basis dir's number)
@@ -178,6 +178,16 @@ class Generator:
         self._later: deque[tuple] = deque()
         self._missing: FileEntry | None = None  # the entry _run_feed() just found missing
         self._finishing = False
+        # A protocol < 29 pull: the sender sends no item flags, so the receiver logs
+        # each transfer with these (rsync.c read_ndx_and_attrs(): ">f?????????").
+        self.xfer_log_iflags: int | None = None
+        # A local run may hand whole-file copies to writer threads (recvpool), made
+        # at the first such file; their output waits in _later like a pipelined
+        # request's.
+        self.pool_ok = False
+        self._pool = None
+        self._no_times: AttrOptions | None = None  # self.a without times (_dir_attrs_now)
+        self._pool_streams: tuple | None = None
         # --fuzzy (generator.c fuzzy_dirlist): the candidate lists of the current
         # parent dir, scanned when its first missing file needs them.
         self._fz_parent: bytes | None = None
@@ -252,6 +262,19 @@ class Generator:
             except OSError:
                 pass
         return st
+
+    def pool_allowed(self) -> bool:
+        """May new files be written by writer threads (a local run sets pool_ok)?
+        Only plain whole-file copies into place, with nothing shown while they run."""
+        g, r, rep = self.g, getattr(self.recv, "r", None), self.rep
+        if r is None or os.environ.get("NETSYNC_WRITERS") == "0":
+            return False
+        return not (g.dry_run or g.batch_only or g.hard_links or g.remove_source_files
+                    or g.append or g.fuzzy or not g.whole_file or self.a.fake_super
+                    or r.inplace or r.append or r.partial or r.partial_dir is not None
+                    or r.temp_dir is not None or r.delay_updates or r.sparse or r.bwlimit
+                    or r.backup or _rcv.write_devices or rep.progress is not None
+                    or rep.logfile is not None)
 
     def _fast_path_allowed(self) -> bool:
         """May an up-to-date regular file be passed over right after its lstat?
@@ -565,7 +588,16 @@ class Generator:
         self.rep.hold_stream = True
         try:
             self._run(mode)
+        except BaseException:
+            if self._pool is not None:
+                self._pool.close(abort=True)  # (nothing queued is written)
+            raise
         finally:
+            pool = self._pool
+            if pool is not None:
+                self._pool = None
+                self.rep.out, self.rep.err = self._pool_streams
+                pool.close()
             self.rep.hold_stream = False
             self.rep.release_stream()
             if top is not None:
@@ -899,13 +931,13 @@ class Generator:
 
     def _dir_attrs_now(self, path: bytes, e: FileEntry, st: os.stat_result, new_mode: int,
                        errs: list[str]) -> None:
-        a = self.a
-        saved = a.times
-        a.times = False
-        try:
-            set_file_attrs(a, path, e, st, new_mode=new_mode, errors=errs)
-        finally:
-            a.times = saved
+        a = self._no_times
+        if a is None:  # (a copy: the options are shared, with the writer threads too)
+            import copy
+
+            a = self._no_times = copy.copy(self.a)
+            a.times = False
+        set_file_attrs(a, path, e, st, new_mode=new_mode, errors=errs)
 
     # ------------------------------------------------------------- links etc.
     def _gen_symlink(self, ndx: int, e: FileEntry, path: bytes,
@@ -1792,7 +1824,29 @@ class Generator:
             fetch = self.request_later(req)
             self._later.append((fetch, ndx, e, path, basis, dest_st, new_mode, iflags))
             return
-        self._receive_file(self.request(req), ndx, e, path, basis, dest_st, new_mode, iflags)
+        data = self.request(req)
+        if self.pool_ok and not data.failed and data.source_fd is not None \
+                and data.sums is None and stat.S_ISREG(e.mode):
+            self._submit(data, ndx, e, path, basis, dest_st, new_mode, iflags)
+            return
+        self._receive_file(data, ndx, e, path, basis, dest_st, new_mode, iflags)
+
+    def _submit(self, data: m.FileData, ndx: int, e: FileEntry, path: bytes,
+                basis: bytes | None, dest_st: os.stat_result | None, new_mode: int,
+                iflags: int) -> None:
+        """Hand a whole-file copy to a writer thread; collected by finish_requests()."""
+        from netsync import recvpool
+
+        if self._pool is None:
+            self._pool = recvpool.ReceivePool(self.recv)
+            rep = self.rep
+            self._pool_streams = rep.out, rep.err
+            rep.out = FinishFirst(rep.out, self.finish_requests)
+            rep.err = FinishFirst(rep.err, self.finish_requests)
+        if len(self._later) >= recvpool.IN_FLIGHT:
+            self.finish_requests(recvpool.IN_FLIGHT // 2)
+        job = self._pool.submit(e, data, path, basis, dest_st, new_mode)
+        self._later.append((job, ndx, e, path, basis, dest_st, new_mode, iflags))
 
     def _batch_only_item(self, data: m.FileData, ndx: int, e: FileEntry, path: bytes,
                          iflags: int) -> None:
@@ -1821,20 +1875,30 @@ class Generator:
             later = self._later
             while len(later) > keep:
                 fetch, *args = later.popleft()
-                self._receive_file(fetch(), *args)
+                if getattr(fetch, "is_job", False):
+                    self._receive_file(fetch.data, *args, job=fetch)
+                else:
+                    self._receive_file(fetch(), *args)
         finally:
             self._finishing = False
 
     def _receive_file(self, data: m.FileData, ndx: int, e: FileEntry, path: bytes,
                       basis: bytes | None, dest_st: os.stat_result | None, new_mode: int,
-                      iflags: int) -> None:
+                      iflags: int, job=None) -> None:
+        """Receive one file (``job``: a writer thread has; print what it would have)."""
         g = self.g
         if data.failed:  # the sender could not open it; a failure is logged there
             return
-        self.rep.log_item_transfer_start(e, iflags)
         self._count_transfer(e, iflags)
+        if self.xfer_log_iflags is not None:
+            iflags = self.xfer_log_iflags
+        self.rep.log_item_transfer_start(e, iflags)
         self.rep.progress_start(ndx, e)
-        ok = self.recv.receive(e, data, path, e.name, basis, dest_st, new_mode)
+        if job is None:
+            ok = self.recv.receive(e, data, path, e.name, basis, dest_st, new_mode)
+        else:
+            ok = job.wait()
+            job.rec.replay()
         counts = getattr(data.sums, "stats", None)
         if counts is not None:
             self.delta_totals = [a + b for a, b in zip(self.delta_totals, counts, strict=True)]

@@ -412,6 +412,7 @@ class Options:
     # Batch (netsync.batch).
     write_batch: str | None = None
     only_write_batch: str | None = None
+    server_notice: str | None = None  # said on stderr when the server starts
     read_batch: str | None = None
 
     # Remote shell / network.
@@ -1697,6 +1698,11 @@ def _finish(p: _Parser, argc: int) -> Options:
     if o.read_batch is not None and o.remove_source_files:
         kind = "source" if o.remove_source_files == 1 else "sent"
         raise OptionError(f"--read-batch cannot be used with --remove-{kind}-files")
+    if am_server and (o.write_batch is not None or o.read_batch is not None):
+        # options.c: an old client may send them; the server goes on without.
+        o.server_notice = (f"ignoring --{'write' if o.write_batch is not None else 'read'}"
+                           "-batch option sent to server")
+        o.write_batch = o.read_batch = None
     if am_server and o.only_write_batch is not None:
         # options.c: -n drops it; main.c: else a dry run whose generator still asks for
         # the files (do_xfers stays 1) -- their data goes to the client's batch alone.

@@ -454,7 +454,7 @@ class Receiver:
                      basis: bytes | None, dest_st: os.stat_result | None, new_mode: int) -> bool:
         r = self.r
         tdir = r.temp_dir
-        tmp = tmp_name(dest, tdir)
+        tmp = shown = tmp_name(dest, tdir)
         tfd: int | None = None
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
@@ -477,7 +477,7 @@ class Receiver:
             self.current_tmp = self.current_dest = None
             if tfd is not None:
                 os.close(tfd)
-            self.rep.error_xfer(f'mkstemp "{self.rep.full_path(tmp)}" failed: '
+            self.rep.error_xfer(f'mkstemp "{self.rep.full_path(shown)}" failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="receiver")
             return False
         basis_fd = self._open_basis(basis)
@@ -686,6 +686,15 @@ class Receiver:
         """Signal/interrupt cleanup: drop (or keep with --partial) the file in flight."""
         self._discard_tmp()
         self.current_tmp = self.current_dest = None
+
+    def close_fds(self) -> None:
+        """Close the dir fds held for the next files."""
+        if self._last_dir is not None:
+            os.close(self._last_dir[2])
+            self._last_dir = None
+        if self._root_fd is not None:
+            os.close(self._root_fd[1])
+            self._root_fd = None
 
     def finish_delayed(self) -> None:
         """--delay-updates: rename every staged file into place at the end."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from netsync import log
 from netsync.errors import (
@@ -352,3 +353,24 @@ def _open_log_file(path: str, prog: str, err, out):
         out.flush()
         return None
     return open(fd, "ab")
+
+
+class FinishFirst:
+    """An output stream that first collects the files in flight (``finish``), so lines
+    come out in the order of the file list, as without them (pipelined wire
+    requests, the local receiver's writer threads)."""
+
+    def __init__(self, stream: Any, finish: Callable[[], None]) -> None:
+        self._stream = stream
+        self._finish = finish
+
+    def write(self, text: str) -> int:
+        self._finish()
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._finish()
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

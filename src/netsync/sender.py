@@ -570,15 +570,6 @@ class Sender:
 
     def open_entry(self, e) -> tuple[int, os.stat_result] | None:
         """open_source() of the entry itself."""
-        # flist.source_path(), inline (once per file sent).
-        base = self.flist.roots[e.root]
-        name = e.name
-        if not base:
-            path = name
-        elif name == b".":
-            path = base
-        else:
-            path = base + name if base.endswith(b"/") else base + b"/" + name
         flags = self._open_flags
         if flags is None:  # the options are settled by the first send: work them out once
             flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | read_flags()
@@ -590,13 +581,22 @@ class Sender:
             w = self.w
             self._confine = not (w.copy_links or w.copy_unsafe_links or w.copy_dirlinks
                                  or w.relative)
+        name = e.name
         try:
             head, _, leaf = name.rpartition(b"/")
             if head and self._confine:
-                fd = os.open(leaf, flags, dir_fd=self._parent_fd(e.root, base, head))
+                # the held parent dir (_parent_fd()'s cache), looked at inline: once per file
+                c = self._src_dir
+                root = e.root
+                if c is not None and c[1] == head and c[0] == root:
+                    dfd = c[2]
+                else:
+                    dfd = self._parent_fd(root, self.flist.roots[root], head)
+                fd = os.open(leaf, flags, dir_fd=dfd)
             else:
-                fd = os.open(path, flags)
+                fd = os.open(self._entry_path(e), flags)
         except OSError as ex:
+            path = self._entry_path(e)
             if ex.errno == errno.ENOENT:
                 self.io_error |= IOERR_VANISHED
                 self.rep.warning(f'file has vanished: "{self.rep.full_path(path)}"', role="sender")
@@ -610,6 +610,16 @@ class Sender:
         except BaseException:
             os.close(fd)
             raise
+
+    def _entry_path(self, e) -> bytes:
+        """flist.source_path(), inline: the path of the entry's file from here."""
+        base = self.flist.roots[e.root]
+        name = e.name
+        if not base:
+            return name
+        if name == b".":
+            return base
+        return base + name if base.endswith(b"/") else base + b"/" + name
 
     def _parent_fd(self, root: int, base: bytes, head: bytes) -> int:
         c = self._src_dir

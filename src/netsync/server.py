@@ -104,6 +104,7 @@ class ServerReporter(Reporter):
             # No transfer logging: nothing to note or log per file (they run per file).
             self.log_item_transfer_start = _no_item  # type: ignore[method-assign]
             self.log_item_transfer_end = _no_item  # type: ignore[method-assign]
+            self.logs_transfers = False  # the wire sender's loop then skips both calls
 
     def _hook_io(self, io: ProtocolIO) -> None:
         """Log what goes to the client as text; count in-band bytes for %b/%c."""

@@ -258,9 +258,16 @@ def _preload_modules() -> None:
         # mid-transfer.
         for name in ("hashlib", "zlib", "mmap", "secrets", "shutil", "numpy", "xxhash",
                      "zstandard", "lz4.block", "Crypto.Hash.MD4", "encodings.idna",
-                     "encodings.latin_1"):
+                     "encodings.latin_1", "ctypes.util"):
             with contextlib.suppress(ImportError):
                 importlib.import_module(name)
+        # -z: the system libzstd/liblz4 rsync links are found (ldconfig) and loaded on
+        # first use; a connection's process may not run ldconfig or read the library
+        # path (chroot, the module's uid), so look them up here once.
+        from netsync import token
+
+        token._libzstd()
+        token._liblz4()
     finally:
         if blas is None:
             os.environ.pop("OPENBLAS_NUM_THREADS", None)

@@ -19,6 +19,22 @@ CONFIG_FILE is read like vsftpd.conf (default {DEFAULT_CONFIG_FILE}).
 """
 
 
+# Modules pyftpdlib imports whenever they are installed, for what this server
+# never uses: curses for coloured logs on a terminal (pyftpdlib.log), crypt and
+# spwd for its UnixAuthorizer (logins here go through PAM).  pyftpdlib does
+# without them when the import fails.  Each brings extension modules and
+# libraries (ncurses, tinfo, ...): mappings and pages that every fork of the
+# listener copies and every session's exit tears down, twice per login.
+UNUSED_MODULES = ("curses", "crypt", "spwd")
+
+
+def skip_unused_modules() -> None:
+    """Make the imports above fail from now on (None in sys.modules), unless
+    the module is already loaded.  Called before pyftpdlib is imported."""
+    for name in UNUSED_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def _daemonize() -> None:
     """background=YES: detach once the listening socket is bound, so that the
     launching command returns only when the server accepts connections."""
@@ -71,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = load(config_path, overrides)
+        skip_unused_modules()
         if not cfg.ssl_enable:
             from . import tlsimport
 

@@ -198,19 +198,34 @@ class ConfigError(Exception):
     """A fatal configuration problem (vsftpd dies with "500 OOPS: ...")."""
 
 
+_ALIASES_OF: dict[str, list[str]] = {}
+for _alias, _canon in ALIASES.items():
+    _ALIASES_OF.setdefault(_canon, []).append(_alias)
+
+
 class Config:
-    """The effective option values; read them as attributes (cfg.listen_port)."""
+    """The effective option values; read them as attributes (cfg.listen_port).
+
+    Each option (and each alias) is also a plain instance attribute, kept in
+    step with `_values` by `_store` (options change only through `set`):
+    sessions read options dozens of times per login, and a `__getattr__`
+    fallback made each read a failed lookup followed by a Python call."""
 
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         self._values: dict[str, Any] = {k: d for k, (_, d) in OPTIONS.items()}
         if values:
             self._values.update(values)
+        for canon, value in self._values.items():
+            self._store(canon, value)
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["_values"][ALIASES.get(name, name)]
-        except KeyError:
-            raise AttributeError(name) from None
+    def __getattr__(self, name: str) -> Any:  # only names that are no option
+        raise AttributeError(name)
+
+    def _store(self, canon: str, value: Any) -> None:
+        self._values[canon] = value
+        self.__dict__[canon] = value
+        for alias in _ALIASES_OF.get(canon, ()):
+            self.__dict__[alias] = value
 
     def copy(self) -> Config:
         return Config(self._values)
@@ -228,16 +243,16 @@ class Config:
         kind = OPTIONS[canon][0]
         if kind == STR:
             # vsftpd: an empty string value unsets the option.
-            self._values[canon] = raw if raw else None
+            self._store(canon, raw if raw else None)
             return
         if not raw:
             raise ConfigError(f"{where}: missing value in config file for: {name}")
         if kind == BOOL:
             up = raw.upper()
             if up in _TRUE:
-                self._values[canon] = True
+                self._store(canon, True)
             elif up in _FALSE:
-                self._values[canon] = False
+                self._store(canon, False)
             else:
                 raise ConfigError(f"{where}: bad bool value in config file for: {name}")
             return
@@ -251,7 +266,7 @@ class Config:
             ) from None
         if value > 0xFFFFFFFF:
             raise ConfigError(f"{where}: bad numeric value in config file for: {name}")
-        self._values[canon] = value
+        self._store(canon, value)
 
     def load_lines(self, lines: Iterable[str], filename: str) -> None:
         for lineno, line in enumerate(lines, 1):

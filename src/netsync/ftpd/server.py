@@ -260,9 +260,16 @@ class Listener:
             self.children.pop(pid, None)
 
     def _accept(self, lsock: socket.socket) -> None:
+        # Per connection the listener handles a bare descriptor; the socket
+        # object is made in the session process.  After every fork, each page
+        # the listener then writes faults (and is copied while a session
+        # still shares it), so its work between two forks is kept small:
+        # building and closing a Python socket object here (socket.py,
+        # enum conversions) was about half of the listener's ~100 page
+        # faults per login.
         for _ in range(64):
             try:
-                conn, addr = lsock.accept()
+                fd, addr = lsock._accept()  # what socket.accept() wraps in an object
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
@@ -273,14 +280,15 @@ class Listener:
             ip = addr[0]
             cfg = self.cfg
             if cfg.max_clients and len(self.children) >= cfg.max_clients:
-                self._refuse(conn, MSG_MAX_CLIENTS)
+                self._refuse(lsock, fd, MSG_MAX_CLIENTS)
                 continue
             if cfg.max_per_ip and sum(1 for v in self.children.values() if v == ip) >= cfg.max_per_ip:
-                self._refuse(conn, MSG_MAX_PER_IP)
+                self._refuse(lsock, fd, MSG_MAX_PER_IP)
                 continue
-            self._spawn(conn, ip)
+            self._spawn(lsock, fd, ip)
 
-    def _refuse(self, conn: socket.socket, msg: str) -> None:
+    def _refuse(self, lsock: socket.socket, fd: int, msg: str) -> None:
+        conn = socket.socket(lsock.family, lsock.type, lsock.proto, fileno=fd)
         if not self.cfg.implicit_ssl:
             try:
                 conn.setblocking(False)
@@ -289,19 +297,20 @@ class Listener:
                 pass
         conn.close()
 
-    def _spawn(self, conn: socket.socket, ip: str) -> None:
+    def _spawn(self, lsock: socket.socket, fd: int, ip: str) -> None:
         try:
             pid = os.fork()
         except OSError:
-            conn.close()
+            os.close(fd)
             return
         if pid:
             self.children[pid] = ip
-            conn.close()
+            os.close(fd)
             return
         # --- session process
         code = 0
         try:
+            conn = socket.socket(lsock.family, lsock.type, lsock.proto, fileno=fd)
             signal.set_wakeup_fd(-1)
             if os.getpriority(os.PRIO_PROCESS, 0) != self._base_nice:
                 os.setpriority(os.PRIO_PROCESS, 0, self._base_nice)

@@ -493,7 +493,7 @@ class DaemonClient:
     def greet(self) -> int:
         """Exchange greetings; returns (and stores) the negotiated protocol."""
         self.conn.write(greeting_line(self.our_protocol))
-        line = self.read_line("rsync: did not see server greeting")
+        line = self.read_line("did not see server greeting")
         self.greeting = parse_greeting(line)
         remote = self.greeting.remote_protocol
         if remote < 20 or remote > 40:
@@ -525,7 +525,7 @@ class DaemonClient:
         self.conn.write(module.encode("utf-8", "surrogateescape") + b"\n")
         reply = ModuleReply(ok=False)
         while True:
-            line = self.read_line("rsync: didn't get server startup line")
+            line = self.read_line("didn't get server startup line")
             if line.startswith("@RSYNCD: AUTHREQD "):
                 self._authenticate(line[18:], user, password)
                 continue

@@ -140,6 +140,16 @@ def server_args(opts: Options, am_sender: bool, paths: list[str]) -> ServerArgs:
     return ServerArgs([*head, ".", *quoted])
 
 
+def child_argv_line(prefix: str, argv: list[str]) -> str:
+    """util1.c print_child_argv(): the words, quoted where they hold anything but
+    ``[A-Za-z0-9,.-_=+@/]`` (for a log line, not for a shell), and their count."""
+    words = "".join(f"{w} " if w and not w.strip(_PLAIN) else f'"{w}" ' for w in argv)
+    return f"{prefix} {words} ({len(argv)} args)"
+
+
+_PLAIN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,.-_=+@/"
+
+
 def encode_secluded(words: list[str]) -> bytes:
     """rsync's send_protected_args(): NUL-terminated words, "" sent as ".", then a NUL."""
     return b"".join(os.fsencode(w or ".") + b"\0" for w in words) + b"\0"
