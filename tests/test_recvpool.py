@@ -112,3 +112,27 @@ def test_many_dirs_every_file_timed(sync_cmd: list[str], tmp_path: Path) -> None
     again = tc.run(sync_cmd, ["-ai", "src/", "dst/"], tmp_path)
     assert (again.returncode, again.stdout) == (0, b""), again.describe()
     tc.assert_same(tc.snapshot(tmp_path / "ref", now), tc.snapshot(tmp_path / "dst", now))
+
+
+def test_writers_keep_within_the_fd_limit(sync_cmd: list[str], tmp_path: Path) -> None:
+    """Files waiting for a writer hold their source open: never more than a quarter
+    of the fds the process may open (a low `ulimit -n` still copies everything)."""
+    import resource
+
+    src = tmp_path / "src"
+    for d in range(4):
+        for f in range(150):
+            p = src / f"d{d}" / f"f{f:03d}"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"x" * f)
+    for d in (*src.iterdir(), src):  # (a dir time within the copy's second is left as is)
+        os.utime(d, (1_500_000_000, 1_500_000_000))
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    p = subprocess.run([*sync_cmd, "-a", "src/", "dst/"], cwd=tmp_path, env=tc.sync_env(),
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
+                       preexec_fn=low_limit)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    tc.assert_same(tc.snapshot(src), tc.snapshot(tmp_path / "dst"))

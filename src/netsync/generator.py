@@ -1835,17 +1835,18 @@ class Generator:
                 basis: bytes | None, dest_st: os.stat_result | None, new_mode: int,
                 iflags: int) -> None:
         """Hand a whole-file copy to a writer thread; collected by finish_requests()."""
-        from netsync import recvpool
-
         if self._pool is None:
+            from netsync import recvpool
+
             self._pool = recvpool.ReceivePool(self.recv)
             rep = self.rep
             self._pool_streams = rep.out, rep.err
             rep.out = FinishFirst(rep.out, self.finish_requests)
             rep.err = FinishFirst(rep.err, self.finish_requests)
-        if len(self._later) >= recvpool.IN_FLIGHT:
-            self.finish_requests(recvpool.IN_FLIGHT // 2)
-        job = self._pool.submit(e, data, path, basis, dest_st, new_mode)
+        pool = self._pool
+        if len(self._later) >= pool.in_flight:
+            self.finish_requests(pool.in_flight // 2)
+        job = pool.submit(e, data, path, basis, dest_st, new_mode)
         self._later.append((job, ndx, e, path, basis, dest_st, new_mode, iflags))
 
     def _batch_only_item(self, data: m.FileData, ndx: int, e: FileEntry, path: bytes,

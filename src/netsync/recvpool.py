@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 import threading
 from collections import deque
 from typing import Any
@@ -97,6 +98,10 @@ class ReceivePool:
             self._threads.append(t)
         self._turn = 0
         self._last_dir: bytes | None = None
+        # Room for the next dirs' files (the writers work on different dirs), but at
+        # most a quarter of the fds we may open.
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.in_flight = max(8, min(IN_FLIGHT, soft // 4)) if soft > 0 else IN_FLIGHT
 
     def submit(self, e: FileEntry, data: m.FileData, path: bytes, basis: bytes | None,
                dest_st: os.stat_result | None, new_mode: int) -> Job:
