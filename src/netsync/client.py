@@ -1584,13 +1584,18 @@ class _Client:
                 if self._item_ndx >= 0 and self.rep.should_send_itemize(iflags, xname) \
                         and (not iflags & ITEM_TRANSFER
                              or self.g.dry_run and not self.g.batch_only):
-                    flags = iflags & ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
-                    if xname:
-                        flags |= ITEM_XNAME_FOLLOWS
-                    client._write_ndx_and_attrs(self._item_ndx, flags & 0xFFFF, 0, xname)
+                    client._write_item(self._item_ndx, iflags, xname)
                 return super().report_item(e, iflags, xname)
 
         return PullGenerator
+
+    def _write_item(self, ndx: int, iflags: int, xname: bytes | None) -> None:
+        """generator.c itemize(): an item reported to the remote sender (no basis
+        type; the xname follows when there is one)."""
+        iflags &= ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
+        if xname:
+            iflags |= ITEM_XNAME_FOLLOWS
+        self._write_ndx_and_attrs(ndx, iflags & 0xFFFF, 0, xname)
 
     def _skip_echo(self, ndx: int) -> None:
         """The sender's echo of an item our generator reported (of a list perhaps

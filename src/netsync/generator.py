@@ -185,6 +185,7 @@ class Generator:
         # at the first such file; their output waits in _later like a pipelined
         # request's.
         self.pool_ok = False
+        self._writers = 0  # (pool_allowed() reads how many)
         self._pool = None
         self._no_times: AttrOptions | None = None  # self.a without times (_dir_attrs_now)
         self._pool_streams: tuple | None = None
@@ -267,7 +268,10 @@ class Generator:
         """May new files be written by writer threads (a local run sets pool_ok)?
         Only plain whole-file copies into place, with nothing shown while they run."""
         g, r, rep = self.g, getattr(self.recv, "r", None), self.rep
-        if r is None or os.environ.get("NETSYNC_WRITERS") == "0":
+        # NETSYNC_WRITERS=N: how many (default 2); 0, or not a count, turns them off.
+        n = os.environ.get("NETSYNC_WRITERS", "2")
+        self._writers = int(n) if n.isdigit() else 0
+        if r is None or not self._writers:
             return False
         return not (g.dry_run or g.batch_only or g.hard_links or g.remove_source_files
                     or g.append or g.fuzzy or not g.whole_file or self.a.fake_super
@@ -586,18 +590,16 @@ class Generator:
                 and os.path.isdir(self.dest):
             top = self.filters.enter_dir(b".", self.dest)
         self.rep.hold_stream = True
+        done = False
         try:
             self._run(mode)
-        except BaseException:
-            if self._pool is not None:
-                self._pool.close(abort=True)  # (nothing queued is written)
-            raise
+            done = True
         finally:
             pool = self._pool
             if pool is not None:
                 self._pool = None
                 self.rep.out, self.rep.err = self._pool_streams
-                pool.close()
+                pool.close(abort=not done)  # (failed: nothing queued is written)
             self.rep.hold_stream = False
             self.rep.release_stream()
             if top is not None:
@@ -1838,7 +1840,7 @@ class Generator:
         if self._pool is None:
             from netsync import recvpool
 
-            self._pool = recvpool.ReceivePool(self.recv)
+            self._pool = recvpool.ReceivePool(self.recv, self._writers)
             rep = self.rep
             self._pool_streams = rep.out, rep.err
             rep.out = FinishFirst(rep.out, self.finish_requests)

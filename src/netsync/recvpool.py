@@ -27,7 +27,6 @@ from netsync.flist import FileEntry
 from netsync.receiver import Receiver
 from netsync.report import Reporter
 
-WRITERS = int(os.environ.get("NETSYNC_WRITERS") or 2)
 IN_FLIGHT = 256  # files handed over and not yet collected (each holds its source fd)
 _OUTPUT = ("error_xfer", "error", "warn_msg", "warning", "info", "_emit")
 
@@ -76,18 +75,19 @@ class Job:
 
 
 class ReceivePool:
-    """WRITERS threads, each with its own Receiver (its own held dir fds and temp file),
+    """``writers`` threads, each with its own Receiver (its own held dir fds and temp file),
     fed through its own queue; a directory's files all go to one of them."""
 
-    def __init__(self, model: Receiver) -> None:
+    def __init__(self, model: Receiver, writers: int = 2) -> None:
         self._model = model
+        self._writers = writers
         self._closing = False  # the writers end once their queues are empty
         self._abort = False  # ... and drop what is queued
         self._cond = threading.Condition()
-        self._queues: list[deque[tuple]] = [deque() for _ in range(WRITERS)]
+        self._queues: list[deque[tuple]] = [deque() for _ in range(writers)]
         self._recvs: list[Receiver] = []
         self._threads: list[threading.Thread] = []
-        for i in range(WRITERS):
+        for i in range(writers):
             # Options of their own: the generator's thread never changes them under us.
             r = Receiver(copy.copy(model.r), copy.copy(model.a), model.rep)
             r.confine_root = model.confine_root
@@ -108,7 +108,7 @@ class ReceivePool:
         parent = e.name.rpartition(b"/")[0]
         if parent != self._last_dir:
             self._last_dir = parent
-            self._turn = (self._turn + 1) % WRITERS
+            self._turn = (self._turn + 1) % self._writers
         job = Job(_Recorder(self._model.rep), data)
         with self._cond:
             self._queues[self._turn].append((job, e, data, path, basis, dest_st, new_mode))
@@ -142,7 +142,7 @@ class ReceivePool:
 
     def close(self, abort: bool = False) -> None:
         """Stop the writers once their queues are empty (abort: drop what is queued;
-        a copy under way ends, its temp file removed if it did not finish)."""
+        a copy under way ends, its temp file removed if it did not finish).  Once."""
         with self._cond:
             self._closing = True
             self._abort = self._abort or abort
@@ -154,4 +154,4 @@ class ReceivePool:
             r.close_fds()
 
 
-__all__ = ["ReceivePool", "Job", "WRITERS", "IN_FLIGHT"]
+__all__ = ["ReceivePool", "Job", "IN_FLIGHT"]

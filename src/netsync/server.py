@@ -35,10 +35,8 @@ from netsync import errors as E
 from netsync import log
 from netsync import messages as m
 from netsync.client import (
-    ITEM_BASIS_TYPE_FOLLOWS,
     ITEM_IS_NEW,
     ITEM_TRANSFER,
-    ITEM_XNAME_FOLLOWS,
     PROG,
     WireIO,
     _Client,
@@ -540,12 +538,8 @@ class _Server(_Client):
         return ServerGenerator
 
     def _send_item(self, e, iflags: int, xname: bytes | None) -> None:
-        if self.neg.protocol < 29:
-            return
-        iflags &= ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
-        if xname:
-            iflags |= ITEM_XNAME_FOLLOWS
-        self._write_ndx_and_attrs(self.ndx_of[id(e)], iflags & 0xFFFF, 0, xname)
+        if self.neg.protocol >= 29:
+            self._write_item(self.ndx_of[id(e)], iflags, xname)
 
     def _expect_done(self) -> None:
         if self.opts.dry_run:
