@@ -15,6 +15,10 @@
 #   -n, --netsync CMD   command that runs netsync (default: the python that can
 #                       "import netsync", as "PYTHON -m netsync"; else `netsync`)
 #   -r, --results FILE  also write "<test> <class> <outcome>" lines to FILE
+#   -s, --swap          netsync as the peer instead: --rsync-bin is the C rsync
+#                       (the client), --rsync-bin2 netsync (the daemon and the
+#                       --rsync-path server); add `-- --use-tcp` for real
+#                       loopback daemons
 #   -k, --keep          keep the build dir (default: removed unless -b given)
 #   Anything after "--" goes to runtests.py (test names/globs, --race-timeout,
 #   --timeout, --preserve-scratch, ...).
@@ -32,6 +36,7 @@ peer=
 netsync_cmd=
 results=
 keep=no
+swap=no
 src=
 while [ $# -gt 0 ]; do
     case $1 in
@@ -41,6 +46,7 @@ while [ $# -gt 0 ]; do
         -n|--netsync) netsync_cmd=$2; shift 2 ;;
         -r|--results) results=$2; shift 2 ;;
         -k|--keep) keep=yes; shift ;;
+        -s|--swap) swap=yes; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         --) shift; break ;;
         -*) die "unknown option $1" ;;
@@ -113,11 +119,17 @@ chmod 755 "$wrapper"
 [ -n "$peer" ] || peer=$tree/rsync
 
 # --- run --------------------------------------------------------------------
-echo "== running runtests.py: --rsync-bin=netsync ($netsync_cmd), --rsync-bin2=$peer"
+bin=$wrapper bin2=$peer
+if [ "$swap" = yes ]; then
+    bin=$peer bin2=$wrapper
+    echo "== running runtests.py: --rsync-bin=$peer, --rsync-bin2=netsync ($netsync_cmd)"
+else
+    echo "== running runtests.py: --rsync-bin=netsync ($netsync_cmd), --rsync-bin2=$peer"
+fi
 runlog=$log/runtests.log
 set +e
 (cd "$tree" && scratchbase="$build_dir" python3 ./runtests.py \
-    --rsync-bin="$wrapper" --rsync-bin2="$peer" -j "$jobs" "$@") >"$runlog" 2>&1
+    --rsync-bin="$bin" --rsync-bin2="$bin2" -j "$jobs" "$@") >"$runlog" 2>&1
 rc=$?
 set -e
 
@@ -153,8 +165,8 @@ done
 awk '{ n[$3]++ } END { printf "  %-13s %4d pass %4d fail %4d skip %4d xfail (%d tests)\n",
      "total:", n["pass"], n["fail"], n["skip"], n["xfail"], NR }' "$table"
 echo
-echo "== failing local tests"
-awk '$2 == "local" && $3 == "fail" { print "  " $1 }' "$table"
+echo "== failing tests"
+awk '$3 == "fail" { print "  " $1 " (" $2 ")" }' "$table"
 echo
 echo "full log: $runlog (kept only with -k or -b)"
 [ "$keep" = yes ] || echo "(pass -k to keep $build_dir, including per-test scratch dirs of failures)"
