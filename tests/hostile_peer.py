@@ -468,6 +468,18 @@ def _attack_bad_ndx(s: EvilServer) -> None:
     s.io.flush()
 
 
+def _attack_cleared_ndx(s: EvilServer) -> None:
+    """The same name twice (the list's cleaning drops one), then the data of the
+    dropped one in answer to the request for the kept one."""
+    s.send_flist([entry(b".", stat.S_IFDIR | 0o755), entry(b"dup", size=3),
+                  entry(b"dup", size=3)])
+    ndx, iflags = s.file_request()
+    s.echo(3 - ndx, iflags)
+    s.io.write(encode_int32(3) + b"bad" + encode_int32(0) + s.file_sum(b"bad"))
+    s.io.flush()
+    s.io.read_some()
+
+
 def _attack_sum_head(values: tuple[int, int, int, int]) -> Callable[[EvilServer], None]:
     def run(s: EvilServer) -> None:
         s.send_flist([entry(b".", stat.S_IFDIR | 0o755), entry(b"f", size=3)])
@@ -557,6 +569,7 @@ SERVER_ATTACKS: dict[str, Callable[[EvilServer], None]] = {
     "bad-tag": _attack_bad_tag,
     "stall": _attack_stall,
     "bad-ndx": _attack_bad_ndx,
+    "cleared-ndx": _attack_cleared_ndx,
     "sum-head-s2length": _attack_sum_head((1, 700, 17, 3)),
     "sum-head-blength": _attack_sum_head((1, 1 << 20, 16, 3)),
     "flist-flood": _attack_flist_flood,

@@ -96,6 +96,7 @@ def test_interrupted_pull_leaves_no_half_written_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("attack", "opts", "code", "message"), [
     ("bad-tag", (), 12, b"unexpected tag 120"),
     ("bad-ndx", (), 2, b"Invalid file index: 5000"),
+    ("cleared-ndx", (), 2, b"refusing transfer of cleared file index "),
     ("sum-head-s2length", (), 2, b"Invalid checksum length 17 [receiver]"),
     ("sum-head-blength", (), 2, b"Invalid block length 1048576 [receiver]"),
     ("long-name", (), 22, b"overflow: xflags=0x40 l1=0 l2=1073741824 in recv_file_entry"),

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from netsync import errors as E
 from netsync import log
 from netsync import messages as m
+from netsync.flist import FLAG_DUPLICATE
 from netsync.io import ProtocolIO, RemoteExit
 from netsync.report import FinishFirst
 from netsync.transport import Connection, TransportError
@@ -528,11 +529,26 @@ class _Client:
                 continue  # protocol-29 keep-alive
             if ndx >= nfiles:
                 raise WireError(f"Invalid file index: {ndx} [{self.who}]", E.RERR_PROTOCOL)
+            if self._cleared(ndx):
+                # A duplicate the list's cleaning dropped: no honest peer names it.
+                raise WireError(f"refusing transfer of cleared file index {ndx} "
+                                f"[{self.who}]", E.RERR_PROTOCOL)
             ftype = io.read_byte() if iflags & ITEM_BASIS_TYPE_FOLLOWS else 0x80
             xname = None
             if iflags & ITEM_XNAME_FOLLOWS:
                 xname = io.read_vstring(4096)
             return ndx, iflags, ftype, xname
+
+    def _cleared(self, ndx: int) -> bool:
+        if self._lists is not None:
+            e = self._lists.entry(ndx)
+        elif self._feed is not None:
+            e = self._feed.entry(ndx)
+        else:
+            flist = getattr(self, "flist", None)
+            entries = flist.entries if flist is not None else ()
+            e = entries[ndx] if ndx < len(entries) else None
+        return e is not None and bool(e.flags & FLAG_DUPLICATE)
 
     def _write_ndx_and_attrs(self, ndx: int, iflags: int, ftype: int,
                              xname: bytes | None) -> None:
