@@ -8,7 +8,8 @@ Trees (built once under --work, reused while their parameters match):
 
 Per tree, each round runs both programs (alternating who goes first):
   full  `-a src/ dst.<prog>/` into an empty destination
-  noop  the same command again (nothing to do)
+  noop  the same command again (nothing to do), once with the memory sampler and
+        --noop-repeats more times without it (the time is those runs' median)
 and records wall time and peak memory: "mem" is the sum over all processes of the run
 of each one's peak RSS (VmHWM, read from /proc every 20 ms while they live), "rss" the
 largest sampled sum of their current RSS.
@@ -133,9 +134,24 @@ def _group_memory_kib(pgid: int, hwm: dict[int, int]) -> int:
     return total
 
 
-def measure(argv: list[str], cwd: Path) -> Sample:
+def measure(argv: list[str], cwd: Path, repeats: int = 0) -> Sample:
     """Wall time and memory of one run.  ru_maxrss from wait4 is useless here: a child
-    forked from this Python process starts with the parent's high-water mark."""
+    forked from this Python process starts with the parent's high-water mark.
+
+    With ``repeats``, the command is also run that many more times without the memory
+    sampler (which walks /proc every 20 ms: on two cores that is felt in a 0.15 s run)
+    and the time reported is the median of those runs."""
+    if repeats:
+        first = measure(argv, cwd)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            rc = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL).returncode
+            times.append(time.perf_counter() - t0)
+            if rc != 0:
+                sys.exit(f"{shlex.join(argv)} failed with exit {rc}")
+        return Sample(statistics.median(times), first.tree_rss_kib, first.hwm_kib)
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          start_new_session=True)
@@ -177,7 +193,7 @@ def _remove(path: Path) -> None:
 
 
 def run_tree(tree: str, src: Path, progs: dict[str, list[str]], rounds: int,
-             res: Results, settle: float = 0.0) -> None:
+             res: Results, settle: float = 0.0, noop_repeats: int = 5) -> None:
     base = src.parent
     order = list(progs)
     for rnd in range(rounds + 1):  # round 0 is the warm-up and is not recorded
@@ -193,7 +209,8 @@ def run_tree(tree: str, src: Path, progs: dict[str, list[str]], rounds: int,
                     # deleting a big tree, every file create scans past the freed ones
                     # (perf: 36% of a full copy in ext4 recently_deleted()).
                     time.sleep(settle)
-                s = measure([*progs[prog], "-a", "src/", f"dst.{prog}/"], base)
+                s = measure([*progs[prog], "-a", "src/", f"dst.{prog}/"], base,
+                            noop_repeats if measure_ == "noop" else 0)
                 if rnd:
                     res.add(tree, measure_, prog, s)
                     print(f"  {tree:5} {measure_:5} round {rnd} {prog:7} {s.seconds:8.2f}s "
@@ -239,6 +256,8 @@ def main() -> int:
                     help="netsync command (default $NETSYNC_TEST_CMD or python -m netsync); "
                     "name the interpreter by its full path: a pyenv shim adds ~80 ms a run")
     ap.add_argument("--rsync", default=RSYNC)
+    ap.add_argument("--noop-repeats", type=int, default=5,
+                    help="no-op runs timed without the memory sampler, per round (median)")
     ap.add_argument("--settle", type=float, default=0.0,
                     help="seconds to wait after deleting a destination before a full "
                     "copy (65 lets ext4 reuse the freed inodes; see README)")
@@ -260,7 +279,7 @@ def main() -> int:
     res = Results()
     for tree in trees:
         src = ensure_tree(args.work, tree, args.scale)
-        run_tree(tree, src, progs, args.rounds, res, args.settle)
+        run_tree(tree, src, progs, args.rounds, res, args.settle, args.noop_repeats)
     return 0 if report(res, trees) else 1
 
 

@@ -91,11 +91,16 @@ def main() -> int:
         rows = []
         for scenario in ("full", "noop", "delta"):
             res: dict[str, list[tuple[float, int]]] = {k: [] for k in clients}
-            for _ in range(a.rounds):
+            for rnd in range(a.rounds):
                 for who, cmd in clients.items():
                     dst = work / f"dst-{who}"
                     if scenario == "full":
-                        shutil.rmtree(dst, ignore_errors=True)
+                        # A fresh name each round; the old copies go at the end.  Right
+                        # after a big delete ext4 spends ~200 us per create scanning the
+                        # freed inodes (recently_deleted()), which made the remote
+                        # receiver's time, not the client's, swing by seconds per round.
+                        if dst.exists():
+                            dst.rename(work / f"old-{who}-{rnd}")
                     if scenario == "delta":
                         shutil.rmtree(dst, ignore_errors=True)
                         shutil.copytree(ddst0, dst)
@@ -106,6 +111,9 @@ def main() -> int:
             med = {w: (statistics.median(t for t, _ in r), statistics.median(b for _, b in r))
                    for w, r in res.items()}
             rows.append((scenario, med))
+            if scenario == "full":
+                for old in work.glob("old-*"):
+                    shutil.rmtree(old)
         print(f"{'scenario':8} {'rsync s':>9} {'netsync s':>10} {'time x':>7} "
               f"{'rsync bytes':>13} {'netsync bytes':>14} {'bytes x':>8}")
         for scenario, med in rows:

@@ -284,3 +284,28 @@ def test_vv_uptodate_lines_reach_the_client(sshd_server: SshServer, tmp_path: Pa
                                 or ln.startswith(b"delta-transmission"))
     assert lines["netsync"] == lines["rsync"]
     assert len(lines["rsync"]) == 21  # the generator's "delta-transmission enabled" too
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_files_from_with_repeated_dirs(sshd_server: SshServer, tmp_path: Path,
+                                       direction: str) -> None:
+    """--files-from naming a dir and its contents: the sender's list holds the dir more
+    than once, the receiver drops the repeats and reports each dir once, as rsync's
+    generate_files() skips the cleared entries (netsync once itemized every copy)."""
+    listing = tmp_path / "list"
+    listing.write_text("a\ndir/\ndir/subdir/\ndir/subdir/foo\ndir/subdir/sub2/\n")
+    now = time.time_ns() - 10**9
+    runs = []
+    for side in ("rsync", "netsync"):
+        work = tmp_path / side
+        (work / "src" / "dir" / "subdir" / "sub2").mkdir(parents=True)
+        (work / "src" / "dir" / "subdir" / "foo").write_text("foo\n")
+        (work / "src" / "a").write_text("a\n")
+        path = "rsync" if side == "rsync" else NETSYNC_PATH
+        runs.append(_run(sshd_server, path, work, direction, ["-av", f"--files-from={listing}"]))
+    want, got = runs
+    assert want.returncode == got.returncode == 0, got.describe()
+    tc.assert_same(tc.snapshot(tmp_path / "rsync", now), tc.snapshot(tmp_path / "netsync", now))
+    lines = _lines(got, tmp_path / "netsync", "lines")
+    assert lines == _lines(want, tmp_path / "rsync", "lines")
+    assert lines.count(b"dir/") == 1, lines

@@ -22,6 +22,7 @@ from netsync import sender as _sender
 from netsync.flist import (
     FLAG_CONTENT_DIR,
     FLAG_DIR_CREATED,
+    FLAG_DUPLICATE,
     FLAG_IMPLIED_DIR,
     FLAG_MISSING_DIR,
     FLAG_MOUNT_DIR,
@@ -612,6 +613,8 @@ class Generator:
         if self.feed is not None:
             self._run_feed(self.feed)
         for ndx, e in enumerate(self.flist.entries):
+            if e.flags & FLAG_DUPLICATE:
+                continue  # generate_files(): a name the list's cleaning dropped
             # Leave the per-dir filter files of dirs whose subtree is done.
             while fstack and not e.name.startswith(fstack[-1][0] + b"/"):
                 self.filters.leave_dir(fstack.pop()[1])
@@ -681,6 +684,8 @@ class Generator:
             cut = len(head) + 1 if head else 0
             dfd = -1
             for i, e in enumerate(children):
+                if e.flags & FLAG_DUPLICATE:
+                    continue
                 fmt = e.mode & 0o170000
                 if fmt == 0o040000:  # a dir is generated with its own chunk
                     if early and self.skip_dir is None and self.dry_missing is None \
