@@ -265,6 +265,78 @@ def open_dir_at(dfd: int | None, name: bytes) -> int:
         raise
 
 
+def walk_beneath(anchor_fd: int, rel: bytes, flags: int = _DIRFLAGS) -> int:
+    """An fd (opened with ``flags``) of the directory ``rel`` below ``anchor_fd``,
+    never leaving it: secure_relative_open_at_beneath() for a directory. A symlink
+    on the way is followed when its target is relative and stays beneath the
+    anchor (its ".." pops back to the dir already held, never above the anchor);
+    an absolute or escaping target is ELOOP. ``anchor_fd`` is borrowed."""
+    stack = [anchor_fd]  # stack[0] is the caller's
+    todo = [c for c in rel.split(b"/") if c and c != b"."]
+    todo.reverse()  # the next component is last
+    links = _MAX_LINKS
+    try:
+        while todo:
+            c = todo.pop()
+            if c == b".":
+                continue
+            if c == b"..":
+                if len(stack) == 1:  # would rise above the anchor
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                os.close(stack.pop())
+                continue
+            try:
+                stack.append(os.open(c, _DIRFLAGS, dir_fd=stack[-1]))
+                continue
+            except OSError as ex:
+                if ex.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                err = ex
+            try:
+                target = os.readlink(c, dir_fd=stack[-1])
+            except OSError as ex:
+                if ex.errno == errno.EINVAL:  # no symlink: a real non-directory
+                    raise err from None
+                raise
+            links -= 1
+            if not target or target.startswith(b"/") or links < 0:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+            todo.extend(reversed([t for t in target.split(b"/") if t and t != b"."]))
+        return os.open(b".", flags | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=stack[-1])
+    finally:
+        for fd in stack[1:]:
+            os.close(fd)
+
+
+def open_following_beneath(anchor_fd: int, rel: bytes, flags: int) -> int:
+    """Open the file ``rel`` below ``anchor_fd`` for a symlink-following transfer
+    (-L, --copy-unsafe-links, -k), never leaving the anchor: rsync's
+    sender_open_copylinks_confined(). A symlink leaf is read and its relative
+    target resolved again beneath the anchor (a chain up to 32 hops); an absolute
+    target, or one climbing above the anchor, is ELOOP. The final open is
+    O_NOFOLLOW, so a leaf swapped for a symlink meanwhile is refused too."""
+    cur = rel
+    for _ in range(32):
+        cur = cur.rstrip(b"/")
+        head, _, leaf = cur.rpartition(b"/")
+        if leaf in (b"", b".", b".."):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        pfd = walk_beneath(anchor_fd, head)
+        try:
+            try:
+                target = os.readlink(leaf, dir_fd=pfd)
+            except OSError as ex:
+                if ex.errno != errno.EINVAL:
+                    raise
+                return os.open(leaf, flags | _NOFOLLOW, dir_fd=pfd)
+        finally:
+            os.close(pfd)
+        if not target or target.startswith(b"/"):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        cur = head + b"/" + target if head else target
+    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+
+
 def copy_fd_into(sfd: int, dfd: int | None, name: bytes, st: os.stat_result | None = None) -> None:
     """Copy the open regular file ``sfd`` to ``name`` in ``dfd`` via a temporary
     name (never through a symlink), keeping mode, owner and times."""

@@ -109,6 +109,11 @@ class Sender:
         # of the last parent is kept for its next files.
         self._confine: bool | None = None
         self._src_dir: tuple[int, bytes, int] | None = None
+        # A daemon's module is a jail for the sender too: (module root fd, the cwd's
+        # path below it), or () when no module confines us; see _jail().
+        self._jail_st: tuple[int, bytes] | None = None
+        # The dir _walk_dir() is listing: (its path + "/", its fd), flist.c scan_dirfd.
+        self._scan: tuple[bytes, int] | None = None
         self.missing_args = 0  # 1: --ignore-missing-args
         # One plain source walks out already in rsync's order; anything else is sorted.
         self._presorted = True
@@ -205,7 +210,7 @@ class Sender:
                 # flist.c: a leading "./" sends the dir it names (once, implied) so
                 # the dest dir itself gets its attributes.
                 try:
-                    self._make(b".", os.stat(base), base, root_idx, FLAG_IMPLIED_DIR)
+                    self._make(b".", self._stat_dir(base), base, root_idx, FLAG_IMPLIED_DIR)
                 except OSError:
                     pass
             yield from self._arg_or_collect(collect, root_idx, base, rel, relative=True,
@@ -258,6 +263,16 @@ class Sender:
                     dotdir: bool = False, from_files: bool = False) -> Iterator[Chunk]:
         w = self.w
         path = join(base, name)
+        if not relative and base != b"." and self._jail() is not None:
+            # flist.c change_pathname(): the arg's dir is entered inside the module
+            # (util1.c change_dir() for a daemon), or the arg fails as a whole.
+            try:
+                os.close(self._jail_dir(base))
+            except OSError as e:
+                self.io_error |= IOERR_GENERAL
+                self.rep.error_xfer(f'change_dir "{self.rep.full_path(base)}" failed: '
+                                    f"{os.strerror(e.errno or 0)} ({e.errno})", role="sender")
+                return
         try:
             st = self._stat_for(path, name, follow_dir=w.copy_dirlinks or dotdir)
             if F.daemon_excluded is not None and _daemon_hidden(path, stat.S_ISDIR(st.st_mode)):
@@ -286,7 +301,7 @@ class Sender:
                 if (root_idx, pname) in self._seen_dirs:
                     continue
                 try:
-                    pst = os.stat(join(base, pname))
+                    pst = self._stat_dir(join(base, pname))
                 except OSError:
                     continue
                 self._seen_dirs.add((root_idx, pname))
@@ -311,6 +326,72 @@ class Sender:
                 else:
                     yield e, []
 
+    # ------------------------------------------------------- the module jail
+    def _jail(self) -> tuple[int, bytes] | None:
+        """(fd of the module root, the cwd's path below it + "/") when this sender
+        serves a daemon module (syscall.c secure_relpath_active()), else None.
+
+        Then every directory the list is built from is reached from the module
+        root one component at a time: an in-module symlink is followed, one that
+        leads out of the module (absolute, or climbing above the root) is ELOOP,
+        as rsync's secure_opendir() / confined change_dir() / readlink at the held
+        scan dir. Symlink-following modes (-L, -k, --copy-unsafe-links) follow
+        leaves for the listing, but never enumerate or open out of the module."""
+        j = self._jail_st
+        if j is None:
+            root = safepath.confine_root
+            j = ()
+            if root is not None and root.rstrip(b"/"):
+                root = root.rstrip(b"/")
+                cwd = os.getcwdb()
+                if cwd == root:
+                    j = (os.open(b".", safepath.DIR_FLAGS), b"")
+                elif cwd.startswith(root + b"/"):
+                    j = (os.open(root, safepath.DIR_FLAGS), cwd[len(root) + 1:] + b"/")
+                else:  # not inside the module at all: nothing may be reached
+                    j = (-1, b"")
+            self._jail_st = j
+        return j or None
+
+    def _jail_dir(self, path: bytes, flags: int = safepath.DIR_FLAGS) -> int:
+        """An fd of the directory ``path`` (from the cwd), confined to the module."""
+        j = self._jail_st or self._jail()
+        assert j is not None
+        if j[0] < 0 or path.startswith(b"/"):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        return safepath.walk_beneath(j[0], j[1] + path, flags)
+
+    def _jail_parent(self, path: bytes) -> tuple[int, bytes, bool]:
+        """(fd of path's dir confined to the module, leaf name, whether the fd is
+        the caller's to close): the dir being listed when path is in it."""
+        sc = self._scan
+        if sc is not None and path.startswith(sc[0]) and b"/" not in path[len(sc[0]):]:
+            return sc[1], path[len(sc[0]):], False
+        head, _, leaf = path.rpartition(b"/")
+        if leaf in (b"", b".", b".."):
+            return self._jail_dir(path), b".", True
+        return self._jail_dir(head or b"."), leaf, True
+
+    def _stat_dir(self, path: bytes) -> os.stat_result:
+        """stat() of a directory the list names (an implied or "./" dir)."""
+        if self._jail() is None:
+            return os.stat(path)
+        fd = self._jail_dir(path)
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
+    def _readlink(self, path: bytes) -> bytes:
+        if self._jail() is None or _md.fake_super:
+            return _md.fake_readlink(path, _md.fake_super, am_sender=True)
+        dfd, leaf, owned = self._jail_parent(path)
+        try:
+            return os.readlink(leaf, dir_fd=dfd)
+        finally:
+            if owned:
+                os.close(dfd)
+
     def _stat_for(self, path: bytes, name: bytes, follow_dir: bool) -> os.stat_result:
         st = self._stat_for_real(path, name, follow_dir)
         if _md.fake_super:  # flist.c link_stat() -> x_lstat(): the %stat xattr is folded in
@@ -323,6 +404,13 @@ class Sender:
 
     def _stat_for_real(self, path: bytes, name: bytes, follow_dir: bool) -> os.stat_result:
         w = self.w
+        if self._jail() is not None:
+            dfd, leaf, owned = self._jail_parent(path)
+            try:
+                return self._stat_at(dfd, leaf, name, follow_dir)
+            finally:
+                if owned:
+                    os.close(dfd)
         if w.copy_links:
             return os.stat(path)
         st = os.lstat(path)
@@ -338,6 +426,28 @@ class Sender:
                 target = os.readlink(path)
                 if is_unsafe_symlink(target, name):
                     return os.stat(path)
+        return st
+
+    def _stat_at(self, dfd: int, leaf: bytes, name: bytes, follow_dir: bool) -> os.stat_result:
+        """_stat_for_real() of ``leaf`` in the held dir ``dfd`` (flist.c link_stat_at()).
+        A followed leaf is stat()ed where it points, as rsync does; its contents are
+        listed and opened only through the module jail."""
+        w = self.w
+        if w.copy_links:
+            return os.stat(leaf, dir_fd=dfd)
+        st = os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            if follow_dir:
+                try:
+                    st2 = os.stat(leaf, dir_fd=dfd)
+                    if stat.S_ISDIR(st2.st_mode):
+                        return st2
+                except OSError:
+                    pass
+            if w.copy_unsafe_links:
+                target = os.readlink(leaf, dir_fd=dfd)
+                if is_unsafe_symlink(target, name):
+                    return os.stat(leaf, dir_fd=dfd)
         return st
 
     def _excluded(self, name: bytes, is_dir: bool, path: bytes | None = None) -> bool:
@@ -369,7 +479,7 @@ class Sender:
             e.size = st.st_size
         elif stat.S_ISLNK(mode):
             try:
-                e.link = _md.fake_readlink(path, _md.fake_super, am_sender=True)
+                e.link = self._readlink(path)
                 if unmunge_links and len(e.link) > len(SYMLINK_PREFIX) \
                         and e.link.startswith(SYMLINK_PREFIX):
                     e.link = e.link[len(SYMLINK_PREFIX):]
@@ -383,7 +493,17 @@ class Sender:
             size = st.st_size
             if size == 0:
                 try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | read_flags())
+                    if self._jail() is not None:
+                        dfd, leaf, owned = self._jail_parent(path)
+                        try:
+                            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                                         | read_flags(), dir_fd=dfd)
+                        finally:
+                            if owned:
+                                os.close(dfd)
+                    else:
+                        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                                     | read_flags())
                 except OSError:
                     pass
                 else:
@@ -439,10 +559,21 @@ class Sender:
         # (the hot loop of a big tree; the general path below does the same).
         fast = self.filters is None and F.daemon_excluded is None and not _md.fake_super and not (
             w.copy_links or w.copy_unsafe_links or w.atimes or w.hard_links or w.checksum)
+        jail = self._jail() is not None
+        sfd = -1
         try:
             try:
-                names = os.listdir(dpath)
+                if jail:
+                    # flist.c secure_opendir(): listed from the module root down, so
+                    # neither a raced parent nor a followed dir symlink (-L, -k,
+                    # --copy-unsafe-links) enumerates anything outside the module.
+                    sfd = self._jail_dir(dpath, _DIR_FLAGS)
+                    names = [os.fsencode(n) for n in os.listdir(sfd)]  # (str from an fd)
+                else:
+                    names = os.listdir(dpath)
             except OSError as ex:
+                if sfd >= 0:
+                    os.close(sfd)
                 if ex.errno == errno.ENOENT:
                     self._vanished_or_error(dpath, ex, "opendir")
                 else:
@@ -459,7 +590,12 @@ class Sender:
             pprefix = dpath if dpath.endswith(b"/") else dpath + b"/"
             add = children.append
             dfd = -1
-            if fast:
+            if jail:
+                dfd = sfd  # every name is stat()ed and readlink()ed in the held dir
+                self._scan = (pprefix, sfd)
+                if not fast:
+                    dfd = -1  # (the general path below finds it through _scan)
+            elif fast:
                 try:  # stat the names relative to the dir: no path walk per file
                     dfd = os.open(dpath, _DIR_FLAGS)
                 except OSError:
@@ -500,7 +636,10 @@ class Sender:
                         flags |= FLAG_CONTENT_DIR
                     subdirs.append((n + b"/", path, name, st, flags))
             finally:
-                if dfd >= 0:
+                if jail:
+                    self._scan = None
+                    os.close(sfd)
+                elif dfd >= 0:
                     os.close(dfd)
             subdirs.sort(key=lambda t: t[0])
             subs: list[tuple[FileEntry, bytes, int]] = []
@@ -584,7 +723,9 @@ class Sender:
         name = e.name
         try:
             head, _, leaf = name.rpartition(b"/")
-            if head and self._confine:
+            if not self._confine and self._jail() is not None:
+                fd = self._jail_open(self._entry_path(e), flags)
+            elif (head and self._confine) or self._jail() is not None:
                 # the held parent dir (_parent_fd()'s cache), looked at inline: once per file
                 c = self._src_dir
                 root = e.root
@@ -611,6 +752,29 @@ class Sender:
             os.close(fd)
             raise
 
+    def _jail_open(self, path: bytes, flags: int) -> int:
+        """sender.c's confined open for a daemon's module when the list may have gone
+        through symlinks (-L, -k, --copy-unsafe-links, -R): in-module links are
+        followed, none that leads out of the module (sender_open_copylinks_confined)."""
+        w = self.w
+        if w.copy_links or w.copy_unsafe_links or w.copy_dirlinks:
+            j = self._jail_st
+            assert j
+            if j[0] < 0 or path.startswith(b"/"):
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+            return safepath.open_following_beneath(j[0], j[1] + path, flags)
+        # -R: the parent is held for the next files (as _parent_fd() does, keyed
+        # apart from its roots), the leaf never followed.
+        head, _, leaf = path.rpartition(b"/")
+        c = self._src_dir
+        if c is not None and c[0] == -1 and c[1] == head:
+            dfd = c[2]
+        else:
+            self.close_dirs()
+            dfd = self._jail_dir(head or b".")
+            self._src_dir = (-1, head, dfd)
+        return os.open(leaf, flags | os.O_NOFOLLOW, dir_fd=dfd)
+
     def _entry_path(self, e) -> bytes:
         """flist.source_path(), inline: the path of the entry's file from here."""
         base = self.flist.roots[e.root]
@@ -626,7 +790,10 @@ class Sender:
         if c is not None and c[0] == root and c[1] == head:
             return c[2]
         self.close_dirs()
-        rfd = os.open(base or b".", safepath.DIR_FLAGS)
+        if self._jail() is not None:  # the root itself is reached inside the module
+            rfd = self._jail_dir(base or b".")
+        else:
+            rfd = os.open(base or b".", safepath.DIR_FLAGS)
         try:
             fd = safepath.dir_beneath(rfd, head.split(b"/"))
         finally:
@@ -707,18 +874,24 @@ class Sender:
         """--remove-source-files: the receiver confirmed this file arrived."""
         e = self.flist.entry(ndx)
         path = self.flist.source_path(e)
+        dfd, leaf, owned = -1, path, False
         try:
-            st = os.lstat(path)
+            if self._jail() is not None:  # sender.c secure_sender_parent_fd()
+                dfd, leaf, owned = self._jail_parent(path)
+            st = os.stat(leaf, dir_fd=None if dfd < 0 else dfd, follow_symlinks=False)
             # rsync refuses to remove a file that changed since it was listed.
             if stat.S_ISREG(e.mode) and (st.st_size != e.size or st.st_mtime_ns != e.mtime_ns):
                 self.rep.info(f"Skipping sender remove for changed file: {self.rep.safe(e.name)}")
                 return
-            os.unlink(path)
+            os.unlink(leaf, dir_fd=None if dfd < 0 else dfd)
             self.rep.remove_note(e)
         except OSError as ex:
             if ex.errno != errno.ENOENT:
                 self.rep.error_xfer(f'sender failed to remove "{self.rep.full_path(path)}": '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
+        finally:
+            if owned:
+                os.close(dfd)
 
 
 __all__ = ["Sender", "FLAG_HLINK_FIRST", "FLAG_MOUNT_DIR"]
