@@ -360,3 +360,31 @@ def test_daemon_module_is_a_jail(jail_daemons, case: str) -> None:
     outside = daemons["netsync"][1] / case / "outside"
     assert sorted(os.listdir(outside)) == ["f"]
     assert (outside / "f").read_text() == "SECRET\n"
+
+
+def test_temp_dir_rename_does_not_follow_a_swapped_dest_dir(tmp_path: Path) -> None:
+    """rsync's rename-fullpath-symlink-race, made deterministic: with an absolute
+    --temp-dir, dest/sub becomes a symlink to outside while the file is written; the
+    rename into place must not follow it (it went through the path before)."""
+    src, dest, outside, tmpd = (tmp_path / n for n in ("src", "dest", "outside", "tmpd"))
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_bytes(os.urandom(300_000))
+    (dest / "sub").mkdir(parents=True)
+    outside.mkdir()
+    tmpd.mkdir()
+    # --bwlimit keeps the file in the temp dir for about three seconds.
+    proc = subprocess.Popen([*tc.program_under_test(), "-a", "--bwlimit=100", f"--temp-dir={tmpd}",
+                             f"{src}/", f"{dest}/"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not any(tmpd.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any(tmpd.iterdir()), "the temp file never appeared"
+    (dest / "sub").rename(dest / "sub.real")
+    (dest / "sub").symlink_to(outside)
+    _, err = proc.communicate(timeout=60)
+    assert list(outside.iterdir()) == [], err
+    assert list(tmpd.iterdir()) == [], err
+    # Where the held dir went, or refused with rsync's partial-transfer code.
+    got = dest / "sub.real" / "f"
+    assert (got.exists() and got.read_bytes() == (src / "sub" / "f").read_bytes()) \
+        or proc.returncode == 23, (proc.returncode, err)

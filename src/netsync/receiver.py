@@ -532,7 +532,7 @@ class Receiver:
                 if not self.make_backup(dest_rel, dest):
                     return False
             if tdir is not None:
-                self._move_into_place(tmp, dest)
+                self._move_into_place(tmp, dest, tfd, dest_rel)
             elif tfd is not None:
                 os.replace(tmp.rpartition(b"/")[2], dest.rpartition(b"/")[2], src_dir_fd=tfd,
                            dst_dir_fd=tfd)
@@ -558,19 +558,41 @@ class Receiver:
                 os.close(tfd)
             self.current_tmp = self.current_dest = None
 
-    def _move_into_place(self, tmp: bytes, dest: bytes) -> None:
+    def _move_into_place(self, tmp: bytes, dest: bytes, tfd: int | None = None,
+                         dest_rel: bytes = b"") -> None:
+        """A --temp-dir file renamed to its destination.  From the held temp dir into
+        dest's dir opened below the destination, when there is one: a dest dir swapped
+        for a symlink meanwhile cannot take the file elsewhere (syscall.c
+        do_rename_at(), which rsync 3.5 also confines for an absolute temp path)."""
+        pfd = self._dest_parent(dest, dest_rel) if tfd is not None else None
+        leaf, name = tmp.rpartition(b"/")[2], dest.rpartition(b"/")[2]
         try:
-            os.replace(tmp, dest)
-        except OSError as ex:
-            if ex.errno != errno.EXDEV:
-                raise
-            # --temp-dir on another filesystem: copy beside the target, then rename.
-            near = tmp_name(dest, None)
-            import shutil
+            try:
+                if pfd is not None:
+                    os.replace(leaf, name, src_dir_fd=tfd, dst_dir_fd=pfd)
+                else:
+                    os.replace(tmp, dest)
+            except OSError as ex:
+                if ex.errno != errno.EXDEV:
+                    raise
+                # --temp-dir on another filesystem: copy beside the target, then rename.
+                if pfd is not None:
+                    sfd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=tfd)
+                    try:
+                        safepath.copy_fd_into(sfd, pfd, name)
+                    finally:
+                        os.close(sfd)
+                    os.unlink(leaf, dir_fd=tfd)
+                    return
+                near = tmp_name(dest, None)
+                import shutil
 
-            shutil.copy2(tmp, near, follow_symlinks=False)
-            os.replace(near, dest)
-            os.unlink(tmp)
+                shutil.copy2(tmp, near, follow_symlinks=False)
+                os.replace(near, dest)
+                os.unlink(tmp)
+        finally:
+            if pfd is not None:
+                os.close(pfd)
 
     def _receive_inplace(self, e: FileEntry, data: m.FileData, dest: bytes, dest_rel: bytes,
                          basis: bytes | None, dest_st: os.stat_result | None,
