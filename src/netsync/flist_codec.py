@@ -748,6 +748,10 @@ class FlistDecoder(_Options):
     #: 2 with --delete-missing-args: a mode-0 entry is allowed (set by the caller).
     missing_args = 0
 
+    # A daemon module's name converter: asked about each new in-line user/group
+    # name as the entry carrying it is read (uidlist.c recv_add_id()).
+    name_hook: Callable[[str, bytes], object] | None = None
+
     def __init__(
         self,
         protocol: int,
@@ -1146,8 +1150,14 @@ class FlistDecoder(_Options):
         self._lastname = raw
         self._state = (mode, modtime, atime, uid, gid, rdev, rdev_major, dev)
         if uname:
+            hook = self.name_hook
+            if hook is not None and uid and uid not in self.uid_names:
+                hook("usr", uname)  # uidlist.c recv_user_name(): mapped as it comes
             self.uid_names[uid] = uname
         if gname:
+            hook = self.name_hook
+            if hook is not None and gid and gid not in self.gid_names:
+                hook("grp", gname)
             self.gid_names[gid] = gname
 
         e = FileEntry(

@@ -13,6 +13,10 @@ Two policies:
   (``secure_relative_open``).
 
 Every refusal of an untrusted symlink prints rsync's warning once per walk.
+
+A daemon opens its own files (config, motd, lock, secrets, log) and its module
+path by the ownership rule too (``daemon_open``), and keeps its sender's scans
+and followed-link opens inside the module (``jail``, ``open_jailed_dir``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,21 @@ insecure_links = False
 # A daemon's module dir: an operator/peer path may not resolve outside it, even
 # through a symlink we would otherwise trust (syscall.c abspath_outside_confinement).
 confine_root: bytes | None = None
+# A daemon module's real (physical) root while it is served without a chroot and
+# without "insecure links": the sender's directory scans must stay below it
+# (flist.c secure_opendir(), util1.c change_dir()).
+jail: bytes | None = None
+_jail_id: tuple[int, int] | None = None
+
+
+def set_jail(on: bool) -> None:
+    """Confine the sender's scans to the current directory (a daemon's module), or not."""
+    global jail, _jail_id
+    jail = _jail_id = None
+    if on:
+        jail = os.getcwdb()
+        st = os.stat(b".")  # (its parents may be closed to us after the privilege drop)
+        _jail_id = (st.st_dev, st.st_ino)
 
 
 def _refuse() -> OSError:
@@ -52,12 +71,14 @@ def _trusted(st: os.stat_result) -> bool:
     return st.st_uid == 0 or st.st_uid == os.geteuid()
 
 
-def _walk(path: bytes, start_fd: int | None) -> tuple[int, bytes]:
+def _walk(path: bytes, start_fd: int | None, *, confine: bool = True,
+          warn: bool = True) -> tuple[int, bytes]:
     """Resolve ``path`` by the ownership rule up to its last non-directory component.
 
     Returns (directory fd, leaf name); the leaf is b"." when the whole path is a
     directory, else a name that is missing or not a directory. The caller closes
-    the fd. Raises OSError (ELOOP on refusal)."""
+    the fd. Raises OSError (ELOOP on refusal). ``confine`` False: the module root
+    does not bound the path (a daemon's own files); ``warn`` False: no warning."""
     if not path:
         raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
     dfd = os.open(b"/" if path.startswith(b"/") else b".", _DIRFLAGS, dir_fd=start_fd)
@@ -66,7 +87,7 @@ def _walk(path: bytes, start_fd: int | None) -> tuple[int, bytes]:
     links = _MAX_LINKS
     # Where the walk is, as absolute components, when a module confines it.
     here: list[bytes] | None = None
-    if confine_root is not None and len(confine_root.rstrip(b"/")) > 0:
+    if confine and confine_root is not None and len(confine_root.rstrip(b"/")) > 0:
         here = [] if path.startswith(b"/") else \
             [c for c in os.fsencode(os.getcwd()).split(b"/") if c]
     try:
@@ -82,7 +103,7 @@ def _walk(path: bytes, start_fd: int | None) -> tuple[int, bytes]:
                 raise
             if stat.S_ISLNK(st.st_mode):
                 if not _trusted(st):
-                    raise _refuse()
+                    raise _refuse() if warn else OSError(errno.ELOOP, os.strerror(errno.ELOOP))
                 links -= 1
                 if links < 0:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
@@ -173,6 +194,80 @@ def owner_open(path: bytes | str, flags: int, mode: int = 0o666,
         return os.open(leaf, flags | _NOFOLLOW, mode, dir_fd=dfd)
     finally:
         os.close(dfd)
+
+
+def daemon_open(path: bytes | str, flags: int, mode: int = 0o666, *,
+                follow_any: bool = False) -> int:
+    """open_no_attacker_symlinks() for the daemon's own files (its config, motd,
+    lock file, secrets file): a symlink anywhere in ``path`` is followed only when
+    owned by root or our euid, whatever the module root (they may live anywhere).
+    ``follow_any``: the module's "insecure links" (never a client's option)."""
+    bpath = os.fsencode(path)
+    if follow_any:
+        return os.open(bpath, flags | os.O_CLOEXEC, mode)
+    dfd, leaf = _walk(bpath, None, confine=False, warn=False)
+    try:
+        if leaf == b"." and not flags & os.O_DIRECTORY:
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        return os.open(leaf, flags | _NOFOLLOW, mode, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
+def open_jailed_dir(path: bytes) -> int:
+    """An O_RDONLY fd of the directory ``path`` that a daemon sender may scan:
+    symlinks in it are followed, but where it lands must be inside the module
+    (``jail``), else ELOOP (flist.c secure_opendir() refusing an escape). The
+    check is made on the opened fd, so no later swap of a component matters."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if jail is None:
+        return fd
+    try:
+        try:
+            where = os.readlink(b"/proc/self/fd/%d" % fd)
+        except OSError:  # no /proc (a "daemon chroot"): climb to the module instead
+            inside = _climbs_to_jail(fd)
+        else:
+            inside = where == jail or jail == b"/" or where.startswith(jail + b"/")
+    except BaseException:
+        os.close(fd)
+        raise
+    if inside:
+        return fd
+    os.close(fd)
+    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+
+
+def check_jailed_file(fd: int, path: bytes) -> None:
+    """ELOOP unless the file open as ``fd`` (opened through ``path``, following
+    symlinks: -L, --copy-dirlinks) is inside the jail (sender.c's confined open)."""
+    if jail is None:
+        return
+    try:
+        where = os.readlink(b"/proc/self/fd/%d" % fd)
+    except OSError:  # no /proc: where the path leads now
+        where = os.path.realpath(path)
+    if not (where == jail or jail == b"/" or where.startswith(jail + b"/")):
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+
+
+def _climbs_to_jail(fd: int) -> bool:
+    """Whether the directory ``fd`` is the jail or below it, by its ".." chain."""
+    cur = os.open(b".", _DIRFLAGS, dir_fd=fd)
+    try:
+        for _ in range(4096):
+            st = os.fstat(cur)
+            if (st.st_dev, st.st_ino) == _jail_id:
+                return True
+            up = os.open(b"..", _DIRFLAGS, dir_fd=cur)
+            ust = os.fstat(up)
+            os.close(cur)
+            cur = up
+            if (ust.st_dev, ust.st_ino) == (st.st_dev, st.st_ino):
+                return False  # reached "/"
+        return False
+    finally:
+        os.close(cur)
 
 
 def owner_makedirs(path: bytes, start_fd: int | None = None, mode: int = 0o777) -> int:

@@ -429,8 +429,17 @@ class _Server(_Client):
         return self.rep.exit_code(io_error | sender.io_error)
 
     def _chdir(self, path: bytes, what: str) -> None:
+        from netsync import safepath
+
         try:
-            os.chdir(path)
+            if safepath.jail is None:
+                os.chdir(path)
+            else:  # a daemon's change_dir() may not leave the module
+                fd = safepath.open_jailed_dir(path)
+                try:
+                    os.fchdir(fd)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             raise E.RsyncError(E.RERR_FILESELECT,
                                f'{what} "{os.fsdecode(path)}" failed: {exc.strerror} '
@@ -460,7 +469,25 @@ class _Server(_Client):
         dest = args[0] if args else b"."
         if self.daemon is not None:
             self._confined_dest(dest)
+            dest = self._followed_dest(dest)
         return self._receive(flist, dest)
+
+    @staticmethod
+    def _followed_dest(dest: bytes) -> bytes:
+        """A module with "insecure links": main.c get_local_name() changes into an
+        existing destination dir with a plain chdir(), so a symlink on the way is
+        followed (the 3.2.7 behaviour the option restores)."""
+        from netsync import safepath
+
+        if not safepath.insecure_links or dest in (b"", b"."):
+            return dest
+        try:
+            if not os.path.isdir(dest) or os.path.realpath(dest) == os.path.abspath(dest):
+                return dest
+            os.chdir(dest)
+        except OSError:
+            return dest
+        return b"."
 
     def _confined_dest(self, dest: bytes) -> None:
         """A daemon's destination is a path in the module: no symlink in it is

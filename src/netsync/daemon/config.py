@@ -496,7 +496,10 @@ class DaemonConfig(Record):
 def _read_file(path: str) -> object:
     """pm_process()'s read: the bytes, or the errno (and text) of the failure."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        from netsync.safepath import daemon_open
+
+        # params.c OpenConfFile(): a planted symlink on the path is not followed.
+        fd = daemon_open(path, os.O_RDONLY)
         with os.fdopen(fd, "rb") as fh:
             return fh.read()
     except OSError as exc:

@@ -76,14 +76,14 @@ class NameConverter(NoNames):
     def name_to_id(self, kind: str, name: bytes) -> int | None:
         """"usr"/"grp" -> the id, None if unknown.  An empty or non-numeric answer is
         unknown, never 0 (which would map the name to root)."""
-        if any(c < 0x20 or c == 0x7F for c in name):
+        key = (kind, name)
+        if key not in self._ids and any(c < 0x20 or c == 0x7F for c in name):
             # namecvt_safe_token(): a control character could forge a request line.
             if self.on_error is not None:
                 from netsync.log import safe_name  # (escaped: one log line)
 
                 self.on_error("invalid name-converter token: " + safe_name(name, False))
-            return None
-        key = (kind, name)
+            self._ids[key] = None
         if key not in self._ids:
             ans = self._ask(kind.encode() + b" " + name + b"\n")
             num = int(ans) if ans and ans.isdigit() else None

@@ -56,6 +56,7 @@ import time
 from collections.abc import Callable
 
 from netsync import errors as E
+from netsync import safepath
 from netsync.daemon import access, auth, refuse, xfer_exec, xferlog
 from netsync.daemon.config import ConfigError, DaemonConfig, Module, load_config
 from netsync.daemon.dfilter import DaemonFilter
@@ -211,16 +212,38 @@ def _lookup_gid(name: str) -> int | None:
         return int(name) if name.isdigit() else None
 
 
-def _claim_connection(lock_file: str, max_conn: int) -> int | None:
+def _unescape_options(args: list[bytes]) -> list[bytes]:
+    """io.c read_args() for a daemon: the words before the "." lose the backslashes
+    the client's safe_arg() put in for a remote shell (unbackslash_arg(): \\X -> X);
+    the file names after it are left to the glob expansion."""
+    out = []
+    for k, a in enumerate(args):
+        if b"\\" in a:
+            b = bytearray()
+            i, n = 0, len(a)
+            while i < n:
+                if a[i] == 0x5C and i + 1 < n:
+                    i += 1
+                b.append(a[i])
+                i += 1
+            a = bytes(b)
+        out.append(a)
+        if a == b".":
+            return out + args[k + 1:]
+    return out
+
+
+def _claim_connection(lock_file: str, max_conn: int, follow_any: bool = False) -> int | None:
     """connection.c claim_connection(): lock one of ``max_conn`` 4-byte slots.
 
     Returns the open lock fd (kept for the life of the process), -1 when there
     is no limit, None when every slot is taken.  Raises OSError if the file
-    cannot be opened.
+    cannot be opened (ELOOP for a planted symlink on its path, which is not
+    followed unless owned by root or us, or ``follow_any``: "insecure links").
     """
     if max_conn <= 0:
         return -1
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = safepath.daemon_open(lock_file, os.O_RDWR | os.O_CREAT, 0o600, follow_any=follow_any)
     for i in range(max_conn):
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 4, i * 4)
@@ -427,7 +450,9 @@ class _Session:
         self.wire.write(f"@RSYNCD: {OUR_PROTOCOL}.{OUR_SUB} {auth.greeting_digests()}\n")
         if motd:
             with contextlib.suppress(OSError):
-                with open(motd, "rb") as f:
+                # A planted symlink on the motd path would send its target's bytes
+                # to every client: open_no_attacker_symlinks() (clientserver.c).
+                with open(safepath.daemon_open(motd, os.O_RDONLY), "rb") as f:
                     self.wire.write(f.read())
             self.wire.write("\n")
         line = self.wire.read_line()
@@ -472,7 +497,8 @@ class _Session:
             self.log(f"rsync allowed access on module {name} from {host} ({addr})")
         lock_file = mod.lock_file or DEFAULT_LOCK_FILE
         try:
-            claimed = _claim_connection(lock_file, mod.max_connections)
+            claimed = _claim_connection(lock_file, mod.max_connections,
+                                        bool(mod.insecure_links))
         except OSError as exc:
             self.refuse("@ERROR: failed to open lock file",
                         f"failed to open lock file {lock_file}: {exc.strerror} ({exc.errno})")
@@ -509,7 +535,16 @@ class _Session:
                             f'chroot("{chroot_dir}") failed: {exc.strerror} ({exc.errno})')
             module_dir = module_dir[len(chroot_dir):] or "/" if chroot_dir != "/" else module_dir
         try:
-            os.chdir(module_dir)
+            if chroot_dir is not None or mod.insecure_links:
+                os.chdir(module_dir)
+            else:
+                # util1.c change_dir(): the module path is walked a component at a
+                # time; a symlink on it is followed only when owned by root or us.
+                fd = safepath.daemon_open(module_dir, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fchdir(fd)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             self.refuse("@ERROR: chdir failed",
                         f'chdir "{module_dir}" (in module {name}) failed: {exc.strerror} '
@@ -709,7 +744,7 @@ class _Session:
         from netsync.options import OptionError, parse_server_args
         from netsync.server import DaemonLink, run_server
 
-        raw = self._read_args(self.protocol >= 30)
+        raw = _unescape_options(self._read_args(self.protocol >= 30))
         argv = [os.fsdecode(a) for a in raw]
         error: str | None = None
         opts = None
@@ -727,8 +762,11 @@ class _Session:
                 opts = parse_server_args(argv)
             except (OptionError, E.UsageError) as exc:
                 error = exc.message or "option error"
-        if error is None and mod.refuse_options:
-            hit = refuse.refused(argv, mod.refuse_options, log=self.log)
+        if error is None:
+            # Even with no "refuse options" some are refused (--insecure-links,
+            # --log-file, --iconv without a module charset): set_refuse_options().
+            hit = refuse.refused(argv, mod.refuse_options or "", charset=mod.charset or "",
+                                 log=self.log)
             if hit is not None:
                 error = hit.message
         signal.alarm(0)
@@ -771,6 +809,13 @@ class _Session:
 
             # "numeric ids": as --numeric-ids, without changing what the wire carries.
             namecvt.active = namecvt.NoNames()
+        if self.namecvt is not None and not opts.numeric_ids:
+            from netsync.daemon import namecvt
+            from netsync.flist_codec import FlistDecoder
+
+            if isinstance(namecvt.active, namecvt.NameConverter):
+                # A name in a received entry is converted as it is read (recv_add_id()).
+                FlistDecoder.name_hook = namecvt.active.name_to_id
         if error is None:
             _sanitize_opts(opts, mod.name.encode(), module_dir)
             self._apply_module(opts, mod)
@@ -791,12 +836,12 @@ class _Session:
                           dont_compress=mod.dont_compress)
         opts.daemon = False
         opts.server = True
-        from netsync import safepath
-
         # The module is a jail for every path a client names: only the module's
         # "insecure links" (never a client's --insecure-links) lifts that.
         safepath.insecure_links = bool(mod.insecure_links)
         safepath.confine_root = None if mod.insecure_links else os.getcwdb()
+        # The sender's directory scans stay in the module (a chroot is its own jail).
+        safepath.set_jail(not (mod.insecure_links or self.chrooted))
         link.module = mod.name
         dest = None
         if not am_sender:
@@ -1037,6 +1082,15 @@ def _listen(opts, config: DaemonConfig) -> int:
     port = opts.port or g.port or DEFAULT_PORT
     address = opts.address or g.address or None
     log = DaemonLog(opts.log_file or g.log_file, g)
+    if g.proxy_protocol and not g.proxy_protocol_hosts:
+        # Fail-closed but silent otherwise: clientserver.c daemon_main() warns.
+        msg = ('"proxy protocol = true" but "proxy protocol hosts" is unset: all '
+               "connections will be rejected as untrusted proxy peers.  Set "
+               '"proxy protocol hosts" to your trusted proxy\'s address.')
+        log(msg)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(msg + "\n")
+            sys.stderr.flush()
     try:
         socks = _open_listeners(address, port)
     except OSError as exc:

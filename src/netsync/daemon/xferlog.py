@@ -51,9 +51,10 @@ class DaemonLog:
     def _open(self, section) -> None:
         if self.path:
             try:
+                from netsync.safepath import daemon_open
+
                 # A planted symlink must not redirect the log (logfile_open()).
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                                  | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+                self.fd = daemon_open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 return
             except OSError as exc:
                 failed = exc
