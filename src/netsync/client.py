@@ -45,6 +45,7 @@ ITEM_BASIS_TYPE_FOLLOWS = log.ITEM_BASIS_TYPE_FOLLOWS
 ITEM_XNAME_FOLLOWS = log.ITEM_XNAME_FOLLOWS
 ITEM_IS_NEW = log.ITEM_IS_NEW
 ITEM_MISSING_DATA = 1 << 16
+FNAMECMP_FNAME = 0x80  # rsync.h: the basis is the file itself (no basis type sent)
 MAX_BLOCK_LEN = 1 << 29
 MAX_SUM_COUNT = 1 << 28
 MAX_BLOCK_SIZE = 1 << 17  # rsync.h: the block-length limit from protocol 30
@@ -533,7 +534,7 @@ class _Client:
                 # A duplicate the list's cleaning dropped: no honest peer names it.
                 raise WireError(f"refusing transfer of cleared file index {ndx} "
                                 f"[{self.who}]", E.RERR_PROTOCOL)
-            ftype = io.read_byte() if iflags & ITEM_BASIS_TYPE_FOLLOWS else 0x80
+            ftype = io.read_byte() if iflags & ITEM_BASIS_TYPE_FOLLOWS else FNAMECMP_FNAME
             xname = None
             if iflags & ITEM_XNAME_FOLLOWS:
                 xname = io.read_vstring(4096)
@@ -1461,6 +1462,8 @@ class _Client:
             else None,
             temp_dir=enc(opts.temp_dir) if opts.temp_dir else None,
             delay_updates=opts.delay_updates, sparse=opts.sparse, backup=opts.backup,
+            # --delay-updates stages each file in the --partial-dir (default .~tmp~)
+            stage_dir=enc(opts.partial_dir or ".~tmp~") if opts.delay_updates else b".~tmp~",
             backup_dir=_under(dest_root, opts.backup_dir) if opts.backup_dir else None,
             suffix=enc(opts.suffix or ""), dry_run=opts.dry_run,
         )
@@ -1471,6 +1474,9 @@ class _Client:
                              rep.safe(enc(opts.backup_dir).rstrip(b"/") or b"/"), rep)
         alt = opts.alt_dest
         alt_dirs = [_under(dest_root, d) for d in alt[1]] if alt else []
+        if alt:
+            self._check_alt_basis_dirs(alt, alt_dirs, dest_root)
+        self._check_module_dirs()
         recursive = bool(opts.recursive or opts.recurse)
         g = GenOptions(
             recursive=recursive, dirs=bool(opts.dirs), links=opts.links,
@@ -1514,6 +1520,9 @@ class _Client:
             g, a, flist, dest_root, receiver, self._request, rep, rfilters,
             self._file_sum_fn() if opts.checksum else None, on_success=success, solo_file=solo)
         gen.sum_params = (neg.checksum, neg.checksum_seed, proto)
+        # receiver.c: a daemon that negotiated in-place partial updates refuses a
+        # --partial-dir basis out of its module rather than ignore the operand.
+        gen.strict_partial = getattr(self, "daemon", None) is not None and neg.inplace_partial
         gen.sum_kwargs = {"proper_seed_order": neg.proper_seed_order or proto < 30,
                           "block_size": opts.block_size or 0}
         gen.stats = stats
@@ -1563,6 +1572,28 @@ class _Client:
         self._pull_phases(first_done=True)
         self._summary(self.remote_read, self.remote_written, stats.total_size)
         return self._final_code(flist.io_error | gen.io_error)
+
+    def _check_alt_basis_dirs(self, alt: tuple[str, list[str]], alt_dirs: list[bytes],
+                              dest_root: bytes) -> None:
+        """main.c check_alt_basis_dirs(): a --*-dest dir that is missing, or not a dir,
+        is warned about (named as the receiver resolves it: a daemon's sanitized
+        path as it is, else from the destination dir)."""
+        sanitized = getattr(self, "daemon", None) is not None
+        for d, path in zip(alt[1], alt_dirs, strict=True):
+            try:
+                why = None if stat.S_ISDIR(os.stat(path).st_mode) else "is not a dir"
+            except OSError:
+                why = "does not exist"
+            if why is None:
+                continue
+            shown = os.fsencode(d).rstrip(b"/") or b"/"
+            if not shown.startswith(b"/") and not sanitized:
+                top = os.path.normpath(os.path.join(os.getcwdb(), dest_root))
+                shown = top.rstrip(b"/") + b"/" + shown
+            self.rep.warn_msg(f"--{alt[0]} arg {why}: {self.rep.safe(shown)}")
+
+    def _check_module_dirs(self) -> None:
+        """A daemon's check of the basis and partial dirs against its module."""
 
     def _receiver_filters(self):
         """The generator's filter list (for --delete): the client's own rules."""
@@ -1840,10 +1871,17 @@ class _Client:
                             E.RERR_PROTOCOL)
         e = self._entry(ndx)
         self._current_ndx = ndx
+        basis = req.basis
+        want_type = req.fuzzy_type or FNAMECMP_FNAME
+        if _ftype != want_type or (want_type > FNAMECMP_FNAME and _xname != req.fuzzy_name):
+            # The sender echoes the basis the generator named; one it names itself
+            # instead is never opened (receiver.c: a basis its confined open refuses
+            # is no basis), so a block match against it ends the transfer.
+            basis = None
         if append:
-            self._pending = self._tokens(e, None, req.basis, prefix, verify=append > 1)
+            self._pending = self._tokens(e, None, basis, prefix, verify=append > 1)
             return m.FileData(ndx, req.iflags, None, self._pending, size=e.size)
-        self._pending = self._tokens(e, sums, req.basis)
+        self._pending = self._tokens(e, sums, basis)
         return m.FileData(ndx, req.iflags, sums, self._pending, size=e.size)
 
     def _drain_pending(self) -> None:
@@ -1908,6 +1946,10 @@ class _Client:
                         yield data
                     elif isinstance(ev, token.Block):
                         i = ev.index
+                        if basis is None and sums is not None:
+                            raise WireError(f"got a block match with no basis file for "
+                                            f"{self.rep.safe(e.name)} [{self.who}]",
+                                            E.RERR_PROTOCOL)
                         if sums is None or bfd is None or not 0 <= i < sums.head.count:
                             raise WireError(f"invalid block index {i} from sender "
                                             f"[{self.who}]", E.RERR_PROTOCOL)

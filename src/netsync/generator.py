@@ -19,6 +19,7 @@ from netsync import messages as m
 from netsync import metadata as _md
 from netsync import receiver as _rcv
 from netsync import sender as _sender
+from netsync.errors import RERR_PROTOCOL
 from netsync.flist import (
     FLAG_CONTENT_DIR,
     FLAG_DIR_CREATED,
@@ -167,6 +168,10 @@ class Generator:
         if not self._follow_dest_links:
             receiver.confine_root = dest
         self._alt_cur: dict[int, tuple[bytes, int | None]] = {}
+        # A daemon that negotiated in-place partial updates refuses a file whose
+        # --partial-dir basis lies out of its module (the path refused last).
+        self.strict_partial = False
+        self._refused_partial: bytes | None = None
         # Block-sum parameters (checksum name, seed, protocol) and extra generate_sums
         # keywords; a wire client sets the negotiated ones.
         self.sum_params: tuple[str, int, int] = ("md5", 0, 32)
@@ -1445,26 +1450,74 @@ class Generator:
         return getattr(getattr(self.recv, "r", None), "partial_dir", None)
 
     def _partial_basis(self, path: bytes) -> tuple[bytes, os.stat_result] | None:
-        """generator.c: a regular file waiting in --partial-dir for ``path``."""
+        """generator.c: a regular file waiting in --partial-dir for ``path``.
+
+        An absolute --partial-dir is an operator path, resolved by the ownership
+        walk (confined to a daemon's module); a relative one is never followed
+        through a symlink; one the module's rules exclude is not used."""
+        self._refused_partial = None
         pdir = self.recv_partial_dir()
         if pdir is None:
+            r = getattr(self.recv, "r", None)
+            if self.strict_partial and r is not None and r.delay_updates \
+                    and r.stage_dir.startswith(b"/"):
+                # --delay-updates stages in the --partial-dir: checked alike.
+                self._confined_partial(r.stage_dir.rstrip(b"/") + b"/"
+                                       + path.rpartition(b"/")[2], path)
             return None
         pp = self.recv._partial_path(path)
+        if _rcv.partial_hidden(pp):
+            return None
         try:
-            if not pdir.startswith(b"/") and not stat.S_ISDIR(os.lstat(parent_of(pp)).st_mode):
-                return None  # a relative partial-dir is never followed through a symlink
-            pst = os.lstat(pp)
+            if pdir.startswith(b"/"):
+                pst = self._confined_partial(pp, path)
+                if pst is None:
+                    return None
+            else:
+                if not stat.S_ISDIR(os.lstat(parent_of(pp)).st_mode):
+                    return None  # a relative partial-dir is never followed through a symlink
+                pst = os.lstat(pp)
         except OSError:
             return None
         return (pp, pst) if stat.S_ISREG(pst.st_mode) else None
 
+    def _confined_partial(self, pp: bytes, path: bytes) -> os.stat_result | None:
+        """lstat of the partial file ``pp`` through the ownership walk; None when
+        refused.  receiver.c: a daemon that negotiated in-place partial updates
+        (``strict_partial``) refuses the transfer of a file whose partial is
+        there but out of its reach (the partial dir leads out of the module)."""
+        try:
+            dfd, leaf = safepath.owner_walk_parent(pp)
+        except OSError as ex:
+            if ex.errno == errno.ELOOP and self.strict_partial:
+                try:
+                    if stat.S_ISREG(os.stat(pp).st_mode):
+                        self._refused_partial = path
+                except OSError:
+                    pass
+            return None
+        try:
+            return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            return None
+        finally:
+            os.close(dfd)
+
     def _drop_partial(self, pp: bytes) -> None:
         """A used (or needless) partial goes, and a relative partial-dir with it once
-        empty (receiver.c / util1.c handle_partial_dir PDIR_DELETE)."""
+        empty (receiver.c / util1.c handle_partial_dir PDIR_DELETE); an absolute
+        one through the ownership walk (never out of a daemon's module)."""
         if self.g.dry_run:
             return
         try:
-            os.unlink(pp)
+            if (self.recv.r.partial_dir or b"").startswith(b"/"):
+                dfd, leaf = safepath.owner_walk_parent(pp)
+                try:
+                    os.unlink(leaf, dir_fd=dfd)
+                finally:
+                    os.close(dfd)
+            else:
+                os.unlink(pp)
         except OSError:
             pass
         if not (self.recv.r.partial_dir or b"").startswith(b"/"):
@@ -1771,6 +1824,9 @@ class Generator:
                   dest_st: os.stat_result | None, new_mode: int, iflags_extra: int = 0,
                   basis_st: os.stat_result | None = None, xname: bytes | None = None) -> None:
         g = self.g
+        if self._refused_partial is not None and self._refused_partial == path:
+            raise m.FatalError(RERR_PROTOCOL, "refusing unconfined partial basis for "
+                                              f"{self.rep.safe(e.name)}")
         if g.fuzzy and not g.whole_file and not g.dry_run:
             self._fuzzy_sent(e)
         extra = log.ITEM_REPORT_CHANGE if g.checksum else 0

@@ -90,6 +90,17 @@ def check_backup_dir(bdir: bytes, shown: str, rep: Reporter) -> None:
         rep.info(f"backup_dir is {shown}")
 
 
+def partial_hidden(pp: bytes) -> bool:
+    """util1.c partial_dir_fname(): a partial-dir file (or its dir) that a daemon
+    module's own rules exclude is not used (no partial-dir for that file)."""
+    from netsync import filters as F
+
+    dx = F.daemon_excluded
+    if dx is None:
+        return False
+    return dx(parent_of(pp), True) or dx(pp, False)
+
+
 def tmp_name(dest: bytes, temp_dir: bytes | None) -> bytes:
     """rsync's get_tmpname: ``.<name>.XXXXXX`` beside the file (or in --temp-dir)."""
     d, _, base = dest.rpartition(b"/")
@@ -498,33 +509,29 @@ class Receiver:
             os.close(cfd)
             for msg in errs:
                 self.rep.error_xfer(msg)
-            if r.delay_updates:
-                base = dest.rpartition(b"/")[2]
-                sdir = r.stage_dir.rstrip(b"/") or b"/"
-                if sdir.startswith(b"/"):
-                    # An absolute --partial-dir is an operator path: a symlink in it
-                    # owned by another user is refused, the stage stays where it is.
-                    try:
-                        sfd = safepath.owner_makedirs(sdir, mode=0o700)
-                    except OSError:
-                        # receiver.c: not an error of the transfer, the file is dropped.
-                        self.rep._emit(f"Unable to create partial-dir for "
-                                       f"{self.rep.safe(dest_rel)} -- discarding completed "
-                                       f"file.", self.rep.err)
-                        os.unlink(tmp)
-                        self.current_tmp = None
-                        return False
-                    try:
-                        os.replace(tmp, base, dst_dir_fd=sfd)
-                    finally:
-                        os.close(sfd)
-                    staged = sdir + b"/" + base
-                else:
-                    ddir = parent_of(dest) if b"/" in dest else b"."
-                    stage = ddir + b"/" + sdir
-                    os.makedirs(stage, 0o700, exist_ok=True)
-                    staged = stage + b"/" + base
-                    os.replace(tmp, staged)
+            base = dest.rpartition(b"/")[2]
+            sdir = r.stage_dir.rstrip(b"/") or b"/"
+            if not sdir.startswith(b"/"):
+                sdir = (parent_of(dest) if b"/" in dest else b".") + b"/" + sdir
+            if r.delay_updates and not partial_hidden(sdir + b"/" + base):
+                # The --partial-dir is an operator path (util1.c handle_partial_dir()):
+                # a symlink in it owned by another user, or one that leaves a
+                # daemon's module, is refused and the stage stays where it is.
+                try:
+                    sfd = safepath.owner_makedirs(sdir, mode=0o700)
+                except OSError:
+                    # receiver.c: not an error of the transfer, the file is dropped.
+                    self.rep._emit(f"Unable to create partial-dir for "
+                                   f"{self.rep.safe(dest_rel)} -- discarding completed "
+                                   f"file.", self.rep.err)
+                    os.unlink(tmp)
+                    self.current_tmp = None
+                    return False
+                try:
+                    os.replace(tmp, base, dst_dir_fd=sfd)
+                finally:
+                    os.close(sfd)
+                staged = sdir + b"/" + base
                 self.delayed.append((staged, dest, dest_rel))  # type: ignore[arg-type]
                 ok = True
                 return True
@@ -681,6 +688,8 @@ class Receiver:
                     if self.r.partial_dir is not None:
                         # An operator path: no symlink owned by another user is followed.
                         target = self._partial_path(self.current_dest)
+                        if partial_hidden(target):
+                            raise OSError(errno.EPERM, "excluded")
                         head, _, leaf = target.rpartition(b"/")
                         pfd = safepath.owner_makedirs(head or b".")
                         try:

@@ -470,6 +470,10 @@ class _Server(_Client):
         if self.daemon is not None:
             self._confined_dest(dest)
             dest = self._followed_dest(dest)
+            d = dest.rstrip(b"/")
+            if d and os.path.islink(d) and os.path.isdir(d):
+                # rsync chdir()s into it: a symlink to a dir is followed, not replaced.
+                dest = d + b"/."
         return self._receive(flist, dest)
 
     @staticmethod
@@ -490,20 +494,40 @@ class _Server(_Client):
         return b"."
 
     def _confined_dest(self, dest: bytes) -> None:
-        """A daemon's destination is a path in the module: no symlink in it is
-        followed (rsync's secure change_dir), whoever owns it."""
+        """A daemon's destination is a path in the module (util1.c change_dir():
+        secure_relative_open() from the module's top): a symlink on the way is
+        followed, whoever owns it, only while it stays in the module; an absolute
+        one, or one that climbs out, is refused."""
         from netsync import safepath
 
         if safepath.insecure_links:
             return
         comps = [c for c in dest.split(b"/") if c not in (b"", b".")]
         try:
-            os.close(safepath.dir_beneath(None, comps))
+            os.close(safepath.dir_following_beneath(None, b"/".join(comps)))
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise E.RsyncError(E.RERR_FILESELECT,
                                    f'change_dir#1 "{os.fsdecode(dest)}" (in {self.daemon.module}) '
                                    f"failed: {exc.strerror} ({exc.errno})") from None
+
+    def _check_module_dirs(self) -> None:
+        """main.c do_server_recv(): a --*-dest dir, or an absolute --partial-dir,
+        that the module's own rules exclude rejects the client's options."""
+        from netsync import filters as F
+
+        if self.daemon is None or F.daemon_excluded is None:
+            return
+        from netsync.daemon.server import OPTIONS_REJECTED, sanitize_path
+
+        opts = self.opts
+        alt = opts.alt_dest
+        dirs = list(alt[1]) if alt else []
+        if opts.partial_dir and opts.partial_dir.startswith("/"):
+            dirs.append(opts.partial_dir)
+        for d in dirs:
+            if F.daemon_excluded(sanitize_path(os.fsencode(d), b"/", 0), True):
+                raise _Bare(E.RERR_SYNTAX, OPTIONS_REJECTED)
 
     def _compress_level(self) -> int | None:
         d = self.daemon

@@ -818,6 +818,10 @@ class _Session:
                 FlistDecoder.name_hook = namecvt.active.name_to_id
         if error is None:
             _sanitize_opts(opts, mod.name.encode(), module_dir)
+            if not am_sender and self.dfilter is not None and self.dfilter.active \
+                    and _filter_rejects(self.dfilter, (opts.temp_dir, opts.backup_dir)):
+                error = OPTIONS_REJECTED
+        if error is None:
             self._apply_module(opts, mod)
         if self.dfilter is not None:
             self.dfilter.install()
@@ -890,6 +894,24 @@ class _Session:
         limit_output_verbosity(opts, mod.max_verbosity)
 
 
+OPTIONS_REJECTED = "Your options have been rejected by the server."
+
+
+def _filter_rejects(dfilter: DaemonFilter, dirs) -> bool:
+    """options.c / main.c do_server_recv(): a --temp-dir, --backup-dir, --*-dest or
+    absolute --partial-dir the module's own rules exclude (as a dir, by its name
+    with ".." collapsed) rejects the client's options; so does an empty one."""
+    for d in dirs:
+        if d is None:
+            continue
+        if not d:
+            return True
+        clean = sanitize_path(os.fsencode(d), b"/", 0)
+        if dfilter.excluded(clean, True):
+            return True
+    return False
+
+
 def _sanitize_opts(opts, mod: bytes, module_dir: bytes) -> None:
     """The path arguments and path options as rsync's daemon sanitizes them."""
     args = [os.fsencode(a) for a in opts.args]
@@ -915,7 +937,9 @@ def _sanitize_opts(opts, mod: bytes, module_dir: bytes) -> None:
     opts.backup_dir = fix(opts.backup_dir)
     opts.partial_dir = fix(opts.partial_dir, dest_depth) if opts.partial_dir else None
     for kind in ("compare_dest", "copy_dest", "link_dest"):
-        setattr(opts, kind, [fix(d, dest_depth + 1) for d in getattr(opts, kind)])
+        # main.c do_server_recv(): relative to the destination dir, so as many
+        # leading ".." as it is deep (curr_dir_depth) reach the module's top, no more.
+        setattr(opts, kind, [fix(d, dest_depth) for d in getattr(opts, kind)])
 
 
 def _drain(fd: int, limit: float = 2.0) -> None:
