@@ -509,10 +509,11 @@ class Receiver:
             os.close(cfd)
             for msg in errs:
                 self.rep.error_xfer(msg)
-            base = dest.rpartition(b"/")[2]
-            sdir = r.stage_dir.rstrip(b"/") or b"/"
-            if not sdir.startswith(b"/"):
-                sdir = (parent_of(dest) if b"/" in dest else b".") + b"/" + sdir
+            if r.delay_updates:
+                base = dest.rpartition(b"/")[2]
+                sdir = r.stage_dir.rstrip(b"/") or b"/"
+                if not sdir.startswith(b"/"):
+                    sdir = (parent_of(dest) if b"/" in dest else b".") + b"/" + sdir
             if r.delay_updates and not partial_hidden(sdir + b"/" + base):
                 # The --partial-dir is an operator path (util1.c handle_partial_dir()):
                 # a symlink in it owned by another user, or one that leaves a
