@@ -557,3 +557,20 @@ def test_fuzzy_skips_symlink_candidates_even_with_copy_links(tmp_path: Path,
     assert lines == [ln for ln in n.stdout.split(b"\n") if ln.startswith(keep)]
     assert b"fuzzy basis selected for data-v2.bin: data-v1.bin" in lines
     assert not any(b"file-v1.txt" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("order", [("s1/", "s2/"), ("s2/", "s1/")])
+def test_dir_and_file_of_one_name_from_two_sources(tmp_path: Path,
+                                                   order: tuple[str, str]) -> None:
+    """One source has a dir "a", the other a file "a" (and "a.b", which sorts between
+    them): the dir is kept, whichever source comes first (rsync's merge test)."""
+    def setup(w: Path) -> None:
+        (w / "s1" / "a").mkdir(parents=True)
+        (w / "s1" / "a" / "in").write_bytes(b"x")
+        (w / "s2").mkdir()
+        (w / "s2" / "a").write_bytes(b"file")
+        (w / "s2" / "a.b").write_bytes(b"z")
+    r, n = both(tmp_path, setup, "-ai", *order, "dst/")
+    assert n.returncode == 0, n.stderr
+    assert n.stdout == r.stdout
+    assert (tmp_path / "netsync" / "dst" / "a" / "in").is_file()

@@ -668,12 +668,22 @@ class Sender:
         last_name: bytes | None = None
         for e in entries:
             if e.name == last_name:
-                # rsync keeps the first; a later top dir's flags merge into it.
+                # rsync keeps the first, or the dir of a dir and a non-dir; a later
+                # top dir's flags merge into the kept one.
                 prev = out[-1]
+                if stat.S_ISDIR(e.mode) and not stat.S_ISDIR(prev.mode):
+                    out[-1] = e
+                    continue
                 prev.flags |= e.flags & (FLAG_TOP_DIR | FLAG_CONTENT_DIR)
                 continue
             last_name = e.name
             out.append(e)
+        if not self._presorted:
+            # flist_sort_and_clean(): a dir and a non-dir of one name (from two sources)
+            # do not sort side by side; the dir is kept, it may have contents.
+            dirs = {e.name for e in out if stat.S_ISDIR(e.mode)}
+            if dirs:
+                out = [e for e in out if stat.S_ISDIR(e.mode) or e.name not in dirs]
         groups: dict[tuple[int, int], int] = {}
         for idx, e in enumerate(out):
             key = e.hlink  # the walk left the (dev, ino) key here
