@@ -4,6 +4,7 @@ transfer; every module the engine loads lazily must already be imported by then.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,7 @@ def _push_and_pull(tmp_path: Path, mod: Path, url: str, owner: tuple[int, int]) 
     dst = tmp_path / "dst"
     r = subprocess.run(["rsync", "-a", url, f"{dst}/"], capture_output=True, timeout=120)
     assert r.returncode == 23, r.stderr
-    assert b'private": Permission denied' in r.stderr, r.stderr
+    assert b'private" (in mod): Permission denied' in r.stderr, r.stderr
     assert (dst / "public").read_bytes() == b"for everyone\n"
     assert not (dst / "private").exists()
     up = tmp_path / "up"
@@ -142,3 +143,42 @@ def test_invalid_daemon_uid_refuses_connections(tmp_path: Path) -> None:
         assert b"Invalid daemon uid: no-such-user-xyz" in (tmp_path / "log").read_bytes()
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("chroot", ["no", "yes"])
+@pytest.mark.parametrize("direction", ["pull", "push"])
+@pytest.mark.parametrize("where", ["", "sub/"])
+def test_error_paths_are_named_in_the_module(tmp_path: Path, chroot: str, direction: str,
+                                             where: str) -> None:
+    """util1.c full_fname() in a daemon: a path below the module, "(in mod)" after it,
+    with or without a leading slash as rsync's curr_dir makes it; the same lines as an
+    rsync daemon's (the client chdir()-relative cases: module top and a subdir)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges")
+    os.chmod(tmp_path, 0o755)
+    mod = tmp_path / "mod"
+    (mod / "sub").mkdir(parents=True)
+    os.chmod(mod, 0o755)
+    (mod / "sub" / "private").write_text("root only\n")
+    os.chmod(mod / "sub" / "private", 0o600)
+    src = tmp_path / "src" / "sub"
+    src.mkdir(parents=True)
+    (src / "newf").write_text("new\n")
+    conf = tmp_path / "rsyncd.conf"
+    conf.write_text(f"use chroot = {chroot}\nuid = nobody\ngid = nogroup\n"
+                    f"[mod]\npath = {mod}\nread only = no\n")
+    lines = []
+    for daemon in ("/usr/bin/rsync", f"{sys.executable} -m netsync"):
+        env = dict(os.environ, RSYNC_CONNECT_PROG=f"{daemon} --daemon --config={conf}")
+        if direction == "pull":
+            args = [f"rsync://x/mod/{where}", str(tmp_path / "dst") + "/"]
+        else:
+            args = [str(tmp_path / "src" / where) + "/" if where else str(tmp_path / "src") + "/",
+                    f"rsync://x/mod/{where}"]
+        r = subprocess.run(["/usr/bin/rsync", "-r", *args], capture_output=True, env=env,
+                           timeout=60)
+        assert r.returncode == 23, r.stderr
+        first = r.stderr.split(b"\n")[0].split(b": ", 1)[1]
+        lines.append(re.sub(rb"\.newf\.\w+", b".newf.X", first))  # (the temp name's random part)
+    assert lines[1] == lines[0]
+    assert b" (in mod)" in lines[1]

@@ -618,7 +618,7 @@ def _local_name(opts, rep, first: list, file_total: int, dest: bytes) -> tuple[b
             try:
                 os.mkdir(path, 0o777)
             except OSError as ex:
-                raise E.RsyncError(E.RERR_FILEIO, f'mkdir "{rep.full_path(path)}" failed: '
+                raise E.RsyncError(E.RERR_FILEIO, f'mkdir {rep.qpath(path)} failed: '
                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})") from ex
         if first and first[0].name == b".":
             first[0].flags |= FLAG_DIR_CREATED

@@ -1120,7 +1120,7 @@ class _Client:
         if append and data.size < e.size:
             data.close()
             rep.warn_msg(f'skipped diminished file: '
-                         f'"{rep.full_path(sender.flist.source_path(e))}"')
+                         f'{rep.qpath(sender.flist.source_path(e))}')
             if proto >= 30:
                 io.send_msg(Msg.NO_SEND, encode_int32(ndx))
             return

@@ -256,7 +256,7 @@ class Generator:
         except FileNotFoundError:
             return None
         except OSError as ex:
-            self.rep.error_xfer(f'recv_generator: failed to stat "{self.rep.full_path(path)}": '
+            self.rep.error_xfer(f'recv_generator: failed to stat {self.rep.qpath(path)}: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
             return False
         if self.a.fake_super:  # x_lstat(): the %stat xattr says what the file is
@@ -318,7 +318,7 @@ class Generator:
     def _xstat_error(self, path: bytes) -> Callable[[OSError], None]:
         def report(ex: OSError) -> None:
             self.rep.error_xfer(f'failed to read xattr user.rsync.%stat for '
-                                f'"{self.rep.full_path(path)}": '
+                                f'{self.rep.qpath(path)}: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
         return report
 
@@ -858,7 +858,7 @@ class Generator:
         except FileExistsError:
             pass
         except OSError as ex:
-            self.rep.error_xfer(f'recv_generator: mkdir "{self.rep.full_path(parent)}" failed: '
+            self.rep.error_xfer(f'recv_generator: mkdir {self.rep.qpath(parent)} failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
 
     def _gen_dir(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None) -> None:
@@ -1012,7 +1012,7 @@ class Generator:
                     os.unlink(tmp)
                 except OSError:
                     pass
-                self.rep.error_xfer(f'symlink "{self.rep.full_path(path)}" -> '
+                self.rep.error_xfer(f'symlink {self.rep.qpath(path)} -> '
                                     f'"{self.rep.safe(target)}" failed: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                 return
@@ -1075,7 +1075,7 @@ class Generator:
                     os.unlink(tmp)
                 except OSError:
                     pass
-                self.rep.error_xfer(f'mknod "{self.rep.full_path(path)}" failed: '
+                self.rep.error_xfer(f'mknod {self.rep.qpath(path)} failed: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                 return
         if not quiet_item:
@@ -1179,7 +1179,7 @@ class Generator:
                     os.unlink(tmp)
                 except OSError:
                     pass
-                self.rep.error_xfer(f'link "{self.rep.full_path(path)}" => '
+                self.rep.error_xfer(f'link {self.rep.qpath(path)} => '
                                     f'{self.rep.safe(first.name)} failed: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                 return True
@@ -1435,7 +1435,7 @@ class Generator:
                     os.unlink(tmp, dir_fd=bfd)
                 except OSError:
                     pass
-            self.rep.error_xfer(f'open "{self.rep.full_path(bpath)}" failed: '
+            self.rep.error_xfer(f'open {self.rep.qpath(bpath)} failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})")
             return False
         finally:
@@ -1703,7 +1703,7 @@ class Generator:
                         os.unlink(tmp)
                     except OSError:
                         pass
-                    self.rep.error_xfer(f'copy "{self.rep.full_path(apath)}" failed: '
+                    self.rep.error_xfer(f'copy {self.rep.qpath(apath)} failed: '
                                         f"{os.strerror(ex.errno or 0)} ({ex.errno})")
                     return True
             self.itemize(e, ast, log.ITEM_LOCAL_CHANGE)
@@ -1851,7 +1851,7 @@ class Generator:
             try:
                 bfd = os.open(basis, flags)
             except OSError as ex:  # generator.c: "failed to open ..., continuing"
-                self.rep.error(f'failed to open "{self.rep.full_path(basis)}", continuing: '
+                self.rep.error(f'failed to open {self.rep.qpath(basis)}, continuing: '
                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
                 bfd = -1
                 basis = None

@@ -170,7 +170,7 @@ class Receiver:
             fallocate(fd, _FALLOC_FL_KEEP_SIZE if keep else 0, 0, length)
         except OSError as ex:
             self.rep.warn_msg(f'{self.rep.prog}: [receiver] do_fallocate '
-                              f'"{self.rep.full_path(dest)}": '
+                              f'{self.rep.qpath(dest)}: '
                               f"{os.strerror(ex.errno or 0)} ({ex.errno})")
             return 0
         if keep:
@@ -182,7 +182,7 @@ class Receiver:
         try:
             os.fsync(fd)
         except OSError as ex:
-            raise m.FatalError(RERR_FILEIO, f'fsync failed on "{self.rep.full_path(dest)}": '
+            raise m.FatalError(RERR_FILEIO, f'fsync failed on {self.rep.qpath(dest)}: '
                                             f"{os.strerror(ex.errno or 0)} ({ex.errno})") from None
 
     def _dest_parent(self, dest: bytes, dest_rel: bytes) -> int | None:
@@ -313,11 +313,11 @@ class Receiver:
                 # too, and that ends the transfer.
                 why = f"{os.strerror(ex.errno)} ({ex.errno})"
                 self.rep.error_xfer(f'unlink "{self.rep.safe(bpath)}": {why}', role="receiver")
-                self.rep.error_xfer(f'keep_backup failed: "{self.rep.full_path(dest)}" -> '
+                self.rep.error_xfer(f'keep_backup failed: {self.rep.qpath(dest)} -> '
                                     f'"{self.rep.safe(bpath)}": {why}', role="receiver")
                 raise m.FatalError(RERR_FILEIO) from None
             # backup.c: a failed move falls back to copying, whose failure is reported so.
-            self.rep.error_xfer(f'keep_backup failed: "{self.rep.full_path(dest)}" -> '
+            self.rep.error_xfer(f'keep_backup failed: {self.rep.qpath(dest)} -> '
                                 f'"{self.rep.safe(bpath)}": '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})")
             return False
@@ -488,7 +488,7 @@ class Receiver:
             self.current_tmp = self.current_dest = None
             if tfd is not None:
                 os.close(tfd)
-            self.rep.error_xfer(f'mkstemp "{self.rep.full_path(shown)}" failed: '
+            self.rep.error_xfer(f'mkstemp {self.rep.qpath(shown)} failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="receiver")
             return False
         basis_fd = self._open_basis(basis)
@@ -551,7 +551,7 @@ class Receiver:
         except m.DiscardFile:
             return False
         except OSError as ex:
-            self.rep.error_xfer(f'write "{self.rep.full_path(dest)}" failed: '
+            self.rep.error_xfer(f'write {self.rep.qpath(dest)} failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", fatal_io=True)
             return False
         finally:
@@ -640,7 +640,7 @@ class Receiver:
         except OSError as ex:
             if bk_fd is not None:
                 os.close(bk_fd)
-            self.rep.error_xfer(f'open "{self.rep.full_path(dest)}" failed: '
+            self.rep.error_xfer(f'open {self.rep.qpath(dest)} failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="receiver")
             return False
         finally:
@@ -658,7 +658,7 @@ class Receiver:
             except OSError as ex:
                 # receiver.c receive_data(): a failed write ends the transfer.
                 raise m.FatalError(RERR_FILEIO, f'[receiver] write failed on '
-                                                f'"{self.rep.full_path(dest)}": '
+                                                f'{self.rep.qpath(dest)}: '
                                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})"
                                    ) from None
             if not to_device:  # receiver.c: a device keeps its length
@@ -737,7 +737,7 @@ class Receiver:
                     self.make_backup(dest_rel, dest)
                 os.replace(staged, dest)
             except OSError as ex:
-                self.rep.error_xfer(f'rename "{self.rep.full_path(staged)}" -> '
+                self.rep.error_xfer(f'rename {self.rep.qpath(staged)} -> '
                                     f'"{self.rep.safe(dest_rel)}": {os.strerror(ex.errno or 0)} ({ex.errno})')
             if not self.r.stage_dir.startswith(b"/"):
                 dirs.add(parent_of(staged))  # an absolute --partial-dir stays

@@ -114,6 +114,9 @@ class Reporter:
         self.got_io_error = False
         self.del_limit_hit = False
         self.cwd = os.getcwd().encode()
+        # A daemon's (module name, module dir): messages name paths below it (qpath()).
+        self.module: tuple[str, bytes] | None = None
+        self.dest_root: bytes | None = None  # a daemon receiver's destination (qpath())
         self.roots: list[bytes] = []  # the sender's source dirs, for %f
         self.want_csum = any(log.log_format_has(f, "C") for f in (fmt, self.logfile_format))
         self.saw_error = False
@@ -142,6 +145,28 @@ class Reporter:
         if not path.startswith(b"/"):
             path = self.cwd + b"/" + path
         return self.safe(log.clean_fname(path))
+
+    def qpath(self, path: bytes) -> str:
+        """util1.c full_fname(): the quoted path for a message.  A daemon names it
+        below its module, followed by the module's name: "/sub/f" (in mod)."""
+        mod = self.module
+        if mod is None:
+            return f'"{self.full_path(path)}"'
+        if not path.startswith(b"/"):
+            # curr_dir past the module's dir (none in a chroot of the whole module),
+            # as it is now; a slash between only when that leaves something.
+            cwd, root = os.getcwdb(), mod[1]
+            # A file is named from the dir rsync chdir()s into: a sender's argument's
+            # dir, a receiver's destination.
+            for r in [self.dest_root] if self.dest_root is not None else self.roots:
+                r = r.rstrip(b"/")
+                if r not in (b"", b".") and not r.startswith(b"/") \
+                        and path.startswith(r + b"/"):
+                    cwd, path = log.clean_fname(cwd + b"/" + r), path[len(r) + 1:]
+                    break
+            p1 = cwd[len(root):] if root != b"/" and cwd.startswith(root) else cwd
+            path = p1 + (b"/" if p1.strip(b"/") else b"") + log.clean_fname(path)
+        return f'"{self.safe(path)}" (in {mod[0]})'
 
     def _emit(self, line: str, stream: TextIO | None = None) -> None:
         stream = stream or self.out

@@ -270,7 +270,7 @@ class Sender:
                 os.close(self._jail_dir(base))
             except OSError as e:
                 self.io_error |= IOERR_GENERAL
-                self.rep.error_xfer(f'change_dir "{self.rep.full_path(base)}" failed: '
+                self.rep.error_xfer(f'change_dir {self.rep.qpath(base)} failed: '
                                     f"{os.strerror(e.errno or 0)} ({e.errno})", role="sender")
                 return
         try:
@@ -282,7 +282,7 @@ class Sender:
                 return
             if e.errno != errno.ENOENT:  # flist.c: a missing arg inhibits no deletion
                 self.io_error |= IOERR_GENERAL
-            self.rep.error_xfer(f'link_stat "{self.rep.full_path(path)}" failed: '
+            self.rep.error_xfer(f'link_stat {self.rep.qpath(path)} failed: '
                                 f"{os.strerror(e.errno or 0)} ({e.errno})", role="sender")
             return
         is_dir = stat.S_ISDIR(st.st_mode)
@@ -397,7 +397,7 @@ class Sender:
         if _md.fake_super:  # flist.c link_stat() -> x_lstat(): the %stat xattr is folded in
             def report(ex: OSError) -> None:
                 self.rep.error_xfer(f'failed to read xattr user.rsync.%stat for '
-                                    f'"{self.rep.full_path(path)}": '
+                                    f'{self.rep.qpath(path)}: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
             st = _md.xstat_overlay(path, st, report)
         return st
@@ -535,12 +535,12 @@ class Sender:
         if ex.errno == errno.ENOENT and (self.w.copy_links or self.w.copy_unsafe_links) \
                 and os.path.islink(path):
             self.io_error |= IOERR_GENERAL
-            self.rep.error_xfer(f'symlink has no referent: "{self.rep.full_path(path)}"',
+            self.rep.error_xfer(f'symlink has no referent: {self.rep.qpath(path)}',
                                 bare=True)
             return
         if ex.errno == errno.ENOENT:
             self.io_error |= IOERR_VANISHED
-            self.rep.warning(f'file has vanished: "{self.rep.full_path(path)}"', role="sender")
+            self.rep.warning(f'file has vanished: {self.rep.qpath(path)}', role="sender")
         else:
             self.io_error |= IOERR_GENERAL
             self.rep.error_xfer(f'{what}({self.rep.full_path(path)}) failed: '
@@ -578,7 +578,7 @@ class Sender:
                     self._vanished_or_error(dpath, ex, "opendir")
                 else:
                     self.io_error |= IOERR_GENERAL
-                    self.rep.error_xfer(f'opendir "{self.rep.full_path(dpath)}" failed: '
+                    self.rep.error_xfer(f'opendir {self.rep.qpath(dpath)} failed: '
                                         f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
                 yield d, children
                 return
@@ -750,10 +750,10 @@ class Sender:
             path = self._entry_path(e)
             if ex.errno == errno.ENOENT:
                 self.io_error |= IOERR_VANISHED
-                self.rep.warning(f'file has vanished: "{self.rep.full_path(path)}"', role="sender")
+                self.rep.warning(f'file has vanished: {self.rep.qpath(path)}', role="sender")
             else:
                 self.io_error |= IOERR_GENERAL
-                self.rep.error_xfer(f'send_files failed to open "{self.rep.full_path(path)}": '
+                self.rep.error_xfer(f'send_files failed to open {self.rep.qpath(path)}: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
             return None
         try:
@@ -877,7 +877,7 @@ class Sender:
         """sender.c: a file that could not be read in full went out padded with zeros."""
         self.io_error |= IOERR_GENERAL
         path = self.flist.source_path(self.flist.entry(ndx))
-        self.rep.error_xfer(f'read errors mapping "{self.rep.full_path(path)}": '
+        self.rep.error_xfer(f'read errors mapping {self.rep.qpath(path)}: '
                             f"{os.strerror(status)} ({status})", role="sender")
 
     def remove_source(self, ndx: int) -> None:
@@ -897,7 +897,7 @@ class Sender:
             self.rep.remove_note(e)
         except OSError as ex:
             if ex.errno != errno.ENOENT:
-                self.rep.error_xfer(f'sender failed to remove "{self.rep.full_path(path)}": '
+                self.rep.error_xfer(f'sender failed to remove {self.rep.qpath(path)}: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
         finally:
             if owned:

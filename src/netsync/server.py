@@ -258,6 +258,8 @@ class _Server(_Client):
         else:
             io.add_leftover(hs.leftover)
         self.rep = self._reporter()
+        if d is not None and getattr(d, "module", None):
+            self.rep.module = (d.module, os.getcwdb().rstrip(b"/") or b"/")
         from netsync import filters as F
 
         # The filter traces (-vv) and messages go to the client, as rsync's server's.
@@ -470,6 +472,7 @@ class _Server(_Client):
         if self.daemon is not None:
             self._confined_dest(dest)
             dest = self._followed_dest(dest)
+            self.rep.dest_root = dest
             d = dest.rstrip(b"/")
             if d and os.path.islink(d) and os.path.isdir(d):
                 # rsync chdir()s into it: a symlink to a dir is followed, not replaced.
