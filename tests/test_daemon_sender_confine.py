@@ -283,3 +283,22 @@ def test_remove_source_after_parent_flip_spares_outside(jail: Path) -> None:
     s.remove_source(ndx)
     assert outside_file.read_text() == IN_FILE
     assert "Too many levels of symbolic links" in rep.err.getvalue()
+
+
+@pytest.mark.parametrize("name", ["secret.txt", "nosuch"])
+def test_delete_missing_args_cannot_probe_outside(daemons: tuple[Daemon, Daemon],
+                                                  tmp_path: Path, name: str) -> None:
+    """--delete-missing-args through a link leading out of the module: an existing and
+    a missing name outside give the same refusal (netsync's lstat() of the argument
+    used to follow the link, so a missing name deleted the client's copy, exit 0)."""
+    for d in daemons:
+        dest = tmp_path / d.name
+        dest.mkdir()
+        (dest / name).write_text("client's own\n")
+        p = subprocess.run([tc.RSYNC, "-r", "--delete-missing-args", d.url(f"m/escape/{name}"),
+                            f"{dest}/"], env=tc.sync_env(), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=60)
+        assert p.returncode == 23, (d.name, p.stderr)
+        assert b'change_dir "escape" (in m) failed: Too many levels of symbolic links' \
+            in p.stderr, (d.name, p.stderr)
+        assert (dest / name).read_text() == "client's own\n", d.name
