@@ -352,38 +352,11 @@ def dir_following_beneath(dir_fd: int | None, rel: bytes) -> int:
     ``rel`` is EINVAL, as secure_relative_open() refuses it)."""
     if rel.startswith(b"/") or b".." in rel.split(b"/"):
         raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-    stack = [os.open(b".", _DIRFLAGS, dir_fd=dir_fd)]
-    hops = _MAX_LINKS
-    todo = [c for c in reversed(rel.split(b"/")) if c and c != b"."]
+    anchor = os.open(b".", _DIRFLAGS, dir_fd=dir_fd)
     try:
-        while todo:
-            comp = todo.pop()
-            if comp == b".":
-                continue
-            if comp == b"..":
-                if len(stack) == 1:
-                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-                os.close(stack.pop())
-                continue
-            try:
-                stack.append(os.open(comp, _DIRFLAGS, dir_fd=stack[-1]))
-                continue
-            except OSError as ex:
-                if ex.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                st = os.stat(comp, dir_fd=stack[-1], follow_symlinks=False)
-                if not stat.S_ISLNK(st.st_mode):
-                    raise
-            target = os.readlink(comp, dir_fd=stack[-1])
-            hops -= 1
-            if not target or target.startswith(b"/") or hops < 0:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-            todo.extend(c for c in reversed(target.split(b"/")) if c)
-        fd = stack.pop()
+        return walk_beneath(anchor, rel)
     finally:
-        for f in stack:
-            os.close(f)
-    return fd
+        os.close(anchor)
 
 
 def parent_beneath(dir_fd: int | None, rel: bytes) -> tuple[int, bytes]:
