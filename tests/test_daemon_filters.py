@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -69,15 +68,7 @@ incoming chmod = F600
 """
 
 
-@dataclass
-class Daemon:
-    name: str
-    port: int
-    root: Path
-    proc: subprocess.Popen[bytes]
-
-    def url(self, path: str = "") -> str:
-        return f"rsync://127.0.0.1:{self.port}/{path}"
+class Daemon(peers.RunningDaemon):
 
     def log(self) -> str:
         p = self.root / "log"

@@ -238,14 +238,7 @@ def test_push_through_a_symlink_out_of_the_module_is_refused(daemon: Daemon,
 # a sender that names its own basis
 
 
-def _line(s: socket.socket) -> bytes:
-    out = bytearray()
-    while not out.endswith(b"\n"):
-        ch = s.recv(1)
-        if not ch:
-            break
-        out += ch
-    return bytes(out)
+_line = peers.recv_line
 
 
 def test_forged_basis_echo_is_never_opened(daemon: Daemon) -> None:

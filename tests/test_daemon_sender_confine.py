@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,7 @@ OUT_LINK = "OUTSIDE-LINK-TARGET"
 OUT_NAMES = {"secret.txt", "s.txt", "xfil_link", "xfil_dir", "xfil_file", "inner"}
 
 
-@dataclass
-class Daemon:
-    name: str
-    port: int
-    root: Path
-    proc: subprocess.Popen[bytes]
-
-    def url(self, path: str = "") -> str:
-        return f"rsync://127.0.0.1:{self.port}/{path}"
+Daemon = peers.RunningDaemon
 
 
 def _make_trees(root: Path) -> None:

@@ -70,14 +70,7 @@ def _connect(d: Daemon) -> socket.socket:
     return s
 
 
-def _line(s: socket.socket) -> bytes:
-    out = bytearray()
-    while not out.endswith(b"\n"):
-        ch = s.recv(1)
-        if not ch:
-            break
-        out += ch
-    return bytes(out)
+_line = peers.recv_line
 
 
 def _open_module(d: Daemon, module: str) -> socket.socket:

@@ -281,3 +281,27 @@ def rsyncd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RsyncDaemon]:
     finally:
         if daemon.proc is not None:
             stop(daemon.proc)
+
+
+@dataclass
+class RunningDaemon:
+    """A daemon a test started: which program, its port, its work dir, its process."""
+
+    name: str
+    port: int
+    root: Path
+    proc: subprocess.Popen[bytes]
+
+    def url(self, path: str = "") -> str:
+        return f"rsync://127.0.0.1:{self.port}/{path}"
+
+
+def recv_line(s: socket.socket) -> bytes:
+    """One line of a daemon's text handshake, read a byte at a time (nothing past it)."""
+    out = bytearray()
+    while not out.endswith(b"\n"):
+        ch = s.recv(1)
+        if not ch:
+            break
+        out += ch
+    return bytes(out)
