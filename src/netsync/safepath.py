@@ -15,8 +15,9 @@ Two policies:
 Every refusal of an untrusted symlink prints rsync's warning once per walk.
 
 A daemon opens its own files (config, motd, lock, secrets, log) and its module
-path by the ownership rule too (``daemon_open``), and keeps its sender's scans
-and followed-link opens inside the module (``jail``, ``open_jailed_dir``).
+path by the ownership rule too (``daemon_open``), and reaches what its clients
+name from the module's top, following a link only while it stays inside
+(``walk_beneath``, ``open_following_beneath``).
 """
 
 from __future__ import annotations
@@ -41,21 +42,6 @@ insecure_links = False
 # A daemon's module dir: an operator/peer path may not resolve outside it, even
 # through a symlink we would otherwise trust (syscall.c abspath_outside_confinement).
 confine_root: bytes | None = None
-# A daemon module's real (physical) root while it is served without a chroot and
-# without "insecure links": the sender's directory scans must stay below it
-# (flist.c secure_opendir(), util1.c change_dir()).
-jail: bytes | None = None
-_jail_id: tuple[int, int] | None = None
-
-
-def set_jail(on: bool) -> None:
-    """Confine the sender's scans to the current directory (a daemon's module), or not."""
-    global jail, _jail_id
-    jail = _jail_id = None
-    if on:
-        jail = os.getcwdb()
-        st = os.stat(b".")  # (its parents may be closed to us after the privilege drop)
-        _jail_id = (st.st_dev, st.st_ino)
 
 
 def _refuse() -> OSError:
@@ -212,62 +198,6 @@ def daemon_open(path: bytes | str, flags: int, mode: int = 0o666, *,
         return os.open(leaf, flags | _NOFOLLOW, mode, dir_fd=dfd)
     finally:
         os.close(dfd)
-
-
-def open_jailed_dir(path: bytes) -> int:
-    """An O_RDONLY fd of the directory ``path`` that a daemon sender may scan:
-    symlinks in it are followed, but where it lands must be inside the module
-    (``jail``), else ELOOP (flist.c secure_opendir() refusing an escape). The
-    check is made on the opened fd, so no later swap of a component matters."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    if jail is None:
-        return fd
-    try:
-        try:
-            where = os.readlink(b"/proc/self/fd/%d" % fd)
-        except OSError:  # no /proc (a "daemon chroot"): climb to the module instead
-            inside = _climbs_to_jail(fd)
-        else:
-            inside = where == jail or jail == b"/" or where.startswith(jail + b"/")
-    except BaseException:
-        os.close(fd)
-        raise
-    if inside:
-        return fd
-    os.close(fd)
-    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-
-
-def check_jailed_file(fd: int, path: bytes) -> None:
-    """ELOOP unless the file open as ``fd`` (opened through ``path``, following
-    symlinks: -L, --copy-dirlinks) is inside the jail (sender.c's confined open)."""
-    if jail is None:
-        return
-    try:
-        where = os.readlink(b"/proc/self/fd/%d" % fd)
-    except OSError:  # no /proc: where the path leads now
-        where = os.path.realpath(path)
-    if not (where == jail or jail == b"/" or where.startswith(jail + b"/")):
-        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-
-
-def _climbs_to_jail(fd: int) -> bool:
-    """Whether the directory ``fd`` is the jail or below it, by its ".." chain."""
-    cur = os.open(b".", _DIRFLAGS, dir_fd=fd)
-    try:
-        for _ in range(4096):
-            st = os.fstat(cur)
-            if (st.st_dev, st.st_ino) == _jail_id:
-                return True
-            up = os.open(b"..", _DIRFLAGS, dir_fd=cur)
-            ust = os.fstat(up)
-            os.close(cur)
-            cur = up
-            if (ust.st_dev, ust.st_ino) == (st.st_dev, st.st_ino):
-                return False  # reached "/"
-        return False
-    finally:
-        os.close(cur)
 
 
 def owner_makedirs(path: bytes, start_fd: int | None = None, mode: int = 0o777) -> int:

@@ -433,11 +433,22 @@ class _Server(_Client):
     def _chdir(self, path: bytes, what: str) -> None:
         from netsync import safepath
 
+        root = (safepath.confine_root or b"").rstrip(b"/") if self.daemon is not None else b""
         try:
-            if safepath.jail is None:
+            if not root or path in (b"", b"."):
                 os.chdir(path)
-            else:  # a daemon's change_dir() may not leave the module
-                fd = safepath.open_jailed_dir(path)
+            else:
+                # util1.c change_dir() in a daemon: walked from the module's top (the
+                # cwd), a link on the way followed only while it stays inside.
+                if path.startswith(b"/"):
+                    if not path.startswith(root + b"/"):
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                    path = path[len(root) + 1:]
+                anchor = os.open(root, safepath.DIR_FLAGS)
+                try:
+                    fd = safepath.walk_beneath(anchor, path)
+                finally:
+                    os.close(anchor)
                 try:
                     os.fchdir(fd)
                 finally:

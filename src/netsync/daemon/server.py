@@ -844,8 +844,6 @@ class _Session:
         # "insecure links" (never a client's --insecure-links) lifts that.
         safepath.insecure_links = bool(mod.insecure_links)
         safepath.confine_root = None if mod.insecure_links else os.getcwdb()
-        # The sender's directory scans stay in the module (a chroot is its own jail).
-        safepath.set_jail(not (mod.insecure_links or self.chrooted))
         link.module = mod.name
         dest = None
         if not am_sender:
