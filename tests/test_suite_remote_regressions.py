@@ -536,4 +536,4 @@ def test_name_converter_refuses_control_characters(tmp_path: Path) -> None:
         os.close(ans)
         xfer_exec.wait_status(pid)
     assert log.read_text().splitlines() == ["usr good"]
-    assert errors == ["invalid name-converter token: bad\\#012name"]
+    assert errors == ["invalid name-converter token: bad\nname"]

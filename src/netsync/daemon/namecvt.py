@@ -80,9 +80,8 @@ class NameConverter(NoNames):
         if key not in self._ids and any(c < 0x20 or c == 0x7F for c in name):
             # namecvt_safe_token(): a control character could forge a request line.
             if self.on_error is not None:
-                from netsync.log import safe_name  # (escaped: one log line)
-
-                self.on_error("invalid name-converter token: " + safe_name(name, False))
+                # As it came: the log's own escaping keeps it one line ("\#012").
+                self.on_error("invalid name-converter token: " + os.fsdecode(name))
             self._ids[key] = None
         if key not in self._ids:
             ans = self._ask(kind.encode() + b" " + name + b"\n")
