@@ -309,3 +309,27 @@ def test_files_from_with_repeated_dirs(sshd_server: SshServer, tmp_path: Path,
     lines = _lines(got, tmp_path / "netsync", "lines")
     assert lines == _lines(want, tmp_path / "rsync", "lines")
     assert lines.count(b"dir/") == 1, lines
+
+
+@pytest.mark.parametrize("slash", ["/", ""])
+def test_push_into_a_symlinked_destination_dir(sshd_server: SshServer, tmp_path: Path,
+                                               slash: str) -> None:
+    """main.c get_local_name(): the server chdir()s into a destination that is a
+    symlink to a dir, so the link stays and the files land in its target (netsync's
+    server replaced the link with a new dir)."""
+    runs = []
+    for side in ("rsync", "netsync"):
+        work = tmp_path / side
+        (work / "src").mkdir(parents=True)
+        (work / "src" / "f").write_text("f\n")
+        (work / "real").mkdir()
+        (work / "lnk").symlink_to("real")
+        path = "rsync" if side == "rsync" else NETSYNC_PATH
+        runs.append(tc.run([tc.RSYNC], ["-ai", "-e", sshd_server.rsh, f"--rsync-path={path}",
+                                        "src/", f"{sshd_server.login}:{work}/lnk{slash}"],
+                           cwd=work))
+    want, got = runs
+    assert got.returncode == want.returncode == 0, got.describe()
+    assert got.stdout == want.stdout
+    assert (tmp_path / "netsync" / "lnk").is_symlink()
+    assert (tmp_path / "netsync" / "real" / "f").read_text() == "f\n"
