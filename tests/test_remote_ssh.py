@@ -214,3 +214,25 @@ def test_secluded_args(sshd_server: SshServer, tmp_path: Path, direction: str) -
     command line (names with spaces and shell characters need no quoting)."""
     got = _compare(sshd_server, tmp_path, direction, ["-ais", "--delete"])
     assert got.stdout, got.describe()
+
+
+@pytest.mark.parametrize("inc", [[], ["--no-inc-recursive"]])
+@pytest.mark.parametrize("slash", ["/", ""])
+def test_pull_into_a_symlinked_destination_dir(sshd_server: SshServer, tmp_path: Path,
+                                               slash: str, inc: list[str]) -> None:
+    """A local destination that is a symlink to a dir is followed, as rsync chdir()s
+    into it (netsync's pull replaced the link with a new dir)."""
+    runs = []
+    for side, cmd in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+        work = tmp_path / side
+        (work / "src").mkdir(parents=True)
+        (work / "src" / "f").write_text("f\n")
+        (work / "real").mkdir()
+        (work / "lnk").symlink_to("real")
+        runs.append(tc.run(cmd, ["-ai", *inc, "-e", sshd_server.rsh,
+                                 f"{sshd_server.login}:{work}/src/", f"lnk{slash}"], cwd=work))
+    want, got = runs
+    assert got.returncode == want.returncode == 0, got.describe()
+    assert got.stdout == want.stdout
+    assert (tmp_path / "netsync" / "lnk").is_symlink()
+    assert (tmp_path / "netsync" / "real" / "f").read_text() == "f\n"

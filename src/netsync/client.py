@@ -1440,6 +1440,10 @@ class _Client:
         else:
             solo, dry_missing = _get_local_name(opts, rep, flist, dest)
         dest_root = dest.rstrip(b"/") or b"/"
+        if not solo and os.path.islink(dest_root) and os.path.isdir(dest_root):
+            # main.c get_local_name() chdir()s into the destination: a symlink to a dir
+            # is followed, not replaced (a daemon's was checked to stay in its module).
+            dest_root += b"/."
         umask = os.umask(0)
         os.umask(umask)
         rfilters = self._receiver_filters()

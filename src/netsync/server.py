@@ -484,11 +484,6 @@ class _Server(_Client):
             self._confined_dest(dest)
             dest = self._followed_dest(dest)
             self.rep.dest_root = dest
-        d = dest.rstrip(b"/")
-        if d and os.path.islink(d) and os.path.isdir(d):
-            # main.c get_local_name() chdir()s into it: a symlink to a dir is followed,
-            # not replaced (a daemon's was checked to stay in the module above).
-            dest = d + b"/."
         return self._receive(flist, dest)
 
     @staticmethod
