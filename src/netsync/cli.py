@@ -412,9 +412,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         _check_dest_dir(dest_root)
     if opts.temp_dir:
         _check_temp_dir(_under(dest_root, opts.temp_dir), opts.temp_dir)
-    if not solo and os.path.islink(dest_root) and os.path.isdir(dest_root):
-        # rsync chdir()s into the destination: a symlink to a dir is followed, not replaced.
-        dest_root += b"/."
+    dest_root = _into_dest(dest_root, solo)
     umask = os.umask(0)
     os.umask(umask)
     uid_map = _parse_ids(opts.usermap, opts.numeric_ids, "usermap")
@@ -567,6 +565,14 @@ def _prune_empty_dirs(flist) -> None:
 
 
 _name_of = operator.attrgetter("name")
+
+
+def _into_dest(dest_root: bytes, solo: bool) -> bytes:
+    """main.c get_local_name() chdir()s into the destination dir: one that is a symlink
+    to a dir is followed, not replaced."""
+    if not solo and os.path.islink(dest_root) and os.path.isdir(dest_root):
+        return dest_root + b"/."
+    return dest_root
 
 
 def _get_local_name(opts, rep, flist, dest: bytes) -> tuple[bool, bool]:

@@ -1416,7 +1416,7 @@ class _Client:
         self.rep.out.write(line + "\n")
 
     def _receive(self, flist, dest: bytes) -> int:
-        from netsync.cli import _get_local_name, _local_name, _parse_ids, _under
+        from netsync.cli import _get_local_name, _into_dest, _local_name, _parse_ids, _under
         from netsync.generator import Generator, GenOptions
         from netsync.metadata import AttrOptions
         from netsync.receiver import ReceiveOptions, Receiver
@@ -1439,11 +1439,8 @@ class _Client:
             solo, dry_missing = _local_name(opts, rep, feed.first, feed.listed, dest)
         else:
             solo, dry_missing = _get_local_name(opts, rep, flist, dest)
-        dest_root = dest.rstrip(b"/") or b"/"
-        if not solo and os.path.islink(dest_root) and os.path.isdir(dest_root):
-            # main.c get_local_name() chdir()s into the destination: a symlink to a dir
-            # is followed, not replaced (a daemon's was checked to stay in its module).
-            dest_root += b"/."
+        # (a daemon's destination was checked to stay in its module)
+        dest_root = _into_dest(dest.rstrip(b"/") or b"/", solo)
         umask = os.umask(0)
         os.umask(umask)
         rfilters = self._receiver_filters()
