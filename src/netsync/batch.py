@@ -647,7 +647,7 @@ class _BatchReader(_Client):
         """(known, entry): the entry of ``ndx``; known but None for a list dropped."""
         feed = self._feed
         if feed is None:
-            entries = self.flist.entries if getattr(self, "flist", None) is not None else []
+            entries = self.flist.entries if self.flist is not None else []
             return ndx < len(entries), entries[ndx] if ndx < len(entries) else None
         e = feed.entry(ndx)
         if e is not None:

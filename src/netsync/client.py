@@ -166,6 +166,7 @@ class _Client:
         #: The remote side is a server sender, which writes its stats after the transfer.
         self.peer_sends_stats = True
         self.am_server = False
+        self.flist = None  # the (whole) file list, once sent or received
         self._feed: _WireFeed | None = None  # an incremental pull's file lists
         self._lists: _PushLists | None = None  # ... and an incremental push's
         self._done_echoes = 0
@@ -546,8 +547,7 @@ class _Client:
         elif self._feed is not None:
             e = self._feed.entry(ndx)
         else:
-            flist = getattr(self, "flist", None)
-            entries = flist.entries if flist is not None else ()
+            entries = self.flist.entries if self.flist is not None else ()
             e = entries[ndx] if ndx < len(entries) else None
         return e is not None and bool(e.flags & FLAG_DUPLICATE)
 
@@ -2035,8 +2035,7 @@ class _Client:
         io.flush()
 
     def _expect_done(self) -> None:
-        flist = getattr(self, "flist", None)
-        nfiles = len(flist.entries) if flist is not None else 0
+        nfiles = len(self.flist.entries) if self.flist is not None else 0
         while True:
             ndx, iflags = self._read_ndx_and_attrs(nfiles)[:2]
             # A server's generator reports unchanged items; the sender echoes them

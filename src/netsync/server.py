@@ -605,7 +605,7 @@ class _Server(_Client):
     def _expect_done(self) -> None:
         if self.opts.dry_run:
             # Dry-run echoes carry ITEM_TRANSFER but no data: skip them.
-            nfiles = len(self.flist.entries) if getattr(self, "flist", None) else 0
+            nfiles = len(self.flist.entries) if self.flist is not None else 0
             while self._read_ndx_and_attrs(nfiles)[0] >= 0:
                 pass
             return
