@@ -227,23 +227,6 @@ def owner_makedirs(path: bytes, start_fd: int | None = None, mode: int = 0o777) 
 # --------------------------------------------------------------------------
 # Transfer paths: no symlink is ever followed below the held directory.
 
-def open_beneath(dir_fd: int | None, rel: bytes, flags: int, mode: int = 0o666) -> int:
-    """secure_relative_open(): open ``rel`` below ``dir_fd`` without following
-    any symlink in it (parents or leaf). ``..`` is refused."""
-    comps = [c for c in rel.split(b"/") if c and c != b"."]
-    if any(c == b".." for c in comps) or rel.startswith(b"/"):
-        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-    if not comps:
-        return os.open(b".", flags | _NOFOLLOW, mode, dir_fd=dir_fd)
-    if len(comps) == 1:
-        return os.open(comps[0], flags | _NOFOLLOW, mode, dir_fd=dir_fd)
-    pfd = dir_beneath(dir_fd, comps[:-1])
-    try:
-        return os.open(comps[-1], flags | _NOFOLLOW, mode, dir_fd=pfd)
-    finally:
-        os.close(pfd)
-
-
 def dir_beneath(dir_fd: int | None, comps: list[bytes], create: int | None = None) -> int:
     """An fd of the directory ``comps`` below ``dir_fd``, every step O_NOFOLLOW;
     with ``create`` (a mode) missing steps are made."""
@@ -287,12 +270,6 @@ def dir_following_beneath(dir_fd: int | None, rel: bytes) -> int:
         return walk_beneath(anchor, rel)
     finally:
         os.close(anchor)
-
-
-def parent_beneath(dir_fd: int | None, rel: bytes) -> tuple[int, bytes]:
-    """(fd of rel's parent below dir_fd, leaf name), no symlink followed."""
-    head, _, leaf = rel.rpartition(b"/")
-    return dir_beneath(dir_fd, head.split(b"/") if head else []), leaf
 
 
 def open_dir_at(dfd: int | None, name: bytes) -> int:
