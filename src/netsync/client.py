@@ -2529,17 +2529,14 @@ def _wire_sender_cls(base: type) -> type:
 
                 path = join(base_dir, name)
                 try:
-                    if self._jail() is not None:
-                        # A daemon's module: the name is looked up inside it, or a link
-                        # leading out would tell whether a file exists out there.
-                        dfd, leaf, owned = self._jail_parent(path)
-                        try:
-                            os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
-                        finally:
-                            if owned:
-                                os.close(dfd)
-                    else:
-                        os.lstat(path)
+                    # In a daemon's module the name is looked up inside it: a link
+                    # leading out would tell whether a file exists out there.
+                    dfd, leaf, owned = self._at(path)
+                    try:
+                        os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+                    finally:
+                        if owned:
+                            os.close(dfd)
                 except FileNotFoundError:
                     self._entries.append(FileEntry(name, 0, root=root_idx))
                     self._hl_keys.append(None)

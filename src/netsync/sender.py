@@ -372,6 +372,13 @@ class Sender:
             return self._jail_dir(path), b".", True
         return self._jail_dir(head or b"."), leaf, True
 
+    def _at(self, path: bytes) -> tuple[int | None, bytes, bool]:
+        """Where a path the list names is reached: _jail_parent() in a daemon's
+        module, else (None, path, False), the path itself from the cwd."""
+        if self._jail() is None:
+            return None, path, False
+        return self._jail_parent(path)
+
     def _stat_dir(self, path: bytes) -> os.stat_result:
         """stat() of a directory the list names (an implied or "./" dir)."""
         if self._jail() is None:
@@ -403,33 +410,17 @@ class Sender:
         return st
 
     def _stat_for_real(self, path: bytes, name: bytes, follow_dir: bool) -> os.stat_result:
-        w = self.w
-        if self._jail() is not None:
-            dfd, leaf, owned = self._jail_parent(path)
-            try:
-                return self._stat_at(dfd, leaf, name, follow_dir)
-            finally:
-                if owned:
-                    os.close(dfd)
-        if w.copy_links:
-            return os.stat(path)
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            if follow_dir:
-                try:
-                    st2 = os.stat(path)
-                    if stat.S_ISDIR(st2.st_mode):
-                        return st2
-                except OSError:
-                    pass
-            if w.copy_unsafe_links:
-                target = os.readlink(path)
-                if is_unsafe_symlink(target, name):
-                    return os.stat(path)
-        return st
+        dfd, leaf, owned = self._at(path)
+        try:
+            return self._stat_at(dfd, leaf, name, follow_dir)
+        finally:
+            if owned:
+                os.close(dfd)
 
-    def _stat_at(self, dfd: int, leaf: bytes, name: bytes, follow_dir: bool) -> os.stat_result:
-        """_stat_for_real() of ``leaf`` in the held dir ``dfd`` (flist.c link_stat_at()).
+    def _stat_at(self, dfd: int | None, leaf: bytes, name: bytes,
+                 follow_dir: bool) -> os.stat_result:
+        """flist.c link_stat(): ``leaf`` in the held dir ``dfd`` (link_stat_at()), or a
+        path from the cwd (None).
         A followed leaf is stat()ed where it points, as rsync does; its contents are
         listed and opened only through the module jail."""
         w = self.w
@@ -493,17 +484,13 @@ class Sender:
             size = st.st_size
             if size == 0:
                 try:
-                    if self._jail() is not None:
-                        dfd, leaf, owned = self._jail_parent(path)
-                        try:
-                            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-                                         | read_flags(), dir_fd=dfd)
-                        finally:
-                            if owned:
-                                os.close(dfd)
-                    else:
-                        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-                                     | read_flags())
+                    dfd, leaf, owned = self._at(path)
+                    try:
+                        fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                                     | read_flags(), dir_fd=dfd)
+                    finally:
+                        if owned:
+                            os.close(dfd)
                 except OSError:
                     pass
                 else:
@@ -884,16 +871,15 @@ class Sender:
         """--remove-source-files: the receiver confirmed this file arrived."""
         e = self.flist.entry(ndx)
         path = self.flist.source_path(e)
-        dfd, leaf, owned = -1, path, False
+        dfd, leaf, owned = None, path, False
         try:
-            if self._jail() is not None:  # sender.c secure_sender_parent_fd()
-                dfd, leaf, owned = self._jail_parent(path)
-            st = os.stat(leaf, dir_fd=None if dfd < 0 else dfd, follow_symlinks=False)
+            dfd, leaf, owned = self._at(path)  # sender.c secure_sender_parent_fd()
+            st = os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
             # rsync refuses to remove a file that changed since it was listed.
             if stat.S_ISREG(e.mode) and (st.st_size != e.size or st.st_mtime_ns != e.mtime_ns):
                 self.rep.info(f"Skipping sender remove for changed file: {self.rep.safe(e.name)}")
                 return
-            os.unlink(leaf, dir_fd=None if dfd < 0 else dfd)
+            os.unlink(leaf, dir_fd=dfd)
             self.rep.remove_note(e)
         except OSError as ex:
             if ex.errno != errno.ENOENT:
