@@ -1824,7 +1824,7 @@ class Generator:
                   dest_st: os.stat_result | None, new_mode: int, iflags_extra: int = 0,
                   basis_st: os.stat_result | None = None, xname: bytes | None = None) -> None:
         g = self.g
-        if self._refused_partial is not None and self._refused_partial == path:
+        if self._refused_partial == path:
             raise m.FatalError(RERR_PROTOCOL, "refusing unconfined partial basis for "
                                               f"{self.rep.safe(e.name)}")
         if g.fuzzy and not g.whole_file and not g.dry_run:
