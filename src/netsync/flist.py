@@ -29,7 +29,7 @@ class FileEntry:
 
     __slots__ = (
         "name", "mode", "size", "mtime_ns", "uid", "gid", "rdev", "link",
-        "flags", "root", "hlink", "checksum", "atime_ns",
+        "flags", "root", "hlink", "checksum", "atime_ns", "xattr", "acl",
     )
 
     def __init__(
@@ -60,6 +60,10 @@ class FileEntry:
         self.hlink: int | None = None
         self.checksum: bytes | None = None
         self.atime_ns = 0
+        # -X / -A: the entry's xattr list and ACLs (netsync.xattrs / netsync.acls);
+        # None when not preserved, so a run without them carries no extra data.
+        self.xattr: object = None
+        self.acl: object = None
 
     @property
     def mtime(self) -> int:
