@@ -895,11 +895,20 @@ class Generator:
                     statret_st = found[2]
         delete_now = g.delete and g.delete_mode in ("during", "delay") \
             and e.flags & FLAG_CONTENT_DIR and st is not None
+        # rsync prints a dir's line when its echo comes back from the sender, by when
+        # the generator has already printed the deletions in it: report it after them.
+        deferred = None
         if not quiet_item:
-            self.itemize(e, statret_st, iflags, xname)
+            if delete_now:
+                deferred = self.item_flags(e, statret_st, iflags, xname)
+            else:
+                self.itemize(e, statret_st, iflags, xname)
         if delete_now and e.name == b"." and not self.solo_file:
             self._delete_top()
             delete_now = False
+            if deferred is not None:
+                self.report_item(e, deferred, xname)
+                deferred = None
         if st is None and not g.dry_run:
             try:
                 self._mkdir_confined(path, stat.S_IMODE(new_mode) | 0o700)
@@ -940,6 +949,8 @@ class Generator:
             if self.filters is not None:
                 self._fstack.append((e.name, self.filters.enter_dir(e.name, path)))
             self.delete_in_dir(e.name, path, enter=False)
+        if deferred is not None:
+            self.report_item(e, deferred, xname)
 
     def _dir_attrs_now(self, path: bytes, e: FileEntry, st: os.stat_result, new_mode: int,
                        errs: list[str]) -> None:
