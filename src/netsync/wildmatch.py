@@ -370,26 +370,230 @@ def translate(pattern: bytes) -> bytes | None:
     return b"".join(out)
 
 
+# ---------------------------------------------------------------------------
+# Patterns with two or more stars: rsync's algorithm, a run of fixed-width
+# elements at a time.
+#
+# A backtracking regex tries every split of the text between the stars, which is
+# exponential: "*a*a*a*a*a*a*a*a*a*a*a*a*b" against a 60-byte name would not
+# finish, and a daemon's client (or a server, through the names it sends) chooses
+# both.  rsync's dowild() is polynomial thanks to its early exits: a star whose
+# rest of pattern failed at every later position ends the whole match (ABORT_ALL),
+# and a single star that meets a '/' returns to the last "**" (ABORT_TO_STARSTAR).
+# _StarMatch does exactly that, but finds each star's candidate positions with the
+# compiled regex of the run that follows it instead of trying every byte.
+
+_ANY_BUT_SLASH = frozenset(range(256)) - {_SLASH}
+
+
+class _Run:
+    """Fixed-width elements between stars: each a set of bytes it may match."""
+
+    __slots__ = ("elems", "width", "search", "at")
+
+    def __init__(self, elems: list[frozenset[int]], src: list[bytes]) -> None:
+        self.elems = elems
+        self.width = len(elems)
+        rx = re.compile(b"".join(src), re.DOTALL)
+        self.search = rx.search
+        self.at = rx.match
+
+    def prefix_matches(self, text: bytes, pos: int) -> bool:
+        """Does text[pos:] (shorter than the run) match the run's first elements?"""
+        return all(text[pos + i] in e for i, e in enumerate(self.elems[: len(text) - pos]))
+
+
+def _runs(pattern: bytes) -> tuple[_Run, list[tuple[bool, _Run]]] | None:
+    """The head run and (star is "**", run) pairs; None if the pattern can never match."""
+    runs: list[tuple[bool, _Run]] = []
+    elems: list[frozenset[int]] = []
+    src: list[bytes] = []
+    head: _Run | None = None
+    double = False
+    i, n = 0, len(pattern)
+    while i <= n:
+        c = pattern[i] if i < n else None
+        if c is None or c == _STAR:
+            run = _Run(elems, src)
+            if head is None:
+                head = run
+            else:
+                runs.append((double, run))
+            if c is None:
+                break
+            j = i
+            while j < n and pattern[j] == _STAR:
+                j += 1
+            double, i, elems, src = j - i >= 2, j, [], []
+        elif c == _BSLASH:
+            if i + 1 >= n:
+                return None
+            elems.append(frozenset((pattern[i + 1],)))
+            src.append(re.escape(pattern[i + 1 : i + 2]))
+            i += 2
+        elif c == _QMARK:
+            elems.append(_ANY_BUT_SLASH)
+            src.append(b"[^/]")
+            i += 1
+        elif c == _LBRACK:
+            members, nxt = _parse_class(pattern, i)
+            if not members:
+                return None
+            elems.append(members)
+            src.append(_class_regex(members))
+            i = nxt
+        else:
+            elems.append(frozenset((c,)))
+            src.append(re.escape(bytes((c,))))
+            i += 1
+    assert head is not None
+    return head, runs
+
+
+class _StarMatch:
+    """dowild() for a pattern of stars and fixed-width runs (see above)."""
+
+    __slots__ = ("head", "runs")
+
+    def __init__(self, head: _Run, runs: list[tuple[bool, _Run]]) -> None:
+        self.head = head
+        self.runs = runs
+
+    def dowild(self, text: bytes, start: int) -> int:
+        head = self.head
+        n = len(text)
+        if head.width:
+            if start + head.width > n:
+                return _ABORT_ALL if head.prefix_matches(text, start) else _FALSE
+            if head.at(text, start) is None:
+                return _FALSE
+        if not self.runs:
+            return _TRUE if start + head.width == n else _FALSE
+        return self._star(0, text, start + head.width)
+
+    def _star(self, k: int, text: bytes, pos: int) -> int:
+        double, run = self.runs[k]
+        n = len(text)
+        last = k == len(self.runs) - 1
+        w = run.width
+        if not w:  # a trailing star: "**" takes the rest, "*" the rest of this name
+            return _TRUE if double or text.find(b"/", pos) < 0 else _FALSE
+        slash = n if double else text.find(b"/", pos)
+        if slash < 0:
+            slash = n
+        q = pos
+        while q < n:
+            m = run.search(text, q)
+            c = m.start() if m is not None else n
+            if c > slash:  # the single star meets '/' before the run's next place
+                return self._tail(run, text, q, slash + 1) or _ABORT_TO_STARSTAR
+            if c == n:  # no more places: rsync's loop runs to the end of the text
+                return self._tail(run, text, q, n) or _ABORT_ALL
+            end = c + w
+            r = (_TRUE if end == n else _FALSE) if last else self._star(k + 1, text, end)
+            if r != _FALSE:
+                if not double or r != _ABORT_TO_STARSTAR:
+                    return r
+            elif c == slash:
+                return _ABORT_TO_STARSTAR
+            q = c + 1
+        return _ABORT_ALL
+
+    @staticmethod
+    def _tail(run: _Run, text: bytes, lo: int, hi: int) -> int:
+        """_ABORT_ALL if at some place in [lo, hi) the run is cut short by the end of
+        the text while matching so far (dowild runs out of text there), else 0."""
+        n = len(text)
+        for p in range(max(lo, n - run.width + 1), min(hi, n)):
+            if run.prefix_matches(text, p):
+                return _ABORT_ALL
+        return 0
+
+    def match_where(self, text: bytes, where: int) -> bool:
+        """wildmatch_array() on the joined text."""
+        start = 0
+        if where > 0:
+            start = trailing_start(text, where)
+            if start < 0:
+                return False
+        matched = self.dowild(text, start)
+        if matched != _TRUE and where < 0 and matched != _ABORT_ALL:
+            pos = start
+            while True:
+                pos = text.find(b"/", pos)
+                if pos < 0:
+                    return False
+                pos += 1
+                matched = self.dowild(text, pos)
+                if matched != _FALSE and matched != _ABORT_TO_STARSTAR:
+                    break
+        return matched == _TRUE
+
+
+def _star_runs(pattern: bytes) -> int:
+    """How many runs of '*' the pattern has (escaped stars and stars in classes
+    are literal)."""
+    count = 0
+    i, n = 0, len(pattern)
+    prev_star = False
+    while i < n:
+        c = pattern[i]
+        if c == _BSLASH:
+            i += 2
+            prev_star = False
+            continue
+        if c == _LBRACK:
+            _, nxt = _parse_class(pattern, i)
+            if not nxt:
+                return count
+            i = nxt
+            prev_star = False
+            continue
+        if c == _STAR and not prev_star:
+            count += 1
+        prev_star = c == _STAR
+        i += 1
+    return count
+
+
 class WildPattern:
     """A wildmatch pattern compiled once.
 
     ``match(text)`` is wildmatch(); ``match_where(text, where)`` is
-    wildmatch_array() on an already-joined text.
+    wildmatch_array() on an already-joined text.  A pattern with at most one
+    run of stars becomes a regex (which then backtracks over one star only);
+    one with more uses rsync's own algorithm (:class:`_StarMatch`).
     """
 
-    __slots__ = ("pattern", "_full", "_any")
+    __slots__ = ("pattern", "_full", "_any", "_star", "_star_any")
 
     def __init__(self, pattern: bytes) -> None:
         self.pattern = pattern
         src = translate(pattern)
         self._full: Callable[[bytes], object] | None
         self._any: Callable[[bytes], object] | None
+        self._star: _StarMatch | None = None  # all matching (two or more star runs)
+        self._star_any: _StarMatch | None = None  # where < 0 only (one run, "**")
         if src is None:
             self._full = self._any = None
+        elif _star_runs(pattern) >= 2:
+            parsed = _runs(pattern)
+            assert parsed is not None  # translate() accepted it
+            self._star = sm = _StarMatch(*parsed)
+            self._full = lambda text: sm.dowild(text, 0) == _TRUE or None
+            self._any = None
         else:
             self._full = re.compile(src, re.DOTALL).fullmatch
-            # "At the start or after any slash": rsync's where < 0.
-            self._any = re.compile(b"(?:.*/)?(?:" + src + b")", re.DOTALL).fullmatch
+            if b".*" in src:
+                # "(?:.*/)?" before a "**" backtracks over every '/' for each of the
+                # star's places; rsync's loop stops at the first ABORT_ALL instead.
+                parsed = _runs(pattern)
+                assert parsed is not None
+                self._any = None
+                self._star_any = _StarMatch(*parsed)
+            else:
+                # "At the start or after any slash": rsync's where < 0.
+                self._any = re.compile(b"(?:.*/)?(?:" + src + b")", re.DOTALL).fullmatch
 
     def match(self, text: bytes) -> bool:
         full = self._full
@@ -398,6 +602,10 @@ class WildPattern:
     def match_where(self, text: bytes, where: int) -> bool:
         if self._full is None:
             return False
+        if self._star is not None:
+            return self._star.match_where(text, where)
+        if where < 0 and self._star_any is not None:
+            return self._star_any.match_where(text, where)
         if where > 0:
             start = trailing_start(text, where)
             if start < 0:
