@@ -453,11 +453,13 @@ def _runs(pattern: bytes) -> tuple[_Run, list[tuple[bool, _Run]]] | None:
 class _StarMatch:
     """dowild() for a pattern of stars and fixed-width runs (see above)."""
 
-    __slots__ = ("head", "runs")
+    __slots__ = ("head", "runs", "suffix")
 
     def __init__(self, head: _Run, runs: list[tuple[bool, _Run]]) -> None:
         self.head = head
         self.runs = runs
+        # The run after the last star ends every match: a quick "no" for most names.
+        self.suffix = runs[-1][1] if runs and runs[-1][1].width else None
 
     def dowild(self, text: bytes, start: int) -> int:
         head = self.head
@@ -504,13 +506,23 @@ class _StarMatch:
         """_ABORT_ALL if at some place in [lo, hi) the run is cut short by the end of
         the text while matching so far (dowild runs out of text there), else 0."""
         n = len(text)
+        elems = run.elems
+        first = elems[0]
         for p in range(max(lo, n - run.width + 1), min(hi, n)):
-            if run.prefix_matches(text, p):
-                return _ABORT_ALL
+            if text[p] in first:
+                for i in range(1, n - p):
+                    if text[p + i] not in elems[i]:
+                        break
+                else:
+                    return _ABORT_ALL
         return 0
 
     def match_where(self, text: bytes, where: int) -> bool:
         """wildmatch_array() on the joined text."""
+        suffix = self.suffix
+        if suffix is not None and (len(text) < suffix.width
+                                   or suffix.at(text, len(text) - suffix.width) is None):
+            return False
         start = 0
         if where > 0:
             start = trailing_start(text, where)
