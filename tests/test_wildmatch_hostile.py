@@ -90,6 +90,19 @@ def test_star_matcher_is_rsyncs_algorithm(pattern: bytes, text: bytes, where: in
     assert sm.match_where(text, where) == wildmatch_array_reference(pattern, [text], where)
 
 
+def test_two_thousand_stars() -> None:
+    """A rule may be 4 KiB long (exclude.c's limit): 2,000 stars nest 2,000 deep, which
+    must not be Python's recursion (RecursionError, a traceback in the daemon)."""
+    from netsync.wildmatch import compile_wild
+
+    w = compile_wild(b"*a" * 2000 + b"b")
+    assert w.match_where(b"a" * 2000 + b"b", 0)
+    assert not w.match_where(b"a" * 1999 + b"b", 0)
+    assert not w.match_where(b"a" * 3000, -1)
+    assert compile_wild(b"*a" * 2000).match(b"a" * 2000)
+    assert not compile_wild(b"**a" * 2000).match_where(b"a/" * 3000, -1)
+
+
 def _tree(root: Path) -> None:
     (root / "d").mkdir(parents=True)
     (root / ("a" * 200)).write_bytes(b"long\n")

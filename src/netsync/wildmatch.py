@@ -474,32 +474,65 @@ class _StarMatch:
         return self._star(0, text, start + head.width)
 
     def _star(self, k: int, text: bytes, pos: int) -> int:
-        double, run = self.runs[k]
+        """dowild() from star ``k`` at ``pos``: each star's loop over the places where
+        its run matches, the rest of the pattern tried at each.  A pattern may have
+        two thousand stars, so the nesting is a list, not Python's recursion."""
         n = len(text)
-        last = k == len(self.runs) - 1
-        w = run.width
-        if not w:  # a trailing star: "**" takes the rest, "*" the rest of this name
-            return _TRUE if double or text.find(b"/", pos) < 0 else _FALSE
-        slash = n if double else text.find(b"/", pos)
-        if slash < 0:
-            slash = n
-        q = pos
-        while q < n:
-            m = run.search(text, q)
-            c = m.start() if m is not None else n
-            if c > slash:  # the single star meets '/' before the run's next place
-                return self._tail(run, text, q, slash + 1) or _ABORT_TO_STARSTAR
-            if c == n:  # no more places: rsync's loop runs to the end of the text
-                return self._tail(run, text, q, n) or _ABORT_ALL
-            end = c + w
-            r = (_TRUE if end == n else _FALSE) if last else self._star(k + 1, text, end)
-            if r != _FALSE:
-                if not double or r != _ABORT_TO_STARSTAR:
-                    return r
-            elif c == slash:
-                return _ABORT_TO_STARSTAR
-            q = c + 1
-        return _ABORT_ALL
+        runs = self.runs
+        last_k = len(runs) - 1
+        nxt = self._next
+        stack: list[tuple[int, bool, _Run, int, int]] = []  # frames awaiting a result
+        while True:
+            # Enter star k at pos: its first place, or its result.
+            double, run = runs[k]
+            if not run.width:  # a trailing star: "**" takes the rest, "*" this name's
+                r = _TRUE if double or text.find(b"/", pos) < 0 else _FALSE
+            else:
+                slash = n if double else text.find(b"/", pos)
+                if slash < 0:
+                    slash = n
+                r, c = nxt(run, text, pos, slash)
+                if not r:
+                    end = c + run.width
+                    stack.append((k, double, run, slash, c))
+                    if k != last_k:
+                        k, pos = k + 1, end
+                        continue
+                    r = _TRUE if end == n else _FALSE
+            # Hand r to the waiting stars until one has another place to try.
+            while stack:
+                k, double, run, slash, c = stack.pop()
+                if r != _FALSE:
+                    if not double or r != _ABORT_TO_STARSTAR:
+                        continue
+                elif c == slash:
+                    r = _ABORT_TO_STARSTAR
+                    continue
+                r, c = nxt(run, text, c + 1, slash)
+                if r:
+                    continue
+                end = c + run.width
+                stack.append((k, double, run, slash, c))
+                if k != last_k:
+                    k, pos = k + 1, end
+                    break
+                r = _TRUE if end == n else _FALSE
+            else:
+                return r
+
+    def _next(self, run: _Run, text: bytes, q: int, slash: int) -> tuple[int, int]:
+        """A star's next place from q on: (0, place), or (its result, 0) when the
+        loop ends (past the '/' a single star may not cross, or at the text's end)."""
+        n = len(text)
+        if q >= n:
+            return _ABORT_ALL, 0
+        m = run.search(text, q)
+        c = m.start() if m is not None else n
+        if c > slash:
+            return self._tail(run, text, q, slash + 1) or _ABORT_TO_STARSTAR, 0
+        if c == n:
+            return self._tail(run, text, q, n) or _ABORT_ALL, 0
+        return 0, c
 
     @staticmethod
     def _tail(run: _Run, text: bytes, lo: int, hi: int) -> int:
