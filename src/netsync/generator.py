@@ -464,22 +464,59 @@ class Generator:
     def delete_item(self, rel: bytes, path: bytes, mode: int, flags: int,
                     make_room: str | None = None) -> bool:
         """delete.c delete_item(): True when the item is gone."""
-        ok = True
-        if stat.S_ISDIR(mode):
-            contents = self._dirlist(path, rel)
-            if contents:
-                if not flags & DEL_RECURSE:
-                    self.rep.info(f"cannot delete non-empty directory: {self.rep.safe(rel)}")
-                    ok = False
-                else:
-                    for base, cmode in reversed(contents):
-                        if not self.delete_item(rel + b"/" + base, path + b"/" + base, cmode,
-                                                flags):
-                            ok = False
-                    if not ok:
-                        self.rep.info(f"cannot delete non-empty directory: {self.rep.safe(rel)}")
-            if not ok:
-                return self._make_room_failed(make_room, rel)
+        self._uid_write(path, mode)
+        if stat.S_ISDIR(mode) and not self._delete_contents(rel, path, flags):
+            return self._make_room_failed(make_room, rel)
+        return self._delete_entry(rel, path, mode, make_room)
+
+    def _delete_contents(self, rel: bytes, path: bytes, flags: int) -> bool:
+        """delete_dir_contents(): empty a dir about to go, depth first; False when
+        something stayed.  A tree may be 2,000 dirs deep (a path fills MAXPATHLEN),
+        so the descent is a list of frames, not Python's recursion."""
+        contents = self._dirlist(path, rel)
+        if not contents:
+            return True
+        if not flags & DEL_RECURSE:
+            self.rep.info(f"cannot delete non-empty directory: {self.rep.safe(rel)}")
+            return False
+        # Each frame: a dir, its mode, its children left (last first), all gone so far.
+        stack = [(rel, path, 0, iter(reversed(contents)), [True])]
+        while True:
+            drel, dpath, dmode, children, ok = stack[-1]
+            for base, cmode in children:
+                crel, cpath = drel + b"/" + base, dpath + b"/" + base
+                self._uid_write(cpath, cmode)
+                if stat.S_ISDIR(cmode):
+                    sub = self._dirlist(cpath, crel)
+                    if sub:
+                        stack.append((crel, cpath, cmode, iter(reversed(sub)), [True]))
+                        break
+                if not self._delete_entry(crel, cpath, cmode, None):
+                    ok[0] = False
+            else:
+                stack.pop()
+                if not ok[0]:
+                    self.rep.info(f"cannot delete non-empty directory: {self.rep.safe(drel)}")
+                if not stack:
+                    return ok[0]
+                # delete_dir_contents() tries the rmdir even when something stayed.
+                if not self._delete_entry(drel, dpath, dmode, None) or not ok[0]:
+                    stack[-1][4][0] = False
+
+    def _uid_write(self, path: bytes, mode: int) -> None:
+        """DEL_NO_UID_WRITE: a non-root user deleting an entry of its own that it
+        may not write (a read-only dir it must empty first) gives itself u+w, as
+        rsync does."""
+        if mode & stat.S_IWUSR or self.a.am_root or stat.S_ISLNK(mode):
+            return
+        try:
+            if os.lstat(path).st_uid == os.geteuid():
+                os.chmod(path, stat.S_IMODE(mode) | stat.S_IWUSR, follow_symlinks=False)
+        except OSError:
+            pass
+
+    def _delete_entry(self, rel: bytes, path: bytes, mode: int, make_room: str | None) -> bool:
+        """delete_item() for one name whose contents, if a dir, are gone."""
         if not make_room and self.g.max_delete is not None and self.deletions >= self.g.max_delete:
             self.skipped_deletes += 1
             return False

@@ -536,7 +536,36 @@ class Sender:
     def _walk_dir(self, root_idx: int, dpath: bytes, d: FileEntry,
                   depth_recurse: bool) -> Iterator[Chunk]:
         """Depth-first walk below ``dpath`` (the directory listed as ``d``): its chunk,
-        then its subdirectories' chunks."""
+        then its subdirectories' chunks.  A tree may be 2,000 dirs deep (a path fills
+        MAXPATHLEN), so the descent is a list of frames, not Python's recursion."""
+        children, subs, fstate = self._list_dir(root_idx, dpath, d, depth_recurse)
+        frames = [(fstate, iter(subs))]
+        try:
+            yield d, children
+            del children  # the consumer may drop the chunk while we descend
+            while frames:
+                for e, path, flags in frames[-1][1]:
+                    if flags & FLAG_CONTENT_DIR:
+                        children, subs, fstate = self._list_dir(root_idx, path, e, depth_recurse)
+                        frames.append((fstate, iter(subs)))
+                        yield e, children
+                        del children
+                        break
+                    yield e, []
+                else:
+                    fstate = frames.pop()[0]
+                    if fstate is not None:
+                        self.filters.leave_dir(fstate)
+        finally:
+            while frames:  # closed early: leave the dirs' filter states, innermost first
+                fstate = frames.pop()[0]
+                if fstate is not None:
+                    self.filters.leave_dir(fstate)
+
+    def _list_dir(self, root_idx: int, dpath: bytes, d: FileEntry, depth_recurse: bool
+                  ) -> tuple[list[FileEntry], list[tuple[FileEntry, bytes, int]], object]:
+        """One directory of the walk: its chunk's entries, its subdirectories to
+        descend into, and the filter state entered for it (left by the caller)."""
         w = self.w
         dname = d.name
         children: list[FileEntry] = []
@@ -567,8 +596,7 @@ class Sender:
                     self.io_error |= IOERR_GENERAL
                     self.rep.error_xfer(f'opendir {self.rep.qpath(dpath)} failed: '
                                         f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
-                yield d, children
-                return
+                return children, [], fstate
             names.sort()
             # In rsync's sorted order directly (files, then the subdirs), so a
             # single-source list needs no global sort.
@@ -634,17 +662,11 @@ class Sender:
                 e = self._make(name, st, path, root_idx, flags)
                 if e is not None:
                     subs.append((e, path, flags))
-            del names, subdirs
-            yield d, children
-            del children  # the consumer may drop the chunk while we recurse
-            for e, path, flags in subs:
-                if flags & FLAG_CONTENT_DIR:
-                    yield from self._walk_dir(root_idx, path, e, depth_recurse)
-                else:
-                    yield e, []
-        finally:
+            return children, subs, fstate
+        except BaseException:
             if fstate is not None:
                 self.filters.leave_dir(fstate)
+            raise
 
     def _finish(self) -> None:
         """Sort like rsync, drop duplicates, and link hard-link groups."""
