@@ -384,6 +384,93 @@ def test_pull_memory_control_grows(sshd_server: SshServer, pull_trees) -> None:
     assert per_file > 40, f"peak memory grows only {per_file:.0f} bytes per file"
 
 
+# ------------------------------------------- netsync as the server of a stock client
+# A daemon serving a mirror to many clients must not build each one's whole list
+# before sending: as rsync's server, netsync grants incremental recursion when the
+# client offers it ('i'), and its sender walks a directory at a time.
+
+_SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+def _server_peak(ssh: SshServer, work: Path, extra: list[str], tmp: Path) -> int:
+    """Peak RSS (KiB) of the netsync server Debian's rsync pulls ``work``/src from."""
+    import shlex
+
+    if not Path("/usr/bin/time").exists():
+        peers.missing("/usr/bin/time is not installed (Debian package time)")
+    out = tmp / "maxrss"
+    server = (f"/usr/bin/time -o {shlex.quote(str(out))} -f %M env PYTHONPATH="
+              f"{shlex.quote(_SRC)} {shlex.quote(sys.executable)} -m netsync")
+    shutil.rmtree(work / "dst", ignore_errors=True)
+    r = tc.run([tc.RSYNC], ["-a", *extra, "-e", ssh.rsh, f"--rsync-path={server}",
+                            f"{ssh.login}:{work}/src/", "dst/"], cwd=work)
+    shutil.rmtree(work / "dst", ignore_errors=True)
+    assert r.returncode == 0, r.describe()
+    return int(out.read_text().split()[-1])
+
+
+@pytest.fixture(scope="module")
+def huge_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    huge = tmp_path_factory.mktemp("wire-inc-huge")
+    empty_tree(huge, 120)    # 60,000 files
+    return huge
+
+
+def test_server_sender_memory_flat(sshd_server: SshServer, pull_trees, huge_tree: Path,
+                                   tmp_path: Path) -> None:
+    """The server holds the lists the client's generator has not finished with plus
+    rsync's lookahead (10,000 entries): about 20,000 entries at most, so from 30,000
+    files to 60,000 its peak does not move."""
+    lo = _server_peak(sshd_server, pull_trees[1], [], tmp_path)
+    hi = _server_peak(sshd_server, huge_tree, [], tmp_path)
+    per_file = (hi - lo) * 1024 / ((120 - 60) * PER_DIR)
+    print(f"server peak RSS: 30k files {lo} KiB, 60k files {hi} KiB, "
+          f"{per_file:.1f} bytes/file", file=sys.stderr)
+    assert per_file < 25
+
+
+def test_server_sender_memory_control_grows(sshd_server: SshServer, pull_trees,
+                                            tmp_path: Path) -> None:
+    # A client that does not offer 'i' gets the whole list at once: the server then
+    # holds it, which the measure above must be able to see.
+    lo = _server_peak(sshd_server, pull_trees[0], ["--no-inc-recursive"], tmp_path)
+    hi = _server_peak(sshd_server, pull_trees[1], ["--no-inc-recursive"], tmp_path)
+    assert (hi - lo) * 1024 / ((60 - 2) * PER_DIR) > 40
+
+
+@pytest.mark.parametrize("direction", ["pull", "push"])
+@pytest.mark.parametrize("extra", [[], ["--delete"], ["-n", "--delete"]])
+def test_server_lists_as_rsyncs_server(sshd_server: SshServer, tmp_path: Path,
+                                       direction: str, extra: list[str]) -> None:
+    """Debian's rsync with netsync as its ssh server prints what it prints with an
+    rsync server ("receiving incremental file list"), the same items, the same tree.
+    (-H is left out: netsync sends and receives its lists whole then.)"""
+    import shlex
+
+    base = tmp_path / "base"
+    trees.make_tree(base / "src", "mixed")
+    trees.make_dest(base / "src", base / "dst", "diverged")
+    runs = {}
+    for who, path in (("rsync", "rsync"), ("netsync", f"env PYTHONPATH={shlex.quote(_SRC)} "
+                                         f"{shlex.quote(sys.executable)} -m netsync")):
+        work = tmp_path / who
+        trees.copy_tree(base, work)
+        common = ["-av", "-i", *extra, "-e", sshd_server.rsh, f"--rsync-path={path}"]
+        remote = f"{sshd_server.login}:{work}"
+        args = ([*common, "src/", f"{remote}/dst/"] if direction == "push"
+                else [*common, f"{remote}/src/", "dst/"])
+        runs[who] = (work, tc.run([tc.RSYNC], args, cwd=work))
+    (wa, want), (wb, got) = runs["rsync"], runs["netsync"]
+    assert want.returncode == 0, want.describe()
+    assert got.returncode == 0, got.describe()
+    now = time.time_ns() - 10**9
+    tc.assert_same(tc.snapshot(wa, now), tc.snapshot(wb, now))
+    lines = [tc.output_lines(r.stdout.replace(str(w).encode(), b"WORK"))
+             for w, r in ((wa, want), (wb, got))]
+    assert lines[1][0] == lines[0][0]  # the list's header line
+    assert sorted(lines[1]) == sorted(lines[0])
+
+
 # ------------------------------------------------------ a hostile incremental sender
 # This file doubles as the -e program: hostile_peer's evil server, with incremental
 # recursion granted when the client offers 'i', playing the attacks below.
@@ -480,8 +567,8 @@ def _evil_main(argv: list[str]) -> int:  # pragma: no cover - runs as the -e pro
 
     plain = sh.server_compat_flags
 
-    def with_inc(caps: str) -> int:
-        return plain(caps) | (1 if "i" in caps else 0)  # grant CF_INC_RECURSE
+    def with_inc(caps: str, inc_recurse: bool = False) -> int:
+        return plain(caps, True)  # grant CF_INC_RECURSE whenever the client offers 'i'
 
     sh.server_compat_flags = with_inc
     hp.SERVER_ATTACKS.update(EVIL_ATTACKS)

@@ -251,21 +251,13 @@ class _Client:
         source, pushed or pulled.  Everything else (-H, -R, --files-from, several
         sources, --list-only, --*-missing-args, --delete-before/after/delay, ...)
         gets the whole list at once, as before."""
-        o = self.opts
         if plan.am_sender:
             # sender.iter_chunks(): one plain source walked a directory at a time.
             if len(plan.local_paths) != 1:
                 return False
         elif len(plan.remote_paths) != 1 or not plan.local_paths:
             return False
-        if o.hard_links or o.relative or o.files_from is not None or o.list_only \
-                or o.delete_missing_args or o.ignore_missing_args:
-            return False
-        if o.delete and o.delete_mode not in (None, "during"):
-            return False
-        if o.delay_updates or o.prune_empty_dirs or o.write_batch or o.only_write_batch:
-            return False
-        return True
+        return inc_options_supported(self.opts)
 
     def _refuse_unsupported(self, plan) -> None:
         """Options this client cannot yet carry over the wire (none at the moment)."""
@@ -793,7 +785,7 @@ class _Client:
             sender.missing_args = 1
         show_flist = (not self.am_server and rep.level("flist") >= 1
                       and (w.dirs or w.recursive) and not opts.quiet)
-        if self.neg.inc_recurse and not self.am_server:
+        if self.neg.inc_recurse:
             return self._send_first_inc_list(sender, sources, show_flist)
         if show_flist:
             rep.out.write("building file list ... ")
@@ -1228,7 +1220,7 @@ class _Client:
         stats = self.stats
         show_flist = not self.am_server and rep.level("flist") >= 1 and not opts.quiet \
             and bool(opts.recursive or opts.recurse or opts.dirs)
-        inc = self.neg.inc_recurse and not self.am_server
+        inc = self.neg.inc_recurse
         if inc and show_flist:
             show_flist = False
             rep.info("receiving incremental file list")
@@ -1328,13 +1320,17 @@ class _Client:
             self.rep.progress.flist_eof = feed.eof
         return flist
 
+    def _received(self, entries: list) -> None:
+        """A hook on each received list (a daemon module's rules)."""
+
     def _clean_inc_list(self, raw_entries: list, parent) -> list:
         """recv_file_list()'s tail for one list: the checks, ids, sort; its dirs join
         dir_flist (rsync's numbering for the sub-lists to come)."""
         from netsync.flist_codec import sort_and_clean
 
         opts = self.opts
-        bad = _unrequested_name(raw_entries, self.plan, opts)
+        client = not self.am_server  # (a client checks what it asked a server for)
+        bad = _unrequested_name(raw_entries, self.plan, opts) if client else None
         if bad is not None:
             raise TransportError(E.RERR_UNSUPPORTED, "ERROR: rejecting unrequested "
                                  f"file-list name: {os.fsdecode(bad)}", bare=True)
@@ -1342,7 +1338,8 @@ class _Client:
         if not opts.numeric_ids:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
         entries = sort_and_clean(raw_entries, protocol=self.neg.protocol, am_sender=False)
-        if not opts.trust_sender:
+        self._received(entries)
+        if client and not opts.trust_sender:
             _downgrade_implied_parents(entries, self.plan, False,
                                        bool(opts.recursive or opts.recurse or opts.dirs))
         for e in entries:
@@ -2237,6 +2234,18 @@ class _PushLists:
         fl = self.sender.flist
         fl.cur, fl.cur_base = entries, base
         return entries[ndx - base]
+
+
+def inc_options_supported(o) -> bool:
+    """The options netsync runs incremental recursion with, as client or server (the
+    sources counted apart): not -H, -R, --files-from, --list-only, --*-missing-args,
+    --delete-before/after/delay, --delay-updates, -m or batches."""
+    if o.hard_links or o.relative or o.files_from is not None or o.list_only \
+            or o.delete_missing_args or o.ignore_missing_args:
+        return False
+    if o.delete and o.delete_mode not in (None, "during"):
+        return False
+    return not (o.delay_updates or o.prune_empty_dirs or o.write_batch or o.only_write_batch)
 
 
 class _WireFeed:

@@ -40,6 +40,7 @@ from netsync.client import (
     PROG,
     WireIO,
     _Client,
+    inc_options_supported,
     read_files_from_file,
 )
 from netsync.io import ProtocolIO, RemoteExit
@@ -226,10 +227,16 @@ class _Server(_Client):
 
     # ------------------------------------------------------------------ setup
     def run(self) -> int:
+        from netsync.options import _allow_inc_recurse
         from netsync.server_handshake import ServerHandshake, run_server_handshake
 
         opts = self.opts
-        opts.inc_recursive = False
+        # compat.c set_allow_inc_recurse() for a server: the options, and an 'i' offered
+        # (and, as a client, only the option sets our incremental lists support; a
+        # sender walks one source a directory at a time).
+        opts.inc_recursive = _allow_inc_recurse(opts, self.am_sender) \
+            and "i" in (opts.server_caps or "") and inc_options_supported(opts) \
+            and (not self.am_sender or len(opts.args) <= 2)
         d = self.daemon
         self._load_server_files_from()
         self.conn = Connection(sys.stdin.fileno(), sys.stdout.fileno(), who=self.who)
@@ -241,7 +248,7 @@ class _Server(_Client):
                              checksum_seed=opts.checksum_seed or None,
                              daemon_protocol=d.protocol if d else None,
                              remote_protocol=d.remote_protocol if d else None,
-                             am_sender=self.am_sender)
+                             am_sender=self.am_sender, inc_recurse=opts.inc_recursive)
         neg = run_server_handshake(self.conn, hs)
         if d is not None and d.error is not None and d.files_from and not self.am_sender:
             self.conn.write(b"\0")  # rsync_module(): the files-from end, before multiplexing
@@ -408,12 +415,13 @@ class _Server(_Client):
             names = self._read_local_files_from(opts.files_from)
         self.rep.flog("building file list")
         sender, flist, io_error = self._send_flist(paths, filters, names)
-        if not flist.entries:
-            io.flush()
+        lists = self._lists  # incremental recursion: the lists go out as they are asked for
+        if not (flist.entries if lists is None else lists.file_total):
+            io.flush()  # main.c do_server_sender(): an empty (first) list ends the run
             return 0
-        io.ndx_limit = len(flist.entries)
+        io.ndx_limit = len(flist.entries) if lists is None else None
         if opts.remove_source_files:
-            io.on_success = sender.remove_source
+            io.on_success = sender.remove_source if lists is None else lists.remove_source
         self._send_files(sender, flist.entries)
         # main.c handle_stats() for a server sender, then read_final_goodbye().
         proto = self.neg.protocol
@@ -550,11 +558,16 @@ class _Server(_Client):
     def _recv_flist(self):
         self.rep.flog("receiving file list")
         flist = super()._recv_flist()
+        self._received(flist.entries)  # (with incremental recursion: each list as it comes)
+        return flist
+
+    def _received(self, entries: list) -> None:
+        """A daemon's say on a received list: symlinks sanitized, "incoming chmod"."""
         if self.daemon is not None and self.daemon.sanitize:
             from netsync.daemon.server import sanitize_path
 
             # flist.c recv_file_entry(): a symlink may not point above the module.
-            for e in flist.entries:
+            for e in entries:
                 if e.link:
                     parent = e.name.rpartition(b"/")[0]
                     depth = len([c for c in parent.split(b"/") if c not in (b"", b".")])
@@ -562,23 +575,35 @@ class _Server(_Client):
         if self.daemon is not None and self.daemon.incoming_chmod:
             from netsync.chmod import tweak_mode
 
-            for e in flist.entries:  # the module's modes win over the sender's
+            for e in entries:  # the module's modes win over the sender's
                 if not stat.S_ISLNK(e.mode):
                     e.mode = tweak_mode(e.mode, self.daemon.incoming_chmod)
-        return flist
 
     def _receiver_filters(self):
         return self.wire_filters
 
     def _generator_cls(self, base: type) -> type:
         server = self
+        # Items go to the sender (protocol >= 29), which echoes them: with incremental
+        # recursion an echo may name a list already dropped, and is read past.
+        self._send_items = self.neg.protocol >= 29
+        self._dry_items = bool(self.opts.dry_run)
 
         class ServerGenerator(base):  # type: ignore[misc, valid-type]
             """generator.c itemize() on a server: unchanged items go to the sender."""
 
+            _item_ndx = -1  # the index recv_generator() works on (lists may be dropped)
+
+            def recv_generator(self, ndx, e, hl_retry=False) -> None:
+                saved, self._item_ndx = self._item_ndx, ndx
+                try:
+                    super().recv_generator(ndx, e, hl_retry)
+                finally:
+                    self._item_ndx = saved
+
             def report_item(self, e, iflags: int, xname: bytes | None = None) -> int:
                 if not iflags & ITEM_TRANSFER and self.rep.should_send_itemize(iflags, xname):
-                    server._send_item(e, iflags, xname)
+                    server._send_item(e, iflags, xname, self._item_ndx)
                     self.rep.maybe_log_item(e, iflags, xname)  # the daemon's log (%i)
                     if iflags & ITEM_IS_NEW:
                         self._count_created(e)
@@ -592,15 +617,15 @@ class _Server(_Client):
                 # Dry run: the sender only logs the item (sender.c, !do_xfers).
                 extra = log.ITEM_REPORT_CHANGE if self.g.checksum else 0
                 iflags = self.itemize(e, basis_st, ITEM_TRANSFER | iflags_extra | extra)
-                server._send_item(e, iflags, None)
+                server._send_item(e, iflags, None, ndx)
                 self._count_transfer(e, iflags)
                 return None
 
         return ServerGenerator
 
-    def _send_item(self, e, iflags: int, xname: bytes | None) -> None:
+    def _send_item(self, e, iflags: int, xname: bytes | None, ndx: int = -1) -> None:
         if self.neg.protocol >= 29:
-            self._write_item(self.ndx_of[id(e)], iflags, xname)
+            self._write_item(ndx if ndx >= 0 else self.ndx_of[id(e)], iflags, xname)
 
     def _expect_done(self) -> None:
         if self.opts.dry_run:

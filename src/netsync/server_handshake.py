@@ -6,9 +6,8 @@ Order on the wire, server view:
    client's; the smaller one is used.  Over a daemon the versions came with
    the ``@RSYNCD:`` greeting and this step is skipped.
 2. protocol >= 30: write the compat flags as a varint, built from the
-   client's ``-e.LETTERS`` capabilities as rsync's server does.  Incremental
-   recursion is declined (CF_INC_RECURSE never set): the client then sends
-   and expects one complete file list.
+   client's ``-e.LETTERS`` capabilities as rsync's server does, incremental
+   recursion ('i') included when the options allow it.
 3. With CF_VARINT_FLIST_FLAGS ('v'): write our checksum-name list (unless
    --checksum-choice) and, with -z, our compression list (unless
    --compress-choice), strongest first and including "none" as a server
@@ -31,6 +30,7 @@ from netsync.transport.handshake import (
     CF_AVOID_XATTR_OPTIM,
     CF_CHKSUM_SEED_FIX,
     CF_ID0_NAMES,
+    CF_INC_RECURSE,
     CF_INPLACE_PARTIAL_DIR,
     CF_SAFE_FLIST,
     CF_SYMLINK_ICONV,
@@ -59,13 +59,16 @@ _CAP_FLAGS = {
 }
 
 
-def server_compat_flags(caps: str) -> int:
+def server_compat_flags(caps: str, inc_recurse: bool = False) -> int:
     """The compat flags rsync's server sends for client capabilities ``caps``.
 
-    'i' (incremental recursion) is deliberately ignored: we decline it.
-    Symlink times and symlink iconv are always offered, as a Linux rsync does.
+    ``inc_recurse``: the options allow incremental recursion (set_allow_inc_recurse());
+    it is used when the client offers 'i'.  Symlink times and symlink iconv are
+    always offered, as a Linux rsync does.
     """
     flags = CF_SYMLINK_TIMES | CF_SYMLINK_ICONV
+    if inc_recurse and "i" in caps:
+        flags |= CF_INC_RECURSE
     for letter, bit in _CAP_FLAGS.items():
         if letter in caps:
             flags |= bit
@@ -107,7 +110,7 @@ class ServerHandshake(_StringNegotiation):
                  checksum_choice: str | None = None, compress: bool = False,
                  compress_choice: str | None = None, checksum_seed: int | None = None,
                  daemon_protocol: int | None = None, remote_protocol: int | None = None,
-                 am_sender: bool = False) -> None:
+                 am_sender: bool = False, inc_recurse: bool = False) -> None:
         from netsync import checksum as cs
 
         self.our_protocol = min(max(protocol, MIN_PROTOCOL), MAX_PROTOCOL)
@@ -122,6 +125,7 @@ class ServerHandshake(_StringNegotiation):
         self.compress = compress
         self.compress_choice = compress_choice
         self.am_sender = am_sender
+        self.inc_recurse = inc_recurse
         self.seed = checksum_seed if checksum_seed else _fresh_seed()
         self.checksum_names = server_name_list(os.environ.get("RSYNC_CHECKSUM_LIST"),
                                                cs.CHECKSUM_NAMES)
@@ -193,7 +197,7 @@ class ServerHandshake(_StringNegotiation):
 
     def _step_compat(self) -> bool:
         if self.protocol >= 30:
-            flags = server_compat_flags(self.caps)
+            flags = server_compat_flags(self.caps, self.inc_recurse)
             self.compat_flags = flags
             self._negotiated_strings = bool(flags & CF_VARINT_FLIST_FLAGS)
             if "V" in self.caps and "v" not in self.caps:
