@@ -30,6 +30,7 @@ import sys
 from collections import deque
 
 from netsync import errors as E
+from netsync import log
 from netsync import messages as m
 from netsync.client import (
     ITEM_BASIS_TYPE_FOLLOWS,
@@ -102,8 +103,8 @@ def _apply_stream_flags(opts, flags: int, protocol: int, say) -> None:
         if i == _BIT_ICONV:
             raise _bare(E.RERR_SYNTAX, f"{'Please' if want else 'Do not'} specify the "
                         "--iconv option to use this batch file.")
-        if want and i in (_BIT_ACLS, _BIT_XATTRS):
-            # The list would carry ACL/xattr data this netsync cannot decode.
+        if want and i == _BIT_ACLS:
+            # The list would carry ACL data this netsync cannot decode.
             raise E.RsyncError(E.RERR_UNSUPPORTED,
                                f"This netsync does not support {_FLAG_NAMES[i]}")
         if opts.info.get("misc", 0) >= 1:
@@ -129,6 +130,8 @@ def _apply_stream_flags(opts, flags: int, protocol: int, say) -> None:
             opts.dirs = want
         elif i == _BIT_COMPRESS:
             opts.do_compression = 1 if want else 0  # (stream is zlib: the batch writer's)
+        elif i == _BIT_XATTRS:
+            opts.xattrs = (opts.xattrs or 1) if want else 0
         elif i == 12:
             opts.inplace = want
         elif i == 13:
@@ -603,6 +606,7 @@ class _BatchReader(_Client):
             checksum=implied_checksum(proto), checksum_negotiated=False,
             compress="zlib" if opts.do_compression else None, checksum_seed=seed,
             mplex_in=False, mplex_out=False)
+        self._xa_init()
         dest = os.fsdecode(self.args[-1])
         self.plan = TransferPlan(Mode.LOCAL, False, remote_paths=["."], local_paths=[dest])
         self.conn = _BatchConn(fd, self.owned)
@@ -667,6 +671,8 @@ class _BatchReader(_Client):
         known, e = self._lookup(ndx)
         if not known:
             raise WireError(f"Invalid file index: {ndx} [{self.who}]", E.RERR_PROTOCOL)
+        if self._xa is not None and iflags & log.ITEM_REPORT_XATTR:
+            self._xa.batch_values(iflags, e)  # (-X: the values the writing run sent)
         if not iflags & ITEM_TRANSFER:
             if e is not None:  # receiver.c: the item as the writing run's generator saw it
                 self.rep.maybe_log_item(e, iflags, xname)

@@ -298,6 +298,11 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         atimes=bool(opts.atimes),
     )
     csum = _file_checksum_fn() if opts.checksum else None
+    xa_recv = None
+    if opts.xattrs:  # -X: the walk reads each list, as the receiving side keeps it
+        from netsync.xattrs import local_setup
+
+        xa_recv = local_setup(opts, w, filters, rfilters, rep)
     gen_cls = Generator
     if opts.delete_missing_args:
         # The wire client's pieces: a missing argument becomes a mode-0 entry, which
@@ -424,7 +429,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         omit_dir_times=bool(opts.omit_dir_times), omit_link_times=opts.omit_link_times,
         atimes=bool(opts.atimes), am_root=am_root, dry_run=opts.dry_run,
         modify_window=opts.modify_window or 0, uid_map=uid_map, gid_map=gid_map,
-        chown_uid=cu if am_root else None, chown_gid=cg, umask=umask,
+        chown_uid=cu if am_root else None, chown_gid=cg, umask=umask, xattrs=xa_recv,
     )
     enc = os.fsencode
     ropts = ReceiveOptions(

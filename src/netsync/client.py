@@ -219,6 +219,7 @@ class _Client:
                 return self._finish_listing()
             neg, hs = got
         self.neg = neg
+        self._xa_init()
         io = WireIO(self.conn, neg.protocol, who=self.who,  # type: ignore[arg-type]
                     timeout=opts.timeout or None)
         self.io = io
@@ -531,6 +532,8 @@ class _Client:
             xname = None
             if iflags & ITEM_XNAME_FOLLOWS:
                 xname = io.read_vstring(4096)
+            if self._xa is not None and iflags & log.ITEM_REPORT_XATTR:
+                self._xa.read(ndx, iflags)
             return ndx, iflags, ftype, xname
 
     def _cleared(self, ndx: int) -> bool:
@@ -559,7 +562,20 @@ class _Client:
             out += bytes((ftype & 0xFF,))
         if iflags & ITEM_XNAME_FOLLOWS:
             out += encode_vstring(xname or b"")
+        if self._xa is not None:  # -X: the request, or the values asked for
+            out += self._xa.write(ndx, iflags)
         return out
+
+    # -X on the wire (netsync.xattrs.WireXa), made once the protocol is known.
+    _xa = None
+
+    def _xa_init(self) -> None:
+        if self.opts.xattrs:
+            from netsync.xattrs import WireXa
+
+            self._xa = WireXa(self)
+            if not self.am_sender and not self.am_server:  # (a server's come later)
+                self._xa.set_filter(self._receiver_filters(), "receiver")
 
     def _send_whole(self, sender, ndx: int, fd: int, st: os.stat_result, echo: bytes | bytearray,
                     fsum) -> int:
@@ -779,6 +795,8 @@ class _Client:
         )
         sender = _wire_sender_cls(Sender)(w, rep, filters,
                                           self._file_sum_fn() if opts.checksum else None)
+        if self._xa is not None:
+            self._xa.walk(w, filters, sender)
         if opts.delete_missing_args:
             sender.missing_args = 2
         elif opts.ignore_missing_args:
@@ -825,6 +843,8 @@ class _Client:
         stats.count_listed(entries)
         enc = FlistEncoder(proto, user_names=_user_name, group_names=_group_name,
                            **self._flist_codec_kwargs())
+        if self._xa is not None:
+            self._xa.codec(enc)
         t1 = time.time()
         before = self.conn.bytes_written  # type: ignore[union-attr]
         parts: list[bytes] = []
@@ -864,6 +884,8 @@ class _Client:
 
         enc = FlistEncoder(self.neg.protocol, user_names=_user_name, group_names=_group_name,
                            **self._flist_codec_kwargs())
+        if self._xa is not None:
+            self._xa.codec(enc)
         t0 = time.time()
         before = self.conn.bytes_written  # type: ignore[union-attr]
         lists = self._lists = _PushLists(self, sender, sender.iter_chunks(sources), enc, tweak)
@@ -903,7 +925,7 @@ class _Client:
         fast = (whole_ok and proto >= 30 and not opts.append and self._feed is None
                 and "write" not in vars(io) and "_advance" not in vars(io)
                 and type(self)._read_ndx_and_attrs is _Client._read_ndx_and_attrs
-                and type(self)._read_sum_head is _Client._read_sum_head)
+                and type(self)._read_sum_head is _Client._read_sum_head and self._xa is None)
         max_s2 = self._xfer_sum_len()
         ndx_in = io.ndx_in
         ndx_out = io.ndx_out
@@ -1233,6 +1255,8 @@ class _Client:
                            recurse=bool(opts.recursive or opts.recurse),
                            max_entries=(opts.max_alloc or 1 << 30) // FLIST_ENTRY_SIZE,
                            **self._flist_codec_kwargs())
+        if self._xa is not None:
+            self._xa.codec(dec)
         if opts.delete_missing_args:
             dec.missing_args = 2
         before = self.conn.bytes_read  # type: ignore[union-attr]
@@ -1451,6 +1475,7 @@ class _Client:
             uid_map=_parse_ids(opts.usermap, opts.numeric_ids, "usermap"),
             gid_map=_parse_ids(opts.groupmap, opts.numeric_ids, "groupmap"),
             chown_uid=None, chown_gid=None, umask=umask,
+            xattrs=self._xa.ctx if self._xa is not None else None,
         )
         enc = os.fsencode
         ropts = ReceiveOptions(
@@ -1518,6 +1543,8 @@ class _Client:
             g, a, flist, dest_root, receiver, self._request, rep, rfilters,
             self._file_sum_fn() if opts.checksum else None, on_success=success, solo_file=solo)
         gen.sum_params = (neg.checksum, neg.checksum_seed, proto)
+        if gen.xag is not None:
+            gen.xag.defer = True  # (xattr-only items: set when the sender's reply comes)
         # receiver.c: a daemon that negotiated in-place partial updates refuses a
         # --partial-dir basis out of its module rather than ignore the operand.
         gen.strict_partial = getattr(self, "daemon", None) is not None and neg.inplace_partial
@@ -1629,7 +1656,14 @@ class _Client:
                 if self._item_ndx >= 0 and self.rep.should_send_itemize(iflags, xname) \
                         and (not iflags & ITEM_TRANSFER
                              or self.g.dry_run and not self.g.batch_only):
-                    client._write_item(self._item_ndx, iflags, xname)
+                    xa = client._xa
+                    if xa is not None:
+                        xa.item_e = e  # (-X: the entry the item is of)
+                    try:
+                        client._write_item(self._item_ndx, iflags, xname)
+                    finally:
+                        if xa is not None:
+                            xa.item_e = None
                 return super().report_item(e, iflags, xname)
 
         return PullGenerator
@@ -1637,8 +1671,9 @@ class _Client:
     def _write_item(self, ndx: int, iflags: int, xname: bytes | None) -> None:
         """generator.c itemize(): an item reported to the remote sender (no basis
         type; the xname follows when there is one)."""
+        named = xname is not None and iflags & ITEM_XNAME_FOLLOWS  # (even "": a link here)
         iflags &= ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
-        if xname:
+        if xname or named:
             iflags |= ITEM_XNAME_FOLLOWS
         self._write_ndx_and_attrs(ndx, iflags & 0xFFFF, 0, xname)
 
@@ -1658,6 +1693,8 @@ class _Client:
             io.read_byte()
         if iflags & ITEM_XNAME_FOLLOWS:
             io.read_vstring(4096)
+        if self._xa is not None and iflags & log.ITEM_REPORT_XATTR:
+            self._xa.read(ndx, iflags)
 
     def _redo_phase(self, gen) -> None:
         """End phase 0; re-request files that failed verification with full-length sums."""

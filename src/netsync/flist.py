@@ -229,6 +229,9 @@ class WalkOptions(Record):
     specials: bool = False
     checksum: bool = False
     atimes: bool = False
+    # -X: called with (entry, path); gives the entry its xattr list (netsync.xattrs),
+    # or returns False when they cannot be read (the entry is left out).
+    xattrs: Callable[[FileEntry, bytes], bool] | None = None
 
 
 # Hooks the walk calls; the sender supplies them (filters, errors, checksums).

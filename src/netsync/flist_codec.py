@@ -174,6 +174,10 @@ class FlistEncoder(_Options):
     (protocol >= 30 with incremental recursion) and the trailing id lists.
     """
 
+    # -X: the bytes of an entry's xattr list (netsync.xattrs.encode_xattr), sent
+    # after the entry by encode_into().
+    xattr_encode: Callable[[FileEntry], bytes] | None = None
+
     def __init__(
         self,
         protocol: int,
@@ -462,7 +466,8 @@ class FlistEncoder(_Options):
         add = parts.append
         encode_entry = self.encode_entry
         encode_file = self._encode_file
-        fast = self._reg_fast
+        xattrs = self.xattr_encode
+        fast = self._reg_fast and xattrs is None
         hl_flags = self._hl_flags
         for ndx, e in enumerate(entries, start):
             mode = e.mode
@@ -470,6 +475,8 @@ class FlistEncoder(_Options):
             if fast and mode & _IFMT == _IFREG and not e.flags & hl_flags and name \
                     and 0 not in name and len(name) < MAXPATHLEN:
                 add(encode_file(e, mode, name))
+            elif xattrs is not None:  # -X: the entry's xattr list follows it
+                add(encode_entry(e, ndx) + xattrs(e))
             else:
                 add(encode_entry(e, ndx))
 
@@ -751,6 +758,11 @@ class FlistDecoder(_Options):
     # A daemon module's name converter: asked about each new in-line user/group
     # name as the entry carrying it is read (uidlist.c recv_add_id()).
     name_hook: Callable[[str, bytes], object] | None = None
+
+    # -X: read an entry's xattr field at a position (buf, pos, name) -> (parsed, pos),
+    # raising TruncatedError when the buffer ends first; commit(parsed) -> its list.
+    xattr_parse: Callable | None = None
+    xattr_commit: Callable | None = None
 
     def __init__(
         self,
@@ -1101,6 +1113,9 @@ class FlistDecoder(_Options):
                     checksum = sum_bytes
         if not is_reg:
             checksum = None
+        xa_parsed = None
+        if self.xattr_parse is not None:
+            xa_parsed, pos = self.xattr_parse(buf, pos, name)
 
         if size < 0:
             raise WireError("Offset underflow: file-length is negative", RERR_UNSUPPORTED)
@@ -1173,6 +1188,8 @@ class FlistDecoder(_Options):
         )
         e.hlink = hlink
         e.checksum = checksum
+        if self.xattr_commit is not None:
+            e.xattr = self.xattr_commit(xa_parsed)
         if self.preserve_atimes and not is_dir:
             e.atime_ns = atime * NS
         self.entries.append(e)

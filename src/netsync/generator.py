@@ -19,6 +19,7 @@ from netsync import messages as m
 from netsync import metadata as _md
 from netsync import receiver as _rcv
 from netsync import sender as _sender
+from netsync import xattrs as _xa
 from netsync.errors import RERR_PROTOCOL
 from netsync.flist import (
     FLAG_CONTENT_DIR,
@@ -202,6 +203,8 @@ class Generator:
         self._fz_lists: list[list[fuzzy.Candidate] | None] = []
         self._fz_dirs: list[tuple[bytes, list[fuzzy.Candidate] | None]] = []
         self._fz_req: tuple[int, bytes] | None = None  # the next request's fuzzy basis
+        # -X: the item flags and xattr-only items (netsync.xattrs.GenXa).
+        self.xag = _xa.GenXa(self) if attrs.xattrs is not None else None
 
     # ------------------------------------------------------------- helpers
     def dpath(self, name: bytes) -> bytes:
@@ -280,7 +283,7 @@ class Generator:
         if r is None or not self._writers:
             return False
         return not (g.dry_run or g.batch_only or g.hard_links or g.remove_source_files
-                    or g.append or g.fuzzy or not g.whole_file or self.a.fake_super
+                    or g.append or g.fuzzy or not g.whole_file or self.a.fake_super or self.xag
                     or r.inplace or r.append or r.partial or r.partial_dir is not None
                     or r.temp_dir is not None or r.delay_updates or r.sparse or r.bwlimit
                     or r.backup or _rcv.write_devices or rep.progress is not None
@@ -298,7 +301,7 @@ class Generator:
                     or a.chown_gid is not None or a.modify_window or not a.times
                     or rep.has_i > 1 or rep.level("name") >= 2 or rep.level("skip") >= 1
                     or rep.logfile is not None or self.recv_partial_dir() is not None
-                    or a.fake_super)
+                    or a.fake_super or a.xattrs is not None)
 
     def _unchanged_reg(self, e: FileEntry, st: os.stat_result) -> bool:
         """The quick check plus every attribute the item flags would report, inline."""
@@ -351,6 +354,8 @@ class Generator:
             self.rep.maybe_log_item(e, iflags, hlink=xname)
             if iflags & log.ITEM_IS_NEW:
                 self._count_created(e)
+            if iflags & log.ITEM_REPORT_XATTR and self.xag is not None:
+                self.xag.item(e, iflags)  # (receiver.c: an xattr-only item is set)
         return iflags
 
     def item_flags(self, e: FileEntry, st: os.stat_result | None, iflags: int,
@@ -387,7 +392,11 @@ class Generator:
             if a.atimes and not stat.S_ISDIR(e.mode) and not stat.S_ISLNK(e.mode) \
                     and st.st_atime_ns // 10**9 != e.atime_ns // 10**9:
                 iflags |= log.ITEM_REPORT_ATIME
+            if self.xag is not None:
+                iflags |= self.xag.flags(e, st)
         else:
+            if self.xag is not None:
+                iflags |= self.xag.flags(e, None)
             iflags |= log.ITEM_IS_NEW
         return iflags & 0xFFFF
 
@@ -922,9 +931,11 @@ class Generator:
         xname = None
         iflags = 0 if statret_st is not None else log.ITEM_LOCAL_CHANGE
         quiet_item = False
+        xa_alt = None
         if statret_st is None and g.alt_dest:
             found = self._alt_non(e)
             if found is not None:
+                xa_alt = found[1]
                 if found[0] == 3:
                     quiet_item = True
                     self._alt_matched(e, found[2], False)
@@ -981,6 +992,8 @@ class Generator:
             for msg in errs:
                 self.rep.error_xfer(msg)
             self.dir_fixups.append((path, e, new_mode))
+        if self.xag is not None:
+            self.xag.dir_made(e, path, xa_alt)
         if delete_now and not e.flags & FLAG_MISSING_DIR:
             # Stat and itemize first, then delete (the dir's mtime moves when we delete).
             if self.filters is not None:
@@ -1736,10 +1749,23 @@ class Generator:
                     sfd = os.open(where[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
                                   dir_fd=where[0])
                     try:
-                        ofd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                                      0o600)
+                        oflags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                        if self.xag is not None and tmp.startswith(self._dprefix) \
+                                and not self._follow_dest_links:
+                            # (-X copies the xattrs through this fd: made in the dir
+                            # held without following symlinks, as the lstat was)
+                            head, _, leaf = tmp[len(self._dprefix):].rpartition(b"/")
+                            ofd = os.open(leaf, oflags, 0o600, dir_fd=self._dest_dir_fd(head))
+                        else:
+                            ofd = os.open(tmp, oflags, 0o600)
                         try:
                             safepath.copy_fd_to_fd(sfd, ofd)
+                            if self.xag is not None:  # copy_file() copies them too
+                                errs: list[str] = []
+                                _xa.copy_all(self.xag.ctx, sfd, ofd, errs,
+                                             self.rep.full_path(tmp))
+                                for msg in errs:
+                                    self.rep.error_xfer(msg)
                         finally:
                             os.close(ofd)
                     finally:
@@ -1853,6 +1879,8 @@ class Generator:
                 shown = at[1]
             st = _md.xstat_overlay(b"/proc/self/fd/%d/%s" % (at[0], at[1]), st,
                                    self._xstat_error(shown), shown)
+        if self.xag is not None:  # what an item compared with this file reads (-X)
+            self.xag.note_alt(st, at)
         return st
 
     def _attrs_differ(self, e: FileEntry, st: os.stat_result, new_mode: int) -> bool:
@@ -1866,7 +1894,7 @@ class Generator:
             return True
         if a.group and st.st_gid != e.gid:
             return True
-        return False
+        return self.xag is not None and self.xag.differ(e, st)
 
     def _transfer(self, ndx: int, e: FileEntry, path: bytes, basis: bytes | None,
                   dest_st: os.stat_result | None, new_mode: int, iflags_extra: int = 0,

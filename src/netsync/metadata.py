@@ -47,6 +47,7 @@ class AttrOptions(Record):
     umask: int = 0o022
     fake_super: bool = factory(
         lambda: fake_super if recv_fake_super is None else recv_fake_super)
+    xattrs: object = None  # -X: the receiving side's netsync.xattrs.XaCtx
 
     def __post_init__(self) -> None:
         # rsync's am_root is -1 under --fake-super: "root" for every decision
@@ -108,7 +109,8 @@ def mtime_differs(a: AttrOptions, st: os.stat_result, e: FileEntry, accurate: bo
 
 def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | None,
                    *, new_mode: int | None = None, errors: list[str] | None = None,
-                   accurate: bool = False, fd: int | None = None) -> bool:
+                   accurate: bool = False, fd: int | None = None,
+                   xattr_from: bytes | tuple | None = None) -> bool:
     """Make ``path`` carry ``e``'s metadata; return True if anything changed.
 
     ``st`` is the current stat of ``path`` (None: stat it here). ``new_mode``
@@ -117,6 +119,7 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
     """
     if a.dry_run:
         return st is None
+    xfd = fd
     if a.fake_super:
         fd = None  # (the %stat xattr goes by path)
     # The path itself, never a symlink's target; or the open file (the only way an fd
@@ -156,6 +159,15 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
                     what = "chown" if change_uid else "chgrp"
                     errors.append(f'{what} "{os.fsdecode(path)}" failed: '
                                   f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+    if xattr_from is not None and a.xattrs is not None and e.xattr is not None:
+        # rsync.c: after the owner, before the mode; ``xattr_from`` is the basis (or
+        # the places to try) an abbreviated value matching there is copied from.
+        from netsync import xattrs as _xa
+
+        if _xa.apply(a.xattrs, path if xfd is None else xfd, e.xattr,  # type: ignore[arg-type]
+                     xattr_from, st.st_mode, errors if errors is not None else [],
+                     f'"{os.fsdecode(path)}"', same_file=xattr_from == path):
+            updated = True
     if not is_link and not a.fake_super and stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
         try:
             os.chmod(tgt, stat.S_IMODE(mode))

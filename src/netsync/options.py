@@ -44,7 +44,6 @@ __all__ = [
 # support --xattrs (-X)").  The lead trims this as features land.
 NOT_IMPLEMENTED: set[str] = {
     "acls",
-    "xattrs",
     "iconv",
     "crtimes",
 }
@@ -494,6 +493,8 @@ class Options:
 
     def protocol_error(self, protocol: int) -> str | None:
         """compat.c setup_protocol(): options an older protocol cannot carry (exit 2)."""
+        if protocol < 30 and self.xattrs:
+            return f"--xattrs requires protocol 30 or higher (negotiated {protocol})."
         if protocol >= 29:
             return None
         alt = self.alt_dest

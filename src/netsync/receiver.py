@@ -504,7 +504,7 @@ class Receiver:
             errs: list[str] = []
             # Through the open file: no path (through /proc) looked up three times.
             set_file_attrs(self.a, tmp, e, None, new_mode=new_mode, errors=errs, accurate=True,
-                           fd=fd)
+                           fd=fd, xattr_from=(basis, dest) if self.a.xattrs else None)
             fd, cfd = -1, fd  # forgotten first: a signal between the two never closes it twice
             os.close(cfd)
             for msg in errs:
@@ -672,7 +672,8 @@ class Receiver:
             if basis_fd is not None:
                 os.close(basis_fd)
         errs: list[str] = []
-        set_file_attrs(self.a, dest, e, None, new_mode=new_mode, errors=errs, accurate=True)
+        set_file_attrs(self.a, dest, e, None, new_mode=new_mode, errors=errs, accurate=True,
+                       xattr_from=dest if self.a.xattrs else None)
         for msg in errs:
             self.rep.error_xfer(msg)
         return True

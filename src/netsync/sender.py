@@ -379,6 +379,28 @@ class Sender:
             return None, path, False
         return self._jail_parent(path)
 
+    def xattr_at(self, path: bytes) -> tuple[bytes, int]:
+        """-X: how ``path``'s xattrs are reached (in a daemon's module, through its dir
+        held within the module): (path, an fd for the caller to close, or -1)."""
+        if self._jail() is None:
+            return path, -1
+        dfd, leaf, owned = self._jail_parent(path)
+        return b"/proc/self/fd/%d/%s" % (dfd, leaf), dfd if owned else -1
+
+    def _read_xattrs(self, e: FileEntry, path: bytes) -> bool:
+        try:
+            at, fd = self.xattr_at(path)
+        except OSError as ex:
+            self.rep.error_xfer(f"get_xattr_names: llistxattr({self.rep.qpath(path)},1024) "
+                                f"failed: {os.strerror(ex.errno or 0)} ({ex.errno})",
+                                role="sender")
+            return False
+        try:
+            return self.w.xattrs(e, at)  # type: ignore[misc]
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
     def _stat_dir(self, path: bytes) -> os.stat_result:
         """stat() of a directory the list names (an implied or "./" dir)."""
         if self._jail() is None:
@@ -515,6 +537,9 @@ class Sender:
                 e.checksum = b""
         if key is not None:
             e.hlink = key  # type: ignore[assignment]  # _finish() makes it a group index
+        if self.w.xattrs is not None and not self._read_xattrs(e, path):
+            self.io_error |= IOERR_GENERAL  # flist.c: left out of the list
+            return None
         self._entries.append(e)
         return e
 
@@ -574,7 +599,8 @@ class Sender:
         # Nothing but the lstat decides about a regular file: build its entry inline
         # (the hot loop of a big tree; the general path below does the same).
         fast = self.filters is None and F.daemon_excluded is None and not _md.fake_super and not (
-            w.copy_links or w.copy_unsafe_links or w.atimes or w.hard_links or w.checksum)
+            w.copy_links or w.copy_unsafe_links or w.atimes or w.hard_links or w.checksum
+            or w.xattrs)
         jail = self._jail() is not None
         sfd = -1
         try:

@@ -253,6 +253,7 @@ class _Server(_Client):
         if d is not None and d.error is not None and d.files_from and not self.am_sender:
             self.conn.write(b"\0")  # rsync_module(): the files-from end, before multiplexing
         self.neg = neg
+        self._xa_init()
         io = _ServerIO(self.conn, neg.protocol, who=self.who, timeout=opts.timeout or None)
         self.io = io
         io.mplex_out = neg.mplex_out
@@ -480,6 +481,8 @@ class _Server(_Client):
                                                            or proto >= 29))
         if wants:
             self.wire_filters = self._recv_filter_list()
+            if self._xa is not None:
+                self._xa.set_filter(self.wire_filters, "receiver")
         if self._ff_data is not None:
             # do_server_recv(): forward our list while the client's file list comes in.
             self._forward_files_from(self._ff_data, bool(opts.from0))
