@@ -229,6 +229,7 @@ class WalkOptions(Record):
     specials: bool = False
     checksum: bool = False
     atimes: bool = False
+    acls: int = 0  # -A: 1 reads each entry's ACLs for the wire, 2 for a local copy
 
 
 # Hooks the walk calls; the sender supplies them (filters, errors, checksums).

@@ -219,6 +219,15 @@ class FlistEncoder(_Options):
         self._reg_fast = protocol >= 30 and not preserve_atimes
         self._lastint, self._lastint_of = 0, None  # _encode_file()'s last name, as an int
         self._hl_flags = (FLAG_HLINK_FIRST | FLAG_HLINK_FOLLOWER) if preserve_hard_links else 0
+        # -A: an acls.AclEncoder (set by the caller); its data follows each entry.
+        self.acls = None
+
+    def acl_add_uid(self, id_: int) -> bytes | None:
+        """add_uid() for an ACL's named user (its name the first time)."""
+        return self._add_id(self.uid_list, self._user_lookup, id_)
+
+    def acl_add_gid(self, id_: int) -> bytes | None:
+        return self._add_id(self.gid_list, self._group_lookup, id_)
 
     def start_list(self, ndx_start: int) -> None:
         """Begin an incremental-recursion sub-list whose first index is ``ndx_start``."""
@@ -461,6 +470,12 @@ class FlistEncoder(_Options):
         check."""
         add = parts.append
         encode_entry = self.encode_entry
+        if self.acls is not None:  # -A: send_acl() after each entry but a symlink's
+            acl_enc = self.acls.encode
+            for ndx, e in enumerate(entries, start):
+                rec = encode_entry(e, ndx)
+                add(rec if e.mode & _IFMT == _IFLNK else rec + acl_enc(e.acl, e.mode))
+            return
         encode_file = self._encode_file
         fast = self._reg_fast
         hl_flags = self._hl_flags
@@ -621,12 +636,12 @@ class FlistEncoder(_Options):
         with the ID0_NAMES compat flag.
         """
         out = bytearray()
-        if self.preserve_uid:
+        if self.preserve_uid or self.acls is not None:
             out += self._one_list(
                 _pairs(uid_names) if uid_names is not None else reversed(self.uid_list.items()),
                 self._user_lookup,
             )
-        if self.preserve_gid:
+        if self.preserve_gid or self.acls is not None:
             out += self._one_list(
                 _pairs(gid_names) if gid_names is not None else reversed(self.gid_list.items()),
                 self._group_lookup,
@@ -751,6 +766,9 @@ class FlistDecoder(_Options):
     # A daemon module's name converter: asked about each new in-line user/group
     # name as the entry carrying it is read (uidlist.c recv_add_id()).
     name_hook: Callable[[str, bytes], object] | None = None
+    # -A: an acls.AclDecoder; the ACL data after each entry (not a symlink's) is read
+    # into it and the entry's ``acl`` set.
+    acls = None
 
     def __init__(
         self,
@@ -1110,6 +1128,10 @@ class FlistDecoder(_Options):
                 RERR_PROTOCOL,
             )
 
+        acl_pending = None
+        if self.acls is not None and ftype != _IFLNK:
+            acl_pending, pos = self.acls.decode(buf, pos, mode)
+
         # --- everything validated: commit the statics and build the entry.
         ndx = self.ndx_start + len(self.entries)
         eflags = 0
@@ -1175,6 +1197,13 @@ class FlistDecoder(_Options):
         e.checksum = checksum
         if self.preserve_atimes and not is_dir:
             e.atime_ns = atime * NS
+        if acl_pending is not None:
+            e.acl, acl_names = self.acls.commit(acl_pending)
+            for kind, id_, aname in acl_names:  # in-line names (incremental recursion)
+                names = self.uid_names if kind == "usr" else self.gid_names
+                if self.name_hook is not None and id_ and id_ not in names:
+                    self.name_hook(kind, aname)
+                names[id_] = aname
         self.entries.append(e)
         self.total_entries += 1
         return e, pos
@@ -1195,7 +1224,8 @@ class FlistDecoder(_Options):
             while True:
                 step = self._trailer
                 if step in (0, 1):
-                    want = self.preserve_uid if step == 0 else self.preserve_gid
+                    want = (self.preserve_uid if step == 0 else self.preserve_gid) \
+                        or self.acls is not None
                     if not (want and self.id_lists_follow) or self._read_id_list(step == 0):
                         self._trailer = step + 1
                         self._ids_read = 0
