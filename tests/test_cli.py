@@ -28,9 +28,9 @@ def test_unknown_and_unimplemented_options_exit_1() -> None:
     r = run("--no-such-option", "a", "b")
     assert r.returncode == 1
     assert b"--no-such-option: unknown option" in r.stderr
-    r = run("-aA", "a", "b")
+    r = run("-aN", "a", "b")
     assert r.returncode == 1
-    assert r.stderr.splitlines()[0] == b"netsync: This netsync does not support --acls (-A)"
+    assert r.stderr.splitlines()[0] == b"netsync: This netsync does not support --crtimes (-N)"
 
 
 def test_missing_source_is_exit_23_and_rest_is_copied(tmp_path: Path) -> None:

@@ -295,7 +295,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         copy_unsafe_links=opts.copy_unsafe_links, copy_dirlinks=opts.copy_dirlinks,
         one_file_system=opts.one_file_system, hard_links=bool(opts.hard_links),
         devices=opts.devices, specials=opts.specials, checksum=opts.checksum,
-        atimes=bool(opts.atimes),
+        # (-A with --chmod: the ACLs take the receiver's form once the mode is tweaked)
+        atimes=bool(opts.atimes), acls=(1 if chmod_rules else 2) if opts.acls else 0,
     )
     csum = _file_checksum_fn() if opts.checksum else None
     xa_recv = None
@@ -361,6 +362,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
                 for e in children:
                     if not stat.S_ISLNK(e.mode):
                         e.mode = tweak(e.mode, chmod_rules)
+                        if e.acl is not None:
+                            e.acl = _acl_received(e)
             stats.count_listed(children)
             flist_size[0] += sum(map(len, map(_name_of, children))) + 8 * len(children)
 
@@ -399,6 +402,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         for e in flist.entries:
             if not stat.S_ISLNK(e.mode):
                 e.mode = tweak_mode(e.mode, chmod_rules)
+                if e.acl is not None:
+                    e.acl = _acl_received(e)
     if feed is None:
         stats.count_listed(flist.entries)
         flist_size[0] += sum(len(e.name) + 8 for e in flist.entries)
@@ -430,6 +435,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         atimes=bool(opts.atimes), am_root=am_root, dry_run=opts.dry_run,
         modify_window=opts.modify_window or 0, uid_map=uid_map, gid_map=gid_map,
         chown_uid=cu if am_root else None, chown_gid=cg, umask=umask, xattrs=xa_recv,
+        acls=opts.acls,
     )
     enc = os.fsencode
     ropts = ReceiveOptions(
@@ -483,6 +489,10 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
                     on_success=sender.remove_source, solo_file=solo)
     gen.stats = stats
     gen.feed = feed
+    if opts.acls:
+        from netsync.client import acl_inc_dirs
+
+        gen.acl_inc_dirs = acl_inc_dirs(opts, bool(opts.inc_recursive))
     gen.local_append_verify = True
     gen.pool_ok = gen.pool_allowed()
     if dry_missing:
@@ -582,6 +592,14 @@ def _into_dest(dest_root: bytes, solo: bool) -> bytes:
 
 def _get_local_name(opts, rep, flist, dest: bytes) -> tuple[bool, bool]:
     return _local_name(opts, rep, flist.entries, len(flist.entries), dest)
+
+
+def _acl_received(e) -> tuple:
+    """-A --chmod: the raw ACLs read by the walk, as a receiver gets them for the
+    tweaked mode (rsync applies --chmod before get_acl()/send_acl())."""
+    from netsync.acls import as_received
+
+    return as_received(e.acl[0], e.acl[1], e.mode)
 
 
 def _local_name(opts, rep, first: list, file_total: int, dest: bytes) -> tuple[bool, bool]:

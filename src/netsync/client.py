@@ -205,6 +205,7 @@ class _Client:
         self.plan = plan
         # options.c: 'i' goes into the capabilities only where rsync's client would offer
         # it and this client can run the option set incrementally (a client may decline).
+        self._inc_wanted = bool(opts.inc_recursive)  # (-A: what rsync itself would do)
         opts.inc_recursive = bool(opts.inc_recursive) and self._inc_supported(plan)
         self.am_sender = plan.am_sender
         Connection.timeout = opts.timeout or None  # rsync's io_timeout covers the handshakes
@@ -461,6 +462,20 @@ class _Client:
             preserve_atimes=bool(opts.atimes), numeric_ids=bool(opts.numeric_ids),
             checksum_len=self._file_sum_len(),
         )
+
+    def _acl_codec(self, codec) -> None:
+        """-A: the ACL half of a file-list encoder or decoder (acls.c)."""
+        from netsync import acls
+        from netsync import metadata as _md
+        from netsync.flist_codec import FlistEncoder
+
+        if isinstance(codec, FlistEncoder):
+            codec.acls = acls.AclEncoder(
+                numeric_ids=bool(self.opts.numeric_ids), inc_recurse=codec.inc_recurse,
+                add_uid=codec.acl_add_uid, add_gid=codec.acl_add_gid)
+        else:
+            codec.acls = acls.AclDecoder(check_values=not _md.fake_super,
+                                         max_names=(self.opts.max_alloc or 1 << 30) // 128)
 
     def _file_sum_name(self) -> str:
         """checksum.c: the -c sum is the negotiated one, or --checksum-choice's second name."""
@@ -791,7 +806,7 @@ class _Client:
             copy_links=opts.copy_links, copy_unsafe_links=opts.copy_unsafe_links,
             copy_dirlinks=opts.copy_dirlinks, one_file_system=opts.one_file_system,
             hard_links=bool(opts.hard_links), devices=opts.devices, specials=opts.specials,
-            checksum=opts.checksum, atimes=bool(opts.atimes),
+            checksum=opts.checksum, atimes=bool(opts.atimes), acls=1 if opts.acls else 0,
         )
         sender = _wire_sender_cls(Sender)(w, rep, filters,
                                           self._file_sum_fn() if opts.checksum else None)
@@ -843,6 +858,8 @@ class _Client:
         stats.count_listed(entries)
         enc = FlistEncoder(proto, user_names=_user_name, group_names=_group_name,
                            **self._flist_codec_kwargs())
+        if opts.acls:
+            self._acl_codec(enc)
         if self._xa is not None:
             self._xa.codec(enc)
         t1 = time.time()
@@ -884,6 +901,8 @@ class _Client:
 
         enc = FlistEncoder(self.neg.protocol, user_names=_user_name, group_names=_group_name,
                            **self._flist_codec_kwargs())
+        if opts.acls:
+            self._acl_codec(enc)
         if self._xa is not None:
             self._xa.codec(enc)
         t0 = time.time()
@@ -1259,6 +1278,8 @@ class _Client:
             self._xa.codec(dec)
         if opts.delete_missing_args:
             dec.missing_args = 2
+        if opts.acls:
+            self._acl_codec(dec)
         before = self.conn.bytes_read  # type: ignore[union-attr]
         raw_entries, io_error = self._decode_list(dec)
         stats.flist_size = self.conn.bytes_read - before  # type: ignore[union-attr]
@@ -1474,7 +1495,7 @@ class _Client:
             dry_run=opts.dry_run, modify_window=opts.modify_window or 0,
             uid_map=_parse_ids(opts.usermap, opts.numeric_ids, "usermap"),
             gid_map=_parse_ids(opts.groupmap, opts.numeric_ids, "groupmap"),
-            chown_uid=None, chown_gid=None, umask=umask,
+            chown_uid=None, chown_gid=None, umask=umask, acls=bool(opts.acls),
             xattrs=self._xa.ctx if self._xa is not None else None,
         )
         enc = os.fsencode
@@ -1551,6 +1572,10 @@ class _Client:
         gen.sum_kwargs = {"proper_seed_order": neg.proper_seed_order or proto < 30,
                           "block_size": opts.block_size or 0}
         gen.stats = stats
+        if opts.acls:
+            inc = "i" in (opts.server_caps or "") if self.am_server \
+                else getattr(self, "_inc_wanted", False)
+            gen.acl_inc_dirs = acl_inc_dirs(opts, inc)
         if dry_missing:
             gen.dry_missing = b"."
         self.flist = flist
@@ -2763,6 +2788,26 @@ def _group_name(gid: int) -> bytes | None:
         return None
 
 
+def acl_inc_dirs(opts, inc_wanted: bool) -> bool:
+    """-A: would a receiving rsync make a new subdir owner-only first (generator.c,
+    is_dir < 0: incremental recursion keeping dir times) and set its ACL and mode on
+    that? Its access ACL is then written with group and other shut (change_sacl_perms()
+    with a sticky bit going on), which netsync reproduces even where it cannot run the
+    transfer incrementally itself."""
+    return bool(opts.acls and inc_wanted and (opts.recurse or opts.recursive)
+                and not opts.qsort
+                and opts.times and not opts.omit_dir_times
+                and not (opts.delete_before or opts.delete_after or opts.delay_updates
+                         or opts.prune_empty_dirs))
+
+
+def _acls_need_30(opts, protocol: int) -> None:
+    """compat.c setup_protocol(): -A has no wire form below protocol 30."""
+    if opts.acls and protocol < 30:
+        raise TransportError(E.RERR_PROTOCOL, "--acls requires protocol 30 or higher "
+                             f"(negotiated {protocol}).", bare=True)
+
+
 def _map_ids(entries, uid_names: dict[int, bytes], gid_names: dict[int, bytes]) -> None:
     """uidlist.c recv_id_list(): a name known here maps to the local id."""
     import grp
@@ -2796,3 +2841,9 @@ def _map_ids(entries, uid_names: dict[int, bytes], gid_names: dict[int, bytes]) 
     for e in entries:
         e.uid = umap.get(e.uid, e.uid)
         e.gid = gmap.get(e.gid, e.gid)
+    if entries and any(e.acl is not None for e in entries):  # acls.c match_acl_ids()
+        from netsync.acls import map_ids
+
+        memo: dict = {}
+        for e in entries:
+            e.acl = map_ids(e.acl, umap, gmap, memo)

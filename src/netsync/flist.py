@@ -232,6 +232,7 @@ class WalkOptions(Record):
     # -X: called with (entry, path); gives the entry its xattr list (netsync.xattrs),
     # or returns False when they cannot be read (the entry is left out).
     xattrs: Callable[[FileEntry, bytes], bool] | None = None
+    acls: int = 0  # -A: 1 reads each entry's ACLs for the wire, 2 for a local copy
 
 
 # Hooks the walk calls; the sender supplies them (filters, errors, checksums).

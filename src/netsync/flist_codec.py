@@ -223,6 +223,15 @@ class FlistEncoder(_Options):
         self._reg_fast = protocol >= 30 and not preserve_atimes
         self._lastint, self._lastint_of = 0, None  # _encode_file()'s last name, as an int
         self._hl_flags = (FLAG_HLINK_FIRST | FLAG_HLINK_FOLLOWER) if preserve_hard_links else 0
+        # -A: an acls.AclEncoder (set by the caller); its data follows each entry.
+        self.acls = None
+
+    def acl_add_uid(self, id_: int) -> bytes | None:
+        """add_uid() for an ACL's named user (its name the first time)."""
+        return self._add_id(self.uid_list, self._user_lookup, id_)
+
+    def acl_add_gid(self, id_: int) -> bytes | None:
+        return self._add_id(self.gid_list, self._group_lookup, id_)
 
     def start_list(self, ndx_start: int) -> None:
         """Begin an incremental-recursion sub-list whose first index is ``ndx_start``."""
@@ -465,9 +474,21 @@ class FlistEncoder(_Options):
         check."""
         add = parts.append
         encode_entry = self.encode_entry
-        encode_file = self._encode_file
         xattrs = self.xattr_encode
-        fast = self._reg_fast and xattrs is None
+        if self.acls is not None or xattrs is not None:
+            # flist.c send_file_name(): after the entry, -A's send_acl() (not for a
+            # symlink), then -X's send_xattr().
+            acl_enc = self.acls.encode if self.acls is not None else None
+            for ndx, e in enumerate(entries, start):
+                rec = encode_entry(e, ndx)
+                if acl_enc is not None and e.mode & _IFMT != _IFLNK:
+                    rec += acl_enc(e.acl, e.mode)
+                if xattrs is not None:
+                    rec += xattrs(e)
+                add(rec)
+            return
+        encode_file = self._encode_file
+        fast = self._reg_fast
         hl_flags = self._hl_flags
         for ndx, e in enumerate(entries, start):
             mode = e.mode
@@ -475,8 +496,6 @@ class FlistEncoder(_Options):
             if fast and mode & _IFMT == _IFREG and not e.flags & hl_flags and name \
                     and 0 not in name and len(name) < MAXPATHLEN:
                 add(encode_file(e, mode, name))
-            elif xattrs is not None:  # -X: the entry's xattr list follows it
-                add(encode_entry(e, ndx) + xattrs(e))
             else:
                 add(encode_entry(e, ndx))
 
@@ -628,12 +647,12 @@ class FlistEncoder(_Options):
         with the ID0_NAMES compat flag.
         """
         out = bytearray()
-        if self.preserve_uid:
+        if self.preserve_uid or self.acls is not None:
             out += self._one_list(
                 _pairs(uid_names) if uid_names is not None else reversed(self.uid_list.items()),
                 self._user_lookup,
             )
-        if self.preserve_gid:
+        if self.preserve_gid or self.acls is not None:
             out += self._one_list(
                 _pairs(gid_names) if gid_names is not None else reversed(self.gid_list.items()),
                 self._group_lookup,
@@ -758,6 +777,9 @@ class FlistDecoder(_Options):
     # A daemon module's name converter: asked about each new in-line user/group
     # name as the entry carrying it is read (uidlist.c recv_add_id()).
     name_hook: Callable[[str, bytes], object] | None = None
+    # -A: an acls.AclDecoder; the ACL data after each entry (not a symlink's) is read
+    # into it and the entry's ``acl`` set.
+    acls = None
 
     # -X: read an entry's xattr field at a position (buf, pos, name) -> (parsed, pos),
     # raising TruncatedError when the buffer ends first; commit(parsed) -> its list.
@@ -1113,10 +1135,6 @@ class FlistDecoder(_Options):
                     checksum = sum_bytes
         if not is_reg:
             checksum = None
-        xa_parsed = None
-        if self.xattr_parse is not None:
-            xa_parsed, pos = self.xattr_parse(buf, pos, name)
-
         if size < 0:
             raise WireError("Offset underflow: file-length is negative", RERR_UNSUPPORTED)
         if name in (b".", b"/.") and not is_dir:
@@ -1124,6 +1142,15 @@ class FlistDecoder(_Options):
                 f"ERROR: rejecting non-directory transfer-root entry: {_show(name)}",
                 RERR_PROTOCOL,
             )
+
+        # recv_file_entry()'s callers: -A's receive_acl() (not for a symlink), then
+        # -X's receive_xattr().
+        acl_pending = None
+        if self.acls is not None and ftype != _IFLNK:
+            acl_pending, pos = self.acls.decode(buf, pos, mode)
+        xa_parsed = None
+        if self.xattr_parse is not None:
+            xa_parsed, pos = self.xattr_parse(buf, pos, name)
 
         # --- everything validated: commit the statics and build the entry.
         ndx = self.ndx_start + len(self.entries)
@@ -1192,6 +1219,13 @@ class FlistDecoder(_Options):
             e.xattr = self.xattr_commit(xa_parsed)
         if self.preserve_atimes and not is_dir:
             e.atime_ns = atime * NS
+        if acl_pending is not None:
+            e.acl, acl_names = self.acls.commit(acl_pending)
+            for kind, id_, aname in acl_names:  # in-line names (incremental recursion)
+                names = self.uid_names if kind == "usr" else self.gid_names
+                if self.name_hook is not None and id_ and id_ not in names:
+                    self.name_hook(kind, aname)
+                names[id_] = aname
         self.entries.append(e)
         self.total_entries += 1
         return e, pos
@@ -1212,7 +1246,8 @@ class FlistDecoder(_Options):
             while True:
                 step = self._trailer
                 if step in (0, 1):
-                    want = self.preserve_uid if step == 0 else self.preserve_gid
+                    want = (self.preserve_uid if step == 0 else self.preserve_gid) \
+                        or self.acls is not None
                     if not (want and self.id_lists_follow) or self._read_id_list(step == 0):
                         self._trailer = step + 1
                         self._ids_read = 0

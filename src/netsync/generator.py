@@ -44,7 +44,7 @@ from netsync.report import FinishFirst, Reporter
 DEL_RECURSE = 1
 FNAMECMP_FUZZY = 0x83  # rsync.h: a --fuzzy basis (+ the -yy basis dir's number)
 _ATTR_BITS = (log.ITEM_REPORT_TIME | log.ITEM_REPORT_PERMS | log.ITEM_REPORT_OWNER
-              | log.ITEM_REPORT_GROUP | log.ITEM_REPORT_ATIME)
+              | log.ITEM_REPORT_GROUP | log.ITEM_REPORT_ATIME | log.ITEM_REPORT_ACL)
 DEL_FOR = {"file": "regular file", "dir": "directory", "symlink": "symlink",
            "device": "device file", "special": "special file"}
 
@@ -205,6 +205,11 @@ class Generator:
         self._fz_req: tuple[int, bytes] | None = None  # the next request's fuzzy basis
         # -X: the item flags and xattr-only items (netsync.xattrs.GenXa).
         self.xag = _xa.GenXa(self) if attrs.xattrs is not None else None
+        self._dflt_cache: tuple[bytes, int] | None = None  # (dir, _dflt_perms())
+        self._acl_st: tuple[os.stat_result, tuple[int, bytes]] | None = None  # _alt_lstat()
+        # -A: a new subdir is made owner-only first, as an incremental rsync does
+        # (client.acl_inc_dirs()).
+        self.acl_inc_dirs = False
 
     # ------------------------------------------------------------- helpers
     def dpath(self, name: bytes) -> bytes:
@@ -301,7 +306,7 @@ class Generator:
                     or a.chown_gid is not None or a.modify_window or not a.times
                     or rep.has_i > 1 or rep.level("name") >= 2 or rep.level("skip") >= 1
                     or rep.logfile is not None or self.recv_partial_dir() is not None
-                    or a.fake_super or a.xattrs is not None)
+                    or a.fake_super or a.xattrs is not None or a.acls)
 
     def _unchanged_reg(self, e: FileEntry, st: os.stat_result) -> bool:
         """The quick check plus every attribute the item flags would report, inline."""
@@ -392,6 +397,9 @@ class Generator:
             if a.atimes and not stat.S_ISDIR(e.mode) and not stat.S_ISLNK(e.mode) \
                     and st.st_atime_ns // 10**9 != e.atime_ns // 10**9:
                 iflags |= log.ITEM_REPORT_ATIME
+            if a.acls and e.acl is not None and not stat.S_ISLNK(e.mode) \
+                    and self._acl_differs(e, st):
+                iflags |= log.ITEM_REPORT_ACL
             if self.xag is not None:
                 iflags |= self.xag.flags(e, st)
         else:
@@ -399,6 +407,55 @@ class Generator:
                 iflags |= self.xag.flags(e, None)
             iflags |= log.ITEM_IS_NEW
         return iflags & 0xFFFF
+
+    def _acl_differs(self, e: FileEntry, st: os.stat_result) -> bool:
+        """itemize()'s set_acl(NULL, ...): do the destination's ACLs differ from the
+        entry's?"""
+        from netsync import acls
+
+        return acls.acl_differs(e.acl, self._acl_cur(e, st), e.mode)  # type: ignore[arg-type]
+
+    def _acl_cur(self, e: FileEntry, st: os.stat_result) -> tuple | None:
+        """The ACLs of the file ``st`` is of (the destination's, or the --*-dest file
+        _alt_lstat() found), read beneath the held destination dir, never through a
+        symlink; None if they cannot be read."""
+        from netsync import acls
+
+        path = self.dpath(e.name)
+        pre = self._dprefix
+        alt = self._acl_st
+        try:
+            if alt is not None and alt[0] is st:  # an alt-dest file
+                path = b"/proc/self/fd/%d/%s" % alt[1]
+            elif not self._follow_dest_links and path.startswith(pre):
+                head, _, leaf = path[len(pre):].rpartition(b"/")
+                path = b"/proc/self/fd/%d/%s" % (self._dest_dir_fd(head), leaf)
+            return acls.get_acl(path, st.st_mode, specials=True, devices=True,
+                                fake_super=self.a.fake_super)
+        except OSError:
+            return None
+
+    def _acl_sets_mode(self, e: FileEntry, st: os.stat_result, new_mode: int) -> bool:
+        """Would set_acl() leave the mode's permissions as ``new_mode``'s?"""
+        from netsync import acls
+
+        after = acls.mode_after_set(e.acl, self._acl_cur(e, st), st.st_mode,  # type: ignore[arg-type]
+                                    new_mode)
+        return stat.S_IMODE(after) == stat.S_IMODE(new_mode)
+
+    def _dflt_perms(self, path: bytes) -> int | None:
+        """generator.c: without -p a new file gets the permissions of its dir's default
+        ACL (default_perms_for_dir()), else those the umask leaves."""
+        from netsync import acls
+
+        parent = path.rpartition(b"/")[0] if b"/" in path else b"."
+        c = self._dflt_cache
+        if c is not None and c[0] == parent:
+            return c[1]
+        perms = acls.default_perms_for_dir(parent or b"/", self.a.umask, self.g.dry_run,
+                                           lambda msg: self.rep.warning(msg))
+        self._dflt_cache = (parent, perms)
+        return perms
 
     def _count_created(self, e: FileEntry) -> None:
         self.stats.count("created", e.mode)
@@ -714,7 +771,7 @@ class Generator:
         # where ext4's Orlov allocator spread the dirs, not all in one inode group.
         early = a.times and not a.omit_dir_times and not g.dry_run and not g.existing \
             and not g.list_only and not self.solo_file and not g.keep_dirlinks \
-            and F.daemon_excluded is None
+            and F.daemon_excluded is None and (self.acl_inc_dirs or not a.acls)
         while True:
             if self._append_redo:
                 self._redo_appends()
@@ -777,13 +834,19 @@ class Generator:
     def touch_up_dirs(self) -> None:
         from netsync.metadata import set_times
 
+        a = self.a
+        if a.acls:  # generator.c touch_up_dirs(): the mode and times, not the ACLs again
+            import copy
+
+            a = copy.copy(a)
+            a.acls = False
         for path, e, new_mode in reversed(self.dir_fixups):
             errs: list[str] = []
             if new_mode == -1:
                 if keep_time(self.a, e.mode):
                     set_times(self.a, path, e, self._lstat(path), errs)
                 continue
-            set_file_attrs(self.a, path, e, None, new_mode=new_mode, errors=errs)
+            set_file_attrs(a, path, e, None, new_mode=new_mode, errors=errs)
             for msg in errs:
                 self.rep.error_xfer(msg)
 
@@ -861,7 +924,8 @@ class Generator:
         new_mode = e.mode
         if not a.perms:
             exists = st is not None and not stat.S_ISDIR(st.st_mode)
-            new_mode = dest_mode(a, e.mode, st.st_mode if st else 0, exists)
+            new_mode = dest_mode(a, e.mode, st.st_mode if st else 0, exists,
+                                 None if exists else self._dflt_perms(path))
         if g.hard_links and e.hlink is not None and not hl_retry:
             if self._hard_link(ndx, e, path, st):
                 return
@@ -926,7 +990,8 @@ class Generator:
         # A dir made earlier in this run counts as new (rsync: statret = -1).
         existed = st is not None and not e.flags & FLAG_DIR_CREATED
         new_mode = e.mode if a.perms else dest_mode(a, e.mode, st.st_mode if st else 0,
-                                                    existed)
+                                                    existed,
+                                                    None if existed else self._dflt_perms(path))
         statret_st = st if existed else None
         xname = None
         iflags = 0 if statret_st is not None else log.ITEM_LOCAL_CHANGE
@@ -958,8 +1023,11 @@ class Generator:
                 self.report_item(e, deferred, xname)
                 deferred = None
         if st is None and not g.dry_run:
+            mk_mode = stat.S_IMODE(new_mode) | 0o700
+            if self.acl_inc_dirs and e.name != b".":
+                mk_mode = stat.S_IMODE(e.mode) & 0o700
             try:
-                self._mkdir_confined(path, stat.S_IMODE(new_mode) | 0o700)
+                self._mkdir_confined(path, mk_mode)
             except FileExistsError:
                 pass
             except OSError as ex:
@@ -1273,7 +1341,7 @@ class Generator:
                 continue
             found = ast
             mode = e.mode if self.a.perms else dest_mode(self.a, e.mode, ast.st_mode, True)
-            if not self._attrs_differ(e, ast, mode):
+            if not self._attrs_differ(e, ast, mode, join(alt, e.name)):
                 break
         return found
 
@@ -1406,6 +1474,11 @@ class Generator:
             if partial is not None:
                 self._drop_partial(partial[0])
             iflags = self.item_flags(e, basis_st, 0)
+            if iflags & log.ITEM_REPORT_ACL and iflags & log.ITEM_REPORT_PERMS \
+                    and not self.a.fake_super and self._acl_sets_mode(e, basis_st, new_mode):
+                # generator.c itemizes after set_file_attrs() here: an access ACL that
+                # set the mode leaves no permission change to report.
+                iflags &= ~log.ITEM_REPORT_PERMS
             # Up to date: touch the file only when an attribute differs (-c compares
             # times to the nanosecond, which the report bits do not show).
             updated = bool(iflags & _ATTR_BITS)
@@ -1707,7 +1780,7 @@ class Generator:
                 continue
             if level == 1:
                 best, level, where = (apath, ast), 2, at
-            if not self._attrs_differ(e, ast, new_mode):
+            if not self._attrs_differ(e, ast, new_mode, at):
                 best, level, where = (apath, ast), 3, at
                 break
         if not level:
@@ -1809,7 +1882,7 @@ class Generator:
             if same:
                 level = 2
                 mode = e.mode if self.a.perms else dest_mode(self.a, e.mode, ast.st_mode, True)
-                if not self._attrs_differ(e, ast, mode):
+                if not self._attrs_differ(e, ast, mode, at):
                     return (3, apath, ast)
             if best is None or level > best[0]:
                 best = (level, apath, ast)
@@ -1881,10 +1954,26 @@ class Generator:
                                    self._xstat_error(shown), shown)
         if self.xag is not None:  # what an item compared with this file reads (-X)
             self.xag.note_alt(st, at)
+        if self.a.acls:  # an item compared with this file reads its ACLs (fnamecmp)
+            self._acl_st = (st, at)
         return st
 
-    def _attrs_differ(self, e: FileEntry, st: os.stat_result, new_mode: int) -> bool:
+    def _attrs_differ(self, e: FileEntry, st: os.stat_result, new_mode: int,
+                      where: bytes | tuple[int, bytes] | None = None) -> bool:
+        """unchanged_attrs() negated; ``where`` (a path, or a held dir and a name) is
+        the file whose ACLs -A compares."""
         a = self.a
+        if a.acls and where is not None and e.acl is not None and not stat.S_ISLNK(e.mode):
+            from netsync import acls
+
+            path = where if isinstance(where, bytes) else b"/proc/self/fd/%d/%s" % where
+            try:
+                cur = acls.get_acl(path, st.st_mode, specials=True, devices=True,
+                                   fake_super=a.fake_super)
+            except OSError:
+                cur = None
+            if acls.acl_differs(e.acl, cur, e.mode):  # type: ignore[arg-type]
+                return True
         if not stat.S_ISLNK(e.mode) and a.perms \
                 and stat.S_IMODE(st.st_mode) != stat.S_IMODE(new_mode):
             return True
@@ -1916,7 +2005,8 @@ class Generator:
             exists = basis_st is not None and (stat.S_ISREG(basis_st.st_mode) or (
                 _rcv.write_devices and stat.S_IFMT(basis_st.st_mode) in (stat.S_IFCHR,
                                                                           stat.S_IFBLK)))
-            new_mode = dest_mode(self.a, e.mode, basis_st.st_mode if exists else 0, exists)
+            new_mode = dest_mode(self.a, e.mode, basis_st.st_mode if exists else 0, exists,
+                                 None if exists else self._dflt_perms(path))
         sums = None
         if not g.whole_file and basis is not None and basis_st is not None and basis_st.st_size:
             from netsync import match

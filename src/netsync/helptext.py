@@ -195,8 +195,8 @@ def version_text() -> str:
         "Capabilities:\n"
         "    64-bit files, 64-bit inums, 64-bit timestamps, 64-bit long ints,\n"
         "    socketpairs, symlinks, symtimes, hardlinks, hardlink-specials,\n"
-        "    hardlink-symlinks, IPv6, atimes, inplace, append, no ACLs, xattrs,\n"
-        "    no iconv, prealloc, stop-at, no crtimes\n"
+        "    hardlink-symlinks, IPv6, atimes, inplace, append, ACLs, ACL-at,\n"
+        "    xattrs, no iconv, prealloc, stop-at, no crtimes\n"
         "Checksum list:\n"
         "    xxh128 xxh3 xxh64 (xxhash) md5 md4 sha1 none\n"
         "Compress list:\n"
@@ -261,7 +261,7 @@ def version_json() -> str:
             "socketpairs": True, "symlinks": True, "symtimes": True, "hardlinks": True,
             "hardlink_specials": True, "hardlink_symlinks": True, "IPv6": True,
             "atimes": True, "batchfiles": False, "inplace": True, "append": True,
-            "ACLs": False, "ACL_at": False, "xattrs": True, "secluded_args": False,
+            "ACLs": True, "ACL_at": True, "xattrs": True, "secluded_args": False,
             "iconv": False, "prealloc": True, "stop_at": True, "crtimes": False,
         },
         "checksum_list": ["xxh128", "xxh3", "xxh64", "md5", "md4", "sha1", "none"],

@@ -45,6 +45,7 @@ class AttrOptions(Record):
     chown_uid: int | None = None
     chown_gid: int | None = None
     umask: int = 0o022
+    acls: bool = False  # -A: set_file_attrs() also sets the entry's ACLs (netsync.acls)
     fake_super: bool = factory(
         lambda: fake_super if recv_fake_super is None else recv_fake_super)
     xattrs: object = None  # -X: the receiving side's netsync.xattrs.XaCtx
@@ -56,8 +57,10 @@ class AttrOptions(Record):
             self.am_root = True
 
 
-def dest_mode(a: AttrOptions, flist_mode: int, stat_mode: int, exists: bool) -> int:
-    """The mode a file gets without -p (rsync's dest_mode)."""
+def dest_mode(a: AttrOptions, flist_mode: int, stat_mode: int, exists: bool,
+              dflt_perms: int | None = None) -> int:
+    """The mode a file gets without -p (rsync's dest_mode); ``dflt_perms``: a new
+    file's permissions from its dir's default ACL (instead of the umask's)."""
     if exists:
         new = (flist_mode & ~CHMOD_BITS) | (stat_mode & CHMOD_BITS)
         if a.executability and stat.S_ISREG(flist_mode):
@@ -66,7 +69,7 @@ def dest_mode(a: AttrOptions, flist_mode: int, stat_mode: int, exists: bool) -> 
             elif not stat_mode & 0o111:
                 new |= (new & 0o444) >> 2
         return new
-    return flist_mode & (~CHMOD_BITS | (0o777 & ~a.umask))
+    return flist_mode & (~CHMOD_BITS | (0o777 & ~a.umask if dflt_perms is None else dflt_perms))
 
 
 def want_uid(a: AttrOptions, e: FileEntry) -> int | None:
@@ -168,7 +171,18 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
                      xattr_from, st.st_mode, errors if errors is not None else [],
                      f'"{os.fsdecode(path)}"', same_file=xattr_from == path):
             updated = True
-    if not is_link and not a.fake_super and stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
+    if a.acls and not is_link and e.acl is not None and not stat.S_ISLNK(mode):
+        # rsync.c: set_acl() before the chmod; writing an access ACL sets the mode's
+        # permission bits too, so the chmod below sees what is on disk now.
+        got = _set_acl(path, e, st, mode, fd, errors, a.fake_super)
+        if got is not None:
+            updated |= got[0]
+            st_mode = got[1]
+        else:
+            st_mode = st.st_mode
+    else:
+        st_mode = st.st_mode
+    if not is_link and not a.fake_super and stat.S_IMODE(st_mode) != stat.S_IMODE(mode):
         try:
             os.chmod(tgt, stat.S_IMODE(mode))
             updated = True
@@ -183,6 +197,50 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
         set_times(a, path, e, st, errors, fd)
         updated = True
     return updated
+
+
+def _set_acl(path: bytes, e: FileEntry, st: os.stat_result, mode: int, fd: int | None,
+             errors: list[str] | None, fake: bool = False) -> tuple[bool, int] | None:
+    """set_file_attrs()'s set_acl(): (changed, the mode on disk), None if it failed."""
+    from netsync import acls
+
+    pfd = None
+    tgt = path
+    if fd is None:
+        try:  # a daemon's module: the parent dirs resolved beneath it
+            tgt, pfd = acls.confined_path(path)
+        except OSError as ex:
+            if errors is not None:
+                errors.append(f"set_acl: sys_acl_set_file({os.fsdecode(path)}, ACL_TYPE_ACCESS)"
+                              f": {os.strerror(ex.errno or 0)} ({ex.errno})")
+            return None
+    try:
+        try:
+            cur = acls.get_acl(tgt, st.st_mode, fd=fd, specials=True, devices=True,
+                               fake_super=fake)
+        except OSError:
+            cur = None
+        return acls.set_acl(tgt, e.acl, cur, st.st_mode, mode, fd=fd,  # type: ignore[arg-type]
+                            fake_super=fake)
+    except OSError as ex:
+        if errors is not None:
+            step = getattr(ex, "acl_step", "ACL_TYPE_ACCESS")
+            if step == "fake":
+                name = acls.FAKE_DEFAULT_XATTR if stat.S_ISDIR(mode) and \
+                    e.acl is not None and e.acl[1] is not None else acls.FAKE_ACCESS_XATTR
+                errors.append(f'set_xattr_acl: {"f" if fd is not None else "l"}setxattr('
+                              f'"{os.fsdecode(path)}","{name}") failed: '
+                              f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+            elif step == "sys_acl_delete_def_file":
+                errors.append(f"set_acl: sys_acl_delete_def_file({os.fsdecode(path)}): "
+                              f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+            else:
+                errors.append(f"set_acl: sys_acl_set_file({os.fsdecode(path)}, {step}): "
+                              f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+        return None
+    finally:
+        if pfd is not None:
+            os.close(pfd)
 
 
 def set_times(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | None,

@@ -43,7 +43,6 @@ __all__ = [
 # way an rsync built without a feature refuses it ("This rsync does not
 # support --xattrs (-X)").  The lead trims this as features land.
 NOT_IMPLEMENTED: set[str] = {
-    "acls",
     "iconv",
     "crtimes",
 }
@@ -493,6 +492,8 @@ class Options:
 
     def protocol_error(self, protocol: int) -> str | None:
         """compat.c setup_protocol(): options an older protocol cannot carry (exit 2)."""
+        if protocol < 30 and self.acls:
+            return f"--acls requires protocol 30 or higher (negotiated {protocol})."
         if protocol < 30 and self.xattrs:
             return f"--xattrs requires protocol 30 or higher (negotiated {protocol})."
         if protocol >= 29:

@@ -535,6 +535,8 @@ class Sender:
                 e.checksum = self.checksum_fn(path, e.size)
             except OSError:
                 e.checksum = b""
+        if self.w.acls and not stat.S_ISLNK(e.mode) and not self._get_acl(e, path):
+            return None
         if key is not None:
             e.hlink = key  # type: ignore[assignment]  # _finish() makes it a group index
         if self.w.xattrs is not None and not self._read_xattrs(e, path):
@@ -542,6 +544,34 @@ class Sender:
             return None
         self._entries.append(e)
         return e
+
+    def _get_acl(self, e: FileEntry, path: bytes) -> bool:
+        """flist.c send_file_name() -> get_acl(): -A reads the entry's ACLs (in the
+        module jail through the held dir); False (after the error) drops the entry."""
+        from netsync import acls
+
+        dfd, leaf, owned = self._at(path)
+        try:
+            p = path if dfd is None else b"/proc/self/fd/%d/%s" % (dfd, leaf)
+            # (a path from the cwd is read as acl_get_file() does, a -L link where it
+            # points; in a module's jail nothing is followed out of the held dir)
+            acc, dflt = acls.get_acl(p, e.mode, specials=self.w.specials,
+                                     devices=self.w.devices, fake_super=_md.fake_super,
+                                     follow=dfd is None)
+        except acls.CorruptFakeAcl:
+            self.io_error |= IOERR_GENERAL  # (get_rsync_acl() fails without a word)
+            return False
+        except OSError as ex:
+            self.io_error |= IOERR_GENERAL
+            self.rep.error_xfer(f'get_acl: sys_acl_get_file({self.rep.safe(path)}, '
+                                f'ACL_TYPE_ACCESS): {os.strerror(ex.errno or 0)} ({ex.errno})',
+                                role="sender")
+            return False
+        finally:
+            if owned:
+                os.close(dfd)
+        e.acl = (acc, dflt) if self.w.acls == 1 else acls.as_received(acc, dflt, e.mode)
+        return True
 
     def _vanished_or_error(self, path: bytes, ex: OSError, what: str) -> None:
         if ex.errno == errno.ENOENT and (self.w.copy_links or self.w.copy_unsafe_links) \
@@ -600,7 +630,7 @@ class Sender:
         # (the hot loop of a big tree; the general path below does the same).
         fast = self.filters is None and F.daemon_excluded is None and not _md.fake_super and not (
             w.copy_links or w.copy_unsafe_links or w.atimes or w.hard_links or w.checksum
-            or w.xattrs)
+            or w.xattrs or w.acls)
         jail = self._jail() is not None
         sfd = -1
         try:

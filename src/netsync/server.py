@@ -39,6 +39,7 @@ from netsync.client import (
     ITEM_TRANSFER,
     PROG,
     WireIO,
+    _acls_need_30,
     _Client,
     inc_options_supported,
     read_files_from_file,
@@ -253,6 +254,7 @@ class _Server(_Client):
         if d is not None and d.error is not None and d.files_from and not self.am_sender:
             self.conn.write(b"\0")  # rsync_module(): the files-from end, before multiplexing
         self.neg = neg
+        _acls_need_30(opts, neg.protocol)
         self._xa_init()
         io = _ServerIO(self.conn, neg.protocol, who=self.who, timeout=opts.timeout or None)
         self.io = io
