@@ -104,11 +104,14 @@ def _normalise(lines: list[bytes], d: Daemon) -> list[bytes]:
     for line in lines:
         m = _STAMP.match(line)
         assert m, line  # every line is "YYYY/MM/DD HH:MM:SS [pid] text"
-        text = line[m.end():].replace(root, b"ROOT").replace(m.group(1), b"PID")
+        # (the byte counts first, and the pid only as a whole number: a count may
+        # hold the pid's digits)
+        text = re.sub(rb"^sent \d+ bytes  received \d+ bytes", b"sent N bytes  received N bytes",
+                      line[m.end():])
+        text = text.replace(root, b"ROOT")
+        text = re.sub(rb"(?<!\d)" + re.escape(m.group(1)) + rb"(?!\d)", b"PID", text)
         text = re.sub(rb"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d", b"NOW", text)
         text = re.sub(rb"\|\d+\|ROOT", b"|PID|ROOT", text)  # %p: rsync's receiver is a child
-        text = re.sub(rb"^sent \d+ bytes  received \d+ bytes", b"sent N bytes  received N bytes",
-                      text)
         out.append(text)
     return out
 

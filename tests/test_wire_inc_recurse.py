@@ -420,13 +420,14 @@ def test_server_sender_memory_flat(sshd_server: SshServer, pull_trees, huge_tree
                                    tmp_path: Path) -> None:
     """The server holds the lists the client's generator has not finished with plus
     rsync's lookahead (10,000 entries): about 20,000 entries at most, so from 30,000
-    files to 60,000 its peak does not move."""
+    files to 60,000 its peak hardly moves (0-30 bytes a file as the client's pipeline
+    runs deeper or not; the whole list costs ~470, see the control below)."""
     lo = _server_peak(sshd_server, pull_trees[1], [], tmp_path)
     hi = _server_peak(sshd_server, huge_tree, [], tmp_path)
     per_file = (hi - lo) * 1024 / ((120 - 60) * PER_DIR)
     print(f"server peak RSS: 30k files {lo} KiB, 60k files {hi} KiB, "
           f"{per_file:.1f} bytes/file", file=sys.stderr)
-    assert per_file < 25
+    assert per_file < 100
 
 
 def test_server_sender_memory_control_grows(sshd_server: SshServer, pull_trees,
