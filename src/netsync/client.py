@@ -1667,16 +1667,7 @@ class _Client:
         self._send_items = True
         self._dry_items = bool(self.opts.dry_run)
 
-        class PullGenerator(base):  # type: ignore[misc, valid-type]
-            _item_ndx = -1
-
-            def recv_generator(self, ndx, e, hl_retry=False) -> None:
-                saved, self._item_ndx = self._item_ndx, ndx
-                try:
-                    super().recv_generator(ndx, e, hl_retry)
-                finally:
-                    self._item_ndx = saved
-
+        class PullGenerator(ItemNdx, base):  # type: ignore[misc, valid-type]
             def report_item(self, e, iflags: int, xname: bytes | None = None) -> int:
                 if self._item_ndx >= 0 and self.rep.should_send_itemize(iflags, xname) \
                         and (not iflags & ITEM_TRANSFER
@@ -2296,6 +2287,20 @@ class _PushLists:
         fl = self.sender.flist
         fl.cur, fl.cur_base = entries, base
         return entries[ndx - base]
+
+
+class ItemNdx:
+    """A generator mixin: recv_generator() keeps the index it works on, which an item
+    reported to the remote sender is sent with (its list may be dropped by then)."""
+
+    _item_ndx = -1
+
+    def recv_generator(self, ndx, e, hl_retry=False) -> None:
+        saved, self._item_ndx = self._item_ndx, ndx
+        try:
+            super().recv_generator(ndx, e, hl_retry)  # type: ignore[misc]
+        finally:
+            self._item_ndx = saved
 
 
 def inc_options_supported(o) -> bool:

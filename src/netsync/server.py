@@ -38,6 +38,7 @@ from netsync.client import (
     ITEM_IS_NEW,
     ITEM_TRANSFER,
     PROG,
+    ItemNdx,
     WireIO,
     _acls_need_30,
     _Client,
@@ -594,17 +595,8 @@ class _Server(_Client):
         self._send_items = self.neg.protocol >= 29
         self._dry_items = bool(self.opts.dry_run)
 
-        class ServerGenerator(base):  # type: ignore[misc, valid-type]
+        class ServerGenerator(ItemNdx, base):  # type: ignore[misc, valid-type]
             """generator.c itemize() on a server: unchanged items go to the sender."""
-
-            _item_ndx = -1  # the index recv_generator() works on (lists may be dropped)
-
-            def recv_generator(self, ndx, e, hl_retry=False) -> None:
-                saved, self._item_ndx = self._item_ndx, ndx
-                try:
-                    super().recv_generator(ndx, e, hl_retry)
-                finally:
-                    self._item_ndx = saved
 
             def report_item(self, e, iflags: int, xname: bytes | None = None) -> int:
                 if not iflags & ITEM_TRANSFER and self.rep.should_send_itemize(iflags, xname):

@@ -211,15 +211,14 @@ def trailing_start(text: bytes, count: int) -> int:
         end = pos
 
 
-def wildmatch_array_reference(pattern: bytes, texts: Sequence[bytes], where: int) -> bool:
-    """rsync's wildmatch_array() on the joined texts, transcribed literally."""
-    text = b"".join(texts)
+def _wildmatch_array(dowild: Callable[[bytes, int], int], text: bytes, where: int) -> bool:
+    """wildmatch_array()'s loop around a dowild(text, start) on the joined text."""
     start = 0
     if where > 0:
         start = trailing_start(text, where)
         if start < 0:
             return False
-    matched = _dowild(pattern, 0, text, start)
+    matched = dowild(text, start)
     if matched != _TRUE and where < 0 and matched != _ABORT_ALL:
         pos = start
         while True:
@@ -227,10 +226,15 @@ def wildmatch_array_reference(pattern: bytes, texts: Sequence[bytes], where: int
             if pos < 0:
                 return False
             pos += 1
-            matched = _dowild(pattern, 0, text, pos)
+            matched = dowild(text, pos)
             if matched != _FALSE and matched != _ABORT_TO_STARSTAR:
                 break
     return matched == _TRUE
+
+
+def wildmatch_array_reference(pattern: bytes, texts: Sequence[bytes], where: int) -> bool:
+    """rsync's wildmatch_array() on the joined texts, transcribed literally."""
+    return _wildmatch_array(lambda t, i: _dowild(pattern, 0, t, i), b"".join(texts), where)
 
 
 # ---------------------------------------------------------------------------
@@ -556,23 +560,7 @@ class _StarMatch:
         if suffix is not None and (len(text) < suffix.width
                                    or suffix.at(text, len(text) - suffix.width) is None):
             return False
-        start = 0
-        if where > 0:
-            start = trailing_start(text, where)
-            if start < 0:
-                return False
-        matched = self.dowild(text, start)
-        if matched != _TRUE and where < 0 and matched != _ABORT_ALL:
-            pos = start
-            while True:
-                pos = text.find(b"/", pos)
-                if pos < 0:
-                    return False
-                pos += 1
-                matched = self.dowild(text, pos)
-                if matched != _FALSE and matched != _ABORT_TO_STARSTAR:
-                    break
-        return matched == _TRUE
+        return _wildmatch_array(self.dowild, text, where)
 
 
 def _star_runs(pattern: bytes) -> int:
