@@ -510,6 +510,9 @@ EVIL_ATTACKS = {
     "inc-dot-again": _evil_sublists([(0, [])]),
     "inc-dir-twice": _evil_sublists([(1, [(b"d/x", _REG)]), (1, [])]),
     "inc-bad-dir": _evil_sublists([(7, [])]),
+    # The same dir twice in the first list: the cleaning clears the second's slot, which
+    # then takes no list (proto-cleared-dirflist).
+    "inc-cleared-dir": _evil_sublists([(2, [(b"d/x", _REG)])], (b".", b"d", b"d")),
     # "host:src/wanted" asked for; the sender lists "wanted" and sneaks in "other".
     "inc-unrequested": _evil_sublists([(0, [(b"wanted/x", _REG)])], (b"other", b"wanted")),
     # Many small lists, each within --max-alloc, sent far ahead of the generator (whose
@@ -527,6 +530,7 @@ EVIL_ATTACKS = {
     ("inc-dot-again", 2, b"refusing malicious duplicate flist for dir 0"),
     ("inc-dir-twice", 2, b"refusing malicious duplicate flist for dir 1"),
     ("inc-bad-dir", 2, b"Invalid dir index: -108 (-101 - -102)"),
+    ("inc-cleared-dir", 2, b"refusing flist for cleared dir_ndx 2"),
     ("inc-unrequested", 4, b"ERROR: rejecting unrequested file-list name: other"),
     ("inc-flood", 22, b"ERROR: out of memory in flist_expand (over 4096 entries"),
 ])

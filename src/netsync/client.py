@@ -1389,7 +1389,8 @@ class _Client:
                                        bool(opts.recursive or opts.recurse or opts.dirs))
         for e in entries:
             if stat.S_ISDIR(e.mode):
-                self._dirs[self._ndirs] = e
+                if not e.flags & FLAG_DUPLICATE:  # a cleared slot takes no list
+                    self._dirs[self._ndirs] = e
                 self._ndirs += 1
         if self._ndirs != len(dec.dir_names):  # (both sort a list's dirs the same way)
             raise WireError(f"file-list directory count mismatch [{self.who}]",
