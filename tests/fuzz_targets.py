@@ -51,7 +51,18 @@ def _flist_setup(name: str) -> tuple[dict[str, object], bytes]:
 
 
 FLIST_SEEDS = ("push27", "push29", "pull30", "push31", "flist27-c", "flist29", "flist30",
-               "flist31", "flist31-c", "flist31-noinc")
+               "flist31", "flist31-c", "flist31-noinc", "push31-ax", "pull31-ax")
+
+
+def acl_xattr_hooks(dec: FlistDecoder) -> None:
+    """-A and -X as a receiver has them: each entry's ACL data, then its xattr list."""
+    from netsync import acls, xattrs
+
+    dec.acls = acls.AclDecoder(max_names=1 << 16)
+    table = xattrs.XaTable()
+    ctx = xattrs.XaCtx(1, 1)  # -X once, as root
+    dec.xattr_parse = lambda buf, pos, name: table.parse(buf, pos, ctx, lambda: repr(name))
+    dec.xattr_commit = table.commit
 
 
 def flist_target(seed: str) -> Callable[[bytes], str]:
@@ -61,6 +72,8 @@ def flist_target(seed: str) -> Callable[[bytes], str]:
         opts, _ = _flist_setup(seed)
         protocol = int(opts["protocol"])  # type: ignore[call-overload]
         dec = FlistDecoder(**opts, max_entries=1 << 16)  # type: ignore[arg-type]
+        if seed.endswith("-ax"):
+            acl_xattr_hooks(dec)
         ndxs = wire.NdxDecoder(protocol)
         dec.feed(data)
         lists = entries = 0

@@ -106,3 +106,36 @@ def test_acls_and_xattrs_like_rsync(tmp_path: Path, how: str) -> None:
         else:
             assert "system.posix_acl_access" not in want["a"]
             assert "system.posix_acl_access" in want["d/c"] and "user.long" not in want["d/c"]
+
+
+@pytest.mark.parametrize("name", ["push31-ax", "pull31-ax"])
+def test_recorded_traffic_decodes(name: str) -> None:
+    """What Debian's rsync sent with -aAX (tools/record_rsync_traffic.py, the tree of
+    with_acls_xattrs()) decodes to the ACLs and xattrs it was made with."""
+    import hashlib
+
+    import fuzz_targets as F
+    from netsync.flist_codec import EndOfList, FlistDecoder
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from record_rsync_traffic import content
+
+    opts, data = F._flist_setup(name)
+    dec = FlistDecoder(**opts)  # type: ignore[arg-type]
+    F.acl_xattr_hooks(dec)
+    dec.feed(data)
+    got = {}
+    while not isinstance(item := dec.next_entry(), EndOfList | None):
+        got[item.name] = item
+    assert set(got) == {b".", b"data.bin", b"hello.txt", b"sub"}
+    acc, dflt = got[b"hello.txt"].acl  # type: ignore[misc]
+    assert dflt is None and acc[1] == 4 and acc[2] == 6  # group r--, mask rw-
+    assert dict(acc[4]) == {65534: 0x80000006, 1: 4}  # user:nobody:rw-, group:daemon:r--
+    assert dec.uid_names[65534] == b"nobody" and dec.gid_names[1] == b"daemon"
+    assert got[b"sub"].acl[1][4] == ((1, 5),)  # type: ignore[index]  default group:daemon:r-x
+    items = {i[0]: i for i in got[b"hello.txt"].xattr.items}  # type: ignore[union-attr]
+    assert items[b"user.short"][2] == b"v1" and items[b"user.empty"][2] == b""
+    (long_item,) = got[b"data.bin"].xattr.items  # type: ignore[union-attr]
+    # over 32 bytes a value goes as its (unseeded) MD5, fetched later on request
+    assert long_item[:2] == (b"user.long", 60)
+    assert long_item[3] == hashlib.md5(content(60, 3)).digest()

@@ -47,6 +47,10 @@ FIXTURES: dict[str, tuple[str, int, list[str]]] = {
     "push31-md5": ("push", 31, ["--checksum-choice=md5"]),
     "push31-sha1": ("push", 31, ["--checksum-choice=sha1"]),
     "push31-xxh64": ("push", 31, ["--checksum-choice=xxh64"]),
+    # -A and -X: each entry's ACL and xattr data follow it in the list (the tree gets
+    # some, see with_acls_xattrs()), and long values go by checksum and request.
+    "push31-ax": ("push", 31, ["-AX"]),
+    "pull31-ax": ("pull", 31, ["-AX"]),
     "push29": ("push", 29, []),
     "push27": ("push", 27, []),
 }
@@ -88,6 +92,22 @@ def make_tree(src: Path, dst: Path) -> None:
     for p in (src / "data.bin", src / "hello.txt", src / "sub" / "small.txt", src / "sub", src):
         os.utime(p, (MTIME_NEW, MTIME_NEW))
     os.utime(dst / "data.bin", (MTIME_OLD, MTIME_OLD))
+
+
+def with_acls_xattrs(src: Path) -> None:
+    """ACLs (a named user and group, a default ACL) and xattrs (short, empty, longer
+    than the 32 bytes sent whole) on the source, for the -A/-X fixtures."""
+    subprocess.run(["setfacl", "-m", "u:nobody:rw,g:daemon:r", str(src / "hello.txt")],
+                   check=True)
+    subprocess.run(["setfacl", "-d", "-m", "g:daemon:rx", str(src / "sub")], check=True)
+    os.setxattr(src / "hello.txt", "user.short", b"v1")
+    os.setxattr(src / "hello.txt", "user.empty", b"")
+    os.setxattr(src / "data.bin", "user.long", content(60, 3))
+    os.setxattr(src / "sub", "user.dir", b"dir value")
+    os.setxattr(src / "sub" / "small.txt", "user.short", b"v1")  # the same list again
+    os.setxattr(src / "sub" / "small.txt", "user.empty", b"")
+    for p in (src / "data.bin", src / "hello.txt", src / "sub" / "small.txt", src / "sub", src):
+        os.utime(p, (MTIME_NEW, MTIME_NEW))
 
 
 def tee_main(prefix: str, argv: list[str]) -> int:
@@ -134,6 +154,8 @@ def record(name: str, rsync: str, out: Path) -> None:
         t = Path(tmp)
         src, dst = t / "src", t / "dst"
         make_tree(src, dst)
+        if "-AX" in extra:
+            with_acls_xattrs(src)
         prefix = str(t / name)
         rsh = f"{sys.executable} {Path(__file__).resolve()} --tee {prefix}"
         opts = ["-a", f"--protocol={protocol}", f"--checksum-seed={SEED}", *extra]
