@@ -139,3 +139,30 @@ def test_recorded_traffic_decodes(name: str) -> None:
     # over 32 bytes a value goes as its (unseeded) MD5, fetched later on request
     assert long_item[:2] == (b"user.long", 60)
     assert long_item[3] == hashlib.md5(content(60, 3)).digest()
+
+
+@pytest.mark.parametrize("writer", ["rsync", "netsync"])
+def test_batch_with_acls_and_xattrs(tmp_path: Path, writer: str) -> None:
+    """An -aAX batch written by one program is replayed by both, to the same ACLs and
+    xattrs (the batch's list carries them; -A in its flags used to be refused)."""
+    _need()
+    _make(tmp_path / "src")
+    prog = {"rsync": [RSYNC], "netsync": tc.program_under_test()}
+    w = subprocess.run([*prog[writer], "-aAX", f"--write-batch={tmp_path}/batch",
+                        f"{tmp_path}/src/", f"{tmp_path}/written/"], capture_output=True,
+                       env=tc.sync_env(), timeout=120)
+    assert w.returncode == 0, w.stderr
+    got = {}
+    for who, cmd in prog.items():
+        p = subprocess.run([*cmd, "-aAXi", f"--read-batch={tmp_path}/batch",
+                            f"{tmp_path}/read-{who}/"], capture_output=True,
+                           env=tc.sync_env(), timeout=120)
+        got[who] = (p.returncode, sorted(ln for ln in p.stdout.decode().splitlines()
+                                         if not ln.startswith("created directory")),
+                    p.stderr.decode())
+    assert got["netsync"][0] == got["rsync"][0] == 0, got
+    assert got["netsync"][1] == got["rsync"][1]
+    want = _state(tmp_path / "written")
+    assert _state(tmp_path / "read-rsync") == want
+    assert _state(tmp_path / "read-netsync") == want
+    assert "system.posix_acl_access" in want["a"] and "user.long" in want["d/c"]

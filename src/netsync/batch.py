@@ -103,10 +103,6 @@ def _apply_stream_flags(opts, flags: int, protocol: int, say) -> None:
         if i == _BIT_ICONV:
             raise _bare(E.RERR_SYNTAX, f"{'Please' if want else 'Do not'} specify the "
                         "--iconv option to use this batch file.")
-        if want and i == _BIT_ACLS:
-            # The list would carry ACL data this netsync cannot decode.
-            raise E.RsyncError(E.RERR_UNSUPPORTED,
-                               f"This netsync does not support {_FLAG_NAMES[i]}")
         if opts.info.get("misc", 0) >= 1:
             say(f"{'Sett' if want else 'Clear'}ing the {_FLAG_NAMES[i]} option to match "
                 "the batchfile.")
@@ -132,6 +128,10 @@ def _apply_stream_flags(opts, flags: int, protocol: int, say) -> None:
             opts.do_compression = 1 if want else 0  # (stream is zlib: the batch writer's)
         elif i == _BIT_XATTRS:
             opts.xattrs = (opts.xattrs or 1) if want else 0
+        elif i == _BIT_ACLS:
+            opts.acls = want
+            if want:
+                opts.perms = True  # (-A implies -p)
         elif i == 12:
             opts.inplace = want
         elif i == 13:
