@@ -237,6 +237,21 @@ def entry(name: bytes, mode: int = stat.S_IFREG | 0o644, size: int = 0,
     return FileEntry(name, mode, size, MTIME, link=link)
 
 
+def read_flist(io: ProtocolIO, dec) -> list[bytes]:
+    """Read one file list off ``io`` with ``dec`` (a FlistDecoder); what follows it
+    stays in ``io``.  The names, in rsync's file-index order (sorted)."""
+    from netsync.flist_codec import EndOfList
+
+    while True:
+        item = dec.next_entry()
+        if item is None:
+            dec.feed(io.read_some())
+        elif isinstance(item, EndOfList):
+            break
+    io.unread(bytes(dec.reader.buf[dec.reader.pos:]))
+    return sorted(e.name for e in dec.entries)
+
+
 def flist_bytes(enc: FlistEncoder, entries: list[FileEntry]) -> bytes:
     out = b"".join(enc.encode_entry(e, i) for i, e in enumerate(entries))
     return out + enc.end()
@@ -537,19 +552,11 @@ def _attack_dot_content_dir(s: EvilServer) -> None:
 def _attack_push_sum_head(s: EvilServer) -> None:
     """A push: the remote generator asks for a file with a strong-sum length beyond the
     digest (CVE-2024-12084 aimed at the client's sender)."""
-    from netsync.flist_codec import EndOfList, FlistDecoder
+    from netsync.flist_codec import FlistDecoder
 
     io = s.io
-    dec = FlistDecoder(s.neg.protocol, compat_flags=s.neg.compat_flags,  # type: ignore[attr-defined]
-                       recurse=True)
-    while True:
-        item = dec.next_entry()
-        if item is None:
-            dec.feed(io.read_some())
-        elif isinstance(item, EndOfList):
-            break
-    io.unread(bytes(dec.reader.buf[dec.reader.pos:]))
-    names = sorted(e.name for e in dec.entries)
+    names = read_flist(io, FlistDecoder(s.neg.protocol, compat_flags=s.neg.compat_flags,  # type: ignore[attr-defined]
+                                        recurse=True))
     io.write_ndx(names.index(b"f"))
     io.write_shortint(1 << 15)
     io.write(b"".join(encode_int32(v) for v in (1, 700, 17, 3)) + b"\0" * 21)

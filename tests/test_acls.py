@@ -102,7 +102,10 @@ class Case:
     argv: Callable[[bool, Path], list[str]]
 
 
-def _differential(tmp_path: Path, case: Case, extra: list[str]) -> None:
+def _differential(tmp_path: Path, case: Case, extra: list[str],
+                  dst_of: Callable[[str, Path], Path] = lambda side, w: w / "dst") -> None:
+    """Both programs, three steps (the source changed after the first): the same
+    items and the same ACLs at ``dst_of(side, work)``."""
     works = {}
     for side in ("rsync", "netsync"):
         w = tmp_path / side
@@ -120,10 +123,12 @@ def _differential(tmp_path: Path, case: Case, extra: list[str]) -> None:
         assert got.returncode == want.returncode, got.describe()
         assert b"Traceback" not in got.stderr, got.describe()
         assert _items(got) == _items(want), (want.stdout, got.stdout)
-        assert acl_state(works["netsync"] / "dst") == acl_state(works["rsync"] / "dst"), step
+        assert acl_state(dst_of("netsync", works["netsync"])) == \
+            acl_state(dst_of("rsync", works["rsync"])), step
     # and the destination really has the source's ACLs (and modes)
     if not any(x.startswith(("--no-p", "--chmod")) for x in extra):
-        assert acl_state(works["netsync"] / "dst") == acl_state(works["netsync"] / "src")
+        assert acl_state(dst_of("netsync", works["netsync"])) == \
+            acl_state(works["netsync"] / "src")
 
 
 NUMERIC = [pytest.param([], id="names"), pytest.param(["--numeric-ids"], id="numeric")]
@@ -269,26 +274,8 @@ def test_daemon(tmp_path: Path, daemons: dict, role: str, direction: str,
     if direction == "pull":
         _differential(tmp_path, case, extra)
         return
-    # a push lands in the module: compare there
-    works = {}
-    for side in ("rsync", "netsync"):
-        w = tmp_path / side
-        (w / "src").mkdir(parents=True)
-        make_source(w / "src")
-        works[side] = w
-    area = Path(daemons["area"]) / sub
-    for step in range(3):
-        if step == 1:
-            for w in works.values():
-                change_source(w / "src")
-        runs = {side: tc.run([], case.argv(side == "netsync", w) + extra, cwd=w)
-                for side, w in works.items()}
-        want, got = runs["rsync"], runs["netsync"]
-        assert want.returncode == 0, want.describe()
-        assert got.returncode == want.returncode, got.describe()
-        assert _items(got) == _items(want), (want.stdout, got.stdout)
-        assert acl_state(area / "n" / "dst") == acl_state(area / "r" / "dst"), step
-    assert acl_state(area / "n" / "dst") == acl_state(works["netsync"] / "src")
+    area = Path(daemons["area"]) / sub  # a push lands in the module: compare there
+    _differential(tmp_path, case, extra, dst_of=lambda side, w: area / side[0] / "dst")
 
 
 # -- the codec, and hostile peers ------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import hostile_peer as hp
-from netsync.flist_codec import EndOfList, FlistDecoder
+from netsync.flist_codec import FlistDecoder
 from netsync.wire import Msg, encode_int32
 
 ITEM_TRANSFER = 1 << 15
@@ -187,14 +187,7 @@ def _read_flist(c: hp.EvilClient) -> list[bytes]:
     c.send(hp.empty_filter_list())
     c.flush()
     dec = FlistDecoder(c.neg.protocol, compat_flags=c.neg.compat_flags)  # type: ignore[attr-defined]
-    while True:
-        item = dec.next_entry()
-        if item is None:
-            dec.feed(io.read_some())
-        elif isinstance(item, EndOfList):
-            break
-    io.unread(bytes(dec.reader.buf[dec.reader.pos:]))
-    return sorted(e.name for e in dec.entries)
+    return hp.read_flist(io, dec)
 
 
 def _request(ndx_of: Callable[[list[bytes]], int], raw: bytes,

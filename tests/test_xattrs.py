@@ -465,7 +465,7 @@ def test_hostile_xattr_request_against_server_sender(tmp_path: Path, request_byt
         pytest.skip("no user xattrs on this filesystem")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import hostile_peer as hp
-    from netsync.flist_codec import EndOfList, FlistDecoder
+    from netsync.flist_codec import FlistDecoder
     from netsync.log import ITEM_REPORT_XATTR, ITEM_TRANSFER
 
     (tmp_path / "src").mkdir()
@@ -486,14 +486,7 @@ def test_hostile_xattr_request_against_server_sender(tmp_path: Path, request_byt
         ctx = xa.XaCtx(1, 1)
         dec.xattr_parse = lambda buf, pos, name: table.parse(buf, pos, ctx, lambda: "?")
         dec.xattr_commit = table.commit
-        while True:
-            item = dec.next_entry()
-            if item is None:
-                dec.feed(io.read_some())
-            elif isinstance(item, EndOfList):
-                break
-        io.unread(bytes(dec.reader.buf[dec.reader.pos:]))
-        names = sorted(e.name for e in dec.entries)
+        names = hp.read_flist(io, dec)
         io.write_ndx(names.index(b"f"))
         io.write_shortint(ITEM_TRANSFER | ITEM_REPORT_XATTR)
         c.send(request_bytes)
