@@ -1673,26 +1673,28 @@ class _Client:
                 if self._item_ndx >= 0 and self.rep.should_send_itemize(iflags, xname) \
                         and (not iflags & ITEM_TRANSFER
                              or self.g.dry_run and not self.g.batch_only):
-                    xa = client._xa
-                    if xa is not None:
-                        xa.item_e = e  # (-X: the entry the item is of)
-                    try:
-                        client._write_item(self._item_ndx, iflags, xname)
-                    finally:
-                        if xa is not None:
-                            xa.item_e = None
+                    client._write_item(self._item_ndx, iflags, xname, e)
                 return super().report_item(e, iflags, xname)
 
         return PullGenerator
 
-    def _write_item(self, ndx: int, iflags: int, xname: bytes | None) -> None:
+    def _write_item(self, ndx: int, iflags: int, xname: bytes | None, e=None) -> None:
         """generator.c itemize(): an item reported to the remote sender (no basis
-        type; the xname follows when there is one)."""
+        type; the xname follows when there is one).  ``e``: the entry the item is of,
+        for -X's request (its list may be gone by now)."""
         named = xname is not None and iflags & ITEM_XNAME_FOLLOWS  # (even "": a link here)
         iflags &= ~(ITEM_BASIS_TYPE_FOLLOWS | ITEM_XNAME_FOLLOWS)
         if xname or named:
             iflags |= ITEM_XNAME_FOLLOWS
-        self._write_ndx_and_attrs(ndx, iflags & 0xFFFF, 0, xname)
+        xa = self._xa
+        if xa is None:
+            self._write_ndx_and_attrs(ndx, iflags & 0xFFFF, 0, xname)
+            return
+        xa.item_e = e
+        try:
+            self._write_ndx_and_attrs(ndx, iflags & 0xFFFF, 0, xname)
+        finally:
+            xa.item_e = None
 
     def _skip_echo(self, ndx: int) -> None:
         """The sender's echo of an item our generator reported (of a list perhaps

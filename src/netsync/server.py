@@ -622,14 +622,7 @@ class _Server(_Client):
 
     def _send_item(self, e, iflags: int, xname: bytes | None, ndx: int = -1) -> None:
         if self.neg.protocol >= 29:
-            xa = self._xa
-            if xa is not None:
-                xa.item_e = e  # (-X: the entry the item is of; its list may be gone)
-            try:
-                self._write_item(ndx if ndx >= 0 else self.ndx_of[id(e)], iflags, xname)
-            finally:
-                if xa is not None:
-                    xa.item_e = None
+            self._write_item(ndx if ndx >= 0 else self.ndx_of[id(e)], iflags, xname, e)
 
     def _expect_done(self) -> None:
         if self.opts.dry_run:
