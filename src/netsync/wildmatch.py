@@ -563,32 +563,6 @@ class _StarMatch:
         return _wildmatch_array(self.dowild, text, where)
 
 
-def _star_runs(pattern: bytes) -> int:
-    """How many runs of '*' the pattern has (escaped stars and stars in classes
-    are literal)."""
-    count = 0
-    i, n = 0, len(pattern)
-    prev_star = False
-    while i < n:
-        c = pattern[i]
-        if c == _BSLASH:
-            i += 2
-            prev_star = False
-            continue
-        if c == _LBRACK:
-            _, nxt = _parse_class(pattern, i)
-            if not nxt:
-                return count
-            i = nxt
-            prev_star = False
-            continue
-        if c == _STAR and not prev_star:
-            count += 1
-        prev_star = c == _STAR
-        i += 1
-    return count
-
-
 class WildPattern:
     """A wildmatch pattern compiled once.
 
@@ -607,21 +581,18 @@ class WildPattern:
         self._any: Callable[[bytes], object] | None
         self._star: _StarMatch | None = None  # all matching (two or more star runs)
         self._star_any: _StarMatch | None = None  # where < 0 only (one run, "**")
-        if src is None:
+        parsed = _runs(pattern) if src is not None else None
+        if parsed is None:
             self._full = self._any = None
-        elif _star_runs(pattern) >= 2:
-            parsed = _runs(pattern)
-            assert parsed is not None  # translate() accepted it
+        elif len(parsed[1]) >= 2:  # (one pair per run of stars)
             self._star = sm = _StarMatch(*parsed)
             self._full = lambda text: sm.dowild(text, 0) == _TRUE or None
             self._any = None
         else:
-            self._full = re.compile(src, re.DOTALL).fullmatch
-            if b".*" in src:
+            self._full = re.compile(src, re.DOTALL).fullmatch  # type: ignore[arg-type]
+            if b".*" in src:  # type: ignore[operator]
                 # "(?:.*/)?" before a "**" backtracks over every '/' for each of the
                 # star's places; rsync's loop stops at the first ABORT_ALL instead.
-                parsed = _runs(pattern)
-                assert parsed is not None
                 self._any = None
                 self._star_any = _StarMatch(*parsed)
             else:
