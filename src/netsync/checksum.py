@@ -13,7 +13,6 @@ without negotiation: ``md4_old`` (27-29), ``md4_busted`` (21-26) and
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import struct
 from collections.abc import Callable
@@ -433,6 +432,8 @@ def strong_block_sum(
         import xxhash
 
         return xxhash.xxh64_intdigest(data, _xxh_seed(seed)).to_bytes(8, "little")
+    if name in ("md5", "sha1"):
+        import hashlib  # (~3 ms: imported where used, as xxhash)
     if name == "md5":
         h = hashlib.md5()
         if seed and proper_seed_order:
@@ -501,10 +502,10 @@ class FileSum:
             h64 = xxhash.xxh64(seed=0)
             self._h = h64
             self._xxh = h64.intdigest
-        elif n == "md5":
-            self._h = hashlib.md5()
-        elif n == "sha1":
-            self._h = hashlib.sha1()
+        elif n in ("md5", "sha1"):
+            import hashlib
+
+            self._h = getattr(hashlib, n)()
         elif n == "md4":
             self._h = _md4_new()
         elif n == "md4_old":
@@ -536,6 +537,8 @@ class FileSum:
             size = self.digest_len
             return lambda data: fn(data).to_bytes(size, "little")
         if n in ("md5", "sha1"):
+            import hashlib
+
             new = getattr(hashlib, n)
             return lambda data: new(data).digest()
 

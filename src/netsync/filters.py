@@ -10,11 +10,10 @@ the per-file cost is one loop over precompiled closures.
 
 from __future__ import annotations
 
-import contextlib
 import errno as _errno
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 from netsync import safepath
 from netsync.errors import RERR_FILEIO, RERR_PROTOCOL, RERR_SYNTAX, RsyncError
@@ -112,17 +111,19 @@ def set_output(info: Callable[[str], None] | None, error: Callable[[str], None] 
     _start_who = "server" if am_server else "client"
 
 
-@contextlib.contextmanager
-def muted() -> Iterator[None]:
+class muted:  # noqa: N801 - used as a function: ``with muted():``
     """No messages while a second copy of the same rules is parsed (one role's list
-    each, in one process: rsync parses the options once)."""
-    global _info, _errout
-    saved = _info, _errout
-    _info, _errout = None, lambda _msg: None
-    try:
-        yield
-    finally:
-        _info, _errout = saved
+    each, in one process: rsync parses the options once). A class rather than a
+    contextlib generator: contextlib is ~0.5 ms of every start-up."""
+
+    def __enter__(self) -> None:
+        global _info, _errout
+        self._saved = _info, _errout
+        _info, _errout = None, lambda _msg: None
+
+    def __exit__(self, *exc: object) -> None:
+        global _info, _errout
+        _info, _errout = self._saved
 
 
 def _error_line(msg: str) -> None:

@@ -19,7 +19,6 @@ from netsync import messages as m
 from netsync import metadata as _md
 from netsync import receiver as _rcv
 from netsync import sender as _sender
-from netsync import xattrs as _xa
 from netsync.errors import RERR_PROTOCOL
 from netsync.flist import (
     FLAG_CONTENT_DIR,
@@ -204,7 +203,11 @@ class Generator:
         self._fz_dirs: list[tuple[bytes, list[fuzzy.Candidate] | None]] = []
         self._fz_req: tuple[int, bytes] | None = None  # the next request's fuzzy basis
         # -X: the item flags and xattr-only items (netsync.xattrs.GenXa).
-        self.xag = _xa.GenXa(self) if attrs.xattrs is not None else None
+        self.xag = None
+        if attrs.xattrs is not None:  # (xattrs imports hashlib and the wire codecs)
+            from netsync import xattrs as _xa
+
+            self.xag = _xa.GenXa(self)
         self._dflt_cache: tuple[bytes, int] | None = None  # (dir, _dflt_perms())
         self._acl_st: tuple[os.stat_result, tuple[int, bytes]] | None = None  # _alt_lstat()
         # -A: a new subdir is made owner-only first, as an incremental rsync does
@@ -836,9 +839,7 @@ class Generator:
 
         a = self.a
         if a.acls:  # generator.c touch_up_dirs(): the mode and times, not the ACLs again
-            import copy
-
-            a = copy.copy(a)
+            a = a.copy()
             a.acls = False
         for path, e, new_mode in reversed(self.dir_fixups):
             errs: list[str] = []
@@ -1074,9 +1075,7 @@ class Generator:
                        errs: list[str]) -> None:
         a = self._no_times
         if a is None:  # (a copy: the options are shared, with the writer threads too)
-            import copy
-
-            a = self._no_times = copy.copy(self.a)
+            a = self._no_times = self.a.copy()
             a.times = False
         set_file_attrs(a, path, e, st, new_mode=new_mode, errors=errs)
 
@@ -1834,6 +1833,8 @@ class Generator:
                         try:
                             safepath.copy_fd_to_fd(sfd, ofd)
                             if self.xag is not None:  # copy_file() copies them too
+                                from netsync import xattrs as _xa
+
                                 errs: list[str] = []
                                 _xa.copy_all(self.xag.ctx, sfd, ofd, errs,
                                              self.rep.full_path(tmp))

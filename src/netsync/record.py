@@ -14,7 +14,10 @@ and compare and print by their fields.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # (typing costs ~3 ms at start-up; only the type checker needs it)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Record", "factory"]
 
@@ -82,6 +85,12 @@ class Record:
         if other.__class__ is not self.__class__:
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in self._fields)
+
+    def copy(self) -> Any:
+        """A shallow copy (without importing :mod:`copy`, ~1 ms at start-up)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass without frozen
 

@@ -26,9 +26,7 @@ send_token() calls: see :meth:`TokenEncoder.begin_file`.
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import weakref
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -36,6 +34,10 @@ from typing import NamedTuple
 from .checksum import NegotiationError
 from .errors import RERR_PROTOCOL
 from .wire import TruncatedError, WireError, encode_int32
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ctypes
 
 __all__ = [
     "CHUNK_SIZE",
@@ -501,8 +503,17 @@ class ZlibEncoder(DeflateEncoder):
                 break
 
 
-class _ZstdBuffer(ctypes.Structure):
-    _fields_ = (("ptr", ctypes.c_void_p), ("size", ctypes.c_size_t), ("pos", ctypes.c_size_t))
+@functools.cache
+def _zstd_buffer() -> type[ctypes.Structure]:
+    """ZSTD_inBuffer / ZSTD_outBuffer (ctypes is imported only by the native codecs:
+    ~1.5 ms of start-up that most syncs would pay for nothing)."""
+    import ctypes
+
+    class ZstdBuffer(ctypes.Structure):
+        _fields_ = (("ptr", ctypes.c_void_p), ("size", ctypes.c_size_t),
+                    ("pos", ctypes.c_size_t))
+
+    return ZstdBuffer
 
 
 ZSTD_C_COMPRESSION_LEVEL = 100
@@ -511,6 +522,7 @@ ZSTD_E_CONTINUE, ZSTD_E_FLUSH = 0, 1
 
 
 def _load_libzstd() -> ctypes.CDLL | None:
+    import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("zstd")
@@ -524,7 +536,7 @@ def _load_libzstd() -> ctypes.CDLL | None:
         lib.ZSTD_freeCCtx.restype = ctypes.c_size_t
         lib.ZSTD_CCtx_setParameter.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
         lib.ZSTD_CCtx_setParameter.restype = ctypes.c_size_t
-        buf_p = ctypes.POINTER(_ZstdBuffer)
+        buf_p = ctypes.POINTER(_zstd_buffer())
         lib.ZSTD_compressStream2.argtypes = (ctypes.c_void_p, buf_p, buf_p, ctypes.c_int)
         lib.ZSTD_compressStream2.restype = ctypes.c_size_t
         lib.ZSTD_isError.argtypes = (ctypes.c_size_t,)
@@ -563,6 +575,9 @@ class ZstdEncoder(TokenEncoder):
         level_ = self.level if self.level is not None else 3
         self.native = _libzstd() is not None if native is None else native
         if self.native:
+            import ctypes
+            import weakref
+
             lib = _libzstd()
             if lib is None:
                 raise RuntimeError("no system libzstd")
@@ -596,14 +611,17 @@ class ZstdEncoder(TokenEncoder):
         return bytes(out)
 
     def _native(self, data: bytes, flush: bool) -> bytes:
+        import ctypes
+
         lib = _libzstd()
         assert lib is not None
+        zbuf = _zstd_buffer()
         src = ctypes.create_string_buffer(bytes(data), max(1, len(data)))
-        inb = _ZstdBuffer(ctypes.addressof(src), len(data), 0)
+        inb = zbuf(ctypes.addressof(src), len(data), 0)
         mode = ZSTD_E_FLUSH if flush else ZSTD_E_CONTINUE
         out = bytearray()
         while True:
-            outb = _ZstdBuffer(ctypes.addressof(self._obuf), MAX_DATA_COUNT, 0)
+            outb = zbuf(ctypes.addressof(self._obuf), MAX_DATA_COUNT, 0)
             r = lib.ZSTD_compressStream2(self._cctx, ctypes.byref(outb), ctypes.byref(inb), mode)
             if lib.ZSTD_isError(r):
                 raise WireError(f"ZSTD_compressStream returned {r}")
@@ -646,6 +664,7 @@ class ZstdEncoder(TokenEncoder):
 
 
 def _load_liblz4() -> ctypes.CDLL | None:
+    import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("lz4")
@@ -674,6 +693,8 @@ def _lz4_compress(data: bytes) -> bytes:
         import lz4.block
 
         return lz4.block.compress(data, store_size=False)
+    import ctypes
+
     out = ctypes.create_string_buffer(LZ4_OUT)
     n = lib.LZ4_compress_default(data, out, len(data), LZ4_OUT - 2)
     if n <= 0:  # pragma: no cover - cannot happen with a compressBound-sized buffer
