@@ -95,6 +95,17 @@ def test_delete_itemize_each_protocol(sshd_server: SshServer, tmp_path: Path,
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", (32, 29))
+def test_itemize_unchanged(sshd_server: SshServer, tmp_path: Path, direction: str,
+                           protocol: int) -> None:
+    # -ii lists unchanged files too: a push's lines come from the server's generator
+    # (told by --log-format=%i%I); netsync's server printed none of them.
+    got = _compare(sshd_server, tmp_path, direction, ["-a", "-ii", f"--protocol={protocol}"],
+                   dest="same")
+    assert b".f          " in got.stdout, got.describe()
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
 @pytest.mark.parametrize("protocol", (32, 30, 27))
 def test_hard_links(sshd_server: SshServer, tmp_path: Path, direction: str,
                     protocol: int) -> None:

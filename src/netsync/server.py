@@ -361,6 +361,10 @@ class _Server(_Client):
         )
         rep.ctx = log.LogContext(am_sender=self.am_sender, local_server=False,
                                  preserve_mtimes=bool(opts.times))
+        if log.log_format_has(opts.out_format, "I"):
+            # options.c: a client's -ii arrives as --log-format=%i%I, and a server's
+            # generator then reports unchanged items to the sender too.
+            rep.has_i = 2
         return rep
 
     def _recv_filter_list(self):
