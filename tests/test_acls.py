@@ -278,6 +278,91 @@ def test_daemon(tmp_path: Path, daemons: dict, role: str, direction: str,
     _differential(tmp_path, case, extra, dst_of=lambda side, w: area / side[0] / "dst")
 
 
+# -- --usermap/--groupmap/--chown on the ACLs' ids -------------------------------
+
+def _idmap_source(src: Path) -> None:
+    """Named entries for ids with no name here (4242, 4343) and for names (daemon,
+    bin), access and default ACLs; owned by the nameless ids."""
+    (src / "d" / "sub").mkdir(parents=True)
+    for name in ("f", "d/g", "d/sub/h"):
+        (src / name).write_text(name)
+    _setfacl("-m", "u:4242:rwx,g:4343:r,u:daemon:rw,g:bin:rx", src / "f")
+    _setfacl("-m", "u:4242:rx,g:daemon:rwx", src / "d")
+    _setfacl("-d", "-m", "u:4242:r,g:4343:rw,u:bin:rwx", src / "d")
+    _setfacl("-m", "g:4343:rw,u:daemon:r", src / "d" / "g")
+    for p in (src / "f", src / "d", src / "d" / "g"):
+        os.chown(p, 4242, 4343)
+
+
+def _idmap_state(root: Path) -> dict:
+    state = acl_state(root)
+    for name in list(state):
+        st = (root / name).lstat()
+        state[name] = (*state[name], st.st_uid, st.st_gid)
+    return state
+
+
+MAPS = ["--usermap=4242:4444,daemon:bin", "--groupmap=4343:4545,bin:daemon"]
+IDMAP_EXTRA = [
+    pytest.param(MAPS, id="maps"),
+    # --numeric-ids: mapped after the whole list (without it incremental recursion
+    # leaves them be, recv_ida_entries())
+    pytest.param(["--numeric-ids", "--no-i-r", *MAPS], id="numeric-no-i-r"),
+    pytest.param(["--chown=4444:4545"], id="chown"),
+    pytest.param(["--usermap=*:bin", "--groupmap=4000-4400:daemon"], id="wild-range"),
+]
+
+
+def _differential_idmap(tmp_path: Path, case: Case, extra: list[str],
+                        dst_of: Callable[[str, Path], Path] = lambda side, w: w / "dst",
+                        ) -> None:
+    """Both programs, twice (the second run finds the destination done): the same
+    exit codes, items, and ACLs, modes and owners in the destination."""
+    works = {}
+    for side in ("rsync", "netsync"):
+        w = tmp_path / side
+        (w / "src").mkdir(parents=True)
+        _idmap_source(w / "src")
+        works[side] = w
+    for step in range(2):
+        runs = {side: tc.run([], case.argv(side == "netsync", w) + extra, cwd=w)
+                for side, w in works.items()}
+        want, got = runs["rsync"], runs["netsync"]
+        assert want.returncode == 0, want.describe()
+        assert got.returncode == want.returncode, got.describe()
+        assert b"Traceback" not in got.stderr, got.describe()
+        assert _items(got) == _items(want), (want.stdout, got.stdout)
+        want_state = _idmap_state(dst_of("rsync", works["rsync"]))
+        assert _idmap_state(dst_of("netsync", works["netsync"])) == want_state, step
+    # (and rsync did change the named entries' ids)
+    assert want_state != _idmap_state(works["rsync"] / "src")
+
+
+@pytest.mark.parametrize("extra", IDMAP_EXTRA)
+def test_local_idmap(tmp_path: Path, extra: list[str]) -> None:
+    _differential_idmap(tmp_path, Case(_local), extra)
+
+
+@pytest.mark.parametrize("extra", IDMAP_EXTRA)
+@pytest.mark.parametrize("role,direction", [("client", "pull"), ("server", "push")])
+def test_ssh_idmap(tmp_path: Path, sshd_server: SshServer, role: str, direction: str,
+                   extra: list[str]) -> None:
+    """netsync receiving: pulling from a stock rsync, or run by a stock rsync client
+    pushing to it."""
+    _differential_idmap(tmp_path, _ssh_case(sshd_server, direction, role), extra)
+
+
+@pytest.mark.parametrize("role,direction", [("client", "pull"), ("server", "push")])
+def test_daemon_idmap(tmp_path: Path, daemons: dict, role: str, direction: str) -> None:
+    sub = f"idmap-{role}-{direction}"
+    case = _daemon_case(daemons, direction, role, sub)
+    if direction == "pull":
+        _differential_idmap(tmp_path, case, MAPS)
+        return
+    area = Path(daemons["area"]) / sub
+    _differential_idmap(tmp_path, case, MAPS, dst_of=lambda side, w: area / side[0] / "dst")
+
+
 # -- the codec, and hostile peers ------------------------------------------------
 
 U, G = acls.NAME_IS_USER, 0

@@ -135,9 +135,14 @@ def unpack_xattr(data: bytes) -> Racl | None:
             users.append((id_, perm | NAME_IS_USER))
         elif tag == TAG_GROUP:
             groups.append((id_, perm))
-    users.sort()
-    groups.sort()
+    # By id alone: entries of the same id (as --usermap can make) keep their order.
+    users.sort(key=_by_id)
+    groups.sort(key=_by_id)
     return (user, group, mask, other, tuple(users + groups))
+
+
+def _by_id(ida: tuple[int, int]) -> int:
+    return ida[0]
 
 
 def _pack_entries(racl: Racl, mode: int | None) -> bytes:

@@ -253,6 +253,37 @@ def _parse_ids(spec: str | None, numeric: bool, which: str) -> IdMap | None:
     return IdMap(spec, which, numeric)
 
 
+def acl_id_maps(opts, inc_recurse: bool, am_root: bool) -> tuple | None:
+    """-A: the --usermap/--groupmap (and --chown) rules for the ids of the received
+    named ACL entries, (user rules, group rules), None if none apply. rsync maps them
+    through the same id lists as the owners: acls.c recv_ida_entries() as they come
+    with incremental recursion, where --numeric-ids leaves a user id alone (a group
+    id too, when root); match_acl_ids() otherwise, every id after the list."""
+    if not opts.acls or not (opts.usermap or opts.groupmap):
+        return None
+    numeric = bool(opts.numeric_ids)
+    try:
+        umap = None if inc_recurse and numeric else \
+            _parse_ids(opts.usermap, numeric, "usermap")
+        gmap = None if inc_recurse and numeric and am_root else \
+            _parse_ids(opts.groupmap, numeric, "groupmap")
+    except E.UsageError:
+        return None  # (reported where the owners' maps are parsed)
+    if umap is None and gmap is None:
+        return None
+    return (umap or {}), (gmap or {})
+
+
+def map_acl_ids(entries, maps: tuple, memo: dict) -> None:
+    """Map the named ACL entries' ids of ``entries`` by ``maps`` (acl_id_maps())."""
+    from netsync.acls import map_ids
+
+    umap, gmap = maps
+    for e in entries:
+        if e.acl is not None:
+            e.acl = map_ids(e.acl, umap, gmap, memo)
+
+
 def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     from netsync.flist import WalkOptions
     from netsync.generator import Generator, GenOptions
@@ -348,6 +379,10 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         and not (opts.delete and opts.delete_mode not in (None, "during"))
     feed = None
     flist_size = [4]
+    # -A --usermap/--groupmap (inc_recurse above misses --no-i-r, which -v shows)
+    acl_maps = acl_id_maps(opts, inc_recurse and bool(opts.inc_recursive),
+                           am_root or opts.fake_super)
+    acl_memo: dict = {}
     if stream:
         from netsync.flist import ChunkFeed
 
@@ -364,6 +399,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
                         e.mode = tweak(e.mode, chmod_rules)
                         if e.acl is not None:
                             e.acl = _acl_received(e)
+            if acl_maps is not None:
+                map_acl_ids(children, acl_maps, acl_memo)
             stats.count_listed(children)
             flist_size[0] += sum(map(len, map(_name_of, children))) + 8 * len(children)
 
@@ -404,6 +441,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
                 e.mode = tweak_mode(e.mode, chmod_rules)
                 if e.acl is not None:
                     e.acl = _acl_received(e)
+    if acl_maps is not None and feed is None:
+        map_acl_ids(flist.entries, acl_maps, acl_memo)
     if feed is None:
         stats.count_listed(flist.entries)
         flist_size[0] += sum(len(e.name) + 8 for e in flist.entries)

@@ -1299,6 +1299,7 @@ class _Client:
             rep.out.flush()
         if not opts.numeric_ids:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
+        self._map_acl_ids(raw_entries)
         entries = sort_and_clean(raw_entries, protocol=proto, am_sender=False,
                                  strip_root=bool(opts.relative))
         if not self.neg.inc_recurse:  # (sub-lists are checked by the decoder)
@@ -1368,6 +1369,21 @@ class _Client:
     def _received(self, entries: list) -> None:
         """A hook on each received list (a daemon module's rules)."""
 
+    def _map_acl_ids(self, raw_entries: list) -> None:
+        """-A: --usermap/--groupmap (--chown) on a received list's ACL ids, as on its
+        owners (acls.c recv_ida_entries() / match_acl_ids())."""
+        maps = getattr(self, "_acl_maps", False)  # (worked out on the first list)
+        if maps is False:
+            from netsync import metadata as _md
+            from netsync.cli import acl_id_maps
+
+            maps = self._acl_maps = acl_id_maps(self.opts, bool(self.neg.inc_recurse),
+                                                os.geteuid() == 0 or _md.fake_super)
+        if maps is not None:
+            from netsync.cli import map_acl_ids
+
+            map_acl_ids(raw_entries, maps, {})
+
     def _clean_inc_list(self, raw_entries: list, parent) -> list:
         """recv_file_list()'s tail for one list: the checks, ids, sort; its dirs join
         dir_flist (rsync's numbering for the sub-lists to come)."""
@@ -1382,6 +1398,7 @@ class _Client:
         dec = self._dec
         if not opts.numeric_ids:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
+        self._map_acl_ids(raw_entries)
         entries = sort_and_clean(raw_entries, protocol=self.neg.protocol, am_sender=False)
         self._received(entries)
         if client and not opts.trust_sender:
