@@ -129,6 +129,8 @@ CASES: list[Case] = [
     Case("rt-no-links-no-devices", ("-rt", *S)),
     Case("remove-source-files", ("--remove-source-files", "-av", *S)),
     Case("av-delete", ("-av", "--delete", *S), ALL),
+    # -v's header: "building file list ... done" without incremental recursion
+    Case("av-no-i-r", ("-av", "--no-i-r", *S)),
     # Itemized output and deletion variants.
     Case("a-i", ("-a", "-i", *S), ALL),
     Case("aii-unchanged-too", ("-aii", *S), ("same", "diverged")),

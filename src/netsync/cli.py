@@ -352,8 +352,9 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     if opts.files_from:
         files_from = _read_files_from(opts.files_from, opts.from0)
     # flist.c: what the client says while it builds the list.
-    inc_recurse = w.recursive and not (opts.delete_before or opts.delete_after
-                                       or opts.delay_updates or opts.prune_empty_dirs or opts.qsort)
+    inc_recurse = w.recursive and opts.inc_recursive \
+        and not (opts.delete_before or opts.delete_after or opts.delay_updates
+                 or opts.prune_empty_dirs or opts.qsort)
     show_flist = rep.level("flist") >= 1 and w.dirs or w.recursive
     show_flist = show_flist and rep.level("flist") >= 1 and not inc_recurse and not opts.quiet
     _nstr_report(opts, rep)
@@ -379,9 +380,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         and not (opts.delete and opts.delete_mode not in (None, "during"))
     feed = None
     flist_size = [4]
-    # -A --usermap/--groupmap (inc_recurse above misses --no-i-r, which -v shows)
-    acl_maps = acl_id_maps(opts, inc_recurse and bool(opts.inc_recursive),
-                           am_root or opts.fake_super)
+    acl_maps = acl_id_maps(opts, inc_recurse, am_root or opts.fake_super)  # -A with maps
     acl_memo: dict = {}
     if stream:
         from netsync.flist import ChunkFeed
