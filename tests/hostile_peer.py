@@ -169,13 +169,14 @@ class EvilClient:
         return cls(Connection(p.stdout.fileno(), p.stdin.fileno(), who="evil"), **kw)
 
     def handshake(self, *, daemon_protocol: int | None = None,
-                  checksum_choice: str | None = None, compress: bool = False) -> ProtocolIO:
+                  checksum_choice: str | None = None, compress: bool = False,
+                  inc_recurse: bool = False) -> ProtocolIO:
         from netsync.transport.handshake import ClientHandshake, run_client_handshake
 
         hs = ClientHandshake(self.protocol if daemon_protocol is None else daemon_protocol,
                              am_sender=self.am_sender, daemon_protocol=daemon_protocol,
                              remote_protocol=daemon_protocol, checksum_choice=checksum_choice,
-                             compress=compress, allow_inc_recurse=False)
+                             compress=compress, allow_inc_recurse=inc_recurse)
         neg = run_client_handshake(self.conn, hs)
         self.neg = neg
         io = ProtocolIO(self.conn, neg.protocol, who="evil", timeout=30)
@@ -388,6 +389,12 @@ def _attack_unsafe_name(name: bytes) -> Callable[[EvilServer], None]:
     return run
 
 
+def _attack_bad_mode(s: EvilServer) -> None:
+    """An entry of no file type, its name with a control byte and one not UTF-8."""
+    s.send_flist([entry(b".", stat.S_IFDIR | 0o755), entry(b"bad\x01\xffname", 0o170644)])
+    s.io.read_some()
+
+
 def _attack_symlink_escape(s: EvilServer) -> None:
     """CVE-2024-12087: a symlink to outside, then a file "through" it."""
     target = os.environ["HOSTILE_OUTSIDE"].encode()
@@ -570,6 +577,8 @@ SERVER_ATTACKS: dict[str, Callable[[EvilServer], None]] = {
     "dotdot-name": _attack_unsafe_name(b"../escaped"),
     "inner-dotdot-name": _attack_unsafe_name(b"sub/../../escaped"),
     "absolute-name": _attack_unsafe_name(b"/tmp/absolute-escape"),
+    "escape-seq-name": _attack_unsafe_name(b"../\x1b[31mred\\#123"),
+    "bad-mode": _attack_bad_mode,
     "symlink-escape": _attack_symlink_escape,
     "huge-literal": _attack_huge_literal,
     "half-file": _attack_half_file,

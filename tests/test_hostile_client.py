@@ -61,6 +61,27 @@ def test_unsafe_names_are_refused(tmp_path: Path, attack: str, name: bytes) -> N
     assert not (tmp_path / "escaped").exists() and not Path("/tmp/absolute-escape").exists()
 
 
+@pytest.mark.parametrize(("attack", "code", "line"), [
+    ("bad-mode", 2, b"netsync: invalid file mode 0170644 for bad\\#001\\#377name [Receiver]"),
+    ("escape-seq-name", 4,
+     b"netsync: ABORTING due to unsafe pathname from sender: ../\\#033[31mred\\#134#123"),
+])
+def test_bad_entry_name_is_shown_escaped(tmp_path: Path, attack: str, code: int,
+                                         line: bytes) -> None:
+    """flist.c's messages about a bad entry name it as rsync prints names (log.c
+    rwrite()): a control byte, a byte not UTF-8 and a literal "\\#ddd" as \\#ooo."""
+    child, dst, _ = _pull(tmp_path, attack, "-r", "--timeout=20")
+    _assert_clean(child, code, line)
+    assert line in child.stderr.splitlines(), child.stderr
+    assert _files(dst) == []
+    # rsync's own line, but for our name in front (rprintf(FERROR) has none)
+    rsh = f"{shlex.quote(sys.executable)} {shlex.quote(str(EVIL))} serve {attack}"
+    ref = hp.finish(hp.spawn([tc.RSYNC, "-e", rsh, "-r", "--timeout=20", "host:src/",
+                              f"{tmp_path}/ref/"], tmp_path, pipes=False), 90)
+    assert ref.returncode == code, ref.stderr
+    assert line.removeprefix(b"netsync: ") in ref.stderr.splitlines(), ref.stderr
+
+
 def test_file_through_a_sent_symlink_is_refused(tmp_path: Path) -> None:
     """CVE-2024-12087: "d" -> outside, then "d/pwned"."""
     child, dst, outside = _pull(tmp_path, "symlink-escape", "-rl", "--timeout=20")

@@ -30,13 +30,14 @@ def _tree(tmp_path: Path) -> None:
 
 
 def _run(tmp_path: Path, args: list[str], am_sender: bool,
-         attack: Callable[[hp.EvilClient], None], timeout: float = 60) -> tuple[hp.Child, bytes]:
+         attack: Callable[[hp.EvilClient], None], timeout: float = 60,
+         inc_recurse: bool = False) -> tuple[hp.Child, bytes]:
     """Start the server, let ``attack`` talk to it, then read until it hangs up."""
     _tree(tmp_path)
     child = hp.start_server(tmp_path, *args)
     client = hp.EvilClient.on_child(child, am_sender=am_sender)
     try:
-        client.handshake()
+        client.handshake(inc_recurse=inc_recurse)
         attack(client)
         client.flush()
     except Exception:  # noqa: BLE001 - a server hanging up on a lie is the expected end
@@ -121,6 +122,9 @@ PUSH_CASES = {
                               hp.entry(b"d", stat.S_IFLNK | 0o777, link=b"../outside"),
                               hp.entry(b"d/pwn", size=3), preserve_links=True), 2,
                        b"ABORTING due to invalid path from sender: d/pwn"),
+    # The name goes raw to the client, which escapes it as it prints it (log.c rwrite()).
+    "bad-mode": (_flist(hp.entry(b".", D), hp.entry(b"bad\x01\xffname", 0o170644)), 2,
+                 b"netsync: invalid file mode 0170644 for bad\x01\xffname [Receiver]\n"),
     "long-name": (_raw(lambda c: hp.long_name_record(c.encoder(), 1 << 30)), 22,
                   b"overflow: xflags=0x40 l1=0 l2=1073741824 in recv_file_entry"),
     "bad-ndx": (_one_file_then(_bad_ndx), 2, b"Invalid file index: 5000"),
@@ -148,6 +152,26 @@ def test_receiver_refuses(tmp_path: Path, case: str) -> None:
     _assert_clean(child, text, code, message)
     _no_escape(tmp_path)
     assert list((tmp_path / "dst").iterdir()) in ([], [tmp_path / "dst" / "d"])
+
+
+def test_receiver_refuses_sub_list_after_the_last_list_was_freed(tmp_path: Path) -> None:
+    """Incremental recursion: a forged NDX_DONE frees the only list (receiver.c
+    recv_files()), so the sub-list that follows has none to join (flist.c
+    recv_file_list(); rsync's proto-subflist-freed)."""
+    from netsync.wire import NDX_DONE, NDX_FLIST_OFFSET
+
+    def attack(c: hp.EvilClient) -> None:
+        assert c.io is not None and c.neg.compat_flags & 1  # type: ignore[attr-defined]
+        c.send(hp.flist_bytes(c.encoder(), [hp.entry(b".", D), hp.entry(b"d", D)]))
+        c.io.write_ndx(NDX_DONE)
+        c.io.write_ndx(NDX_FLIST_OFFSET - 1)  # "d"'s list
+        c.send(hp.flist_bytes(c.encoder(), [hp.entry(b"d/x", size=3)]))
+
+    child, text = _run(tmp_path, ["-r", "-e.iLsfxCIvu", "--timeout=20", ".", "dst/"], True,
+                       attack, inc_recurse=True)
+    _assert_clean(child, text, 2, b"netsync: refusing sub-flist after final flist was freed\n")
+    _no_escape(tmp_path)
+    assert not (tmp_path / "dst" / "d" / "x").exists()
 
 
 def test_receiver_file_list_flood_is_bounded_by_max_alloc(tmp_path: Path) -> None:

@@ -480,12 +480,12 @@ EVIL_SELF = Path(__file__).resolve()
 
 
 def _evil_sublists(subs: list[tuple[int, list[tuple[bytes, int]]]],
-                   first_names: tuple[bytes, ...] = (b".", b"d")):
+                   first_names: tuple[bytes, ...] = (b".", b"d"), done_first: bool = False):
     def run(s) -> None:
         import stat as st
 
         import hostile_peer as hp
-        from netsync.wire import NDX_FLIST_OFFSET
+        from netsync.wire import NDX_DONE, NDX_FLIST_OFFSET
 
         if not s.neg.compat_flags & 1:  # CF_INC_RECURSE: the client must have offered 'i'
             return
@@ -493,6 +493,8 @@ def _evil_sublists(subs: list[tuple[int, list[tuple[bytes, int]]]],
         s.read_filters()
         first = [hp.entry(n, st.S_IFDIR | 0o755) for n in first_names]
         s.io.write(b"".join(enc.encode_entry(e) for e in first) + enc.end())
+        if done_first:  # an NDX_DONE no list's end asked for: it frees the only list
+            s.io.write_ndx(NDX_DONE)
         for dir_ndx, entries in subs:
             s.io.write_ndx(NDX_FLIST_OFFSET - dir_ndx)
             s.io.write(b"".join(enc.encode_entry(hp.entry(n, m)) for n, m in entries)
@@ -513,6 +515,9 @@ EVIL_ATTACKS = {
     # The same dir twice in the first list: the cleaning clears the second's slot, which
     # then takes no list (proto-cleared-dirflist).
     "inc-cleared-dir": _evil_sublists([(2, [(b"d/x", _REG)])], (b".", b"d", b"d")),
+    # A forged NDX_DONE frees the first (only) list; a sub-list then has no list left
+    # to join (proto-subflist-freed).
+    "inc-after-freed": _evil_sublists([(1, [(b"d/x", _REG)])], done_first=True),
     # "host:src/wanted" asked for; the sender lists "wanted" and sneaks in "other".
     "inc-unrequested": _evil_sublists([(0, [(b"wanted/x", _REG)])], (b"other", b"wanted")),
     # Many small lists, each within --max-alloc, sent far ahead of the generator (whose
@@ -531,6 +536,7 @@ EVIL_ATTACKS = {
     ("inc-dir-twice", 2, b"refusing malicious duplicate flist for dir 1"),
     ("inc-bad-dir", 2, b"Invalid dir index: -108 (-101 - -102)"),
     ("inc-cleared-dir", 2, b"refusing flist for cleared dir_ndx 2"),
+    ("inc-after-freed", 2, b"refusing sub-flist after final flist was freed\n"),
     ("inc-unrequested", 4, b"ERROR: rejecting unrequested file-list name: other"),
     ("inc-flood", 22, b"ERROR: out of memory in flist_expand (over 4096 entries"),
 ])

@@ -1276,6 +1276,9 @@ class _Client:
                            **self._flist_codec_kwargs())
         if self._xa is not None:
             self._xa.codec(dec)
+        # Names in the decoder's messages: a client prints them (escaped, log.c rwrite());
+        # a server sends them raw, for its client to escape as it prints them.
+        dec.show_name = os.fsdecode if self.am_server else rep.safe
         if opts.delete_missing_args:
             dec.missing_args = 2
         if opts.acls:
@@ -1289,7 +1292,7 @@ class _Client:
             bad = _unrequested_name(raw_entries, self.plan, opts)
             if bad is not None:
                 raise TransportError(E.RERR_UNSUPPORTED, "ERROR: rejecting unrequested "
-                                     f"file-list name: {os.fsdecode(bad)}", bare=True)
+                                     f"file-list name: {rep.safe(bad)}", bare=True)
         if show_flist:
             if rep.level("flist") >= 2:
                 n = len(raw_entries)
@@ -1303,7 +1306,7 @@ class _Client:
         entries = sort_and_clean(raw_entries, protocol=proto, am_sender=False,
                                  strip_root=bool(opts.relative))
         if not self.neg.inc_recurse:  # (sub-lists are checked by the decoder)
-            _check_parents(entries, bool(opts.delete_missing_args))
+            _check_parents(entries, bool(opts.delete_missing_args), dec.show_name)
         if not self.am_server and not opts.trust_sender:
             _downgrade_implied_parents(entries, self.plan, bool(opts.relative),
                                        bool(opts.recursive or opts.recurse or opts.dirs))
@@ -1394,7 +1397,7 @@ class _Client:
         bad = _unrequested_name(raw_entries, self.plan, opts) if client else None
         if bad is not None:
             raise TransportError(E.RERR_UNSUPPORTED, "ERROR: rejecting unrequested "
-                                 f"file-list name: {os.fsdecode(bad)}", bare=True)
+                                 f"file-list name: {self.rep.safe(bad)}", bare=True)
         dec = self._dec
         if not opts.numeric_ids:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
@@ -1434,6 +1437,10 @@ class _Client:
             return
         if ndx <= NDX_FLIST_OFFSET and not feed.eof:
             dec = self._dec
+            if feed.all_freed and 0 <= NDX_FLIST_OFFSET - ndx < len(dec.dir_names):
+                # flist.c recv_file_list(): no list is left for a sub-list to join.
+                raise WireError("refusing sub-flist after final flist was freed",
+                                E.RERR_PROTOCOL)
             dir_ndx = dec.begin_sublist(ndx)
             parent = self._dirs.pop(dir_ndx, None)
             if parent is None:
@@ -2359,6 +2366,7 @@ class _WireFeed:
         self._gen_start = -1  # ndx_start of the list being generated
         self._hit: tuple[int, list, int] | None = None
         self.high = 0
+        self.all_freed = False  # the sender's NDX_DONE freed the last list (receiver.c)
 
     def add(self, d, base: int, entries: list) -> None:
         self.held += len(entries)
@@ -2406,7 +2414,15 @@ class _WireFeed:
             c._retire(self._gen_start, finish=True)
             io.flush()
             while not self.queue and not self.eof:
-                c._read_list_ndx(io.read_ndx())
+                ndx = io.read_ndx()
+                if ndx == NDX_DONE and not c._done_echoes and len(self.active) <= 1:
+                    # receiver.c recv_files(): an NDX_DONE from the sender frees the
+                    # oldest list, echoed or not; with the last one gone, a sub-list
+                    # that follows is refused (a hostile sender: an honest one sends
+                    # no unechoed NDX_DONE before the lists' end).
+                    self.all_freed = True
+                    continue
+                c._read_list_ndx(ndx)
         if not self.queue:
             return None
         chunk = self.queue.popleft()
@@ -2646,7 +2662,7 @@ def _wire_sender_cls(base: type) -> type:
 
 
 
-def _check_parents(entries, missing_args: bool) -> None:
+def _check_parents(entries, missing_args: bool, show=os.fsdecode) -> None:
     """generator.c recv_generator(): each entry's parent must be a directory of the list,
     or a hostile sender could send a symlink "d" and then "d/file" (CVE-2024-12087)."""
     dirs = {e.name for e in entries if stat.S_ISDIR(e.mode)}
@@ -2656,8 +2672,8 @@ def _check_parents(entries, missing_args: bool) -> None:
             continue
         if missing_args and e.mode == 0:
             continue  # --delete-missing-args entries may lack their parent
-        raise WireError("ABORTING due to invalid path from sender: "
-                        f"{os.fsdecode(e.name)}", E.RERR_PROTOCOL)
+        raise WireError(f"ABORTING due to invalid path from sender: {show(e.name)}",
+                        E.RERR_PROTOCOL)
 
 
 def _unrequested_name(entries, plan, opts) -> bytes | None:

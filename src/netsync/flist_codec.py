@@ -744,12 +744,8 @@ def clean_fname(name: bytes) -> bytes | None:
     return (lead + b"/".join(kept)) or b"."
 
 
-def _unsafe(name: bytes) -> WireError:
-    return WireError(
-        "ABORTING due to unsafe pathname from sender: "
-        + name.decode("utf-8", "backslashreplace"),
-        RERR_UNSUPPORTED,
-    )
+def _unsafe(name: str) -> WireError:
+    return WireError("ABORTING due to unsafe pathname from sender: " + name, RERR_UNSUPPORTED)
 
 
 class _Need(Exception):
@@ -840,6 +836,10 @@ class FlistDecoder(_Options):
         self._trailer: int | None = None
         self._io_error = 0
         self._list_open = False  # entries seen, end marker not yet
+        # How a message shows a received name: escaped as rsync prints it, by default.
+        # A server sends its messages raw (rsync's client escapes what it prints).
+        self.show_name: Callable[[bytes], str] = show_name
+        self.who = "Receiver"  # who_am_i() reading the list: before the fork, at first
 
     # -- buffer handling ---------------------------------------------------
 
@@ -872,6 +872,7 @@ class FlistDecoder(_Options):
             raise WireError(f"refusing malicious duplicate flist for dir {dir_ndx}",
                             RERR_PROTOCOL)
         self._dirs_listed.add(dir_ndx)
+        self.who = "receiver"  # (a sub-list is read by the forked receiver)
         self.start_list(self._next_ndx_start, self.dir_names[dir_ndx])
         return dir_ndx
 
@@ -959,16 +960,18 @@ class FlistDecoder(_Options):
         raw = lastname[:l1] + buf[pos:end] if l1 else bytes(buf[pos:end])
         pos = end
         if b"\0" in raw or not raw:
-            raise _unsafe(raw)
+            raise _unsafe(self.show_name(raw))
         name = clean_fname(raw)
         if name is None or (not self.relative_paths and name[:1] == b"/"):
-            raise _unsafe(raw)
+            raise _unsafe(self.show_name(raw))
         if self._expect_dir is not None:
             cur_dir = name.rpartition(b"/")[0]
             if self.relative_paths and cur_dir[:1] == b"/":
                 cur_dir = cur_dir[1:]
             if cur_dir != self._expect_dir:
-                raise WireError("ABORTING due to invalid path from sender: " + _show(name),
+                # (flist.c: "dir/basename", so a top-level name in a sub-list is "/name")
+                shown = self.show_name(cur_dir + b"/" + name.rpartition(b"/")[2])
+                raise WireError("ABORTING due to invalid path from sender: " + shown,
                                 RERR_UNSUPPORTED)
 
         mode, modtime, atime, uid, gid, rdev, rdev_major, dev = self._state
@@ -1035,7 +1038,8 @@ class FlistDecoder(_Options):
                 pos += 4
             # Mode 0 is --delete-missing-args' "missing" entry (flist.c recv_file_entry).
             if mode & _IFMT not in _VALID_TYPES and (mode or self.missing_args != 2):
-                raise WireError(f"invalid file mode 0{mode:o} for {_show(raw)}", RERR_PROTOCOL)
+                raise WireError(f"invalid file mode 0{mode:o} for {self.show_name(raw)} "
+                                f"[{self.who}]", RERR_PROTOCOL)
             is_dir = mode & _IFMT == _IFDIR
             if self.preserve_atimes and not is_dir and not xflags & XMIT_SAME_ATIME:
                 atime, pos = _varlong(buf, pos, 4)
@@ -1099,7 +1103,7 @@ class FlistDecoder(_Options):
                     link = bytes(buf[pos : pos + n])
                     pos += n
                     if b"\0" in link:
-                        raise WireError(f"NUL byte in symlink target of {_show(raw)}",
+                        raise WireError(f"NUL byte in symlink target of {self.show_name(raw)}",
                                         RERR_PROTOCOL)
                 else:
                     link = b""
@@ -1139,7 +1143,7 @@ class FlistDecoder(_Options):
             raise WireError("Offset underflow: file-length is negative", RERR_UNSUPPORTED)
         if name in (b".", b"/.") and not is_dir:
             raise WireError(
-                f"ERROR: rejecting non-directory transfer-root entry: {_show(name)}",
+                f"ERROR: rejecting non-directory transfer-root entry: {self.show_name(name)}",
                 RERR_PROTOCOL,
             )
 
@@ -1336,8 +1340,11 @@ def _makedev(major: int, minor: int) -> int:
         raise WireError(f"invalid device number {major},{minor}", RERR_PROTOCOL) from None
 
 
-def _show(name: bytes) -> str:
-    return name.decode("utf-8", "backslashreplace")
+def show_name(name: bytes) -> str:
+    """A name in a message as rsync prints it (log.c rwrite(): ``\\#ooo`` escapes)."""
+    from netsync.log import safe_name
+
+    return safe_name(name)
 
 
 # ---------------------------------------------------------------------------
