@@ -344,3 +344,41 @@ def test_push_into_a_symlinked_destination_dir(sshd_server: SshServer, tmp_path:
     assert got.stdout == want.stdout
     assert (tmp_path / "netsync" / "lnk").is_symlink()
     assert (tmp_path / "netsync" / "real" / "f").read_text() == "f\n"
+
+
+@pytest.mark.parametrize("where", ["local", "push", "pull"])
+def test_unknown_usermap_name_is_reported_and_skipped(sshd_server: SshServer, tmp_path: Path,
+                                                      where: str) -> None:
+    # uidlist.c parse_name_map(): a TO name the receiver does not know is an error line
+    # ("Unknown --usermap name on receiver: X", from the list's end back) and its rule is
+    # left out; the transfer goes on and exits 0. netsync stopped with a usage error.
+    maps = ["--usermap=0:nosuchuser-ns,daemon:nouser2-ns", "--groupmap=0:nogroup3-ns"]
+    runs = {}
+    for who, path in (("rsync", "rsync"), ("netsync", NETSYNC_PATH)):
+        work = tmp_path / who
+        (work / "src" / "sub").mkdir(parents=True)
+        (work / "src" / "f").write_bytes(b"f\n")
+        (work / "src" / "sub" / "g").write_bytes(b"g\n")
+        args = ["-a", *maps]
+        if where == "local":
+            cmd = [tc.RSYNC] if who == "rsync" else tc.program_under_test()
+            runs[who] = tc.run(cmd, [*args, "src/", "dst/"], cwd=work)
+            continue
+        # the receiver is netsync's: the server of a push, the client of a pull
+        server = path if where == "push" else "rsync"
+        args += ["-e", sshd_server.rsh, f"--rsync-path={server}"]
+        if where == "push":
+            args += ["src/", f"{sshd_server.login}:{work}/dst/"]
+        else:
+            args += [f"{sshd_server.login}:{work}/src/", "dst/"]
+        cmd = [tc.RSYNC] if who == "rsync" or where == "push" else tc.program_under_test()
+        runs[who] = tc.run(cmd, args, cwd=work)
+    want, got = runs["rsync"], runs["netsync"]
+    assert want.returncode == 0, want.describe()
+    assert got.returncode == 0, got.describe()
+    lines = [b"Unknown --usermap name on receiver: nouser2-ns",
+             b"Unknown --usermap name on receiver: nosuchuser-ns",
+             b"Unknown --groupmap name on receiver: nogroup3-ns"]
+    assert [ln for ln in want.stderr.splitlines() if ln.startswith(b"Unknown")] == lines
+    assert [ln for ln in got.stderr.splitlines() if ln.startswith(b"Unknown")] == lines
+    assert (work / "dst" / "sub" / "g").read_bytes() == b"g\n"

@@ -14,6 +14,10 @@ import time
 from netsync import errors as E
 from netsync import messages as m
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 PROG = "netsync"
 
 # host:path, [user@]host::module, rsync://host/... (not a local path)
@@ -185,21 +189,32 @@ class IdMap:
     """--usermap/--groupmap (uidlist.c): first matching FROM wins; FROM is a name,
     a wildcard name, a number, a LOW-HIGH range or ``*``."""
 
-    def __init__(self, spec: str, which: str, numeric: bool = False) -> None:
+    def __init__(self, spec: str, which: str, numeric: bool = False,
+                 warn: Callable[[str], None] | None = None) -> None:
         import fnmatch
 
         self._fnmatch = fnmatch.fnmatchcase
         self.which = which
         self.numeric = numeric  # --numeric-ids: no names are sent, every id is nameless
-        self.rules: list[tuple[str, int]] = []
-        for item in spec.split(","):
+        items = spec.split(",")
+        for item in items:
             if ":" not in item:
                 raise E.UsageError(f"No colon found in --{which}: {item}")
+        # uidlist.c parse_name_map(): a TO name unknown here is reported (the list is
+        # parsed from its end) and its rule left out; the transfer goes on.
+        rules: list[tuple[str, int]] = []
+        for item in reversed(items):
             frm, to = item.rsplit(":", 1)
-            self.rules.append((frm, self._id(to)))
+            num = self._id(to)
+            if num is None:
+                if warn is not None:
+                    warn(f"Unknown --{which} name on receiver: {to}")
+                continue
+            rules.append((frm, num))
+        self.rules = rules[::-1]
         self._cache: dict[int, int] = {}
 
-    def _id(self, name: str) -> int:
+    def _id(self, name: str) -> int | None:
         if name.isdigit():
             return int(name)
         import grp
@@ -207,9 +222,8 @@ class IdMap:
 
         try:
             return pwd.getpwnam(name).pw_uid if self.which == "usermap" else grp.getgrnam(name).gr_gid
-        except KeyError as ke:
-            raise E.UsageError(f"Unknown {'user' if self.which == 'usermap' else 'group'} "
-                               f"in --{self.which}: {name}") from ke
+        except KeyError:
+            return None
 
     def _name(self, num: int) -> str | None:
         import grp
@@ -247,10 +261,11 @@ class IdMap:
         return True
 
 
-def _parse_ids(spec: str | None, numeric: bool, which: str) -> IdMap | None:
+def _parse_ids(spec: str | None, numeric: bool, which: str,
+               warn: Callable[[str], None] | None = None) -> IdMap | None:
     if not spec:
         return None
-    return IdMap(spec, which, numeric)
+    return IdMap(spec, which, numeric, warn)
 
 
 def acl_id_maps(opts, inc_recurse: bool, am_root: bool) -> tuple | None:
@@ -463,8 +478,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     dest_root = _into_dest(dest_root, solo)
     umask = os.umask(0)
     os.umask(umask)
-    uid_map = _parse_ids(opts.usermap, opts.numeric_ids, "usermap")
-    gid_map = _parse_ids(opts.groupmap, opts.numeric_ids, "groupmap")
+    uid_map = _parse_ids(opts.usermap, opts.numeric_ids, "usermap", rep.warn_msg)
+    gid_map = _parse_ids(opts.groupmap, opts.numeric_ids, "groupmap", rep.warn_msg)
     cu = cg = None  # options.py turns --chown into --usermap/--groupmap, as rsync does
     a = AttrOptions(
         perms=opts.perms, executability=opts.executability, owner=opts.owner,

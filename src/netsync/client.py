@@ -1518,8 +1518,8 @@ class _Client:
             group=opts.group, times=opts.times, omit_dir_times=bool(opts.omit_dir_times),
             omit_link_times=opts.omit_link_times, atimes=bool(opts.atimes), am_root=am_root,
             dry_run=opts.dry_run, modify_window=opts.modify_window or 0,
-            uid_map=_parse_ids(opts.usermap, opts.numeric_ids, "usermap"),
-            gid_map=_parse_ids(opts.groupmap, opts.numeric_ids, "groupmap"),
+            uid_map=_parse_ids(opts.usermap, opts.numeric_ids, "usermap", rep.warn_msg),
+            gid_map=_parse_ids(opts.groupmap, opts.numeric_ids, "groupmap", rep.warn_msg),
             chown_uid=None, chown_gid=None, umask=umask, acls=bool(opts.acls),
             xattrs=self._xa.ctx if self._xa is not None else None,
         )
