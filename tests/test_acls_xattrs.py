@@ -43,6 +43,14 @@ def _make(src: Path) -> None:
     os.setxattr(src / "d" / "c", "user.long", b"x" * 60)
     os.setxattr(src / "d", "user.dir", b"dv")
     os.setxattr(src / "d" / "sub" / "e", "user.e", b"")
+    # A new sticky dir with a named entry and group::rwx (sent as "same as the mode"):
+    # rsync sets its ACL with the group bits masked (change_sacl_perms()), then again
+    # in the receiver's set_file_attrs() of the xattr item, once the sticky bit is
+    # on: group::rwx in the end (netsync left group::---).
+    (src / "st").mkdir()
+    os.chmod(src / "st", 0o1777)
+    subprocess.run(["setfacl", "-m", "u:nobody:rwx", str(src / "st")], check=True)
+    os.setxattr(src / "st", "user.st", b"s")
 
 
 def _change(src: Path) -> None:
@@ -102,6 +110,7 @@ def test_acls_and_xattrs_like_rsync(tmp_path: Path, how: str) -> None:
         assert _state(tmp_path / "dst-netsync") == want
         if rnd == 0:
             assert "system.posix_acl_access" in want["a"] and "user.long" in want["d/c"]
+            assert b"\x04\x00\x07\x00" in want["st"]["system.posix_acl_access"]  # group rwx
             _change(tmp_path / "src")
         else:
             assert "system.posix_acl_access" not in want["a"]

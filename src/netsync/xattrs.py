@@ -829,6 +829,16 @@ class GenXa:
         if st is None:
             return
         errs: list[str] = []
+        if gen.a.acls and e.acl is not None and not stat.S_ISLNK(st.st_mode):
+            # With -A (which implies -p) rsync's whole set_file_attrs() pass shows: the
+            # ACL is set again against the mode on disk now (a new sticky dir's ACL was
+            # first set with the group bits masked, change_sacl_perms()).
+            from netsync.metadata import set_file_attrs
+
+            set_file_attrs(gen.a, path, e, st, errors=errs, xattr_from=path)
+            for msg in errs:
+                gen.rep.error_xfer(msg)
+            return
         fd = -1
         try:
             tgt, fd = self.target(path, st.st_mode)
