@@ -382,3 +382,33 @@ def test_unknown_usermap_name_is_reported_and_skipped(sshd_server: SshServer, tm
     assert [ln for ln in want.stderr.splitlines() if ln.startswith(b"Unknown")] == lines
     assert [ln for ln in got.stderr.splitlines() if ln.startswith(b"Unknown")] == lines
     assert (work / "dst" / "sub" / "g").read_bytes() == b"g\n"
+
+
+@pytest.mark.parametrize("how", ["local", "push", "pull", "server-push", "server-pull"])
+def test_info_stats3_shows_each_roles_heap(sshd_server: SshServer, tmp_path: Path,
+                                          how: str) -> None:
+    # main.c show_malloc_stats(): --info=stats3 prints a "heap statistics" block per
+    # process (sender, receiver, generator) in rsync's layout; netsync printed none
+    # (rsync's suite, misc-coverage).
+    import re
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_bytes(b"x" * (64 + i))
+    remote = f"{sshd_server.login}:"
+    prog = tc.program_under_test() if how in ("local", "push", "pull") else [tc.RSYNC]
+    path = "rsync" if how in ("push", "pull") else NETSYNC_PATH
+    ends = {"local": [f"{src}/", f"{tmp_path}/dst/"],
+            "push": [f"{src}/", f"{remote}{tmp_path}/dst/"],
+            "pull": [f"{remote}{src}/", f"{tmp_path}/dst/"]}[how.replace("server-", "")]
+    rsh = [] if how == "local" else ["-e", sshd_server.rsh, f"--rsync-path={path}"]
+    r = tc.run(prog, ["-r", "--info=stats3", *rsh, *ends], cwd=tmp_path)
+    assert r.returncode == 0, r.describe()
+    out = r.stdout.decode()
+    heads = re.findall(r"^\w+\[\d+\] \((?:server )?(\w+)\) heap statistics:$", out, re.M)
+    assert sorted(heads) == ["generator", "receiver", "sender"], out
+    rows = re.findall(r"^  (\w+): +\d+   \(([a-z +0-9]+)\)$", out, re.M)
+    assert len(rows) == 33 and rows[:2] == [("arena", "bytes from sbrk"),
+                                            ("ordblks", "chunks not in use")], out
+    assert (tmp_path / "dst" / "f2").read_bytes() == b"x" * 66

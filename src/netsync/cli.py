@@ -807,6 +807,9 @@ def _summary(opts, rep, stats, start: float, flist_size: int) -> None:
 
     sent, received = _estimate_wire(stats, flist_size)
     lines: list[str] = []
+    if rep.level("stats") >= 3:  # rsync's three processes each show their heap
+        for role in ("sender", "server receiver", "server generator"):
+            lines += log.heap_stats_lines(rep.prog, role)
     if rep.level("stats") >= 2 or opts.stats:
         lines += log.stats_lines(stats, opts.human_readable)
     if rep.level("stats") >= 1 or opts.stats:

@@ -722,6 +722,18 @@ class _Client:
         _exit_line(code)
         return code
 
+    def _heap_stats(self) -> None:
+        """main.c handle_stats(): with --info=stats3 each process shows its heap; this
+        one stands for the roles rsync forks (a server's lines go as MSG_INFO)."""
+        rep = self.rep
+        if rep.level("stats") < 3:
+            return
+        pre = ("server " if self.am_server else "") + \
+            ("daemon " if getattr(self, "daemon", None) is not None else "")
+        for role in ("sender",) if self.am_sender else ("receiver", "generator"):
+            for line in log.heap_stats_lines(rep.prog, pre + role):
+                rep.info(line)
+
     def _goodbye(self) -> None:
         """main.c read_final_goodbye() for the client sender."""
         io = self.io
@@ -774,6 +786,7 @@ class _Client:
             if self._lists is not None:
                 io.on_success = self._lists.remove_source
         self._send_files(sender, entries)
+        self._heap_stats()
         self._goodbye()
         io.flush()
         sent = self.conn.bytes_written  # type: ignore[union-attr]
@@ -2108,6 +2121,7 @@ class _Client:
                     io.read_varlong30(3) if proto >= 30 else io.read_longint()) / 1000
         if proto >= 31:
             self._expect_done()
+        self._heap_stats()
         io.write_ndx(NDX_DONE)
         io.flush()
 

@@ -720,6 +720,38 @@ def log_file_line(message: bytes | str, *, when: float | None = None, pid: int |
 # End-of-run summary, --stats, --list-only
 # --------------------------------------------------------------------------
 
+_HEAP_ROWS = (
+    ("arena", "bytes from sbrk"), ("ordblks", "chunks not in use"),
+    ("smblks", "free fastbin blocks"), ("hblks", "chunks from mmap"),
+    ("hblkhd", "bytes from mmap"), ("allmem", "bytes from sbrk + mmap"),
+    ("usmblks", "always 0"), ("fsmblks", "bytes in freed fastbin blocks"),
+    ("uordblks", "bytes used"), ("fordblks", "bytes free"),
+    ("keepcost", "bytes in releasable chunk"),
+)
+
+
+def heap_stats_lines(prog: str, role: str) -> list[str]:
+    """main.c show_malloc_stats() (--info=stats3): glibc's mallinfo2() of this
+    process under a header naming the role; nothing without it, as rsync."""
+    import ctypes
+
+    fields = [n for n, _ in _HEAP_ROWS if n != "allmem"]
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in fields]
+
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return []
+    fn.restype = MallInfo2
+    mi = fn()
+    vals = {n: getattr(mi, n) for n in fields}
+    vals["allmem"] = vals["arena"] + vals["hblkhd"]
+    return ["", f"{prog}[{os.getpid()}] ({role}) heap statistics:"] + [
+        f"  {title + ':':<11}{vals[title]:10d}   ({descr})" for title, descr in _HEAP_ROWS]
+
+
 def summary_lines(
     sent: int,
     received: int,

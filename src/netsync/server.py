@@ -433,6 +433,7 @@ class _Server(_Client):
         self._send_files(sender, flist.entries)
         # main.c handle_stats() for a server sender, then read_final_goodbye().
         proto = self.neg.protocol
+        self._heap_stats()
         values = [self.conn.bytes_read, self.conn.bytes_written, stats.total_size]  # type: ignore[union-attr]
         if proto >= 29:
             values += [int(stats.flist_buildtime * 1000), int(stats.flist_xfertime * 1000)]
