@@ -103,19 +103,23 @@ class Case:
 
 
 def _differential(tmp_path: Path, case: Case, extra: list[str],
-                  dst_of: Callable[[str, Path], Path] = lambda side, w: w / "dst") -> None:
-    """Both programs, three steps (the source changed after the first): the same
-    items and the same ACLs at ``dst_of(side, work)``."""
+                  dst_of: Callable[[str, Path], Path] = lambda side, w: w / "dst", *,
+                  make: Callable[[Path], None] = make_source,
+                  change: Callable[[Path], None] | None = change_source, steps: int = 3,
+                  state: Callable[[Path], dict] = acl_state,
+                  check_source: bool = True) -> dict[str, Path]:
+    """Both programs, ``steps`` times (the source changed after the first): the same
+    exit codes, items and ``state`` (the ACLs) at ``dst_of(side, work)``."""
     works = {}
     for side in ("rsync", "netsync"):
         w = tmp_path / side
         (w / "src").mkdir(parents=True)
-        make_source(w / "src")
+        make(w / "src")
         works[side] = w
-    for step in range(3):
-        if step == 1:
+    for step in range(steps):
+        if step == 1 and change is not None:
             for w in works.values():
-                change_source(w / "src")
+                change(w / "src")
         runs = {side: tc.run([], case.argv(side == "netsync", w) + extra, cwd=w)
                 for side, w in works.items()}
         want, got = runs["rsync"], runs["netsync"]
@@ -123,12 +127,12 @@ def _differential(tmp_path: Path, case: Case, extra: list[str],
         assert got.returncode == want.returncode, got.describe()
         assert b"Traceback" not in got.stderr, got.describe()
         assert _items(got) == _items(want), (want.stdout, got.stdout)
-        assert acl_state(dst_of("netsync", works["netsync"])) == \
-            acl_state(dst_of("rsync", works["rsync"])), step
+        assert state(dst_of("netsync", works["netsync"])) == \
+            state(dst_of("rsync", works["rsync"])), step
     # and the destination really has the source's ACLs (and modes)
-    if not any(x.startswith(("--no-p", "--chmod")) for x in extra):
-        assert acl_state(dst_of("netsync", works["netsync"])) == \
-            acl_state(works["netsync"] / "src")
+    if check_source and not any(x.startswith(("--no-p", "--chmod")) for x in extra):
+        assert state(dst_of("netsync", works["netsync"])) == state(works["netsync"] / "src")
+    return works
 
 
 NUMERIC = [pytest.param([], id="names"), pytest.param(["--numeric-ids"], id="numeric")]
@@ -318,24 +322,11 @@ def _differential_idmap(tmp_path: Path, case: Case, extra: list[str],
                         ) -> None:
     """Both programs, twice (the second run finds the destination done): the same
     exit codes, items, and ACLs, modes and owners in the destination."""
-    works = {}
-    for side in ("rsync", "netsync"):
-        w = tmp_path / side
-        (w / "src").mkdir(parents=True)
-        _idmap_source(w / "src")
-        works[side] = w
-    for step in range(2):
-        runs = {side: tc.run([], case.argv(side == "netsync", w) + extra, cwd=w)
-                for side, w in works.items()}
-        want, got = runs["rsync"], runs["netsync"]
-        assert want.returncode == 0, want.describe()
-        assert got.returncode == want.returncode, got.describe()
-        assert b"Traceback" not in got.stderr, got.describe()
-        assert _items(got) == _items(want), (want.stdout, got.stdout)
-        want_state = _idmap_state(dst_of("rsync", works["rsync"]))
-        assert _idmap_state(dst_of("netsync", works["netsync"])) == want_state, step
+    works = _differential(tmp_path, case, extra, dst_of, make=_idmap_source, change=None,
+                          steps=2, state=_idmap_state, check_source=False)
     # (and rsync did change the named entries' ids)
-    assert want_state != _idmap_state(works["rsync"] / "src")
+    assert _idmap_state(dst_of("rsync", works["rsync"])) != \
+        _idmap_state(works["rsync"] / "src")
 
 
 @pytest.mark.parametrize("extra", IDMAP_EXTRA)
