@@ -9,6 +9,7 @@ lines) must be the same.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
@@ -412,3 +413,81 @@ def test_info_stats3_shows_each_roles_heap(sshd_server: SshServer, tmp_path: Pat
     assert len(rows) == 33 and rows[:2] == [("arena", "bytes from sbrk"),
                                             ("ordblks", "chunks not in use")], out
     assert (tmp_path / "dst" / "f2").read_bytes() == b"x" * 66
+
+
+# A name with control bytes, an invalid UTF-8 byte and a literal "\#001" (which rsync's
+# client escapes as "\#134#001" so it cannot pass for an escape).
+ODD = b"a\x01b\x1bc\xffd\\#001e"
+
+
+def _client_text(run: tc.Run, work: Path) -> list[bytes]:
+    """The client's output lines naming the odd file, the work dir neutralised and the
+    server's program name ("netsync:" for ours) made rsync's."""
+    out = (run.stdout + run.stderr).replace(str(work).encode(), b"WORK")
+    return sorted(ln.replace(b"netsync: ", b"rsync: ", 1) for ln in out.split(b"\n")
+                  if b"a\\#001b" in ln)
+
+
+@pytest.mark.parametrize("stderr_opt", [[], ["--no-msgs2stderr"]])
+def test_server_error_names_are_escaped_once(sshd_server: SshServer, tmp_path: Path,
+                                             stderr_opt: list[str]) -> None:
+    # log.c rwrite(): a server's messages carry names raw, the client escapes what it
+    # prints (netsync's server escaped them too: the client showed "\#134#001").
+    got = {}
+    for side, path in (("rsync", "rsync"), ("netsync", NETSYNC_PATH)):
+        work = tmp_path / side
+        (work / "src").mkdir(parents=True)
+        missing = os.fsdecode(bytes(work / "src") + b"/" + ODD)
+        r = tc.run([tc.RSYNC], ["-a", *stderr_opt, "-e", sshd_server.rsh,
+                                f"--rsync-path={path}", f"{sshd_server.login}:{missing}",
+                                "dst/"], cwd=work)
+        assert r.returncode == 23, r.describe()
+        assert b"\x01" not in r.stderr and b"\x1b" not in r.stderr, r.describe()
+        got[side] = _client_text(r, work)
+    assert got["netsync"] == got["rsync"]
+    assert got["rsync"] == [b'rsync: [sender] link_stat "WORK/src/a\\#001b\\#033c\\#377d'
+                            b'\\#134#001e" failed: No such file or directory (2)']
+
+
+@pytest.mark.parametrize("protocol", (32, 28))
+def test_server_info_names_are_escaped_once(sshd_server: SshServer, tmp_path: Path,
+                                            protocol: int) -> None:
+    # The receiving server's generator says "NAME is uptodate" at -vv and, before
+    # protocol 29, "deleting NAME" as text: raw in the message, escaped by the client.
+    got = {}
+    for side, path in (("rsync", "rsync"), ("netsync", NETSYNC_PATH)):
+        work = tmp_path / side
+        (work / "src").mkdir(parents=True)
+        (work / "src" / os.fsdecode(ODD)).write_bytes(b"same\n")
+        tc.run([tc.RSYNC], ["-a", "src/", "dst/"], cwd=work)
+        (work / "dst" / os.fsdecode(ODD + b".old")).write_bytes(b"old\n")
+        r = tc.run([tc.RSYNC], ["-a", "-vv", "--delete", f"--protocol={protocol}", "-e",
+                                sshd_server.rsh, f"--rsync-path={path}", "src/",
+                                f"{sshd_server.login}:{work}/dst/"], cwd=work)
+        assert r.returncode == 0, r.describe()
+        assert b"\x01" not in r.stdout and b"\x1b" not in r.stdout, r.describe()
+        got[side] = _client_text(r, work)
+    assert got["netsync"] == got["rsync"]
+    assert got["rsync"] == [b"a\\#001b\\#033c\\#377d\\#134#001e is uptodate",
+                            b"deleting a\\#001b\\#033c\\#377d\\#134#001e.old"]
+
+
+def test_daemon_over_ssh_error_names_are_escaped_once(sshd_server: SshServer,
+                                                      tmp_path: Path) -> None:
+    # The same for a daemon run over the remote shell (host::module): its messages name
+    # the file below the module, raw; the client escapes them.
+    got = {}
+    for side, path in (("rsync", "rsync"), ("netsync", NETSYNC_PATH)):
+        work = tmp_path / side
+        (work / "src").mkdir(parents=True)
+        conf = work / "d.conf"
+        conf.write_text(f"use chroot = no\n[mod]\npath = {work}/src\n")
+        r = tc.run([tc.RSYNC], ["-a", "-e", sshd_server.rsh,
+                                f"--rsync-path={path} --config={conf}",
+                                f"{sshd_server.login}::mod/{os.fsdecode(ODD)}", "dst/"],
+                   cwd=work)
+        assert r.returncode == 23, r.describe()
+        got[side] = _client_text(r, work)
+    assert got["netsync"] == got["rsync"]
+    assert got["rsync"] == [b'rsync: [sender] link_stat "a\\#001b\\#033c\\#377d\\#134#001e" '
+                            b"(in mod) failed: No such file or directory (2)"]

@@ -224,6 +224,7 @@ class _Client:
         io = WireIO(self.conn, neg.protocol, who=self.who,  # type: ignore[arg-type]
                     timeout=opts.timeout or None)
         self.io = io
+        io.eight_bit = opts.eight_bit_output
         io.mplex_out = neg.mplex_out
         if neg.mplex_in:
             io.start_multiplex_in(hs.leftover)
@@ -326,10 +327,15 @@ class _Client:
 
         def show(line: str) -> None:
             if listing or opts.motd:
-                sys.stdout.write(line + "\n")
+                # rprintf(FINFO): the daemon's motd/listing line, escaped as rwrite() does
+                raw = line.encode("utf-8", "surrogateescape")
+                text = log.escape_output(raw, eight_bit=opts.eight_bit_output)
+                sys.stdout.flush()
+                sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape") + b"\n")
                 sys.stdout.flush()
 
         dc = DaemonClient(self.conn, opts.protocol, on_line=show)
+        dc.eight_bit = opts.eight_bit_output
         proto = dc.greet()
         # who_am_i() before the fork: a pulling client is still "Receiver".
         who = "Receiver" if self.who == "receiver" else self.who

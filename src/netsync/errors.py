@@ -88,7 +88,12 @@ class UsageError(RsyncError):
 def print_error(msg: str) -> None:
     """One line on stderr, after whatever stdout holds (so the order reads right)."""
     sys.stdout.flush()
-    sys.stderr.write(msg + "\n")
+    buf = getattr(sys.stderr, "buffer", None)
+    if buf is not None:  # (a name's undecodable bytes, shown raw under -8, stay bytes)
+        sys.stderr.flush()
+        buf.write((msg + "\n").encode("utf-8", "surrogateescape"))
+    else:
+        sys.stderr.write(msg + "\n")
     sys.stderr.flush()
 
 

@@ -93,6 +93,8 @@ class ProtocolIO:
         self.on_redo: Callable[[int], None] | None = None
         self.on_stats: Callable[[int], None] | None = None
         self.on_text: Callable[[int, bytes], None] | None = None
+        #: -8/--8-bit-output: a message from the peer is printed with high-bit bytes raw.
+        self.eight_bit = False
         #: Number of file-list entries, once known: indexes in messages are checked against it.
         self.ndx_limit: int | None = None
         os.set_blocking(conn.rfd, False)
@@ -200,9 +202,14 @@ class ProtocolIO:
             if self.on_text is not None:
                 self.on_text(int(code), payload)
             else:
+                from netsync.log import escape_output
+
                 stream = sys.stdout if code == Msg.INFO else sys.stderr
                 sys.stdout.flush()
-                stream.buffer.write(payload)
+                # log.c rwrite(): the client escapes what it prints, a server's text too
+                # (a server sends names raw); a name's control bytes never reach the tty.
+                text = escape_output(payload, eight_bit=self.eight_bit)
+                stream.buffer.write(text.encode("utf-8", "surrogateescape"))
                 stream.flush()
         elif code == Msg.IO_ERROR:
             self.io_error |= _I32.unpack(payload)[0] & IOERR_VALID_MASK

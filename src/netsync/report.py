@@ -312,12 +312,15 @@ class Reporter:
     def deleted(self, name: bytes, mode: int) -> None:
         if self.level("del") >= 1 or self.stdout_format:
             if not self.quiet:
-                self._emit(log.format_delete(name, mode, self.stdout_format if self.has_o_or_i
-                                             else None, self.ctx, eight_bit=self.eight_bit))
+                self._emit(self._delete_line(name, mode))
         if self.logfile is not None and not self.dry_run and self.logfile_format:
             fmt = log.delete_format(self.logfile_format)
             raw = log.expand_log_format(fmt, log.LogItem.deletion(name, mode), self.ctx)
             self.logfile.write(log.log_file_line(raw))
+
+    def _delete_line(self, name: bytes, mode: int) -> str:
+        return log.format_delete(name, mode, self.stdout_format if self.has_o_or_i else None,
+                                 self.ctx, eight_bit=self.eight_bit)
 
     def backup_note(self, name: bytes, bpath: bytes) -> None:
         if self.level("backup") >= 1:

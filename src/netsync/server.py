@@ -137,6 +137,17 @@ class ServerReporter(Reporter):
     def _send(self, code: Msg, text: str) -> None:
         self.io.send_msg(code, os.fsencode(text + "\n"))
 
+    def safe(self, name: bytes) -> str:
+        # log.c rwrite(): a server sends its messages raw; the client escapes the names
+        # as it prints them (escaping here too, rsync's client showed "\#134#001").
+        return os.fsdecode(name)
+
+    def _delete_line(self, name: bytes, mode: int) -> str:
+        # (before protocol 29 the line travels as text: raw, as safe())
+        fmt = log.delete_format(self.stdout_format if self.has_o_or_i else None)
+        return os.fsdecode(log.expand_log_format(fmt, log.LogItem.deletion(name, mode),
+                                                 self.ctx))
+
     def _holding(self) -> bool:
         # Nothing is held back on a server: every line is a message to the client (a
         # line written to stdout here would land in the protocol stream).
@@ -769,6 +780,13 @@ def run_server(opts, daemon: DaemonLink | None = None) -> int:
     return code
 
 
+def _write_escaped(text: str) -> None:
+    sys.stderr.flush()
+    raw = os.fsencode(text)
+    sys.stderr.buffer.write(log.escape_output(raw).encode("utf-8", "surrogateescape"))
+    sys.stderr.flush()
+
+
 def _report_fatal(server: _Server, message: str | None, bare: bool) -> None:
     """rprintf(FERROR): an error frame once multiplexing, else stderr."""
     if not message:
@@ -776,8 +794,8 @@ def _report_fatal(server: _Server, message: str | None, bare: bool) -> None:
     text = message if bare else f"{PROG}: {message}"
     io = server.io
     if io is None or not io.mplex_out:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
+        # rwrite() printing it itself: escaped as it goes out (a name in it is raw).
+        _write_escaped(text + "\n")
         return
     try:
         io.send_msg(Msg.ERROR, os.fsencode(text + "\n"))

@@ -472,6 +472,7 @@ class DaemonClient:
         self.conn = conn
         self.our_protocol = protocol
         self.on_line = on_line
+        self.eight_bit = False  # -8: how an @ERROR line is shown (escaped, as rwrite())
         self.greeting: Greeting | None = None
         self.protocol = protocol
         self.auth_digest: str | None = None
@@ -535,7 +536,11 @@ class DaemonClient:
             if line == "@RSYNCD: EXIT":
                 return reply
             if line.startswith("@ERROR"):
-                raise TransportError(RERR_STARTCLIENT, line, bare=True)
+                from netsync.log import escape_output  # the daemon's text, escaped
+
+                shown = escape_output(line.encode("utf-8", "surrogateescape"),
+                                      eight_bit=self.eight_bit)
+                raise TransportError(RERR_STARTCLIENT, shown, bare=True)
             if self.on_line is not None:
                 self.on_line(line)
             elif len(reply.lines) < _MAX_KEPT_LINES:
