@@ -491,3 +491,20 @@ def test_daemon_over_ssh_error_names_are_escaped_once(sshd_server: SshServer,
     assert got["netsync"] == got["rsync"]
     assert got["rsync"] == [b'rsync: [sender] link_stat "a\\#001b\\#033c\\#377d\\#134#001e" '
                             b"(in mod) failed: No such file or directory (2)"]
+
+
+def test_daemon_over_ssh_unknown_module_exits_5(sshd_server: SshServer, tmp_path: Path) -> None:
+    # main.c: "@ERROR: Unknown module" from a daemon run over the remote shell is exit 5
+    # (RERR_STARTCLIENT), whatever the remote daemon exits with (255): netsync took the
+    # shell's status and exited 255, "unexplained error".
+    conf = tmp_path / "d.conf"
+    conf.write_text(f"use chroot = no\n[m]\n  path = {tmp_path}\n")
+    got = {}
+    for who, prog in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+        r = tc.run(prog, ["-a", "-e", sshd_server.rsh, f"--rsync-path=rsync --config={conf}",
+                          f"{sshd_server.login}::nosuchmod/", f"{tmp_path}/dst-{who}/"],
+                   cwd=tmp_path)
+        got[who] = (r.returncode, [ln for ln in r.stderr.splitlines()
+                                   if ln.startswith(b"@ERROR")])
+    assert got["rsync"] == (5, [b"@ERROR: Unknown module 'nosuchmod'"])
+    assert got["netsync"] == got["rsync"]

@@ -540,7 +540,8 @@ class DaemonClient:
 
                 shown = escape_output(line.encode("utf-8", "surrogateescape"),
                                       eight_bit=self.eight_bit)
-                raise TransportError(RERR_STARTCLIENT, shown, bare=True)
+                # main.c: exit code 5 whatever the (daemon-over-shell) child exits with
+                raise TransportError(RERR_STARTCLIENT, shown, bare=True, own_code=True)
             if self.on_line is not None:
                 self.on_line(line)
             elif len(reply.lines) < _MAX_KEPT_LINES:
