@@ -129,6 +129,10 @@ CASES: list[Case] = [
     Case("rt-no-links-no-devices", ("-rt", *S)),
     Case("remove-source-files", ("--remove-source-files", "-av", *S)),
     Case("av-delete", ("-av", "--delete", *S), ALL),
+    # --munge-links acts on the client, a local copy's sender (which unmunges); -M gives
+    # it to the receiver, which munges
+    Case("munge-links", ("-a", "--munge-links", *S)),
+    Case("munge-links-M", ("-a", "-M--munge-links", *S)),
     # -v's header: "building file list ... done" without incremental recursion
     Case("av-no-i-r", ("-av", "--no-i-r", *S)),
     # Itemized output and deletion variants.

@@ -96,6 +96,33 @@ def test_delete_itemize_each_protocol(sshd_server: SshServer, tmp_path: Path,
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("opt", ["--munge-links", "-M--munge-links"])
+@pytest.mark.parametrize("ours", ["client", "server"])
+def test_munge_links_side(sshd_server: SshServer, tmp_path: Path, direction: str,
+                          opt: str, ours: str) -> None:
+    # --munge-links acts on the side it is given to: a sender unmunges what it reads, a
+    # receiver munges what it writes (-M: the server's side). netsync munged on any
+    # receiving side and unmunged only in a daemon.
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink("target", src / "plain")
+    os.symlink("/rsyncd-munged/t2", src / "munged")
+    got = {}
+    for who in ("rsync", "netsync"):
+        dst = tmp_path / f"dst-{who}"
+        netsync = who == "netsync"
+        prog = tc.program_under_test() if netsync and ours == "client" else [tc.RSYNC]
+        path = NETSYNC_PATH if netsync and ours == "server" else "rsync"
+        ends = ([f"{src}/", f"{sshd_server.login}:{dst}/"] if direction == "push"
+                else [f"{sshd_server.login}:{src}/", f"{dst}/"])
+        r = tc.run(prog, ["-a", opt, "-e", sshd_server.rsh, f"--rsync-path={path}", *ends],
+                   cwd=tmp_path)
+        assert r.returncode == 0, r.describe()
+        got[who] = (os.readlink(dst / "plain"), os.readlink(dst / "munged"))
+    assert got["netsync"] == got["rsync"]
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
 @pytest.mark.parametrize("protocol", (32, 29))
 def test_itemize_unchanged(sshd_server: SshServer, tmp_path: Path, direction: str,
                            protocol: int) -> None:

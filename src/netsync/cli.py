@@ -299,6 +299,16 @@ def map_acl_ids(entries, maps: tuple, memo: dict) -> None:
             e.acl = map_ids(e.acl, umap, gmap, memo)
 
 
+def _receiver_munges(opts) -> bool:
+    """--munge-links acts on one side: a local copy's client is the sender, which
+    unmunges (sender.unmunge_links); the receiver munges when -M gave it the option."""
+    last = None
+    for ro in opts.remote_option:
+        if ro in ("--munge-links", "--no-munge-links"):
+            last = ro
+    return last == "--munge-links"
+
+
 def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     from netsync.flist import WalkOptions
     from netsync.generator import Generator, GenOptions
@@ -513,7 +523,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         delete_mode = opts.delete_mode or "during"
     g = GenOptions(
         recursive=w.recursive, dirs=w.dirs, links=opts.links, safe_links=opts.safe_links,
-        munge_links=opts.munge_links, keep_dirlinks=opts.keep_dirlinks,
+        munge_links=_receiver_munges(opts), keep_dirlinks=opts.keep_dirlinks,
         hard_links=bool(opts.hard_links), devices=opts.devices and not opts.drop_D,
         specials=opts.specials and not opts.drop_D,  # --drop-D: the generator creates none
         checksum=opts.checksum, size_only=opts.size_only, ignore_times=opts.ignore_times,

@@ -1913,6 +1913,9 @@ def apply_process_options(opts: Options) -> None:
                 metadata.recv_fake_super = ro == "--fake-super"
         if opts.copy_as is not None:
             copy_as(opts.copy_as, "sender")
+    # --munge-links: a sending process unmunges the links it reads (a daemon module's
+    # "munge symlinks" sets the option too); a receiver munges (generator.py).
+    sender.unmunge_links = bool(opts.munge_links)
     sender.open_noatime = bool(opts.open_noatime)
     sender.copy_devices = bool(opts.copy_devices)
     receiver.do_fsync = bool(opts.fsync)
