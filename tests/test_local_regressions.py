@@ -574,3 +574,19 @@ def test_dir_and_file_of_one_name_from_two_sources(tmp_path: Path,
     assert n.returncode == 0, n.stderr
     assert n.stdout == r.stdout
     assert (tmp_path / "netsync" / "dst" / "a" / "in").is_file()
+
+
+def test_backup_of_a_backup_named_file_is_not_made(tmp_path: Path) -> None:
+    # delete.c delete_item(): replacing a non-file whose name ends in the backup suffix
+    # (no --backup-dir) removes it without a backup; netsync left "name~~" behind.
+    def setup(work: Path) -> None:
+        (work / "src").mkdir()
+        (work / "dst").mkdir()
+        (work / "src" / "old~").write_bytes(b"now a file\n")
+        (work / "src" / "keep").write_bytes(b"k\n")
+        os.symlink("somewhere", work / "dst" / "old~")
+        os.symlink("elsewhere", work / "dst" / "keep")
+
+    r, n = both(tmp_path, setup, "-a", "-b", "src/", "dst/")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(tmp_path / "rsync" / "dst")) == ["keep", "keep~", "old~"]

@@ -650,8 +650,12 @@ class Generator:
     def _make_room(self, rel: bytes, path: bytes, st: os.stat_result, what: str) -> bool:
         self._drop_dir_fds()  # a held dir fd may be of what is replaced here
         flags = DEL_RECURSE if (self.g.delete_mode or self.g.delete or self.g.force) else 0
-        if self.g.backup and not stat.S_ISDIR(st.st_mode):
-            if self.g.dry_run:
+        g = self.g
+        # delete.c delete_item(): a name that is itself a backup (it ends in the suffix,
+        # no --backup-dir) is not backed up again, just removed
+        if g.backup and not stat.S_ISDIR(st.st_mode) \
+                and (g.backup_dir is not None or not rel.endswith(g.suffix)):
+            if g.dry_run:
                 return True
             return self._make_backup(rel, path)
         return self.delete_item(rel, path, st.st_mode, flags, make_room=what)
