@@ -590,3 +590,46 @@ def test_backup_of_a_backup_named_file_is_not_made(tmp_path: Path) -> None:
     r, n = both(tmp_path, setup, "-a", "-b", "src/", "dst/")
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(tmp_path / "rsync" / "dst")) == ["keep", "keep~", "old~"]
+
+
+def test_remove_source_files_onto_itself_keeps_the_files(tmp_path: Path) -> None:
+    # sender.c remove_source_file(): in a local copy, a source that is the file the
+    # receiver just made (a dir synced onto itself) is not removed, "ERROR: Skipping
+    # sender remove of destination file", exit 23. netsync removed both copies: the
+    # files were gone.
+    def setup(work: Path) -> None:
+        (work / "d").mkdir()
+        (work / "d" / "a").write_bytes(b"hello\n")
+        (work / "d" / "b").write_bytes(b"b\n")
+
+    r, n = both(tmp_path, setup, "-a", "--remove-source-files", "d/", "d/")
+    assert r.returncode == 23
+    assert sorted(os.listdir(tmp_path / "netsync" / "d")) == ["a", "b"]
+    lines = [b"ERROR: Skipping sender remove of destination file: a",
+             b"ERROR: Skipping sender remove of destination file: b"]
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith(b"ERROR")] == lines
+    assert [ln for ln in n.stderr.splitlines() if ln.startswith(b"ERROR")] == lines
+
+
+def test_remove_source_files_skips_a_changed_source_as_an_error(tmp_path: Path) -> None:
+    # "ERROR: Skipping sender remove for changed file" is an error line on stderr that
+    # makes the exit 23 (netsync said it on stdout): --copy-unsafe-links copies the file
+    # an unsafe symlink names, and the source lstat()ed at removal time (the symlink)
+    # differs from the list. (With -L the link is followed and removed, exit 0.)
+    def setup(work: Path) -> None:
+        (work / "src").mkdir()
+        (work / "target").write_bytes(b"twelve bytes")
+        os.symlink("../target", work / "src" / "link")
+
+    r, n = both(tmp_path, setup, "-a", "--copy-unsafe-links", "--remove-source-files",
+                "src/", "dst/")
+    assert r.returncode == 23
+    line = [b"ERROR: Skipping sender remove for changed file: link"]
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith(b"ERROR")] == line
+    assert [ln for ln in n.stderr.splitlines() if ln.startswith(b"ERROR")] == line
+    assert os.path.islink(tmp_path / "netsync" / "src" / "link")
+
+    (tmp_path / "L").mkdir()
+    r, n = both(tmp_path / "L", setup, "-a", "-L", "--remove-source-files", "src/", "dst/")
+    assert r.returncode == n.returncode == 0, (r.stderr, n.stderr)
+    assert not os.path.lexists(tmp_path / "L" / "netsync" / "src" / "link")

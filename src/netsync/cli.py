@@ -548,8 +548,13 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     receiver = Receiver(ropts, a, rep)
     if rfilters is not None:
         rfilters.set_root(os.path.abspath(dest_root))
+    def removed(ndx: int) -> None:
+        # sender.c remove_source_file(): a local copy's source that is the very file
+        # the receiver just made (syncing a dir onto itself) is never removed
+        sender.remove_source(ndx, gen.dpath(flist.entry(ndx).name))
+
     gen = gen_cls(g, a, flist, dest_root, receiver, sender.send_file, rep, rfilters, csum,
-                    on_success=sender.remove_source, solo_file=solo)
+                  on_success=removed, solo_file=solo)
     gen.stats = stats
     gen.feed = feed
     if opts.acls:

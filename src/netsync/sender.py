@@ -945,17 +945,28 @@ class Sender:
         self.rep.error_xfer(f'read errors mapping {self.rep.qpath(path)}: '
                             f"{os.strerror(status)} ({status})", role="sender")
 
-    def remove_source(self, ndx: int) -> None:
-        """--remove-source-files: the receiver confirmed this file arrived."""
+    def remove_source(self, ndx: int, dest: bytes | None = None) -> None:
+        """--remove-source-files: the receiver confirmed this file arrived (``dest``:
+        where, in a local copy)."""
         e = self.flist.entry(ndx)
         path = self.flist.source_path(e)
         dfd, leaf, owned = None, path, False
         try:
             dfd, leaf, owned = self._at(path)  # sender.c secure_sender_parent_fd()
-            st = os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+            st = os.stat(leaf, dir_fd=dfd, follow_symlinks=bool(self.w.copy_links))
+            if dest is not None:
+                try:
+                    dst = os.stat(dest, follow_symlinks=False)
+                except OSError:
+                    dst = None
+                if dst is not None and (dst.st_dev, dst.st_ino) == (st.st_dev, st.st_ino):
+                    self.rep.error_xfer("ERROR: Skipping sender remove of destination file: "
+                                        f"{self.rep.safe(e.name)}", bare=True)
+                    return
             # rsync refuses to remove a file that changed since it was listed.
             if stat.S_ISREG(e.mode) and (st.st_size != e.size or st.st_mtime_ns != e.mtime_ns):
-                self.rep.info(f"Skipping sender remove for changed file: {self.rep.safe(e.name)}")
+                self.rep.error_xfer("ERROR: Skipping sender remove for changed file: "
+                                    f"{self.rep.safe(e.name)}", bare=True)
                 return
             os.unlink(leaf, dir_fd=dfd)
             self.rep.remove_note(e)
