@@ -133,6 +133,12 @@ CASES: list[Case] = [
     # it to the receiver, which munges
     Case("munge-links", ("-a", "--munge-links", *S)),
     Case("munge-links-M", ("-a", "-M--munge-links", *S)),
+    # the delayed renames come before the --delete-after/-delay pass, which would take
+    # the .~tmp~ staging dirs (netsync lost every updated file)
+    Case("delay-updates-delete-after", ("-a", "--delay-updates", "--delete-after", *S),
+         ("empty", "diverged")),
+    Case("delay-updates-delete-delay", ("-a", "--delay-updates", "--delete-delay", *S),
+         ("empty", "diverged")),
     # -v's header: "building file list ... done" without incremental recursion
     Case("av-no-i-r", ("-av", "--no-i-r", *S)),
     # Itemized output and deletion variants.

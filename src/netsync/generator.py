@@ -742,6 +742,9 @@ class Generator:
             self._redo_appends()
         if self.after_files is not None:
             self.after_files()
+        # receiver.c handle_delayed_updates() ends the receiver's run; generate_files()'
+        # --delete-delay/-after pass comes after it (it would take the .~tmp~ dirs).
+        self.recv.finish_delayed()
         if mode == "after":
             self._top_deleted = False
             self.delete_dirs(include_top=True)
@@ -749,7 +752,6 @@ class Generator:
             delayed, self._delayed = self._delayed, None
             for rel, path, dmode in delayed:
                 self.delete_item(rel, path, dmode, DEL_RECURSE)
-        self.recv.finish_delayed()
         self.touch_up_dirs()
         if self.skipped_deletes:
             self.rep.warn_msg(f"Deletions stopped due to --max-delete limit "
