@@ -122,6 +122,34 @@ def test_munge_links_side(sshd_server: SshServer, tmp_path: Path, direction: str
     assert got["netsync"] == got["rsync"]
 
 
+@pytest.mark.parametrize("ours,direction,opt", [("client", "pull", "--chmod=D750,F600"),
+                                               ("server", "push", "-M--chmod=D750,F600")])
+def test_chmod_on_the_receiver(sshd_server: SshServer, tmp_path: Path, ours: str,
+                               direction: str, opt: str) -> None:
+    # flist.c recv_file_entry(): a receiver given --chmod tweaks the modes it receives
+    # (a pulling client; a server through -M). netsync applied it only as the sender.
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "f").write_bytes(b"f\n")
+    (src / "sub" / "g").write_bytes(b"g\n")
+    os.chmod(src / "f", 0o644)
+    os.chmod(src / "sub", 0o755)
+    got = {}
+    for who in ("rsync", "netsync"):
+        dst = tmp_path / f"dst-{who}"
+        netsync = who == "netsync"
+        prog = tc.program_under_test() if netsync and ours == "client" else [tc.RSYNC]
+        path = NETSYNC_PATH if netsync and ours == "server" else "rsync"
+        ends = ([f"{src}/", f"{sshd_server.login}:{dst}/"] if direction == "push"
+                else [f"{sshd_server.login}:{src}/", f"{dst}/"])
+        r = tc.run(prog, ["-a", opt, "-e", sshd_server.rsh, f"--rsync-path={path}", *ends],
+                   cwd=tmp_path)
+        assert r.returncode == 0, r.describe()
+        got[who] = [oct((dst / n).stat().st_mode & 0o7777) for n in ("f", "sub", "sub/g")]
+    assert got["rsync"] == ["0o600", "0o750", "0o600"]
+    assert got["netsync"] == got["rsync"]
+
+
 @pytest.mark.parametrize("direction", ["push", "pull"])
 @pytest.mark.parametrize("protocol", (32, 29))
 def test_itemize_unchanged(sshd_server: SshServer, tmp_path: Path, direction: str,

@@ -1321,6 +1321,7 @@ class _Client:
             rep.out.flush()
         if not opts.numeric_ids:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
+        self._chmod_received(raw_entries)
         self._map_acl_ids(raw_entries)
         entries = sort_and_clean(raw_entries, protocol=proto, am_sender=False,
                                  strip_root=bool(opts.relative))
@@ -1391,6 +1392,25 @@ class _Client:
     def _received(self, entries: list) -> None:
         """A hook on each received list (a daemon module's rules)."""
 
+    def _chmod_received(self, raw_entries: list) -> None:
+        """flist.c recv_file_entry(): a receiver given --chmod (a pulling client, or a
+        server told by -M) tweaks each received mode, as a sender does its own."""
+        rules = getattr(self, "_recv_chmod", False)  # (parsed on the first list)
+        if rules is False:
+            rules = None
+            if self.opts.chmod:
+                from netsync.chmod import parse_chmod
+
+                rules = parse_chmod(self.opts.chmod)
+            self._recv_chmod = rules
+        if rules is None:
+            return
+        from netsync.chmod import tweak_mode
+
+        for e in raw_entries:
+            if e.mode and not stat.S_ISLNK(e.mode):
+                e.mode = tweak_mode(e.mode, rules)
+
     def _map_acl_ids(self, raw_entries: list) -> None:
         """-A: --usermap/--groupmap (--chown) on a received list's ACL ids, as on its
         owners (acls.c recv_ida_entries() / match_acl_ids())."""
@@ -1420,6 +1440,7 @@ class _Client:
         dec = self._dec
         if not opts.numeric_ids:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
+        self._chmod_received(raw_entries)
         self._map_acl_ids(raw_entries)
         entries = sort_and_clean(raw_entries, protocol=self.neg.protocol, am_sender=False)
         self._received(entries)
