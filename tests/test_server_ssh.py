@@ -150,6 +150,28 @@ def test_chmod_on_the_receiver(sshd_server: SshServer, tmp_path: Path, ours: str
     assert got["netsync"] == got["rsync"]
 
 
+@pytest.mark.parametrize("delete", ["--delete", "--delete-before", "--delete-after"])
+def test_pull_prune_empty_dirs_deletes_what_a_pruned_dir_names(
+        sshd_server: SshServer, tmp_path: Path, delete: str) -> None:
+    # -m clears a pruned dir's entry (clear_file(): no name), so the deletion pass
+    # removes what the destination has under that name; netsync's pulling client kept it.
+    src = tmp_path / "src"
+    (src / "emptydir").mkdir(parents=True)
+    (src / "sub").mkdir()
+    (src / "sub" / "f").write_bytes(b"f\n")
+    got = {}
+    for who, prog in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+        dst = tmp_path / f"dst-{who}"
+        (dst / "sub").mkdir(parents=True)
+        os.symlink("sub", dst / "emptydir")
+        r = tc.run(prog, ["-a", "-m", delete, "-e", sshd_server.rsh, "--rsync-path=rsync",
+                          f"{sshd_server.login}:{src}/", f"{dst}/"], cwd=tmp_path)
+        assert r.returncode == 0, r.describe()
+        got[who] = sorted(os.listdir(dst))
+    assert got["rsync"] == ["sub"]
+    assert got["netsync"] == got["rsync"]
+
+
 @pytest.mark.parametrize("direction", ["push", "pull"])
 @pytest.mark.parametrize("protocol", (32, 29))
 def test_itemize_unchanged(sshd_server: SshServer, tmp_path: Path, direction: str,

@@ -470,11 +470,14 @@ class Generator:
             # Streamed list: a dir's children are exactly its chunk.
             if cur[0] != dname:
                 return set()
-            return {e.name.rpartition(b"/")[2] for e in cur[1]}
+            return {e.name.rpartition(b"/")[2] for e in cur[1]
+                    if not e.flags & FLAG_DUPLICATE}
         if self._children is None:
+            # (a cleared entry, clear_file(): a -m pruned dir or a dropped duplicate, has
+            # no name in rsync's list, so what it names in the dest is not kept)
             ch: dict[bytes, set[bytes]] = {}
             for e in self.flist.entries:
-                if e.name == b".":
+                if e.name == b"." or e.flags & FLAG_DUPLICATE:
                     continue
                 p, _, base = e.name.rpartition(b"/")
                 ch.setdefault(p or b".", set()).add(base)
