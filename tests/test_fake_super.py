@@ -525,3 +525,16 @@ def test_write_devices_backs_up_the_device(base: Path, sync_cmd: list[str],
         assert b"backed up data to " in t.stdout
         if args[0] == "-ai":
             assert tdump[backup[0]][:3] == (oct(0o100600), 12, 34)
+
+
+def test_fake_super_over_an_identical_copy(base: Path, sync_cmd: list[str]) -> None:
+    """An up-to-date file still goes through set_file_attrs() -> set_stat_xattr() in
+    rsync: the real file gets owner access (0444 -> 0644, no set-id bits) and the mode
+    goes into the %stat xattr. netsync left such files untouched."""
+    _make_src(base / "src")
+    for d in ("dst-r", "dst-n"):  # a plain (root) copy first, then --fake-super over it
+        assert tc.run([tc.RSYNC], ["-a", "src/", f"{d}/"], base).returncode == 0
+    _both(base, sync_cmd, ["-ai", "--fake-super"], "src", ("dst-r", "dst-n"), user=None)
+    want = _dump(base / "dst-r")
+    assert want["readonly"][0] == oct(0o100644) and isinstance(want["readonly"][5], bytes)
+    assert _dump(base / "dst-n") == want

@@ -1490,7 +1490,9 @@ class Generator:
             # Up to date: touch the file only when an attribute differs (-c compares
             # times to the nanosecond, which the report bits do not show).
             updated = bool(iflags & _ATTR_BITS)
-            if iflags & _ATTR_BITS or g.checksum:
+            # (--fake-super: rsync's set_file_attrs() always runs set_stat_xattr(),
+            # which gives the real file owner access and records the mode in the xattr)
+            if iflags & _ATTR_BITS or g.checksum or self.a.fake_super:
                 errs: list[str] = []
                 updated |= set_file_attrs(self.a, path, e, basis_st, new_mode=new_mode,
                                           errors=errs, accurate=g.checksum)
