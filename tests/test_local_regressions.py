@@ -633,3 +633,25 @@ def test_remove_source_files_skips_a_changed_source_as_an_error(tmp_path: Path) 
     r, n = both(tmp_path / "L", setup, "-a", "-L", "--remove-source-files", "src/", "dst/")
     assert r.returncode == n.returncode == 0, (r.stderr, n.stderr)
     assert not os.path.lexists(tmp_path / "L" / "netsync" / "src" / "link")
+
+
+@pytest.mark.parametrize("opts", [["-r"], ["-rog"], ["-a"]])
+def test_backup_dir_parents_keep_owner_only_with_o_g(tmp_path: Path, opts: list[str]) -> None:
+    # backup.c: a dir made in --backup-dir gets set_file_attrs() of the dest dir it
+    # mirrors, so its owner and group only with -o/-g (and its times only with -t);
+    # netsync copied them always.
+    def setup(work: Path) -> None:
+        (work / "src" / "d").mkdir(parents=True)
+        (work / "src" / "d" / "f").write_bytes(b"new\n")
+        os.chown(work / "src" / "d", 1111, 2222)
+        (work / "dst" / "d").mkdir(parents=True)
+        (work / "dst" / "d" / "f").write_bytes(b"old, longer\n")
+        os.chown(work / "dst" / "d", 4321, 8765)
+        os.utime(work / "dst" / "d", (1_000_000_000, 1_000_000_000))
+
+    both(tmp_path, setup, *opts, "-b", "--backup-dir=../bk", "src/", "dst/")
+    want = os.stat(tmp_path / "rsync" / "bk" / "d")
+    got = os.stat(tmp_path / "netsync" / "bk" / "d")
+    assert (got.st_uid, got.st_gid) == (want.st_uid, want.st_gid)
+    assert (want.st_uid == 0) == ("-r" in opts)  # (with -o the dest dir got src's owner)
+    assert (got.st_mtime == 1_000_000_000) == (want.st_mtime == 1_000_000_000)

@@ -266,15 +266,21 @@ class Receiver:
         return fd
 
     def _copy_dir_attrs(self, dfd: int, name: bytes, model: bytes) -> None:
+        # backup.c: set_file_attrs() with the dest dir's make_file(): the mode, and the
+        # owner, group and times only as -o, -g and -t keep them
+        a = self.a
         try:
             st = os.stat(model)
-            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)
-            if self.a.am_root:
-                os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
-            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd,
-                     follow_symlinks=False)
         except OSError:
-            pass
+            return
+        uid = st.st_uid if a.owner and a.am_root else -1
+        gid = st.st_gid if a.group else -1
+        _quietly(os.chmod, name, stat.S_IMODE(st.st_mode), dir_fd=dfd)  # (each on its own)
+        if uid != -1 or gid != -1:
+            _quietly(os.chown, name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+        if a.times and not a.omit_dir_times:
+            _quietly(os.utime, name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd,
+                     follow_symlinks=False)
 
     def make_backup(self, dest_rel: bytes, dest: bytes) -> bool:
         """Move ``dest`` aside as its backup. Returns False on failure."""
@@ -748,3 +754,11 @@ class Receiver:
             except OSError:
                 pass
         self.delayed.clear()
+
+
+def _quietly(fn, *args, **kw) -> None:
+    """One attribute step whose failure rsync ignores too."""
+    try:
+        fn(*args, **kw)
+    except OSError:
+        pass
