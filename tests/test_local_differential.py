@@ -237,6 +237,8 @@ CASES: list[Case] = [
     Case("copy-links", ("-ai", "-L", *S), rc=23),
     # links/abs is absolute (so unsafe) and dangling: "symlink has no referent".
     Case("copy-unsafe-links", ("-ai", "--copy-unsafe-links", *S), rc=23),
+    # -v: flist.c readlink_stat()'s "copying unsafe symlink" lines
+    Case("copy-unsafe-links-v", ("-av", "--copy-unsafe-links", *S), rc=23),
     Case("safe-links", ("-ai", "--safe-links", *S)),
     Case("copy-dirlinks", ("-ai", "-k", *S)),
     Case("keep-dirlinks", ("-ai", "-K", *S), ("diverged",)),

@@ -8,6 +8,7 @@ is in this process or at the other end of a wire.
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import stat
 import time
@@ -44,6 +45,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 # (flist.c readlink_stat), so a munged module serves its links as they were sent.
 unmunge_links = False
 SYMLINK_PREFIX = b"/rsyncd-munged/"
+_entry_name = operator.attrgetter("name")
 # rsync's globals of the same names, set per process by options.apply_process_options():
 # --open-noatime (or the module's "open noatime") opens files to read with O_NOATIME,
 # --copy-devices lists a device as a regular file and sends its contents.
@@ -460,6 +462,9 @@ class Sender:
             if w.copy_unsafe_links:
                 target = os.readlink(leaf, dir_fd=dfd)
                 if is_unsafe_symlink(target, name):
+                    if self.rep.level("symsafe") >= 1:  # flist.c readlink_stat()
+                        self.rep.info(f'copying unsafe symlink "{self.rep.safe(name)}" -> '
+                                      f'"{self.rep.safe(target)}"')
                     return os.stat(leaf, dir_fd=dfd)
         return st
 
@@ -653,9 +658,13 @@ class Sender:
                     self.rep.error_xfer(f'opendir {self.rep.qpath(dpath)} failed: '
                                         f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
                 return children, [], fstate
-            names.sort()
-            # In rsync's sorted order directly (files, then the subdirs), so a
-            # single-source list needs no global sort.
+            # In rsync's sorted order (files, then the subdirs), so a single-source list
+            # needs no global sort. Where the walk has messages to give (-v's "copying
+            # unsafe symlink", filter traces) names are stat()ed in readdir order, as
+            # rsync's send_directory() does, and sorted after: the fast path, with
+            # nothing but I/O errors to say, sorts first (~3% of a no-op).
+            if fast:
+                names.sort()
             subdirs: list[tuple[bytes, bytes, bytes, os.stat_result, int]] = []
             nprefix = b"" if dname == b"." else dname + b"/"
             pprefix = dpath if dpath.endswith(b"/") else dpath + b"/"
@@ -712,6 +721,8 @@ class Sender:
                     os.close(sfd)
                 elif dfd >= 0:
                     os.close(dfd)
+            if not fast:
+                children.sort(key=_entry_name)
             subdirs.sort(key=lambda t: t[0])
             subs: list[tuple[FileEntry, bytes, int]] = []
             for _, path, name, st, flags in subdirs:
