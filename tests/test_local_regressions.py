@@ -655,3 +655,24 @@ def test_backup_dir_parents_keep_owner_only_with_o_g(tmp_path: Path, opts: list[
     assert (got.st_uid, got.st_gid) == (want.st_uid, want.st_gid)
     assert (want.st_uid == 0) == ("-r" in opts)  # (with -o the dest dir got src's owner)
     assert (got.st_mtime == 1_000_000_000) == (want.st_mtime == 1_000_000_000)
+
+
+@pytest.mark.parametrize("opts", [["-rt"], ["-a"]])
+def test_inplace_backup_copy(tmp_path: Path, opts: list[str]) -> None:
+    # --inplace -b copies the old file aside: netsync put the copy's temp name in a
+    # wrong dir (".dst/f~.xxxxxx", a traceback) when the destination was a relative
+    # path; and the copy takes the owner only with -o/-g (backup.c set_file_attrs()).
+    def setup(work: Path) -> None:
+        (work / "src").mkdir()
+        (work / "dst").mkdir()
+        (work / "src" / "f").write_bytes(b"new contents\n")
+        (work / "dst" / "f").write_bytes(b"old\n")
+        os.chown(work / "dst" / "f", 1234, 5678)
+
+    r, n = both(tmp_path, setup, *opts, "--inplace", "-b", "src/", "dst/")
+    assert r.returncode == 0, r.stderr
+    assert b"Traceback" not in n.stderr, n.stderr
+    want = os.stat(tmp_path / "rsync" / "dst" / "f~")
+    got = os.stat(tmp_path / "netsync" / "dst" / "f~")
+    assert (got.st_uid, got.st_gid) == (want.st_uid, want.st_gid)
+    assert (tmp_path / "netsync" / "dst" / "f~").read_bytes() == b"old\n"

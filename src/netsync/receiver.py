@@ -282,6 +282,13 @@ class Receiver:
             _quietly(os.utime, name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd,
                      follow_symlinks=False)
 
+    def _backup_keeps(self) -> dict[str, bool]:
+        """backup.c: a copied backup gets set_file_attrs() of the dest file, so its
+        owner, group and times only as -o, -g and -t keep them."""
+        a = self.a
+        return {"uid": bool(a.owner and a.am_root), "gid": bool(a.group),
+                "times": bool(a.times)}
+
     def make_backup(self, dest_rel: bytes, dest: bytes) -> bool:
         """Move ``dest`` aside as its backup. Returns False on failure."""
         bpath = self.backup_name(dest_rel, dest)
@@ -306,7 +313,7 @@ class Receiver:
                 if ex.errno != errno.EXDEV:
                     raise
                 # --backup-dir on another filesystem: copy (keeping metadata), then remove.
-                safepath.copy_into(dest, bfd, bleaf)
+                safepath.copy_into(dest, bfd, bleaf, **self._backup_keeps())
                 os.unlink(dest)
             # rsync names the backup relative to the destination dir it works in.
             root = dest[: len(dest) - len(dest_rel)] if dest.endswith(dest_rel) else b""
@@ -624,7 +631,7 @@ class Receiver:
                 return False
             bname = bpath if bfd is None else dest_rel.rpartition(b"/")[2] + r.suffix
             try:
-                safepath.copy_into(dest, bfd, bname)
+                safepath.copy_into(dest, bfd, bname, **self._backup_keeps())
                 if basis is None or basis == dest:
                     # receiver.c: the backup is the basis, so the delta never reads
                     # blocks this very write has already overwritten.

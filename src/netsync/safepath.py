@@ -356,20 +356,25 @@ def open_following_beneath(anchor_fd: int, rel: bytes, flags: int) -> int:
     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
 
 
-def copy_fd_into(sfd: int, dfd: int | None, name: bytes, st: os.stat_result | None = None) -> None:
+def copy_fd_into(sfd: int, dfd: int | None, name: bytes, st: os.stat_result | None = None,
+                 *, uid: bool = True, gid: bool = True, times: bool = True) -> None:
     """Copy the open regular file ``sfd`` to ``name`` in ``dfd`` via a temporary
-    name (never through a symlink), keeping mode, owner and times."""
+    name (never through a symlink), keeping its mode, and its owner, group and times
+    as ``uid``, ``gid`` and ``times`` say (a backup: as -o, -g, -t keep them)."""
     st = st or os.fstat(sfd)
-    tmp = b"." + name[:200] + b"." + os.urandom(3).hex().encode()
+    head, slash, leaf = name.rpartition(b"/")  # (a path: the temp name beside its leaf)
+    tmp = head + slash + b"." + leaf[:200] + b"." + os.urandom(3).hex().encode()
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dfd)
     try:
         copy_fd_to_fd(sfd, out)
-        try:
-            os.fchown(out, st.st_uid, st.st_gid)
-        except OSError:
-            pass
+        if uid or gid:
+            try:
+                os.fchown(out, st.st_uid if uid else -1, st.st_gid if gid else -1)
+            except OSError:
+                pass
         os.fchmod(out, stat.S_IMODE(st.st_mode))
-        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        if times:
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
         os.close(out)
         out = -1
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -383,8 +388,9 @@ def copy_fd_into(sfd: int, dfd: int | None, name: bytes, st: os.stat_result | No
         raise
 
 
-def copy_into(src: bytes, dfd: int | None, name: bytes) -> None:
-    """Copy the file/symlink at path ``src`` (not followed) to ``name`` in ``dfd``."""
+def copy_into(src: bytes, dfd: int | None, name: bytes, **keep: bool) -> None:
+    """Copy the file/symlink at path ``src`` (not followed) to ``name`` in ``dfd``
+    (``keep``: copy_fd_into()'s uid, gid and times)."""
     st = os.lstat(src)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), name, dir_fd=dfd)
@@ -397,7 +403,7 @@ def copy_into(src: bytes, dfd: int | None, name: bytes) -> None:
         return
     sfd = os.open(src, os.O_RDONLY | _NOFOLLOW)
     try:
-        copy_fd_into(sfd, dfd, name)
+        copy_fd_into(sfd, dfd, name, **keep)
     finally:
         os.close(sfd)
 
