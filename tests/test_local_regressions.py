@@ -676,3 +676,18 @@ def test_inplace_backup_copy(tmp_path: Path, opts: list[str]) -> None:
     got = os.stat(tmp_path / "netsync" / "dst" / "f~")
     assert (got.st_uid, got.st_gid) == (want.st_uid, want.st_gid)
     assert (tmp_path / "netsync" / "dst" / "f~").read_bytes() == b"old\n"
+
+
+@pytest.mark.parametrize("opt", ["--compare-dest=../nope", "--link-dest=../afile"])
+def test_alt_dest_arg_is_checked_locally(tmp_path: Path, opt: str) -> None:
+    # main.c check_alt_basis_dirs(): a missing (or non-dir) --*-dest arg is warned
+    # about; netsync said it only as a client.
+    def setup(work: Path) -> None:
+        (work / "src").mkdir()
+        (work / "src" / "f").write_bytes(b"f\n")
+        (work / "afile").write_bytes(b"not a dir\n")
+
+    r, n = both(tmp_path, setup, "-a", opt, "src/", "dst/")
+    want = [ln.replace(b"/rsync/", b"/W/") for ln in r.stderr.splitlines() if b" arg " in ln]
+    got = [ln.replace(b"/netsync/", b"/W/") for ln in n.stderr.splitlines() if b" arg " in ln]
+    assert len(want) == 1 and got == want

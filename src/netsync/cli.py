@@ -299,6 +299,24 @@ def map_acl_ids(entries, maps: tuple, memo: dict) -> None:
             e.acl = map_ids(e.acl, umap, gmap, memo)
 
 
+def check_alt_basis_dirs(rep, alt: tuple[str, list[str]], alt_dirs: list[bytes],
+                         dest_root: bytes, sanitized: bool = False) -> None:
+    """main.c check_alt_basis_dirs(): a --*-dest dir that is missing, or not a dir, is
+    warned about, named from the destination dir (a daemon's sanitized path as is)."""
+    for d, path in zip(alt[1], alt_dirs, strict=True):
+        try:
+            why = None if stat.S_ISDIR(os.stat(path).st_mode) else "is not a dir"
+        except OSError:
+            why = "does not exist"
+        if why is None:
+            continue
+        shown = os.fsencode(d).rstrip(b"/") or b"/"
+        if not shown.startswith(b"/") and not sanitized:
+            top = os.path.normpath(os.path.join(os.getcwdb(), dest_root))
+            shown = top.rstrip(b"/") + b"/" + shown
+        rep.warn_msg(f"--{alt[0]} arg {why}: {rep.safe(shown)}")
+
+
 def _receiver_munges(opts) -> bool:
     """--munge-links acts on one side: a local copy's client is the sender, which
     unmunges (sender.unmunge_links); the receiver munges when -M gave it the option."""
@@ -518,6 +536,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         up = os.path.dirname(dest_root.rstrip(b"/")) or b"."
         alt_dirs = [up + b"/" + os.fsencode(d)[3:].rstrip(b"/") if d.startswith("../")
                     else a_dir for d, a_dir in zip(alt[1], alt_dirs, strict=True)]
+    if alt:
+        check_alt_basis_dirs(rep, alt, alt_dirs, dest_root)
     delete_mode = None
     if opts.delete:
         delete_mode = opts.delete_mode or "during"

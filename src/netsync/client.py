@@ -1523,7 +1523,14 @@ class _Client:
         self.rep.out.write(line + "\n")
 
     def _receive(self, flist, dest: bytes) -> int:
-        from netsync.cli import _get_local_name, _into_dest, _local_name, _parse_ids, _under
+        from netsync.cli import (
+            _get_local_name,
+            _into_dest,
+            _local_name,
+            _parse_ids,
+            _under,
+            check_alt_basis_dirs,
+        )
         from netsync.generator import Generator, GenOptions
         from netsync.metadata import AttrOptions
         from netsync.receiver import ReceiveOptions, Receiver
@@ -1583,8 +1590,9 @@ class _Client:
                              rep.safe(enc(opts.backup_dir).rstrip(b"/") or b"/"), rep)
         alt = opts.alt_dest
         alt_dirs = [_under(dest_root, d) for d in alt[1]] if alt else []
-        if alt:
-            self._check_alt_basis_dirs(alt, alt_dirs, dest_root)
+        if alt:  # (named as the receiver resolves them: a daemon's sanitized path as is)
+            check_alt_basis_dirs(rep, alt, alt_dirs, dest_root,
+                                 sanitized=getattr(self, "daemon", None) is not None)
         self._check_module_dirs()
         recursive = bool(opts.recursive or opts.recurse)
         g = GenOptions(
@@ -1687,25 +1695,6 @@ class _Client:
         self._pull_phases(first_done=True)
         self._summary(self.remote_read, self.remote_written, stats.total_size)
         return self._final_code(flist.io_error | gen.io_error)
-
-    def _check_alt_basis_dirs(self, alt: tuple[str, list[str]], alt_dirs: list[bytes],
-                              dest_root: bytes) -> None:
-        """main.c check_alt_basis_dirs(): a --*-dest dir that is missing, or not a dir,
-        is warned about (named as the receiver resolves it: a daemon's sanitized
-        path as it is, else from the destination dir)."""
-        sanitized = getattr(self, "daemon", None) is not None
-        for d, path in zip(alt[1], alt_dirs, strict=True):
-            try:
-                why = None if stat.S_ISDIR(os.stat(path).st_mode) else "is not a dir"
-            except OSError:
-                why = "does not exist"
-            if why is None:
-                continue
-            shown = os.fsencode(d).rstrip(b"/") or b"/"
-            if not shown.startswith(b"/") and not sanitized:
-                top = os.path.normpath(os.path.join(os.getcwdb(), dest_root))
-                shown = top.rstrip(b"/") + b"/" + shown
-            self.rep.warn_msg(f"--{alt[0]} arg {why}: {self.rep.safe(shown)}")
 
     def _check_module_dirs(self) -> None:
         """A daemon's check of the basis and partial dirs against its module."""
