@@ -95,6 +95,22 @@ def test_delete_itemize_each_protocol(sshd_server: SshServer, tmp_path: Path,
              ["-a", "--delete", "-i", f"--protocol={protocol}"])
 
 
+def _one_side(ssh: SshServer, tmp_path: Path, who: str, ours: str, direction: str,
+              args: list[str]) -> Path:
+    """One side of a differential over ssh: Debian's rsync both ends ("rsync"), or
+    netsync as the client or as the --rsync-path server (``ours``); its tmp/dst-WHO."""
+    dst = tmp_path / f"dst-{who}"
+    netsync = who == "netsync"
+    prog = tc.program_under_test() if netsync and ours == "client" else [tc.RSYNC]
+    path = NETSYNC_PATH if netsync and ours == "server" else "rsync"
+    src = tmp_path / "src"
+    ends = ([f"{src}/", f"{ssh.login}:{dst}/"] if direction == "push"
+            else [f"{ssh.login}:{src}/", f"{dst}/"])
+    r = tc.run(prog, [*args, "-e", ssh.rsh, f"--rsync-path={path}", *ends], cwd=tmp_path)
+    assert r.returncode == 0, r.describe()
+    return dst
+
+
 @pytest.mark.parametrize("direction", ["push", "pull"])
 @pytest.mark.parametrize("opt", ["--munge-links", "-M--munge-links"])
 @pytest.mark.parametrize("ours", ["client", "server"])
@@ -109,15 +125,7 @@ def test_munge_links_side(sshd_server: SshServer, tmp_path: Path, direction: str
     os.symlink("/rsyncd-munged/t2", src / "munged")
     got = {}
     for who in ("rsync", "netsync"):
-        dst = tmp_path / f"dst-{who}"
-        netsync = who == "netsync"
-        prog = tc.program_under_test() if netsync and ours == "client" else [tc.RSYNC]
-        path = NETSYNC_PATH if netsync and ours == "server" else "rsync"
-        ends = ([f"{src}/", f"{sshd_server.login}:{dst}/"] if direction == "push"
-                else [f"{sshd_server.login}:{src}/", f"{dst}/"])
-        r = tc.run(prog, ["-a", opt, "-e", sshd_server.rsh, f"--rsync-path={path}", *ends],
-                   cwd=tmp_path)
-        assert r.returncode == 0, r.describe()
+        dst = _one_side(sshd_server, tmp_path, who, ours, direction, ["-a", opt])
         got[who] = (os.readlink(dst / "plain"), os.readlink(dst / "munged"))
     assert got["netsync"] == got["rsync"]
 
@@ -136,15 +144,7 @@ def test_chmod_on_the_receiver(sshd_server: SshServer, tmp_path: Path, ours: str
     os.chmod(src / "sub", 0o755)
     got = {}
     for who in ("rsync", "netsync"):
-        dst = tmp_path / f"dst-{who}"
-        netsync = who == "netsync"
-        prog = tc.program_under_test() if netsync and ours == "client" else [tc.RSYNC]
-        path = NETSYNC_PATH if netsync and ours == "server" else "rsync"
-        ends = ([f"{src}/", f"{sshd_server.login}:{dst}/"] if direction == "push"
-                else [f"{sshd_server.login}:{src}/", f"{dst}/"])
-        r = tc.run(prog, ["-a", opt, "-e", sshd_server.rsh, f"--rsync-path={path}", *ends],
-                   cwd=tmp_path)
-        assert r.returncode == 0, r.describe()
+        dst = _one_side(sshd_server, tmp_path, who, ours, direction, ["-a", opt])
         got[who] = [oct((dst / n).stat().st_mode & 0o7777) for n in ("f", "sub", "sub/g")]
     assert got["rsync"] == ["0o600", "0o750", "0o600"]
     assert got["netsync"] == got["rsync"]
@@ -160,13 +160,11 @@ def test_pull_prune_empty_dirs_deletes_what_a_pruned_dir_names(
     (src / "sub").mkdir()
     (src / "sub" / "f").write_bytes(b"f\n")
     got = {}
-    for who, prog in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+    for who in ("rsync", "netsync"):
         dst = tmp_path / f"dst-{who}"
         (dst / "sub").mkdir(parents=True)
         os.symlink("sub", dst / "emptydir")
-        r = tc.run(prog, ["-a", "-m", delete, "-e", sshd_server.rsh, "--rsync-path=rsync",
-                          f"{sshd_server.login}:{src}/", f"{dst}/"], cwd=tmp_path)
-        assert r.returncode == 0, r.describe()
+        _one_side(sshd_server, tmp_path, who, "client", "pull", ["-a", "-m", delete])
         got[who] = sorted(os.listdir(dst))
     assert got["rsync"] == ["sub"]
     assert got["netsync"] == got["rsync"]
