@@ -652,8 +652,8 @@ class Generator:
 
     def _make_room(self, rel: bytes, path: bytes, st: os.stat_result, what: str) -> bool:
         self._drop_dir_fds()  # a held dir fd may be of what is replaced here
-        flags = DEL_RECURSE if (self.g.delete_mode or self.g.delete or self.g.force) else 0
         g = self.g
+        flags = DEL_RECURSE if (g.delete_mode or g.delete or g.force) else 0
         # delete.c delete_item(): a name that is itself a backup (it ends in the suffix,
         # no --backup-dir) is not backed up again, just removed
         if g.backup and not stat.S_ISDIR(st.st_mode) \

@@ -266,19 +266,18 @@ class Receiver:
         return fd
 
     def _copy_dir_attrs(self, dfd: int, name: bytes, model: bytes) -> None:
-        # backup.c: set_file_attrs() with the dest dir's make_file(): the mode, and the
-        # owner, group and times only as -o, -g and -t keep them
-        a = self.a
+        # backup.c: set_file_attrs() with the dest dir's make_file(), as a backup's
         try:
             st = os.stat(model)
         except OSError:
             return
-        uid = st.st_uid if a.owner and a.am_root else -1
-        gid = st.st_gid if a.group else -1
+        keep = self._backup_keeps()
+        uid = st.st_uid if keep["uid"] else -1
+        gid = st.st_gid if keep["gid"] else -1
         _quietly(os.chmod, name, stat.S_IMODE(st.st_mode), dir_fd=dfd)  # (each on its own)
         if uid != -1 or gid != -1:
             _quietly(os.chown, name, uid, gid, dir_fd=dfd, follow_symlinks=False)
-        if a.times and not a.omit_dir_times:
+        if keep["times"] and not self.a.omit_dir_times:
             _quietly(os.utime, name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd,
                      follow_symlinks=False)
 
