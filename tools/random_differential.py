@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Random option sets, netsync against Debian's rsync, on the test suite's trees.
+
+For each seed: a random handful of rsync options (OPTIONS below), a tree and a
+destination state from tests/trees.py, the same run by rsync and by netsync on two
+copies, then the exit codes, the stdout lines (tests/treecompare.py's rules) and the
+resulting trees compared. Differences are printed; agreeing seeds leave nothing behind.
+
+    python tools/random_differential.py --mode local --seeds 0 200
+    python tools/random_differential.py --mode pull --seeds 1000 1100   # netsync as client
+    python tools/random_differential.py --mode srvpush --seeds 0 100    # as --rsync-path server
+
+Modes: local; pull/push (netsync the client of a C rsync server); srvpull/srvpush (a C
+rsync client with netsync as the server). The remote modes run the "server" through a
+remote shell that executes locally (no ssh needed). A difference is a lead, not a
+verdict: message interleaving, --progress rates and local byte counts differ by design,
+and some races differ in rsync itself (see the tenth session's note).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+import treecompare as tc  # noqa: E402
+import trees  # noqa: E402
+
+RSYNC = "/usr/bin/rsync"
+OPTIONS = [
+    "-a", "-r", "-rt", "-rlpt", "-aH", "-av", "-ai", "-aii", "--delete", "--delete-after",
+    "--delete-before", "--delete-delay", "--delete-excluded", "-c", "--size-only", "-I", "-u",
+    "--existing", "--ignore-existing", "--inplace", "--append", "--partial", "-b",
+    "--backup-dir=bk", "--suffix=.old", "-O", "-J", "-m", "--exclude=*.txt", "--include=*/",
+    "--exclude=d*/", "--filter=- *.bin", "-C", "--max-size=2k", "--min-size=100", "-x", "-L",
+    "-k", "-K", "--safe-links", "--copy-unsafe-links", "--munge-links", "-n", "--stats", "-h",
+    "--out-format=%n %i %l", "--no-i-r", "-d", "--numeric-ids", "--chmod=D755,F644", "-W",
+    "--no-W", "-S", "--preallocate", "--remove-source-files", "--prune-empty-dirs", "--force",
+    "--ignore-errors", "--max-delete=2", "--modify-window=1", "--omit-dir-times",
+    "--no-perms", "-y", "--delay-updates", "--compare-dest=../cmp", "--link-dest=../cmp",
+    "--copy-dest=../cmp", "--mkpath", "-z", "--partial-dir=.pd", "--append-verify",
+    "--no-implied-dirs", "--checksum-choice=md5", "-E", "--super", "--fake-super", "-X", "-A",
+    "--ignore-missing-args", "-F", "--filter=P keep/", "--filter=H *.o", "--no-t",
+]
+_BASE = ("-a", "-r", "-d")
+
+
+def _shell(work: Path) -> str:
+    """A remote shell that runs the command here: `SHELL host cmd...`."""
+    rsh = work / "lsh.sh"
+    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "$*"\n')
+    rsh.chmod(rsh.stat().st_mode | stat.S_IXUSR)
+    return str(rsh)
+
+
+def one(seed: int, mode: str, top: Path) -> list[str]:
+    rnd = random.Random(seed)
+    opts = rnd.sample(OPTIONS, rnd.randint(1, 5))
+    if not any(o.startswith(_BASE) for o in opts):
+        opts.insert(0, "-a")
+    tree = rnd.choice(["mixed", "small"])
+    dest = rnd.choice(["none", "diverged", "same", "empty"])
+    base = top / f"s{seed}"
+    pristine = base / "p"
+    trees.make_tree(pristine / "src", tree, seed=seed)
+    trees.make_dest(pristine / "src", pristine / "dst", dest, seed=seed)
+    (pristine / "cmp").mkdir(parents=True, exist_ok=True)
+    netsync = [sys.executable, "-m", "netsync"]
+    server = f"env PYTHONPATH={REPO / 'src'} {sys.executable} -m netsync"
+    rsh = _shell(base)
+    t0 = time.time_ns() - 10**9
+    runs = {}
+    for who in ("rsync", "netsync"):
+        work = base / who
+        trees.copy_tree(pristine, work)
+        cmd, args, ends = [RSYNC], list(opts), ["src/", "dst/"]
+        if mode == "local":
+            if who == "netsync":
+                cmd = netsync
+        else:
+            path = "rsync"
+            if who == "netsync":
+                if mode in ("pull", "push"):
+                    cmd = netsync
+                else:
+                    path = server
+            args += ["-e", rsh, f"--rsync-path={path}"]
+            ends = (["src/", f"h:{work}/dst/"] if mode.endswith("push")
+                    else [f"h:{work}/src/", "dst/"])
+        p = subprocess.run([*cmd, *args, *ends], cwd=work, capture_output=True, timeout=120,
+                           env=tc.sync_env())
+        runs[who] = (p, tc.snapshot(work, t0))
+    (r, rsnap), (n, nsnap) = runs["rsync"], runs["netsync"]
+    problems = []
+    if r.returncode != n.returncode:
+        problems.append(f"exit code: rsync {r.returncode}, netsync {n.returncode}")
+    if "--stats" not in opts:
+        try:
+            tc.assert_same_output(tc.output_lines(r.stdout.replace(b"/rsync/", b"/W/")),
+                                  tc.output_lines(n.stdout.replace(b"/netsync/", b"/W/")))
+        except AssertionError as ex:
+            problems.append(str(ex)[:2000])
+    try:
+        tc.assert_same(rsnap, nsnap)
+    except AssertionError as ex:
+        problems.append(str(ex)[:2000])
+    if b"Traceback" in n.stderr:
+        problems.append("netsync traceback:\n" + n.stderr.decode(errors="replace")[-1500:])
+    if problems:
+        problems.insert(0, f"=== seed {seed} mode {mode} opts {opts} tree {tree} dest {dest}"
+                           f" (kept in {base})")
+        problems.append("rsync stderr: " + r.stderr.decode(errors="replace")[:600])
+        problems.append("netsync stderr: " + n.stderr.decode(errors="replace")[:600])
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+    return problems
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", default="local",
+                    choices=("local", "pull", "push", "srvpull", "srvpush"))
+    ap.add_argument("--seeds", type=int, nargs=2, default=(0, 100), metavar=("FIRST", "END"))
+    ap.add_argument("--workdir", type=Path, default=None)
+    a = ap.parse_args()
+    if not os.path.exists(RSYNC):
+        print(f"needs Debian's rsync at {RSYNC}", file=sys.stderr)
+        return 2
+    top = a.workdir or Path(tempfile.mkdtemp(prefix="netsync-rdiff-"))
+    top.mkdir(parents=True, exist_ok=True)
+    differing = 0
+    for seed in range(*a.seeds):
+        problems = one(seed, a.mode, top)
+        if problems:
+            differing += 1
+            print("\n".join(problems), flush=True)
+    print(f"{differing} of {a.seeds[1] - a.seeds[0]} seeds differ (work dir {top})")
+    return 1 if differing else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
