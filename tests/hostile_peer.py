@@ -229,6 +229,26 @@ class EvilClient:
         return b"".join(t for _, t in self.texts)
 
 
+def push_to_server(cwd: Path, flags: str, payload: Callable[[FlistEncoder], bytes], *,
+                   hang_up: bool = False) -> tuple[Child, bytes]:
+    """A hostile sender pushing into ``netsync --server FLAGS`` (receiving into cwd/dst):
+    the handshake, then ``payload(encoder)``; (the finished child, all it said)."""
+    (cwd / "dst").mkdir()
+    child = start_server(cwd, flags, "-e.LsfxCIvu", "--timeout=20", ".", "dst/")
+    client = EvilClient.on_child(child, am_sender=True)
+    try:
+        client.handshake()
+        client.send(payload(client.encoder()))
+        client.flush()
+        if hang_up:
+            client.hang_up()
+    except Exception:  # noqa: BLE001 - the server hanging up on the lie is the point
+        pass
+    text = client.drain() if client.io is not None else b""
+    finish(child, 60)
+    return child, text + child.stderr
+
+
 def empty_filter_list() -> bytes:
     return encode_int32(0)
 

@@ -438,21 +438,9 @@ def test_hostile_client_acl_data(tmp_path: Path, case: str) -> None:
     """``netsync --server -A`` (receiving) fed bad ACL data: rsync's message and exit
     code, no traceback, nothing written."""
     raw, code, message = HOSTILE[case]
-    (tmp_path / "dst").mkdir()
-    child = hp.start_server(tmp_path, "-rlA", "-e.LsfxCIvu", "--timeout=20", ".", "dst/")
-    client = hp.EvilClient.on_child(child, am_sender=True)
-    try:
-        client.handshake()
-        enc = client.encoder()
-        client.send(enc.encode_entry(hp.entry(b"f", size=3)) + raw)
-        client.flush()
-        if case == "truncated-names":
-            client.hang_up()
-    except Exception:  # noqa: BLE001 - the server hanging up is the expected end
-        pass
-    text = client.drain() if client.io is not None else b""
-    hp.finish(child, 60)
-    text += child.stderr
+    child, text = hp.push_to_server(
+        tmp_path, "-rlA", lambda enc: enc.encode_entry(hp.entry(b"f", size=3)) + raw,
+        hang_up=case == "truncated-names")
     assert child.returncode == code, text
     assert b"Traceback" not in text, text
     assert message in text, text

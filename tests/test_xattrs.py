@@ -419,19 +419,9 @@ def _hostile_push(tmp_path: Path, xattr_field: bytes) -> tuple[object, bytes]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import hostile_peer as hp
 
-    (tmp_path / "dst").mkdir()
-    child = hp.start_server(tmp_path, "-rlX", "-e.LsfxCIvu", "--timeout=20", ".", "dst/")
-    client = hp.EvilClient.on_child(child, am_sender=True)
-    try:
-        client.handshake()
-        enc = client.encoder()
-        client.send(enc.encode_entry(hp.entry(b"f"), 0) + xattr_field + enc.end())
-        client.flush()
-    except Exception:  # noqa: BLE001 - the server hanging up on the lie is the point
-        pass
-    text = client.drain() if client.io is not None else b""
-    hp.finish(child, 60)
-    return child, text + child.stderr
+    return hp.push_to_server(
+        tmp_path, "-rlX",
+        lambda enc: enc.encode_entry(hp.entry(b"f"), 0) + xattr_field + enc.end())
 
 
 @pytest.mark.parametrize(("field", "code", "message"), [
