@@ -114,23 +114,15 @@ def unpack_xattr(data: bytes) -> Racl | None:
     sorted users first, by id, as SMB_ACL_NEED_SORT does); None if malformed."""
     if len(data) < 4 or (len(data) - 4) % 8 or _HDR.unpack_from(data)[0] != _XATTR_VERSION:
         return None
-    user = group = mask = other = NO_ENTRY
+    objs = [NO_ENTRY] * 4  # user, group, mask, other: the first entry of each counts
     users: list[tuple[int, int]] = []
     groups: list[tuple[int, int]] = []
     for tag, perm, id_ in _ENT.iter_unpack(data[4:]):
         perm &= 7
-        if tag == TAG_USER_OBJ:
-            if user == NO_ENTRY:
-                user = perm
-        elif tag == TAG_GROUP_OBJ:
-            if group == NO_ENTRY:
-                group = perm
-        elif tag == TAG_MASK:
-            if mask == NO_ENTRY:
-                mask = perm
-        elif tag == TAG_OTHER:
-            if other == NO_ENTRY:
-                other = perm
+        slot = _OBJ_SLOT.get(tag)
+        if slot is not None:
+            if objs[slot] == NO_ENTRY:
+                objs[slot] = perm
         elif tag == TAG_USER:
             users.append((id_, perm | NAME_IS_USER))
         elif tag == TAG_GROUP:
@@ -138,7 +130,10 @@ def unpack_xattr(data: bytes) -> Racl | None:
     # By id alone: entries of the same id (as --usermap can make) keep their order.
     users.sort(key=_by_id)
     groups.sort(key=_by_id)
-    return (user, group, mask, other, tuple(users + groups))
+    return (*objs, tuple(users + groups))  # type: ignore[return-value]
+
+
+_OBJ_SLOT = {TAG_USER_OBJ: 0, TAG_GROUP_OBJ: 1, TAG_MASK: 2, TAG_OTHER: 3}
 
 
 def _by_id(ida: tuple[int, int]) -> int:
