@@ -237,25 +237,20 @@ def get_acl(path: bytes | None, mode: int, *, fd: int | None = None,
         return (_get_fake(tgt, FAKE_ACCESS_XATTR, mode, follow),
                 _get_fake(tgt, FAKE_DEFAULT_XATTR, mode, follow) if ftype == stat.S_IFDIR
                 else None)
+    acc = _get_racl(tgt, ACCESS_XATTR, follow) or fake_perms(mode)
+    dflt = (_get_racl(tgt, DEFAULT_XATTR, follow) or EMPTY) if ftype == stat.S_IFDIR else None
+    return acc, dflt
+
+
+def _get_racl(tgt: bytes | int, name: str, follow: bool) -> Racl | None:
+    """One ACL xattr, unpacked; None when there is none (or it is malformed)."""
     try:
-        data = _get(tgt, ACCESS_XATTR, follow)
+        data = _get(tgt, name, follow)
     except OSError as ex:
         if ex.errno not in _NO_ACL_ERRNOS:
             raise
-        data = None
-    acc = unpack_xattr(data) if data else None
-    if acc is None:
-        acc = fake_perms(mode)
-    dflt = None
-    if ftype == stat.S_IFDIR:
-        try:
-            data = _get(tgt, DEFAULT_XATTR, follow)
-        except OSError as ex:
-            if ex.errno not in _NO_ACL_ERRNOS:
-                raise
-            data = None
-        dflt = (unpack_xattr(data) if data else None) or EMPTY
-    return acc, dflt
+        return None
+    return unpack_xattr(data) if data else None
 
 
 def equal_enough(cur: Racl, want: Racl, mode: int) -> bool:
