@@ -209,6 +209,11 @@ def test_refused_compact_string():
     logged: list[str] = []
     assert refused(["--server", "-r", "."], "nosuch", log=logged.append) is None
     assert logged == ['No match for refuse-options string "nosuch"']
+    # The table is built once per spec (the listener builds each module's): every
+    # connection still logs what building it said.
+    assert refused(["--server", "-t", "."], "nosuch t", log=logged.append).option == "times"
+    assert refused(["--server", "-r", "."], "nosuch t", log=logged.append) is None
+    assert logged[1:] == ['No match for refuse-options string "nosuch"'] * 2
 
 
 @needs_rsync

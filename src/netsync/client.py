@@ -224,6 +224,7 @@ class _Client:
         io = WireIO(self.conn, neg.protocol, who=self.who,  # type: ignore[arg-type]
                     timeout=opts.timeout or None)
         self.io = io
+        io.bwlimit = opts.bwlimit
         io.eight_bit = opts.eight_bit_output
         io.mplex_out = neg.mplex_out
         if neg.mplex_in:

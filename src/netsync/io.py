@@ -81,6 +81,11 @@ class ProtocolIO:
         self._out = bytearray()
         self._fh = -1
         self._eof = False
+        #: --bwlimit in KiB/s (0: none): writes are capped and paced as io.c's
+        #: writefd_unbuffered() and sleep_for_bwlimit() do.
+        self.bwlimit = 0
+        self._bw_owed = 0  # bytes written and not yet paid for by time
+        self._bw_prior = 0.0
         self.ndx_in = NdxDecoder(protocol)
         self.ndx_out = NdxEncoder(protocol)
         self.io_error = 0
@@ -485,6 +490,8 @@ class ProtocolIO:
         end = min(self._sendable(), 1 << 20)
         if not end:
             return
+        if self.bwlimit:
+            end = min(end, max(self.bwlimit * 128, 512))  # options.c bwlimit_writemax
         try:
             with memoryview(self._out) as view:
                 done = os.write(self.conn.wfd, view[:end])
@@ -500,6 +507,24 @@ class ProtocolIO:
         del self._out[:done]
         if self._fh >= 0:
             self._fh -= done
+        if self.bwlimit:
+            self._sleep_for_bwlimit(done)
+
+    def _sleep_for_bwlimit(self, written: int) -> None:
+        """io.c sleep_for_bwlimit(): pay for what was written with time, in sleeps of
+        at least a tenth of a second (shorter ones the kernel rounds up)."""
+        rate = self.bwlimit * 1024  # bytes per second
+        owed = self._bw_owed + written
+        now = time.monotonic()
+        if self._bw_prior:
+            owed = max(0, owed - int((now - self._bw_prior) * rate))
+        pause = owed / rate
+        if pause < 0.1:
+            self._bw_owed, self._bw_prior = owed, now
+            return
+        time.sleep(pause)
+        self._bw_prior = time.monotonic()
+        self._bw_owed = int((pause - (self._bw_prior - now)) * rate)
 
     def _flush_out(self, wait: bool, keep: int = 0) -> None:
         while self._sendable() > keep:

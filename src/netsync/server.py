@@ -270,6 +270,7 @@ class _Server(_Client):
         self._xa_init()
         io = _ServerIO(self.conn, neg.protocol, who=self.who, timeout=opts.timeout or None)
         self.io = io
+        io.bwlimit = opts.bwlimit
         io.mplex_out = neg.mplex_out
         # flist.c send_file_list(): below protocol 31 the client's --files-from names
         # follow its (framed) filter list unframed: stop demultiplexing at that point.

@@ -406,8 +406,8 @@ class RefuseTable:
     def check(self, argv: Sequence[str]) -> Refusal | None:
         """The first refusal rsync would report for the client's ``argv``, or None."""
         st = _State()
-        by_long = {r[0]: i for i, r in enumerate(_ROWS) if r[0]}
-        by_short = {r[1]: i for i, r in enumerate(_ROWS) if r[1]}
+        by_long = _BY_LONG
+        by_short = _BY_SHORT
         args = list(argv)
         k = 0
         while k < len(args):
@@ -528,6 +528,28 @@ class _State(Record):
         self.vars: dict[str, int] = {}
 
 
+_BY_LONG = {r[0]: i for i, r in enumerate(_ROWS) if r[0]}
+_BY_SHORT = {r[1]: i for i, r in enumerate(_ROWS) if r[1]}
+
+# Built tables by (spec, charset), with the lines building them logged. A table costs
+# ~1 ms of wild matching (~200 rows against each rule); the daemon's listener builds
+# each module's before it forks (table()), so a connection finds its table ready.
+_TABLES: dict[tuple[str, str], tuple[RefuseTable, tuple[str, ...]]] = {}
+
+
+def table(refuse_spec: str, charset: str = "") -> tuple[RefuseTable, tuple[str, ...]]:
+    """The table for a module's ``refuse options`` and the lines its build logs."""
+    key = (refuse_spec, charset)
+    hit = _TABLES.get(key)
+    if hit is None:
+        notes: list[str] = []
+        hit = (RefuseTable(refuse_spec, charset=charset, log=notes.append), tuple(notes))
+        if len(_TABLES) >= 64:  # specs with a per-connection %VAR%: keep it bounded
+            _TABLES.clear()
+        _TABLES[key] = hit
+    return hit
+
+
 def refused(argv: Sequence[str], refuse_spec: str, *, charset: str = "",
             log: Callable[[str], None] | None = None) -> Refusal | None:
     """What a module with ``refuse options = refuse_spec`` says about the client's ``argv``.
@@ -537,4 +559,8 @@ def refused(argv: Sequence[str], refuse_spec: str, *, charset: str = "",
     None when rsync would accept it, else the option rsync names (send
     ``"rsync: " + message`` as the error and exit with code 4).
     """
-    return RefuseTable(refuse_spec, charset=charset, log=log).check(argv)
+    tab, notes = table(refuse_spec, charset)
+    if log is not None:
+        for line in notes:
+            log(line)
+    return tab.check(argv)

@@ -326,6 +326,14 @@ def _warm_lookups(config: DaemonConfig) -> None:
         _lookup_gid(NOBODY_GROUP)
     if config.globals.reverse_lookup or any(m.reverse_lookup for m in config.modules):
         access.client_name("127.0.0.1")
+    _build_refuse_tables(config)
+
+
+def _build_refuse_tables(config: DaemonConfig) -> None:
+    """Each module's refuse table, built in the listener once for every connection."""
+    for m in config.modules:
+        with contextlib.suppress(ConfigError):
+            refuse.table(m.refuse_options or "", m.charset or "")
 
 
 class _Session:
@@ -878,6 +886,10 @@ class _Session:
             opts.ignore_errors = True
         if mod.timeout > 0 and (not opts.timeout or mod.timeout < opts.timeout):
             opts.timeout = mod.timeout
+        # options.c: the daemon's --bwlimit caps what a client asks for.
+        cap = getattr(self.opts, "daemon_bwlimit", 0)
+        if cap and (not opts.bwlimit or opts.bwlimit > cap):
+            opts.bwlimit = cap
         if mod.temp_dir:
             opts.temp_dir = mod.temp_dir
         if mod.open_noatime is not None:  # clientserver.c: unset leaves the client's choice
@@ -1182,9 +1194,11 @@ def _current_config(config: DaemonConfig | None, opts) -> DaemonConfig | None:
     if config is not None and config.is_current():
         return config
     try:
-        return load_config(_config_path(opts), opts.dparam)
+        config = load_config(_config_path(opts), opts.dparam)
     except ConfigError:
         return None
+    _build_refuse_tables(config)
+    return config
 
 
 def _fork_child(conn: socket.socket, peer: tuple[object, ...], opts,
