@@ -36,6 +36,7 @@ Not done yet (kept out rather than half done): ``proxy protocol``,
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -1069,8 +1070,17 @@ def run_daemon(opts) -> int:
     return _listen(opts, config)
 
 
-def _open_listeners(address: str | None, port: int) -> list[socket.socket]:
-    infos = socket.getaddrinfo(address or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+def _open_listeners(address: str | None, port: int, af_hint: int = 0,
+                    sockopts: str | None = None,
+                    warn: Callable[[str], None] | None = None,
+                    backlog: int = 5) -> list[socket.socket]:
+    """socket.c open_socket_in(): a socket per address (only IPv4 with -4, only IPv6
+    with -6), each with --sockopts (else the global "socket options") and the
+    "listen backlog"; non-blocking, for the accept loop to drain."""
+    from netsync.transport.daemon import set_socket_options
+
+    family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(af_hint, socket.AF_UNSPEC)
+    infos = socket.getaddrinfo(address or None, port, family, socket.SOCK_STREAM,
                                0, socket.AI_PASSIVE)
     socks: list[socket.socket] = []
     last: OSError | None = None
@@ -1081,17 +1091,24 @@ def _open_listeners(address: str | None, port: int) -> list[socket.socket]:
             last = exc
             continue
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sockopts:
+            set_socket_options(s, sockopts, *([warn] if warn else []))
         if fam == socket.AF_INET6:
-            with contextlib.suppress(OSError):
+            try:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            except OSError:
+                if af_hint != 6:  # as rsync: a dual-stack socket only when asked for v6
+                    s.close()
+                    continue
         try:
             s.bind(sa)
-            s.listen(5)
+            s.listen(backlog)
         except OSError as exc:
             last = exc
             s.close()
             continue
         s.set_inheritable(False)
+        s.setblocking(False)
         socks.append(s)
     if not socks:
         raise last or OSError(errno.EADDRNOTAVAIL, "no address to listen on")
@@ -1126,7 +1143,9 @@ def _listen(opts, config: DaemonConfig) -> int:
             sys.stderr.write(msg + "\n")
             sys.stderr.flush()
     try:
-        socks = _open_listeners(address, port)
+        socks = _open_listeners(address, port, opts.af_hint,
+                                opts.sockopts or g.socket_options or None, log,
+                                g.listen_backlog or 5)
     except OSError as exc:
         msg = f"{PROG_NAME}: failed to create listening socket on port {port}: {exc.strerror or exc}"
         log(msg)
@@ -1160,22 +1179,32 @@ def _listen(opts, config: DaemonConfig) -> int:
         signal.signal(sig, stop)
     signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # Connections the kernel has completed are taken off its queue before each fork: a
+    # fork of this (big) process takes a millisecond or two, and a burst of clients
+    # would otherwise overflow the listen backlog, each dropped handshake costing its
+    # client a retransmit a second later.  At most _MAX_PENDING wait here for a fork.
+    pending: collections.deque[tuple[socket.socket, tuple[object, ...]]] = collections.deque()
     try:
         while True:
             try:
-                ready, _, _ = select.select(socks, [], [])
+                ready, _, _ = select.select(socks, [], [], 0 if pending else None)
             except InterruptedError:
                 continue
             for s in ready:
-                try:
-                    conn, peer = s.accept()
-                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                    continue
+                while len(pending) < _MAX_PENDING:
+                    try:
+                        pending.append(s.accept())
+                    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                        break
+            if pending:
+                conn, peer = pending.popleft()
                 config = _current_config(config, opts)
                 _fork_child(conn, peer, opts, socks, log, config)
     except _Stop:
         pass
     finally:
+        for conn, _ in pending:
+            conn.close()
         for s in socks:
             s.close()
         if pid_file:
@@ -1185,6 +1214,9 @@ def _listen(opts, config: DaemonConfig) -> int:
 
 
 PROG_NAME = "netsync"
+
+
+_MAX_PENDING = 128  # accepted connections waiting for their process
 
 
 def _current_config(config: DaemonConfig | None, opts) -> DaemonConfig | None:
