@@ -365,6 +365,20 @@ def test_munge_symlinks_both_directions(pair, tmp_path: Path, source: Path, modu
     assert os.readlink(dst / "abs") == ("/etc/hostname" if munged else "etc/hostname")
 
 
+def test_safe_links_into_a_munging_module(pair, tmp_path: Path, source: Path) -> None:
+    """A munging daemon munges a symlink as it receives it, so --safe-links judges the
+    munged (absolute) target: every symlink is ignored, the files still land."""
+    want, got = both(pair, tmp_path,
+                     lambda d, w: ["-avi", "--safe-links", f"{source}/", d.url("munge/safe/")])
+    assert got.returncode == want.returncode == 0, got.describe()
+    assert sorted(got.stdout.splitlines()[1:-3]) == sorted(want.stdout.splitlines()[1:-3])
+    assert b'ignoring unsafe symlink "d/rel" -> "/rsyncd-munged/../ok"' in got.stdout
+    stored = pair[1].root / "munge" / "safe"
+    same_trees(pair[0].root / "munge" / "safe", stored)
+    assert (stored / "ok").read_text() == "2\n"
+    assert not os.path.lexists(stored / "d" / "rel") and not os.path.lexists(stored / "abs")
+
+
 def test_incoming_chmod_applies_at_depth(pair, tmp_path: Path, source: Path) -> None:
     """rsync's daemon-filter test also checks "incoming chmod" on a push."""
     want, got = both(pair, tmp_path, lambda d, w: ["-a", f"{source}/", d.url("incm/")])

@@ -11,8 +11,9 @@ resulting trees compared. Differences are printed; agreeing seeds leave nothing 
     python tools/random_differential.py --mode srvpush --seeds 0 100    # as --rsync-path server
 
 Modes: local; pull/push (netsync the client of a C rsync server); srvpull/srvpush (a C
-rsync client with netsync as the server). The remote modes run the "server" through a
-remote shell that executes locally (no ssh needed). A difference is a lead, not a
+rsync client with netsync as the server); dpull/dpush (a C rsync client and netsync as
+the daemon, a module on the work dir, daemon over the remote shell). The remote modes
+run the "server" through a remote shell that executes locally (no ssh needed). A difference is a lead, not a
 verdict: message interleaving, --progress rates and local byte counts differ by design,
 and some races differ in rsync itself (see the tenth session's note).
 """
@@ -87,6 +88,14 @@ def one(seed: int, mode: str, top: Path) -> list[str]:
         if mode == "local":
             if who == "netsync":
                 cmd = netsync
+        elif mode in ("dpull", "dpush"):
+            conf = base / f"{who}.conf"
+            conf.write_text("use chroot = no\nread only = no\n"
+                            + ("uid = root\ngid = root\n" if os.geteuid() == 0 else "")
+                            + f"[w]\npath = {work}\n")
+            path = RSYNC if who == "rsync" else server
+            args += ["-e", rsh, f"--rsync-path={path} --config={conf}"]
+            ends = ["src/", "h::w/dst/"] if mode == "dpush" else ["h::w/src/", "dst/"]
         else:
             path = "rsync"
             if who == "netsync":
@@ -130,7 +139,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", default="local",
-                    choices=("local", "pull", "push", "srvpull", "srvpush"))
+                    choices=("local", "pull", "push", "srvpull", "srvpush", "dpull", "dpush"))
     ap.add_argument("--seeds", type=int, nargs=2, default=(0, 100), metavar=("FIRST", "END"))
     ap.add_argument("--workdir", type=Path, default=None)
     a = ap.parse_args()

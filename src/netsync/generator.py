@@ -1093,13 +1093,15 @@ class Generator:
                      st: os.stat_result | None) -> None:
         g = self.g
         target = e.link or b""
+        if g.munge_links:
+            # flist.c munges as it receives, so --safe-links judges the munged target
+            # (absolute: a munging receiver with --safe-links ignores every symlink).
+            target = b"/rsyncd-munged/" + target
         if g.safe_links and is_unsafe_symlink(target, e.name):
             if self.rep.level("name") >= 1:
                 self.rep.info(f'ignoring unsafe symlink "{self.rep.safe(e.name)}" -> '
                               f'"{self.rep.safe(target)}"')
             return
-        if g.munge_links:
-            target = b"/rsyncd-munged/" + target
         if st is not None and stat.S_ISLNK(st.st_mode):
             try:
                 cur = _md.fake_readlink(path, self.a.fake_super)
