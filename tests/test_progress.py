@@ -206,3 +206,36 @@ def test_matches_real_rsync_progress(tmp_path: Path) -> None:
             p.update(min(ofs, sizes[name]))
         p.end_file()
     assert real == _normalise(out.getvalue())
+
+
+@pytest.mark.skipif(RSYNC is None, reason="rsync not installed")
+@pytest.mark.parametrize("how", ["local", "pull", "push"])
+def test_first_progress_line_of_each_file_like_rsync(tmp_path: Path, how: str) -> None:
+    """The first line of a file is where rsync draws it: a receiving client before the
+    first data ("0   0%"), a sender (a push, or a local copy's) after the first 32 KiB
+    piece.  A transfer this small takes well under the second between two lines."""
+    import sys
+
+    import treecompare as tc
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(300_000))
+    (src / "small").write_bytes(b"abc")
+    rsh = tmp_path / "lsh.sh"  # a remote shell that runs the command here
+    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "$*"\n')
+    rsh.chmod(0o755)
+    got = {}
+    for who in ("rsync", "netsync"):
+        prog = [RSYNC or "rsync"] if who == "rsync" else [sys.executable, "-m", "netsync"]
+        dst = tmp_path / f"dst-{who}"
+        ends = {"local": [f"{src}/", f"{dst}/"], "pull": [f"h:{src}/", f"{dst}/"],
+                "push": [f"{src}/", f"h:{dst}/"]}[how]
+        remote = [] if how == "local" else ["-e", str(rsh), f"--rsync-path={RSYNC}"]
+        res = subprocess.run([*prog, "-a", "--progress", *remote, *ends], cwd=tmp_path,
+                             env=dict(tc.sync_env(), LC_ALL="C.UTF-8"), capture_output=True,
+                             check=True, timeout=60)
+        got[who] = _normalise(res.stdout.decode())
+    assert got["netsync"] == got["rsync"]
+    first = "         32,768  10%" if how != "pull" else "              0   0%"
+    assert got["netsync"][0].startswith("\r" + first)

@@ -582,10 +582,10 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
 
         gen.acl_inc_dirs = acl_inc_dirs(opts, bool(opts.inc_recursive))
     gen.local_append_verify = True
-    gen.pool_ok = gen.pool_allowed()
     if dry_missing:
         gen.dry_missing = b"."
     rep.attach_stats(stats)
+    gen.pool_ok = gen.pool_allowed()  # (after attach_stats(): --progress keeps it off)
     if feed is not None and rep.progress is not None:
         rep.progress.flist_eof = feed.eof  # "ir-chk" while the list is still growing
     if opts.debug.get("flist", 0) >= 1:

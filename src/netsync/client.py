@@ -1211,6 +1211,10 @@ class _Client:
             while chunk := os.read(fd, 1 << 18):
                 fsum.update(chunk)
                 _write_literal(io.write, chunk)
+                if progress is not None:  # match.c: after each CHUNK_SIZE piece
+                    for piece_end in range(offset + CHUNK_SIZE, offset + len(chunk),
+                                           CHUNK_SIZE):
+                        rep.progress_update(piece_end)
                 offset += len(chunk)
                 if progress is not None:
                     rep.progress_update(offset)
@@ -1625,6 +1629,7 @@ class _Client:
             fuzzy=opts.fuzzy, fuzzy_debug=opts.debug.get("fuzzy", 0),
         )
         ropts.bwlimit = opts.bwlimit_bytes or 0
+        ropts.progress_per_token = True
         receiver = (_inplace_receiver_cls(Receiver, self) if ropts.inplace
                     else Receiver)(ropts, a, rep)
 

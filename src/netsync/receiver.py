@@ -69,6 +69,9 @@ class ReceiveOptions(Record):
     suffix: bytes = b"~"
     dry_run: bool = False
     bwlimit: int = 0  # bytes per second, 0 = unlimited
+    # --progress as receiver.c shows it (before each token: a file's first line is "0
+    # 0%"), not as a local copy's sender does (after each piece)
+    progress_per_token: bool = False
 
 
 def check_backup_dir(bdir: bytes, shown: str, rep: Reporter) -> None:
@@ -375,9 +378,12 @@ class Receiver:
             src = data.source_fd
             off = start
             size = data.size  # what fstat gave, as rsync's sender sends (map_file)
+            # With --progress the first piece is rsync's first (match.c shows progress
+            # after each CHUNK_SIZE piece it sends): its line says 32,768 as rsync's.
+            want = _sender.CHUNK_SIZE if self.rep.progress is not None else COPY_CHUNK
             while off < size:
                 try:
-                    n = os.copy_file_range(src, out_fd, min(size - off, COPY_CHUNK), off, off)
+                    n = os.copy_file_range(src, out_fd, min(size - off, want), off, off)
                 except OSError as ex:
                     if ex.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP) \
                             and off == start:
@@ -388,6 +394,7 @@ class Receiver:
                 off += n
                 written += n
                 prog(written)
+                want = COPY_CHUNK
             else:
                 return written
             # Fall back: read ourselves from the source fd.
@@ -405,7 +412,10 @@ class Receiver:
             os.lseek(out_fd, start, os.SEEK_SET)
         skip = start
         sums = data.sums
+        before = self.r.progress_per_token and self.rep.progress is not None
         for tok in data.tokens:
+            if before:
+                prog(written)
             if isinstance(tok, int):
                 assert basis_fd is not None and sums is not None
                 head = sums.head
@@ -427,7 +437,8 @@ class Receiver:
             written += len(chunk)
             if self.r.bwlimit:
                 self._throttle(len(chunk))
-            prog(written)
+            if not before:
+                prog(written)
         if self.r.sparse:
             self._flush_hole(out_fd)
             os.ftruncate(out_fd, os.lseek(out_fd, 0, os.SEEK_CUR))
