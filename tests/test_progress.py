@@ -239,3 +239,35 @@ def test_first_progress_line_of_each_file_like_rsync(tmp_path: Path, how: str) -
     assert got["netsync"] == got["rsync"]
     first = "         32,768  10%" if how != "pull" else "              0   0%"
     assert got["netsync"][0].startswith("\r" + first)
+
+
+@pytest.mark.skipif(RSYNC is None, reason="rsync not installed")
+@pytest.mark.parametrize("how", ["local", "pull", "push"])
+def test_list_count_while_building_like_rsync(tmp_path: Path, how: str) -> None:
+    """-P without incremental recursion: " N files...\\r" every hundred entries while the
+    list is built (a sender: from 0) or received (from 100), on its own line."""
+    import sys
+
+    import treecompare as tc
+
+    src = tmp_path / "src"
+    for d in range(7):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(40):
+            (src / f"d{d}" / f"f{f}").write_text(f"{f}\n")
+    rsh = tmp_path / "lsh.sh"
+    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "$*"\n')
+    rsh.chmod(0o755)
+    heads = {}
+    for who in ("rsync", "netsync"):
+        prog = [RSYNC or "rsync"] if who == "rsync" else [sys.executable, "-m", "netsync"]
+        dst = tmp_path / f"dst-{who}"
+        ends = {"local": [f"{src}/", f"{dst}/"], "pull": [f"h:{src}/", f"{dst}/"],
+                "push": [f"{src}/", f"h:{dst}/"]}[how]
+        remote = [] if how == "local" else ["-e", str(rsh), f"--rsync-path={RSYNC}"]
+        res = subprocess.run([*prog, "-aP", "--no-i-r", *remote, *ends], cwd=tmp_path,
+                             env=tc.sync_env(), capture_output=True, check=True, timeout=60)
+        heads[who] = res.stdout.split(b"to consider\n")[0]
+    assert heads["netsync"] == heads["rsync"]
+    counts = b" 100 files...\r 200 files...\r288 files "
+    assert heads["netsync"].endswith((b" 0 files...\r" if how != "pull" else b"\n") + counts)

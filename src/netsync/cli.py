@@ -457,6 +457,10 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         # The list is millions of small acyclic objects: collecting while it grows only
         # rescans them (~15% of a big no-op), and once built they stay till the end.
         gc.disable()
+        if show_flist and rep.level("flist") >= 2:
+            from netsync.report import ListCounter
+
+            sender.on_count = ListCounter(rep.out).sending
         try:
             if files_from is not None:
                 flist = sender.build_file_list([], files_from, sources[0])

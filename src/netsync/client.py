@@ -18,7 +18,7 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from netsync import errors as E
 from netsync import log
@@ -843,6 +843,10 @@ class _Client:
         if show_flist:
             rep.out.write("building file list ... ")
             rep.out.flush()
+            if rep.level("flist") >= 2:
+                from netsync.report import ListCounter
+
+                sender.on_count = ListCounter(rep.out).sending
         t0 = time.time()
         if files_from is not None and not opts.relative:
             # send_file_list() --no-relative: each name is split at its last slash, as
@@ -1308,7 +1312,12 @@ class _Client:
         if opts.acls:
             self._acl_codec(dec)
         before = self.conn.bytes_read  # type: ignore[union-attr]
-        raw_entries, io_error = self._decode_list(dec)
+        counter = None
+        if show_flist and rep.level("flist") >= 2:
+            from netsync.report import ListCounter
+
+            counter = ListCounter(rep.out).received
+        raw_entries, io_error = self._decode_list(dec, counter)
         stats.flist_size = self.conn.bytes_read - before  # type: ignore[union-attr]
         if inc:
             return self._first_inc_list(dec, raw_entries, io_error)
@@ -1341,8 +1350,10 @@ class _Client:
             _clear_empty_dirs(entries)
         return flist
 
-    def _decode_list(self, dec) -> tuple[list, int]:
-        """Read one file list (up to its end marker) off the stream: (entries, io_error)."""
+    def _decode_list(self, dec, counter: Callable[[int], None] | None = None
+                     ) -> tuple[list, int]:
+        """Read one file list (up to its end marker) off the stream: (entries, io_error);
+        ``counter`` sees the count after each entry (-P's "N files...")."""
         from netsync.flist_codec import EndOfList
 
         io = self.io
@@ -1358,6 +1369,8 @@ class _Client:
                     io_error = item.io_error
                     break
                 raw_entries.append(item)
+                if counter is not None:
+                    counter(len(raw_entries))
         finally:
             reader = dec.reader
             io.unread(bytes(reader.buf[reader.pos:]))

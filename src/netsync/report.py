@@ -55,6 +55,40 @@ class _SafeStream:
         return not self.broken and self.stream.isatty()
 
 
+class ListCounter:
+    """flist.c's count while a whole list is built or received with -P (info flist2):
+    " N files...\r" at every hundredth entry, on a line of its own after
+    "building file list ... ", each overwriting the last; the closing "N files to
+    consider" overwrites the last of them."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.next = 0  # the next count the sender shows
+        self.started = False
+
+    def _show(self, n: int) -> None:
+        if not self.started:
+            self.started = True
+            self.out.write("\n")  # output_needs_newline: the pending line ends first
+        self.out.write(f" {n} files...\r")
+
+    def sending(self, count: int) -> None:
+        """The sender shows the count before adding each entry (0, 100, ...): after
+        ``count`` entries, each multiple of 100 below it."""
+        if count <= self.next:
+            return
+        for n in range(self.next, count, 100):
+            self._show(n)
+        self.next = (count + 99) // 100 * 100
+        self.out.flush()
+
+    def received(self, count: int) -> None:
+        """The receiver shows it after adding each hundredth entry."""
+        if count % 100 == 0 and count:
+            self._show(count)
+            self.out.flush()
+
+
 class Reporter:
     def __init__(
         self,

@@ -12,7 +12,7 @@ import operator
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from netsync import errors as E
 from netsync import filters as F
@@ -119,6 +119,8 @@ class Sender:
         self.missing_args = 0  # 1: --ignore-missing-args
         # One plain source walks out already in rsync's order; anything else is sorted.
         self._presorted = True
+        #: build_file_list()'s count so far, after each directory (-P: "N files...")
+        self.on_count: Callable[[int], None] | None = None
 
     # ---------------------------------------------------------------- file list
     def build_file_list(self, args: list[bytes], files_from: list[bytes] | None = None,
@@ -250,6 +252,7 @@ class Sender:
         each directory right before its contents."""
         out = self._entries
         add = out.append
+        on_count = self.on_count
         try:
             for d, children in self._arg_chunks(root_idx, base, name, relative=relative,
                                                 dotdir=dotdir, from_files=from_files):
@@ -258,6 +261,8 @@ class Sender:
                 for e in children:
                     if e.mode & _S_IFMT != _S_IFDIR:  # a dir comes with its own chunk
                         add(e)
+                if on_count is not None:
+                    on_count(len(out))
         finally:
             self._entries = out
 
