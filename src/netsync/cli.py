@@ -508,6 +508,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     if opts.temp_dir:
         _check_temp_dir(_under(dest_root, opts.temp_dir), opts.temp_dir)
     dest_root = _into_dest(dest_root, solo)
+    if not solo:
+        rep.top_dir = dest_root
     umask = os.umask(0)
     os.umask(umask)
     uid_map = _parse_ids(opts.usermap, opts.numeric_ids, "usermap", rep.warn_msg)
@@ -520,7 +522,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         atimes=bool(opts.atimes), am_root=am_root, dry_run=opts.dry_run,
         modify_window=opts.modify_window or 0, uid_map=uid_map, gid_map=gid_map,
         chown_uid=cu if am_root else None, chown_gid=cg, umask=umask, xattrs=xa_recv,
-        acls=opts.acls,
+        acls=opts.acls, shown=rep.qpath,
     )
     enc = os.fsencode
     ropts = ReceiveOptions(

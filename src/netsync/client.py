@@ -1573,6 +1573,8 @@ class _Client:
             solo, dry_missing = _get_local_name(opts, rep, flist, dest)
         # (a daemon's destination was checked to stay in its module)
         dest_root = _into_dest(dest.rstrip(b"/") or b"/", solo)
+        if not solo:
+            rep.top_dir = dest_root
         umask = os.umask(0)
         os.umask(umask)
         rfilters = self._receiver_filters()
@@ -1586,7 +1588,7 @@ class _Client:
             uid_map=_parse_ids(opts.usermap, opts.numeric_ids, "usermap", rep.warn_msg),
             gid_map=_parse_ids(opts.groupmap, opts.numeric_ids, "groupmap", rep.warn_msg),
             chown_uid=None, chown_gid=None, umask=umask, acls=bool(opts.acls),
-            xattrs=self._xa.ctx if self._xa is not None else None,
+            xattrs=self._xa.ctx if self._xa is not None else None, shown=rep.qpath,
         )
         enc = os.fsencode
         ropts = ReceiveOptions(

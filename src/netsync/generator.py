@@ -609,7 +609,8 @@ class Generator:
                 if ex.errno != errno.ENOENT:
                     what = "rmdir" if stat.S_ISDIR(mode) else "unlink"
                     self.rep.error_xfer(f"delete_file: {what}({self.rep.safe(rel)}) failed: "
-                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})",
+                                        role="generator")
                     return self._make_room_failed(make_room, rel)
         if not make_room:
             self.rep.deleted(rel, mode)
@@ -619,8 +620,9 @@ class Generator:
 
     def _make_room_failed(self, make_room: str | None, rel: bytes) -> bool:
         if make_room:
-            self.rep.error_xfer(f"could not make way for new {DEL_FOR[make_room]} "
-                                f"{self.rep.safe(rel)}")
+            # delete.c: an rprintf() of its own, no program name or role
+            self.rep.error_xfer(f"could not make way for new {DEL_FOR[make_room]}: "
+                                f"{self.rep.safe(rel)}", bare=True)
         return False
 
     def _make_backup(self, rel: bytes, path: bytes) -> bool:
@@ -645,7 +647,7 @@ class Generator:
                     pass
                 except OSError as ex:
                     self.rep.error_xfer(f"delete_file: unlink({self.rep.safe(rel)}) failed: "
-                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
                     return False
                 return True
         return self.recv.make_backup(rel, path)
@@ -858,7 +860,7 @@ class Generator:
                 continue
             set_file_attrs(a, path, e, None, new_mode=new_mode, errors=errs)
             for msg in errs:
-                self.rep.error_xfer(msg)
+                self.rep.error_xfer(msg, role="generator")
 
     def recv_generator(self, ndx: int, e: FileEntry, hl_retry: bool = False) -> None:
         g = self.g
@@ -1048,8 +1050,9 @@ class Generator:
                     except OSError as ex2:
                         ex = ex2
                 if ex is not None:
-                    self.rep.error_xfer(f"recv_generator: mkdir {self.rep.full_path(path)} "
-                                        f"failed: {os.strerror(ex.errno or 0)} ({ex.errno})")
+                    self.rep.error_xfer(f"recv_generator: mkdir {self.rep.qpath(path)} "
+                                        f"failed: {os.strerror(ex.errno or 0)} ({ex.errno})",
+                                        role="generator")
                     self.rep.info("*** Skipping any contents from this failed directory ***")
                     self.skip_dir = e.name
                     e.flags |= FLAG_MISSING_DIR
@@ -1067,8 +1070,13 @@ class Generator:
                 now_mode = new_mode if a.am_root or new_mode & 0o700 == 0o700 \
                     or self.solo_file else new_mode | 0o700
                 self._dir_attrs_now(path, e, cur, now_mode, errs)
+                if now_mode != new_mode and not a.perms:
+                    # generator.c: without -p an existing dir's only chmod here is
+                    # dir_tweaking's, with its own message
+                    errs = [m.replace("failed to set permissions on ",
+                                      "failed to modify permissions on ", 1) for m in errs]
             for msg in errs:
-                self.rep.error_xfer(msg)
+                self.rep.error_xfer(msg, role="generator")
             self.dir_fixups.append((path, e, new_mode))
         if self.xag is not None:
             self.xag.dir_made(e, path, xa_alt)
@@ -1153,7 +1161,7 @@ class Generator:
                     pass
                 self.rep.error_xfer(f'symlink {self.rep.qpath(path)} -> '
                                     f'"{self.rep.safe(target)}" failed: '
-                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
                 return
         if not quiet_item:
             self.itemize(e, st_for_item, log.ITEM_LOCAL_CHANGE | log.ITEM_REPORT_CHANGE)
@@ -1215,7 +1223,7 @@ class Generator:
                 except OSError:
                     pass
                 self.rep.error_xfer(f'mknod {self.rep.qpath(path)} failed: '
-                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
                 return
         if not quiet_item:
             self.itemize(e, item_st, log.ITEM_LOCAL_CHANGE | log.ITEM_REPORT_CHANGE)
@@ -1320,7 +1328,7 @@ class Generator:
                     pass
                 self.rep.error_xfer(f'link {self.rep.qpath(path)} => '
                                     f'{self.rep.safe(first.name)} failed: '
-                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                                    f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
                 return True
         item_st = self._hlink_alt_st(e, fst) if st is None and self.g.alt_dest else st
         if item_st is not False:
@@ -1499,7 +1507,7 @@ class Generator:
                 updated |= set_file_attrs(self.a, path, e, basis_st, new_mode=new_mode,
                                           errors=errs, accurate=g.checksum)
                 for msg in errs:
-                    self.rep.error_xfer(msg)
+                    self.rep.error_xfer(msg, role="generator")
             self.rep.attrs_report(name, updated)
             self.report_item(e, iflags)
             self._hl_finish(ndx, path)
@@ -1582,7 +1590,7 @@ class Generator:
                 except OSError:
                     pass
             self.rep.error_xfer(f'open {self.rep.qpath(bpath)} failed: '
-                                f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
             return False
         finally:
             if bfd is not None:
@@ -1850,9 +1858,9 @@ class Generator:
 
                                 errs: list[str] = []
                                 _xa.copy_all(self.xag.ctx, sfd, ofd, errs,
-                                             self.rep.full_path(tmp))
+                                             self.rep.qpath(tmp))
                                 for msg in errs:
-                                    self.rep.error_xfer(msg)
+                                    self.rep.error_xfer(msg, role="generator")
                         finally:
                             os.close(ofd)
                     finally:
@@ -1865,7 +1873,8 @@ class Generator:
                     except OSError:
                         pass
                     self.rep.error_xfer(f'copy {self.rep.qpath(apath)} failed: '
-                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                                        f"{os.strerror(ex.errno or 0)} ({ex.errno})",
+                                        role="generator")
                     return True
             self.itemize(e, ast, log.ITEM_LOCAL_CHANGE)
             if level == 3:

@@ -49,6 +49,8 @@ class AttrOptions(Record):
     fake_super: bool = factory(
         lambda: fake_super if recv_fake_super is None else recv_fake_super)
     xattrs: object = None  # -X: the receiving side's netsync.xattrs.XaCtx
+    # A path as messages show it (util1.c full_fname(): Reporter.qpath), else quoted.
+    shown: object = None
 
     def __post_init__(self) -> None:
         # rsync's am_root is -1 under --fake-super: "root" for every decision
@@ -110,6 +112,11 @@ def mtime_differs(a: AttrOptions, st: os.stat_result, e: FileEntry, accurate: bo
     return abs(st.st_mtime_ns // 1_000_000_000 - e.mtime) > a.modify_window
 
 
+def _q(a: AttrOptions, path: bytes) -> str:
+    shown = a.shown
+    return shown(path) if callable(shown) else f'"{os.fsdecode(path)}"'
+
+
 def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | None,
                    *, new_mode: int | None = None, errors: list[str] | None = None,
                    accurate: bool = False, fd: int | None = None,
@@ -134,7 +141,7 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
             st = fake_lstat(path) if a.fake_super else os.stat(tgt, follow_symlinks=follow)
         except OSError as ex:
             if errors is not None:
-                errors.append(f'stat "{os.fsdecode(path)}" failed: {os.strerror(ex.errno or 0)} ({ex.errno})')
+                errors.append(f"stat {_q(a, path)} failed: {os.strerror(ex.errno or 0)} ({ex.errno})")
             return False
     mode = e.mode if new_mode is None else new_mode
     updated = False
@@ -160,7 +167,7 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
             if ex.errno != errno.EPERM or a.am_root:
                 if errors is not None:
                     what = "chown" if change_uid else "chgrp"
-                    errors.append(f'{what} "{os.fsdecode(path)}" failed: '
+                    errors.append(f"{what} {_q(a, path)} failed: "
                                   f"{os.strerror(ex.errno or 0)} ({ex.errno})")
     if xattr_from is not None and a.xattrs is not None and e.xattr is not None:
         # rsync.c: after the owner, before the mode; ``xattr_from`` is the basis (or
@@ -169,7 +176,7 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
 
         if _xa.apply(a.xattrs, path if xfd is None else xfd, e.xattr,  # type: ignore[arg-type]
                      xattr_from, st.st_mode, errors if errors is not None else [],
-                     f'"{os.fsdecode(path)}"', same_file=xattr_from == path):
+                     _q(a, path), same_file=xattr_from == path):
             updated = True
     if a.acls and not is_link and e.acl is not None and not stat.S_ISLNK(mode):
         # rsync.c: set_acl() before the chmod; writing an access ACL sets the mode's
@@ -188,7 +195,7 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
             updated = True
         except OSError as ex:
             if errors is not None:
-                errors.append(f'failed to set permissions on "{os.fsdecode(path)}": '
+                errors.append(f"failed to set permissions on {_q(a, path)}: "
                               f"{os.strerror(ex.errno or 0)} ({ex.errno})")
     if keep_time(a, e.mode) and mtime_differs(a, st, e, accurate):
         set_times(a, path, e, st, errors, fd)
@@ -251,7 +258,7 @@ def set_times(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | No
         os.utime(path if fd is None else fd, ns=(atime, mtime), follow_symlinks=fd is not None)
     except OSError as ex:
         if errors is not None:
-            errors.append(f'failed to set times on "{os.fsdecode(path)}": '
+            errors.append(f"failed to set times on {_q(a, path)}: "
                           f"{os.strerror(ex.errno or 0)} ({ex.errno})")
 
 

@@ -334,7 +334,7 @@ class Receiver:
             # backup.c: a failed move falls back to copying, whose failure is reported so.
             self.rep.error_xfer(f'keep_backup failed: {self.rep.qpath(dest)} -> '
                                 f'"{self.rep.safe(bpath)}": '
-                                f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="receiver")
             return False
         finally:
             if bfd is not None:
@@ -531,7 +531,7 @@ class Receiver:
             fd, cfd = -1, fd  # forgotten first: a signal between the two never closes it twice
             os.close(cfd)
             for msg in errs:
-                self.rep.error_xfer(msg)
+                self.rep.error_xfer(msg, role="receiver")
             if r.delay_updates:
                 base = dest.rpartition(b"/")[2]
                 sdir = r.stage_dir.rstrip(b"/") or b"/"
@@ -575,7 +575,8 @@ class Receiver:
             return False
         except OSError as ex:
             self.rep.error_xfer(f'write {self.rep.qpath(dest)} failed: '
-                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", fatal_io=True)
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="receiver",
+                                    fatal_io=True)
             return False
         finally:
             self._prealloc = 0
@@ -698,7 +699,7 @@ class Receiver:
         set_file_attrs(self.a, dest, e, None, new_mode=new_mode, errors=errs, accurate=True,
                        xattr_from=dest if self.a.xattrs else None)
         for msg in errs:
-            self.rep.error_xfer(msg)
+            self.rep.error_xfer(msg, role="receiver")
         return True
 
     def _discard_tmp(self) -> None:
@@ -762,7 +763,7 @@ class Receiver:
                 os.replace(staged, dest)
             except OSError as ex:
                 self.rep.error_xfer(f'rename {self.rep.qpath(staged)} -> '
-                                    f'"{self.rep.safe(dest_rel)}": {os.strerror(ex.errno or 0)} ({ex.errno})')
+                                    f'"{self.rep.safe(dest_rel)}": {os.strerror(ex.errno or 0)} ({ex.errno})', role="receiver")
             if not self.r.stage_dir.startswith(b"/"):
                 dirs.add(parent_of(staged))  # an absolute --partial-dir stays
         for d in dirs:

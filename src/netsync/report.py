@@ -154,6 +154,7 @@ class Reporter:
         # A daemon's (module name, module dir): messages name paths below it (qpath()).
         self.module: tuple[str, bytes] | None = None
         self.dest_root: bytes | None = None  # a daemon receiver's destination (qpath())
+        self.top_dir: bytes | None = None  # a receiving client's destination dir: "." in it
         self.roots: list[bytes] = []  # the sender's source dirs, for %f
         self.want_csum = any(log.log_format_has(f, "C") for f in (fmt, self.logfile_format))
         self.saw_error = False
@@ -188,6 +189,8 @@ class Reporter:
         below its module, followed by the module's name: "/sub/f" (in mod)."""
         mod = self.module
         if mod is None:
+            if path == self.top_dir:  # rsync names the dir it chdir()ed into "."
+                return f'"{self.full_path(path).rstrip("/")}/."'
             return f'"{self.full_path(path)}"'
         if not path.startswith(b"/"):
             # curr_dir past the module's dir (none in a chroot of the whole module),

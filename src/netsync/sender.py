@@ -595,7 +595,7 @@ class Sender:
             self.rep.warning(f'file has vanished: {self.rep.qpath(path)}', role="sender")
         else:
             self.io_error |= IOERR_GENERAL
-            self.rep.error_xfer(f'{what}({self.rep.full_path(path)}) failed: '
+            self.rep.error_xfer(f'{what}({self.rep.qpath(path)}) failed: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
 
     def _walk_dir(self, root_idx: int, dpath: bytes, d: FileEntry,

@@ -805,14 +805,14 @@ class GenXa:
             fd = -1
             try:
                 tgt, fd = self.target(path, stat.S_IFDIR)
-                copy_all(self.ctx, alt_path, tgt, errs, gen.rep.full_path(path))
+                copy_all(self.ctx, alt_path, tgt, errs, gen.rep.qpath(path))
             except OSError:
                 pass
             finally:
                 if fd >= 0:
                     os.close(fd)
             for msg in errs:
-                gen.rep.error_xfer(msg)
+                gen.rep.error_xfer(msg, role="generator")
         if self.dir is not None:
             if self.dir is e and not gen.g.dry_run:
                 self.set(e)
@@ -837,21 +837,21 @@ class GenXa:
 
             set_file_attrs(gen.a, path, e, st, errors=errs, xattr_from=path)
             for msg in errs:
-                gen.rep.error_xfer(msg)
+                gen.rep.error_xfer(msg, role="generator")
             return
         fd = -1
         try:
             tgt, fd = self.target(path, st.st_mode)
-            apply(self.ctx, tgt, e.xattr, tgt, st.st_mode, errs, gen.rep.full_path(path),
+            apply(self.ctx, tgt, e.xattr, tgt, st.st_mode, errs, gen.rep.qpath(path),
                   same_file=True)
         except OSError as ex:
-            errs.append(f"rsync_xal_set: {gen.rep.full_path(path)}: "
+            errs.append(f"rsync_xal_set: {gen.rep.qpath(path)}: "
                         f"{os.strerror(ex.errno or 0)} ({ex.errno})")
         finally:
             if fd >= 0:
                 os.close(fd)
         for msg in errs:
-            gen.rep.error_xfer(msg)
+            gen.rep.error_xfer(msg, role="generator")
 
 
 _REPORT_XATTR = 1 << 8  # log.ITEM_REPORT_XATTR
@@ -982,7 +982,7 @@ class WireXa:
                 if fd >= 0:
                     os.close(fd)
             for msg in errs:
-                c.rep.error_xfer(msg)
+                c.rep.error_xfer(msg, role="sender")
             return out
         if not self.do_xfers():
             return b""
