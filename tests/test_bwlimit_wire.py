@@ -60,21 +60,12 @@ def _same(a: Path, b: Path) -> None:
 
 
 def _daemon(work: Path, *extra: str) -> Iterator[int]:
-    for _ in range(5):
-        port = peers.free_port()
-        proc = subprocess.Popen([*tc.program_under_test(), *extra, "--daemon", "--no-detach",
-                                 f"--port={port}", "--address=127.0.0.1",
-                                 f"--config={work / 'rsyncd.conf'}"], env=tc.sync_env(),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        if peers.wait_for_port(port, proc):
-            try:
-                yield port
-            finally:
-                peers.stop(proc)
-            return
+    proc, port = peers.start_daemon(tc.program_under_test(), work / "rsyncd.conf",
+                                    env=tc.sync_env(), extra=extra)
+    try:
+        yield port
+    finally:
         peers.stop(proc)
-    peers.missing("netsync --daemon did not listen")
 
 
 def test_daemon_paces_a_pull_as_the_client_asks(work: Path) -> None:

@@ -30,21 +30,13 @@ def _need() -> None:
 @contextmanager
 def _daemon(kind: str, conf: Path, *extra: str) -> Iterator[int]:
     cmd = [tc.RSYNC] if kind == "rsync" else tc.program_under_test()
-    for _ in range(5):
-        port = peers.free_port()
-        proc = subprocess.Popen([*cmd, "--daemon", "--no-detach", f"--port={port}",
-                                 f"--config={conf}", *extra], env=tc.sync_env(),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        # (no --address: both families, unless -4/-6 says otherwise)
-        if _wait_listening(port, proc):
-            try:
-                yield port
-            finally:
-                peers.stop(proc)
-            return
+    # (no --address: both families, unless -4/-6 says otherwise)
+    proc, port = peers.start_daemon(cmd, conf, env=tc.sync_env(), extra=extra, address=None,
+                                    ready=_wait_listening)
+    try:
+        yield port
+    finally:
         peers.stop(proc)
-    peers.missing(f"{kind} --daemon did not listen")
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> bool:

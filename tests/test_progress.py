@@ -214,28 +214,12 @@ def test_first_progress_line_of_each_file_like_rsync(tmp_path: Path, how: str) -
     """The first line of a file is where rsync draws it: a receiving client before the
     first data ("0   0%"), a sender (a push, or a local copy's) after the first 32 KiB
     piece.  A transfer this small takes well under the second between two lines."""
-    import sys
-
-    import treecompare as tc
-
     src = tmp_path / "src"
     src.mkdir()
     (src / "big").write_bytes(os.urandom(300_000))
     (src / "small").write_bytes(b"abc")
-    rsh = tmp_path / "lsh.sh"  # a remote shell that runs the command here
-    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "$*"\n')
-    rsh.chmod(0o755)
-    got = {}
-    for who in ("rsync", "netsync"):
-        prog = [RSYNC or "rsync"] if who == "rsync" else [sys.executable, "-m", "netsync"]
-        dst = tmp_path / f"dst-{who}"
-        ends = {"local": [f"{src}/", f"{dst}/"], "pull": [f"h:{src}/", f"{dst}/"],
-                "push": [f"{src}/", f"h:{dst}/"]}[how]
-        remote = [] if how == "local" else ["-e", str(rsh), f"--rsync-path={RSYNC}"]
-        res = subprocess.run([*prog, "-a", "--progress", *remote, *ends], cwd=tmp_path,
-                             env=dict(tc.sync_env(), LC_ALL="C.UTF-8"), capture_output=True,
-                             check=True, timeout=60)
-        got[who] = _normalise(res.stdout.decode())
+    got = {who: _normalise(out.decode())
+           for who, out in _both_ways(tmp_path, how, ["-a", "--progress"]).items()}
     assert got["netsync"] == got["rsync"]
     first = "         32,768  10%" if how != "pull" else "              0   0%"
     assert got["netsync"][0].startswith("\r" + first)
@@ -246,28 +230,37 @@ def test_first_progress_line_of_each_file_like_rsync(tmp_path: Path, how: str) -
 def test_list_count_while_building_like_rsync(tmp_path: Path, how: str) -> None:
     """-P without incremental recursion: " N files...\\r" every hundred entries while the
     list is built (a sender: from 0) or received (from 100), on its own line."""
-    import sys
-
-    import treecompare as tc
-
     src = tmp_path / "src"
     for d in range(7):
         (src / f"d{d}").mkdir(parents=True)
         for f in range(40):
             (src / f"d{d}" / f"f{f}").write_text(f"{f}\n")
+    heads = {who: out.split(b"to consider\n")[0]
+             for who, out in _both_ways(tmp_path, how, ["-aP", "--no-i-r"]).items()}
+    assert heads["netsync"] == heads["rsync"]
+    counts = b" 100 files...\r 200 files...\r288 files "
+    assert heads["netsync"].endswith((b" 0 files...\r" if how != "pull" else b"\n") + counts)
+
+
+def _both_ways(tmp_path: Path, how: str, opts: list[str]) -> dict[str, bytes]:
+    """The stdout of rsync and of netsync copying tmp_path/src: locally, or pulling or
+    pushing through a remote shell that runs Debian's rsync here."""
+    import sys
+
+    import treecompare as tc
+
+    src = tmp_path / "src"
     rsh = tmp_path / "lsh.sh"
     rsh.write_text('#!/bin/sh\nshift\nexec sh -c "$*"\n')
     rsh.chmod(0o755)
-    heads = {}
+    out = {}
     for who in ("rsync", "netsync"):
         prog = [RSYNC or "rsync"] if who == "rsync" else [sys.executable, "-m", "netsync"]
         dst = tmp_path / f"dst-{who}"
         ends = {"local": [f"{src}/", f"{dst}/"], "pull": [f"h:{src}/", f"{dst}/"],
                 "push": [f"{src}/", f"h:{dst}/"]}[how]
         remote = [] if how == "local" else ["-e", str(rsh), f"--rsync-path={RSYNC}"]
-        res = subprocess.run([*prog, "-aP", "--no-i-r", *remote, *ends], cwd=tmp_path,
+        res = subprocess.run([*prog, *opts, *remote, *ends], cwd=tmp_path,
                              env=tc.sync_env(), capture_output=True, check=True, timeout=60)
-        heads[who] = res.stdout.split(b"to consider\n")[0]
-    assert heads["netsync"] == heads["rsync"]
-    counts = b" 100 files...\r 200 files...\r288 files "
-    assert heads["netsync"].endswith((b" 0 files...\r" if how != "pull" else b"\n") + counts)
+        out[who] = res.stdout
+    return out

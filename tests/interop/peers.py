@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,8 +56,13 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.
 
 def start_daemon(cmd: list[str], config: os.PathLike[str] | str, *,
                  env: dict[str, str] | None = None,
-                 what: str = "--daemon") -> tuple[subprocess.Popen[bytes], int]:
-    """``cmd --daemon --no-detach`` from ``config`` on a free loopback port.
+                 what: str = "--daemon", extra: Sequence[str] = (),
+                 address: str | None = "127.0.0.1",
+                 ready: Callable[[int, subprocess.Popen[bytes]], bool] = wait_for_port,
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    """``cmd --daemon --no-detach`` from ``config`` on a free loopback port (``extra``:
+    more daemon options; ``address`` None: every address; ``ready``: how to tell it
+    listens).
 
     Retried on a new port: another test may bind the free port first.  (proc, port);
     fails through missing() when the daemon never listens.
@@ -65,10 +70,11 @@ def start_daemon(cmd: list[str], config: os.PathLike[str] | str, *,
     for _ in range(5):
         port = free_port()
         proc = subprocess.Popen([*cmd, "--daemon", "--no-detach", f"--port={port}",
-                                 "--address=127.0.0.1", f"--config={config}"],
+                                 *([f"--address={address}"] if address else []),
+                                 f"--config={config}", *extra],
                                 env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if wait_for_port(port, proc):
+        if ready(port, proc):
             return proc, port
         stop(proc)
     missing(f"could not start {shlex.join(cmd)} {what}")
