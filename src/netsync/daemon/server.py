@@ -888,7 +888,7 @@ class _Session:
         if mod.timeout > 0 and (not opts.timeout or mod.timeout < opts.timeout):
             opts.timeout = mod.timeout
         # options.c: the daemon's --bwlimit caps what a client asks for.
-        cap = getattr(self.opts, "daemon_bwlimit", 0)
+        cap = self.opts.daemon_bwlimit
         if cap and (not opts.bwlimit or opts.bwlimit > cap):
             opts.bwlimit = cap
         if mod.temp_dir:
@@ -1070,10 +1070,8 @@ def run_daemon(opts) -> int:
     return _listen(opts, config)
 
 
-def _open_listeners(address: str | None, port: int, af_hint: int = 0,
-                    sockopts: str | None = None,
-                    warn: Callable[[str], None] | None = None,
-                    backlog: int = 5) -> list[socket.socket]:
+def _open_listeners(address: str | None, port: int, af_hint: int, sockopts: str | None,
+                    warn: Callable[[str], None], backlog: int) -> list[socket.socket]:
     """socket.c open_socket_in(): a socket per address (only IPv4 with -4, only IPv6
     with -6), each with --sockopts (else the global "socket options") and the
     "listen backlog"; non-blocking, for the accept loop to drain."""
@@ -1092,7 +1090,7 @@ def _open_listeners(address: str | None, port: int, af_hint: int = 0,
             continue
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if sockopts:
-            set_socket_options(s, sockopts, *([warn] if warn else []))
+            set_socket_options(s, sockopts, warn)
         if fam == socket.AF_INET6:
             try:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
