@@ -457,10 +457,9 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         # The list is millions of small acyclic objects: collecting while it grows only
         # rescans them (~15% of a big no-op), and once built they stay till the end.
         gc.disable()
-        if show_flist and rep.level("flist") >= 2:
-            from netsync.report import ListCounter
-
-            sender.on_count = ListCounter(rep.out).sending
+        counter = rep.list_counter() if show_flist else None
+        if counter is not None:
+            sender.on_count = counter.sending
         try:
             if files_from is not None:
                 flist = sender.build_file_list([], files_from, sources[0])
@@ -472,11 +471,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     build_time = time.time() - t0
     rep.roots = flist.roots
     if show_flist:
-        if rep.level("flist") >= 2:
-            n = len(flist.entries)
-            rep.out.write(f"{n} file{' ' if n == 1 else 's '}to consider\n")
-        else:
-            rep.out.write("done\n")
+        rep.flist_done(len(flist.entries))
     if opts.prune_empty_dirs:
         _prune_empty_dirs(flist)
     if chmod_rules and feed is None:

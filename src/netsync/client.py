@@ -843,10 +843,9 @@ class _Client:
         if show_flist:
             rep.out.write("building file list ... ")
             rep.out.flush()
-            if rep.level("flist") >= 2:
-                from netsync.report import ListCounter
-
-                sender.on_count = ListCounter(rep.out).sending
+            counter = rep.list_counter()
+            if counter is not None:
+                sender.on_count = counter.sending
         t0 = time.time()
         if files_from is not None and not opts.relative:
             # send_file_list() --no-relative: each name is split at its last slash, as
@@ -863,12 +862,7 @@ class _Client:
         stats.flist_buildtime = max(time.time() - t0, 0.001)
         rep.roots = flist.roots
         if show_flist:
-            if rep.level("flist") >= 2:
-                n = len(flist.entries)
-                rep.out.write(f"{n} file{' ' if n == 1 else 's '}to consider\n")
-            else:
-                rep.out.write("done\n")
-            rep.out.flush()
+            rep.flist_done(len(flist.entries))
         if opts.chmod:
             from netsync.chmod import parse_chmod, tweak_mode
 
@@ -1312,12 +1306,9 @@ class _Client:
         if opts.acls:
             self._acl_codec(dec)
         before = self.conn.bytes_read  # type: ignore[union-attr]
-        counter = None
-        if show_flist and rep.level("flist") >= 2:
-            from netsync.report import ListCounter
-
-            counter = ListCounter(rep.out).received
-        raw_entries, io_error = self._decode_list(dec, counter)
+        counter = rep.list_counter() if show_flist else None
+        raw_entries, io_error = self._decode_list(
+            dec, None if counter is None else counter.received)
         stats.flist_size = self.conn.bytes_read - before  # type: ignore[union-attr]
         if inc:
             return self._first_inc_list(dec, raw_entries, io_error)
@@ -1327,12 +1318,7 @@ class _Client:
                 raise TransportError(E.RERR_UNSUPPORTED, "ERROR: rejecting unrequested "
                                      f"file-list name: {rep.safe(bad)}", bare=True)
         if show_flist:
-            if rep.level("flist") >= 2:
-                n = len(raw_entries)
-                rep.out.write(f"{n} file{' ' if n == 1 else 's '}to consider\n")
-            else:
-                rep.out.write("done\n")
-            rep.out.flush()
+            rep.flist_done(len(raw_entries))
         if not opts.numeric_ids:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
         self._chmod_received(raw_entries)

@@ -164,6 +164,19 @@ class Reporter:
         self.hold_stream = False
         self._held: list[str] = []
 
+    def list_counter(self) -> ListCounter | None:
+        """-P's running count while a whole list is built or received (info flist2)."""
+        return ListCounter(self.out) if self.level("flist") >= 2 else None
+
+    def flist_done(self, n: int) -> None:
+        """flist.c finish_filelist_progress(): "N files to consider" (info flist2, over
+        the count's last line), else "done"."""
+        if self.level("flist") >= 2:
+            self.out.write(f"{n} file{' ' if n == 1 else 's '}to consider\n")
+        else:
+            self.out.write("done\n")
+        self.out.flush()
+
     def attach_stats(self, stats) -> None:
         """Progress lines show counters (xfr#, to-chk) kept by the engine."""
         if self._progress_level and not self.quiet:
