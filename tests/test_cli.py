@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import trees
 
@@ -51,18 +55,60 @@ def test_many_files_to_a_file_is_exit_3(tmp_path: Path) -> None:
     assert (tmp_path / "f").read_bytes() == b"3"
 
 
-def test_closed_stdout_does_not_abort_the_sync(tmp_path: Path) -> None:
-    trees.make_tree(tmp_path / "src", "small")
-    p = subprocess.Popen([*NETSYNC, "-av", "src/", "dst/"], cwd=tmp_path,
+@pytest.mark.parametrize("prog", ["rsync", "netsync"])
+def test_lost_stdout_does_not_abort_the_sync(tmp_path: Path, prog: str) -> None:
+    """The reader going away (`| head -1`) or a full disk under stdout: rsync (which
+    ignores SIGPIPE, and whose stdio drops what it cannot write) finishes the copy and
+    exits 0, saying nothing; so does netsync."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2500):  # ~150 KiB of -v lines: more than a pipe holds
+        (src / f"a-file-with-a-name-long-enough-to-fill-the-pipe-{i:05d}").write_bytes(b"x")
+    cmd = ["rsync"] if prog == "rsync" else NETSYNC
+    p = subprocess.Popen([*cmd, "-av", "src/", "dst/"], cwd=tmp_path,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert p.stdout is not None
-    p.stdout.readline()
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.readline() == b"sending incremental file list\n"
     p.stdout.close()  # the reader goes away, like `| head -1`
-    p.wait(timeout=120)
-    assert p.returncode == 13
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 0
+    assert err == b""
+    _assert_nothing_left_to_do(tmp_path)
+    shutil.rmtree(tmp_path / "dst")
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([*cmd, "-av", "src/", "dst/"], cwd=tmp_path, stdout=full,
+                           stderr=subprocess.PIPE, timeout=120)
+    assert (r.returncode, r.stderr) == (0, b"")
+    _assert_nothing_left_to_do(tmp_path)
+
+
+def test_closed_stdout_fd(tmp_path: Path) -> None:
+    """Started with fd 1 closed (`>&-`): no traceback, the copy made, exit 0 (rsync
+    itself ends with 12 here, its socketpair having taken fd 1)."""
+    trees.make_tree(tmp_path / "src", "small")
+    r = subprocess.run([*NETSYNC, "-av", "src/", "dst/"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=120, preexec_fn=lambda: os.close(1))
+    assert (r.returncode, r.stderr) == (0, b"")
+    _assert_nothing_left_to_do(tmp_path)
+
+
+@pytest.mark.parametrize("prog", ["rsync", "netsync"])
+@pytest.mark.parametrize("how", ["full", "closed"])
+def test_a_message_lost_on_stderr_is_exit_13(tmp_path: Path, prog: str, how: str) -> None:
+    """log.c: an error message that cannot be written (stderr on a full disk, or
+    closed) makes the exit code RERR_MESSAGEIO."""
+    cmd = ["rsync"] if prog == "rsync" else NETSYNC
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([*cmd, "-a", "nope/", "dst/"], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=full, timeout=120,
+                           preexec_fn=(lambda: os.close(2)) if how == "closed" else None)
+    assert r.returncode == 13
+
+
+def _assert_nothing_left_to_do(tmp_path: Path) -> None:
     check = subprocess.run(["rsync", "-ani", "src/", "dst/"], cwd=tmp_path,
                            capture_output=True, check=True)
-    assert check.stdout == b""  # nothing left to do: the copy is complete
+    assert check.stdout == b""  # the copy is complete
 
 
 def test_many_files_under_a_low_fd_limit(tmp_path: Path) -> None:

@@ -69,9 +69,19 @@ def _read_secluded_args() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command itself (not a caller's in-process run)
+        from netsync import report
+
+        report.protect_std_streams()
+        code = _main(sys.argv[1:])
+        # log.c: a message rsync cannot write to stderr ends it with RERR_MESSAGEIO
+        return E.RERR_MESSAGEIO if report.stderr_lost() else code
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     from netsync import options as O
 
-    argv = sys.argv[1:] if argv is None else argv
     try:
         opts = O.parse_args(argv)
         if opts.server and opts.secluded_args and not opts.daemon:

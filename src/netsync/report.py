@@ -6,6 +6,7 @@ lines appear for the chosen -v/-i/--out-format/--log-file settings.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import sys
@@ -15,7 +16,6 @@ from netsync import log
 from netsync.errors import (
     RERR_DEL_LIMIT,
     RERR_FILEIO,
-    RERR_MESSAGEIO,
     RERR_PARTIAL,
     RERR_VANISHED,
 )
@@ -28,31 +28,91 @@ if TYPE_CHECKING:
 SIGNIFICANT = ~(log.ITEM_BASIS_TYPE_FOLLOWS | log.ITEM_XNAME_FOLLOWS | log.ITEM_LOCAL_CHANGE)
 
 
-class _SafeStream:
-    """stdout that survives its reader going away (``netsync -av ... | head``): the sync
-    goes on and finishes cleanly; the exit code then says output was lost (13)."""
+class _StdFd(io.RawIOBase):
+    """fd 1 or 2 for :func:`protect_std_streams`.  A write that fails for good (the
+    reader gone, a full disk, an I/O error, or a descriptor that was closed when we
+    started) sends the descriptor to /dev/null and counts as done, so the sync goes
+    on.  rsync ignores SIGPIPE, and its stdio drops what it cannot write to stdout
+    (``rsync -av ... | head`` exits 0); a message it cannot write to stderr makes it
+    exit 13, which :attr:`lost` lets the command do at its end."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.broken = False
+    def __init__(self, fd: int, closed: bool) -> None:
+        super().__init__()
+        self.fd = fd
+        self.closed_at_start = closed
+        self.lost = False
 
-    def write(self, text: str) -> int:
-        if not self.broken:
-            try:
-                return self.stream.write(text)
-            except BrokenPipeError:
-                self.broken = True
-        return len(text)
+    def writable(self) -> bool:
+        return True
 
-    def flush(self) -> None:
-        if not self.broken:
-            try:
-                self.stream.flush()
-            except BrokenPipeError:
-                self.broken = True
+    def fileno(self) -> int:
+        return self.fd
 
     def isatty(self) -> bool:
-        return not self.broken and self.stream.isatty()
+        return os.isatty(self.fd)
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if self.closed_at_start:
+            self.lost = True
+            return len(data)
+        while not self.lost:
+            try:
+                return os.write(self.fd, data)
+            except BlockingIOError:  # a non-blocking tty or pipe (ssh can leave it so)
+                import select
+
+                select.select([], [self.fd], [])
+            except InterruptedError:
+                pass
+            except OSError:
+                self.lost = True
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self.fd)
+                os.close(null)
+        return len(data)
+
+
+_stderr_fd: _StdFd | None = None
+
+
+def protect_std_streams() -> None:
+    """For the command line: stdout and stderr whose writes never raise (see _StdFd),
+    and /dev/null on a closed fd 0, 1 or 2, so that no file or socket opened later
+    takes its number and receives what was meant for the terminal."""
+    global _stderr_fd
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        old = getattr(sys, name)
+        if old is not None:
+            try:
+                if old.fileno() != fd:
+                    continue  # already replaced (tests, embedding): leave it alone
+                old.flush()
+            except (OSError, ValueError):
+                continue
+        raw = _StdFd(fd, fd in closed)
+        setattr(sys, name, io.TextIOWrapper(
+            io.BufferedWriter(raw),
+            encoding=getattr(old, "encoding", None) or "utf-8",
+            errors=getattr(old, "errors", None) or ("backslashreplace" if fd == 2 else "strict"),
+            line_buffering=fd == 2 or bool(getattr(old, "line_buffering", False)),
+        ))
+        if fd == 2:
+            _stderr_fd = raw
+
+
+def stderr_lost() -> bool:
+    """Whether a message could not be written to stderr (rsync then exits 13)."""
+    return _stderr_fd is not None and _stderr_fd.lost
 
 
 class ListCounter:
@@ -114,7 +174,7 @@ class Reporter:
         self.dry_run = dry_run
         self.eight_bit = eight_bit
         self.human = human
-        self.out = _SafeStream(out or sys.stdout)
+        self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.ctx = log.LogContext(am_sender=True, local_server=True,
                                   preserve_mtimes=preserve_mtimes)
@@ -407,8 +467,6 @@ class Reporter:
             return RERR_VANISHED
         if self.got_io_error:
             return RERR_FILEIO
-        if self.out.broken:
-            return RERR_MESSAGEIO
         return 0
 
     def close(self) -> None:
