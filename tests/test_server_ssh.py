@@ -189,6 +189,13 @@ def test_hard_links(sshd_server: SshServer, tmp_path: Path, direction: str,
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
+def test_hard_links_delay_updates(sshd_server: SshServer, tmp_path: Path,
+                                  direction: str) -> None:
+    """Pushed, netsync's receiver links a group's members after the delayed renames."""
+    _compare(sshd_server, tmp_path, direction, ["-aiH", "--delay-updates"], dest="none")
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
 @pytest.mark.parametrize("protocol", (32, 29, 27))
 def test_delta(sshd_server: SshServer, tmp_path: Path, direction: str, protocol: int) -> None:
     got = _compare(sshd_server, tmp_path, direction,

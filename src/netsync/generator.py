@@ -742,7 +742,12 @@ class Generator:
         while fstack:
             self.filters.leave_dir(fstack.pop()[1])
         self.finish_requests()
-        self.finish_hard_links()
+        # --delay-updates: a group's data reaches its name only with the renames at
+        # the end (receiver.c handle_delayed_updates() reports hard-linked files'
+        # success from there), so the waiting members are linked after them.
+        delaying = bool(self.recv.delayed)
+        if not delaying:
+            self.finish_hard_links()
         if self._append_redo:
             self._redo_appends()
         if self.after_files is not None:
@@ -750,6 +755,8 @@ class Generator:
         # receiver.c handle_delayed_updates() ends the receiver's run; generate_files()'
         # --delete-delay/-after pass comes after it (it would take the .~tmp~ dirs).
         self.recv.finish_delayed()
+        if delaying:
+            self.finish_hard_links()
         if mode == "after":
             self._top_deleted = False
             self.delete_dirs(include_top=True)
