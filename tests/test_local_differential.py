@@ -182,6 +182,10 @@ CASES: list[Case] = [
     Case("whole-file", ("-ai", "-W", *S), ("diverged",)),
     Case("sparse", ("-aiS", *S), ("none", "diverged"), sparse=True),
     Case("sparse-inplace", ("-aiS", "--inplace", *S), ("none",), sparse=True),
+    # in place, a block matched at its own offset is skipped, not rewritten: the
+    # dest's sparse image keeps its holes (netsync filled them)
+    Case("inplace-delta-keeps-holes", ("-ri", "-I", "--inplace", "--no-W", *S),
+         ("diverged",), sparse=True),
     # Backups and alternate basis dirs.
     Case("backup", ("-ai", "-b", *S), ("diverged",)),
     Case("backup-dir-suffix", ("-ai", "-b", "--backup-dir=../bak", "--suffix=.old", *S),

@@ -245,6 +245,31 @@ def test_inplace_delta_protocols(sshd_server: SshServer, tmp_path: Path, directi
          ["-ai", "--inplace", "--no-W", "-B", "2048", f"--protocol={protocol}"], base=base)
 
 
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_inplace_leaves_matched_blocks_alone(sshd_server: SshServer, tmp_path: Path,
+                                             direction: str) -> None:
+    """--inplace: a block matched where it already is is not written again
+    (receiver.c skip_matched()), so a sparse image keeps its holes.  netsync's
+    receiver rewrote every block, filling them; its sender matched the zeros
+    off the block grid (the image's data repeats, shifted), where rsync's
+    realigns them (match.c), and pushing it did not prefer blocks in place."""
+    base = tmp_path / "base"
+    (base / "src").mkdir(parents=True)
+    (base / "dst").mkdir()
+    data = os.urandom(256 << 10)
+    for side, head in (("src", data), ("dst", data[:4096] + b"changed!" + data[4104:])):
+        with open(base / side / "disk.img", "wb") as fh:
+            fh.write(head)
+            fh.seek(4 << 20, os.SEEK_CUR)  # a 4 MiB hole
+            fh.write(data)
+    assert os.stat(base / "dst" / "disk.img").st_blocks * 512 < 1 << 20
+    _ssh(sshd_server, tmp_path, direction, ["-rti", "-I", "--inplace", "--no-W"], base=base)
+    for who in ("ref", *ROLES):
+        img, orig = (tmp_path / who / side / "disk.img" for side in ("dst", "src"))
+        assert img.read_bytes() == orig.read_bytes()
+        assert os.stat(img).st_blocks * 512 < 1 << 20, who  # the 4 MiB hole is there
+
+
 # ---------------------------------------------------------------------------
 # --delete-missing-args / --ignore-missing-args
 

@@ -1120,6 +1120,11 @@ class _Client:
 
                 raw = io.read(head.count * (4 + head.s2length))
                 sums = _parse_sums(head, raw, BlockSums)
+                # sender.c updating_basis_file: --inplace onto the file itself, which
+                # the receiver overwrites as it goes (match.c then prefers the block at
+                # its own offset, and uses none the write position has passed).
+                sums.updating_basis = bool(opts.inplace) and (
+                    ftype == 0x80 if proto >= 29 else not opts.backup)
             stats.xferred_files += 1
             stats.total_transferred_size += e.size
             if iflags & ITEM_IS_NEW:
@@ -1157,7 +1162,6 @@ class _Client:
         match_sums()' tokens (delta, --append's tail, --inplace, progress, compression)."""
         from netsync.checksum import FileSum
 
-        opts = self.opts
         io = self.io
         assert io is not None
         rep = self.rep
@@ -1198,11 +1202,6 @@ class _Client:
         if append:
             tokens = _append_tokens(data, head, append > 1, fsum)
             offset = min(head.flength, data.size)
-        elif sums is not None and opts.inplace and (
-                ftype == 0x80 if proto >= 29 else not opts.backup):
-            # match.c updating_basis_file: the receiver overwrites its basis as it
-            # goes, so a block from before the write position must go as data.
-            tokens = _inplace_tokens(data, head)
         if plain and sums is None and not append and fd is not None:
             # Whole file, no compression: the token stream is just the data in
             # CHUNK_SIZE pieces, each after its length; read big, write once.
@@ -2502,25 +2501,6 @@ def _append_tokens(data, head, verify: bool, fsum) -> Iterator[bytes]:
             return
         off += len(chunk)
         yield chunk
-
-
-def _inplace_tokens(data, head) -> Iterator[bytes | int]:
-    """Matched blocks that lie before the write position become literal data."""
-    fd = data.source_fd
-    offset = 0
-    for tok in data.tokens:
-        if isinstance(tok, int):
-            blen = head.block_len(tok)
-            if tok * head.blength < offset:
-                block = os.pread(fd, blen, offset)
-                for i in range(0, len(block), CHUNK_SIZE):
-                    yield block[i:i + CHUNK_SIZE]
-            else:
-                yield tok
-            offset += blen
-        else:
-            offset += len(tok)
-            yield tok
 
 
 def read_files_from_file(path: str) -> bytes:

@@ -313,8 +313,10 @@ def match_tokens(
     def usable(i: int, offset: int) -> bool:
         return not updating or i * bl >= offset or i in same
 
-    def pick(offset: int, weak: int, lo: int, hi: int, length: int, want_i: int) -> int:
-        """rsync's hash_search() decision at one offset; -1 for no match."""
+    def pick(offset: int, weak: int, lo: int, hi: int, length: int, want_i: int
+             ) -> tuple[int, int]:
+        """rsync's hash_search() decision at one offset: the block (-1 for no match)
+        and where it goes (further on only when a run of zeros is realigned)."""
         strong: bytes | None = None
         counts[1] += 1
         for i in sorted_idx[lo : min(hi, lo + MAX_CHAIN_LEN)].tolist():
@@ -327,16 +329,29 @@ def match_tokens(
             if strong != sums.strong_at(i):
                 counts[2] += 1
                 continue
-            if updating and offset % bl == 0:
-                # In place, the block already at this offset is best: nothing to write.
-                a = offset // bl
-                if a < head.count and (
-                    a == i
-                    or (int(sum1[a]) == weak and block_len(a) == length
-                        and strong == sums.strong_at(a))
-                ):
+            aligned = -(-offset // bl) * bl
+            a = aligned // bl
+            if updating and a < head.count and (
+                offset == aligned or (weak == 0 and length == bl and aligned + bl <= n)
+            ) and (
+                a == i
+                or (int(sum1[a]) == weak and block_len(a) == length
+                    and strong == sums.strong_at(a))
+            ):
+                # In place, the block already at its own offset is best: nothing is
+                # written there.  Zeros matched off the block grid, with zeros at the
+                # next grid offset on both sides, go as literal data up to it, so that
+                # the receiver can go back to seeking over what it has (a sparse
+                # image keeps its holes).
+                i = a
+                if offset == aligned:
                     same.add(a)
-                    return a
+                    return a, offset
+                there = view[aligned : aligned + bl]
+                if get_checksum1(there) == weak and strong_block_sum(
+                        name, there, seed, protocol, proper_seed_order)[:s2] == strong:
+                    same.add(a)
+                    return a, aligned
             if (
                 i != want_i
                 and want_i < head.count
@@ -346,8 +361,8 @@ def match_tokens(
                 and strong == sums.strong_at(want_i)
             ):
                 i = want_i
-            return i
-        return -1
+            return i, offset
+        return -1, offset
 
     last = 0  # start of literal data not yet sent
     pos = 0  # next offset to examine
@@ -401,7 +416,7 @@ def match_tokens(
         offs, los, his = index.candidates(weak)
         found = False
         for o, lo, hi in zip((offs + w0).tolist(), los.tolist(), his.tolist(), strict=True):
-            i = pick(o, int(weak[o - w0]), lo, hi, bl, want_i)
+            i, o = pick(o, int(weak[o - w0]), lo, hi, bl, want_i)
             if i < 0:
                 continue
             yield from literal(last, o)
@@ -429,7 +444,7 @@ def match_tokens(
             weak_o = get_checksum1(view[o:n])
             lo, hi = index.chain(weak_o)
             if hi > lo:
-                i = pick(o, weak_o, lo, hi, head.remainder, want_i)
+                i, _ = pick(o, weak_o, lo, hi, head.remainder, want_i)
                 if i >= 0:
                     yield from literal(last, o)
                     fsum.update(view[o:n])

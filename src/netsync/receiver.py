@@ -368,8 +368,11 @@ class Receiver:
             return None
 
     def _write_data(self, out_fd: int, data: m.FileData, basis_fd: int | None,
-                    start: int = 0) -> int:
-        """Write the file's data to ``out_fd`` from offset ``start``; return bytes written."""
+                    start: int = 0, in_place: bool = False) -> int:
+        """Write the file's data to ``out_fd`` from offset ``start``; return bytes written.
+        ``in_place``: the basis is ``out_fd``'s own file (--inplace), so a block matched
+        at the offset it would be written to is already there: it is skipped, as
+        receiver.c skip_matched() does (no rewrite; a hole stays a hole)."""
         written = 0
         self._hole_len = 0
         prog = self.rep.progress_update
@@ -421,6 +424,14 @@ class Receiver:
                 head = sums.head
                 blen = head.blength
                 length = head.remainder if tok == head.count - 1 and head.remainder else blen
+                if in_place and not skip and tok * blen == start + written:
+                    if self.r.sparse:
+                        self._flush_hole(out_fd)
+                    os.lseek(out_fd, length, os.SEEK_CUR)
+                    written += length
+                    if not before:
+                        prog(written)
+                    continue
                 chunk = os.pread(basis_fd, length, tok * blen)
             else:
                 chunk = tok
@@ -678,7 +689,9 @@ class Receiver:
                 self._prealloc = self._preallocate(fd, e.size, dest)
             self._punch = True
             try:
-                written = self._write_data(fd, data, basis_fd, start)
+                written = self._write_data(fd, data, basis_fd, start,
+                                           in_place=bk_fd is None and basis_fd is not None
+                                           and (basis is None or basis == dest))
             except OSError as ex:
                 # receiver.c receive_data(): a failed write ends the transfer.
                 raise m.FatalError(RERR_FILEIO, f'[receiver] write failed on '
