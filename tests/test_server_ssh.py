@@ -189,6 +189,15 @@ def test_hard_links(sshd_server: SshServer, tmp_path: Path, direction: str,
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("delete", ["--delete", "--delete-delay"])
+def test_delete_with_an_io_error_in_a_later_dir(sshd_server: SshServer, tmp_path: Path,
+                                                direction: str, delete: str) -> None:
+    """-L meets a symlink loop in links/: the dirs listed before that list still get
+    their deletions (its end carries the error), the later ones do not."""
+    _compare(sshd_server, tmp_path, direction, ["-ai", "-L", delete], rc=23)
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
 def test_hard_links_delay_updates(sshd_server: SshServer, tmp_path: Path,
                                   direction: str) -> None:
     """Pushed, netsync's receiver links a group's members after the delayed renames."""

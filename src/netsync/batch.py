@@ -721,7 +721,7 @@ class _BatchReader(_Client):
         feed = self._feed
         assert feed is not None
         last = self._stream_lists[-1][0] if self._stream_lists else -1
-        for d, _slot, base, entries in feed.queue:
+        for d, _slot, base, entries, _io_error in feed.queue:
             if base > last:
                 self._stream_lists.append((base, entries, d))
 

@@ -426,11 +426,11 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     # rsync's incremental recursion: list a directory at a time, a little ahead of the
     # generator, and drop each one once generated, so memory stays flat on huge trees.
     # The whole list is built first where rsync disables it (inc_recurse above) and
-    # where this engine needs it: several sources, -R, --files-from, -H, --delete-delay.
+    # where this engine needs it: several sources, -R, --files-from, -H.
     stream = inc_recurse and not list_only and files_from is None and len(sources) == 1 \
         and not opts.delete_missing_args \
         and not relative and not opts.hard_links \
-        and not (opts.delete and opts.delete_mode not in (None, "during"))
+        and not (opts.delete and opts.delete_mode not in (None, "during", "delay"))
     feed = None
     flist_size = [4]
     acl_maps = acl_id_maps(opts, inc_recurse, am_root or opts.fake_super)  # -A with maps

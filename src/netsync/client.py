@@ -1381,9 +1381,9 @@ class _Client:
             # (an empty one would make --delete sweep the whole destination).
             dec._dirs_listed.add(0)
             self._dirs.pop(0, None)
-            feed.add(entries[0], dec.ndx_start, entries)
+            feed.add(entries[0], dec.ndx_start, entries, io_error)
         else:
-            feed.add(None, dec.ndx_start, entries)
+            feed.add(None, dec.ndx_start, entries, io_error)
         feed.first = entries
         if len(entries) == 1:
             # main.c recv_additional_file_list(): is this a one-file transfer?
@@ -1493,7 +1493,7 @@ class _Client:
             raw_entries, io_error = self._decode_list(dec)
             entries = self._clean_inc_list(raw_entries, parent)
             feed.flist.io_error |= io_error
-            feed.add(parent, base, entries)
+            feed.add(parent, base, entries, feed.flist.io_error)
             return
         raise WireError(f"Invalid file index: {ndx} [{self.who}]", E.RERR_PROTOCOL)
 
@@ -2189,14 +2189,19 @@ class _PushLists:
         self.sent_lists = 0
 
     def _next(self):
+        """The next chunk walked: (dir, entries, the I/O errors so far).  The errors
+        go with the chunk: a list's end carries those of its own walk, not those of
+        the chunk walked ahead of it (which would end dirs' deletions one list early)."""
         try:
-            return next(self.it)
+            d, entries = next(self.it)
         except StopIteration:
             return None
+        return d, entries, self.sender.io_error | self.sender.flist.io_error
 
     def send_first(self) -> None:
         chunk = self._next()
         tops = list(chunk[1]) if chunk is not None else []
+        err = chunk[2] if chunk is not None else self.sender.io_error | self.sender.flist.io_error
         parent = None
         ahead = self._next()
         if len(tops) == 1 and tops[0].name == b"." and ahead is not None \
@@ -2204,9 +2209,10 @@ class _PushLists:
             # send_directory() inline: the top dir's contents are in the first list.
             parent = tops[0]
             tops += ahead[1]
+            err = ahead[2]
             ahead = self._next()
         self._ahead = ahead
-        self._send(tops, parent, first=True)
+        self._send(tops, parent, True, err)
         if self._ahead is None:
             self._eof()
         elif len(tops) == 1:
@@ -2218,7 +2224,7 @@ class _PushLists:
         io.write_ndx(NDX_FLIST_EOF)
         self.eof = True
 
-    def _send(self, entries: list, parent, first: bool) -> None:
+    def _send(self, entries: list, parent, first: bool, err: int) -> None:
         c = self.c
         io = c.io
         assert io is not None
@@ -2235,7 +2241,6 @@ class _PushLists:
             enc.encode_into(parts, entries)
         finally:
             io.write(b"".join(parts))
-        err = self.sender.io_error | self.sender.flist.io_error
         if first:
             if enc.needs_io_error_msg(err):
                 io.send_msg(Msg.IO_ERROR, encode_int32(err))
@@ -2267,7 +2272,7 @@ class _PushLists:
             chunk = self._ahead
             self._ahead = self._next()
             if chunk is not None and chunk[0] in self.dir_ndx:
-                self._send(list(chunk[1]), chunk[0], first=False)
+                self._send(list(chunk[1]), chunk[0], False, chunk[2])
                 sent = True
             if self._ahead is None:
                 self._eof()
@@ -2369,11 +2374,11 @@ class ItemNdx:
 def inc_options_supported(o) -> bool:
     """The options netsync runs incremental recursion with, as client or server (the
     sources counted apart): not -H, -R, --files-from, --list-only, --*-missing-args,
-    --delete-before/after/delay, --delay-updates, -m or batches."""
+    --delete-before/after, --delay-updates, -m or batches."""
     if o.hard_links or o.relative or o.files_from is not None or o.list_only \
             or o.delete_missing_args or o.ignore_missing_args:
         return False
-    if o.delete and o.delete_mode not in (None, "during"):
+    if o.delete and o.delete_mode not in (None, "during", "delay"):
         return False
     return not (o.delay_updates or o.prune_empty_dirs or o.write_batch or o.only_write_batch)
 
@@ -2404,7 +2409,8 @@ class _WireFeed:
         self.high = 0
         self.all_freed = False  # the sender's NDX_DONE freed the last list (receiver.c)
 
-    def add(self, d, base: int, entries: list) -> None:
+    def add(self, d, base: int, entries: list, io_error: int) -> None:
+        """A list received; ``io_error``: the sender's I/O errors up to its end."""
         self.held += len(entries)
         if self.held > self.max_held:
             raise WireError(f"ERROR: out of memory in flist_expand (over {self.max_held} "
@@ -2414,7 +2420,7 @@ class _WireFeed:
         self.high = max(self.high, base + len(entries))  # (echoes may name a dropped list)
         self.active.append((base, entries, self._num))
         # generate_files(): a list's dir goes first, as index ndx_start - 1.
-        self.queue.append((d, base - 1, base, entries))
+        self.queue.append((d, base - 1, base, entries, io_error))
         self.listed += len(entries)
 
     def dropped(self, t: tuple[int, list, int]) -> None:

@@ -170,7 +170,7 @@ class ChunkFeed:
         self.flist = flist
         self.on_chunk = on_chunk
         self.on_eof = on_eof
-        self._queue: deque[tuple[FileEntry | None, int, int, list[FileEntry]]] = deque()
+        self._queue: deque[tuple[FileEntry | None, int, int, list[FileEntry], int]] = deque()
         self.queued = 0  # entries listed but not yet handed to the generator
         self.listed = 0  # entries listed so far (the next chunk's first ndx)
         self._dir_ndx: dict[FileEntry, int] = {}  # listed dirs whose chunk is still to come
@@ -199,10 +199,13 @@ class ChunkFeed:
                     self._dir_ndx[e] = base + i
             if self.on_chunk is not None:
                 self.on_chunk(children)
-            self._queue.append((d, dndx, base, children))
+            # The I/O errors known once this chunk is listed, as rsync's end of each
+            # list carries them: the generator learns of them when it gets there.
+            self._queue.append((d, dndx, base, children, self.flist.io_error))
 
-    def next_chunk(self) -> tuple[FileEntry | None, int, int, list[FileEntry]] | None:
-        """The next chunk to generate: (dir entry, its ndx, first ndx, children)."""
+    def next_chunk(self) -> tuple[FileEntry | None, int, int, list[FileEntry], int] | None:
+        """The next chunk to generate: (dir entry, its ndx, first ndx, children, the
+        I/O errors of the lists up to this one)."""
         self.fill()
         if not self._queue:
             return None

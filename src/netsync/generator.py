@@ -731,6 +731,7 @@ class Generator:
             self.delete_dirs(include_top=True)
         fstack = self._fstack
         if self.feed is not None:
+            self.io_error = 0  # each chunk brings the errors listed up to it
             self._run_feed(self.feed)
         for ndx, e in enumerate(self.flist.entries):
             if e.flags & FLAG_DUPLICATE:
@@ -799,8 +800,12 @@ class Generator:
             chunk = feed.next_chunk()
             if chunk is None:
                 break
-            d, dndx, base, children = chunk
-            self.io_error |= feed.flist.io_error
+            d, dndx, base, children, io_error = chunk
+            # generator.c: a list's I/O error reaches the generator with the list, so
+            # --delete skips the dirs from the first list that had one on, not the
+            # dirs before it that were listed in full (rsync reads lists as it needs
+            # them; netsync may have them from further ahead).
+            self.io_error |= io_error
             head = b""
             if d is not None:
                 name = d.name
