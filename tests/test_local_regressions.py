@@ -691,3 +691,24 @@ def test_alt_dest_arg_is_checked_locally(tmp_path: Path, opt: str) -> None:
     want = [ln.replace(b"/rsync/", b"/W/") for ln in r.stderr.splitlines() if b" arg " in ln]
     got = [ln.replace(b"/netsync/", b"/W/") for ln in n.stderr.splitlines() if b" arg " in ln]
     assert len(want) == 1 and got == want
+
+
+def test_append_with_fuzzy_sends_a_new_file_whole(tmp_path: Path) -> None:
+    """--append -y: a missing file is sent whole, not appended to a similar file's
+    length (rsync writes zeros where that file's length was, or skips the file
+    when the similar one is as long; netsync skipped it too)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "report-2024.txt").write_bytes(b"new data for 2024\n" * 3)
+    (dst / "report-2023.txt").write_bytes(b"last year\n")  # shorter than the new file
+    (src / "notes-b.txt").write_bytes(b"b" * 20)
+    (dst / "notes-a.txt").write_bytes(b"a" * 40)  # as long: rsync skips notes-b.txt
+    r = subprocess.run([*NETSYNC, "-ri", "--append", "-y", "src/", "dst/"], cwd=tmp_path,
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for name in ("report-2024.txt", "notes-b.txt"):
+        assert (dst / name).read_bytes() == (src / name).read_bytes()
+    assert (dst / "report-2023.txt").read_bytes() == b"last year\n"
+    assert sorted(r.stdout.splitlines()) == [b">f+++++++++ notes-b.txt",
+                                             b">f+++++++++ report-2024.txt"]

@@ -1474,10 +1474,11 @@ class Generator:
             if isinstance(found, tuple):
                 basis, basis_st = found
                 iflags_extra = log.ITEM_BASIS_TYPE_FOLLOWS
-        if basis_st is None and g.fuzzy:
+        if basis_st is None and g.fuzzy and not g.append:
+            # (--append has nothing to append to in a similar file: a missing file is
+            # sent whole.  rsync appends to the fuzzy basis's length, or skips the
+            # file when that basis is as long: a new file of zeros, or none at all.)
             fz = self._find_fuzzy(e)
-            if fz is not None and g.append and fz[1].st_size >= e.size:
-                return  # generator.c: --append skips a file whose basis is as long
             if fz is not None:
                 # generator.c: the similar file is the basis (FNAMECMP_FUZZY+i) but the
                 # item is reported against the missing dest (real_sx): new.
