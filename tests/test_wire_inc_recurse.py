@@ -300,7 +300,7 @@ def test_ssh_source_forms(sshd_server: SshServer, tmp_path: Path, direction: str
 
 
 @pytest.mark.parametrize(("direction", "extra"), [
-    ("pull", ["-aH"]), ("push", ["-aH"]), ("pull", ["-a", "--delete-delay"]), ("push", ["-aR"]),
+    ("pull", ["-aH"]), ("push", ["-aH"]), ("push", ["-aR"]),
     ("pull", ["-a", "--delete-after"]), ("push", ["-a", "--ignore-missing-args"]),
 ])
 def test_declined_option_sets(sshd_server: SshServer, tmp_path: Path, direction: str,
@@ -318,6 +318,25 @@ def test_declined_option_sets(sshd_server: SshServer, tmp_path: Path, direction:
     assert want.returncode == 0 and got.returncode == 0, got.describe()
     assert not _caps(flags[0]).startswith("i"), flags
     tc.assert_same(tc.snapshot(a, now), tc.snapshot(b, now))
+
+
+@pytest.mark.parametrize("direction", ["pull", "push"])
+def test_delete_delay_runs_incrementally(sshd_server: SshServer, tmp_path: Path,
+                                         direction: str) -> None:
+    """--delete-delay keeps incremental recursion, as rsync's does (netsync declined it:
+    the client said "building file list ... done" where rsync's says "sending
+    incremental file list")."""
+    a, b = _work(tmp_path, "nested", "diverged")
+    wrapper, log = _wrapper(tmp_path)
+    now = time.time_ns() - 10**9
+    extra = ["-av", "--delete-delay"]
+    want = tc.run([tc.RSYNC], _ssh_args(sshd_server, a, direction, wrapper, extra), cwd=a)
+    want_flags = _server_flags(log)
+    got = tc.run(tc.program_under_test(), _ssh_args(sshd_server, b, direction, wrapper, extra),
+                 cwd=b)
+    _check_same(want, got, a, b, now)
+    assert _server_flags(log) == want_flags
+    assert _caps(want_flags[0]).startswith("i")
 
 
 # --------------------------------------------------------------------- over rsyncd
