@@ -287,6 +287,20 @@ def test_missing_args(sshd_server: SshServer, tmp_path: Path, direction: str,
          ["-ai", opt, "--files-from=list", "--force"], base=base)
 
 
+@pytest.mark.parametrize("source", ["src/", "src/not-there"])
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_ignore_missing_args_one_source(sshd_server: SshServer, tmp_path: Path,
+                                        direction: str, source: str) -> None:
+    """One source with --ignore-missing-args: incremental as with rsync ("sending
+    incremental file list"), and a missing one ends cleanly with an empty list (a
+    pulling netsync wrote on after the sender had ended: exit 12)."""
+    runs = _ssh(sshd_server, tmp_path, direction, ["-av", "--ignore-missing-args"],
+                src=source)
+    assert runs["client"].stdout.split(b"\n")[0] == (
+        b"sending incremental file list" if direction == "push"
+        else b"receiving incremental file list")
+
+
 @pytest.mark.parametrize("direction", ["push", "pull"])
 def test_delete_missing_args_plain(sshd_server: SshServer, tmp_path: Path,
                                    direction: str) -> None:

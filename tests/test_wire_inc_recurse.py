@@ -301,7 +301,7 @@ def test_ssh_source_forms(sshd_server: SshServer, tmp_path: Path, direction: str
 
 @pytest.mark.parametrize(("direction", "extra"), [
     ("pull", ["-aH"]), ("push", ["-aH"]), ("push", ["-aR"]),
-    ("pull", ["-a", "--delete-after"]), ("push", ["-a", "--ignore-missing-args"]),
+    ("pull", ["-a", "--delete-after"]), ("push", ["-a", "--delete-missing-args"]),
 ])
 def test_declined_option_sets(sshd_server: SshServer, tmp_path: Path, direction: str,
                               extra: list[str]) -> None:

@@ -253,7 +253,7 @@ class _Client:
     def _inc_supported(self, plan) -> bool:
         """Option sets this client runs with incremental recursion: one plain recursive
         source, pushed or pulled.  Everything else (-H, -R, --files-from, several
-        sources, --list-only, --*-missing-args, --delete-before/after/delay, ...)
+        sources, --list-only, --delete-missing-args, --delete-before/after, ...)
         gets the whole list at once, as before."""
         if plan.am_sender:
             # sender.iter_chunks(): one plain source walked a directory at a time.
@@ -1548,7 +1548,13 @@ class _Client:
         am_root = os.geteuid() == 0
         feed = self._feed
         if not flist.entries and (feed is None or not feed.listed):
-            self._pull_phases()
+            if self.am_server:
+                self._pull_phases()  # main.c do_server_recv(): do_recv() all the same
+            else:
+                # main.c: a server sender whose (first) list is empty ends its run
+                # there, and the client_run() that got it only shows the summary
+                # (writing on meets a closed pipe: "write error: Broken pipe", 12).
+                io.flush()
             self._summary(io.conn.bytes_written, io.conn.bytes_read, stats.total_size)
             return self._final_code(flist.io_error)
         if feed is not None:
@@ -2373,10 +2379,10 @@ class ItemNdx:
 
 def inc_options_supported(o) -> bool:
     """The options netsync runs incremental recursion with, as client or server (the
-    sources counted apart): not -H, -R, --files-from, --list-only, --*-missing-args,
+    sources counted apart): not -H, -R, --files-from, --list-only, --delete-missing-args,
     --delete-before/after, --delay-updates, -m or batches."""
     if o.hard_links or o.relative or o.files_from is not None or o.list_only \
-            or o.delete_missing_args or o.ignore_missing_args:
+            or o.delete_missing_args:
         return False
     if o.delete and o.delete_mode not in (None, "during", "delay"):
         return False
