@@ -236,3 +236,24 @@ def test_pull_into_a_symlinked_destination_dir(sshd_server: SshServer, tmp_path:
     assert got.stdout == want.stdout
     assert (tmp_path / "netsync" / "lnk").is_symlink()
     assert (tmp_path / "netsync" / "real" / "f").read_text() == "f\n"
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("delete", ["--delete", "--delete-delay"])
+@pytest.mark.parametrize("dest", ["diverged", "empty"])
+def test_delete_with_an_io_error_in_a_later_dir(sshd_server: SshServer, tmp_path: Path,
+                                                direction: str, delete: str, dest: str) -> None:
+    """netsync as the client of a stock server, -L meeting a symlink loop in links/:
+    the dirs listed before that list keep their deletions, and "IO error encountered
+    -- skipping file deletion" comes as with rsync, also where every dir is new (a
+    pulling netsync said nothing there; with -b its top dir's deletions go first)."""
+    a, b = _pair(tmp_path, dest)
+    now = time.time_ns() - 10**9
+    extra = ["-a", "-L", delete, "-b"]
+    want = _transfer(sshd_server, [tc.RSYNC], a, direction, extra)
+    got = _transfer(sshd_server, tc.program_under_test(), b, direction, extra)
+    assert want.returncode == 23, want.describe()
+    assert got.returncode == want.returncode, got.describe()
+    tc.assert_same(tc.snapshot(a, now), tc.snapshot(b, now))
+    tc.assert_same_output(tc.output_lines(want.stdout.replace(os.fsencode(a), b"WORK")),
+                          tc.output_lines(got.stdout.replace(os.fsencode(b), b"WORK")))

@@ -190,11 +190,13 @@ def test_hard_links(sshd_server: SshServer, tmp_path: Path, direction: str,
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
 @pytest.mark.parametrize("delete", ["--delete", "--delete-delay"])
+@pytest.mark.parametrize("dest", ["diverged", "empty"])
 def test_delete_with_an_io_error_in_a_later_dir(sshd_server: SshServer, tmp_path: Path,
-                                                direction: str, delete: str) -> None:
+                                                direction: str, delete: str, dest: str) -> None:
     """-L meets a symlink loop in links/: the dirs listed before that list still get
-    their deletions (its end carries the error), the later ones do not."""
-    _compare(sshd_server, tmp_path, direction, ["-ai", "-L", delete], rc=23)
+    their deletions (its end carries the error), the later ones do not; and the
+    message saying so comes even where every dir is new (rsync's delete_in_dir())."""
+    _compare(sshd_server, tmp_path, direction, ["-ai", "-L", delete], rc=23, dest=dest)
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])

@@ -509,11 +509,18 @@ class Generator:
         out.sort(key=lambda t: t[2])
         return [(n, md) for n, md, _ in out]
 
-    def delete_in_dir(self, name: bytes, path: bytes, enter: bool = True) -> None:
+    def _io_error_stops_deletion(self) -> bool:
+        """generator.c delete_in_dir()'s first test: after an I/O error on the sending
+        side nothing more is deleted, which it says once."""
         if self.io_error & 1 and not self.g.ignore_errors:
             if not self._warned_io:
                 self.rep.info("IO error encountered -- skipping file deletion")
                 self._warned_io = True
+            return True
+        return False
+
+    def delete_in_dir(self, name: bytes, path: bytes, enter: bool = True) -> None:
+        if self._io_error_stops_deletion():
             return
         if self.filters is not None and enter:
             fstate = self.filters.enter_dir(name, path)
@@ -1097,6 +1104,11 @@ class Generator:
             if self.filters is not None:
                 self._fstack.append((e.name, self.filters.enter_dir(e.name, path)))
             self.delete_in_dir(e.name, path, enter=False)
+        elif st is None and g.delete and g.delete_mode in ("during", "delay") \
+                and e.flags & FLAG_CONTENT_DIR and not e.flags & FLAG_MISSING_DIR:
+            # A dir just made has nothing to delete, but rsync calls delete_in_dir() on
+            # it all the same, and so says there that an I/O error stops deletions.
+            self._io_error_stops_deletion()
         if deferred is not None:
             self.report_item(e, deferred, xname)
 
