@@ -1037,8 +1037,9 @@ class Generator:
                     self._alt_matched(e, found[2], False)
                 else:
                     statret_st = found[2]
-        delete_now = g.delete and g.delete_mode in ("during", "delay") \
-            and e.flags & FLAG_CONTENT_DIR and st is not None
+        deleting = g.delete and g.delete_mode in ("during", "delay") \
+            and e.flags & FLAG_CONTENT_DIR
+        delete_now = deleting and st is not None
         # rsync prints a dir's line when its echo comes back from the sender, by when
         # the generator has already printed the deletions in it: report it after them.
         deferred = None
@@ -1099,16 +1100,16 @@ class Generator:
             self.dir_fixups.append((path, e, new_mode))
         if self.xag is not None:
             self.xag.dir_made(e, path, xa_alt)
-        if delete_now and not e.flags & FLAG_MISSING_DIR:
-            # Stat and itemize first, then delete (the dir's mtime moves when we delete).
-            if self.filters is not None:
-                self._fstack.append((e.name, self.filters.enter_dir(e.name, path)))
-            self.delete_in_dir(e.name, path, enter=False)
-        elif st is None and g.delete and g.delete_mode in ("during", "delay") \
-                and e.flags & FLAG_CONTENT_DIR and not e.flags & FLAG_MISSING_DIR:
-            # A dir just made has nothing to delete, but rsync calls delete_in_dir() on
-            # it all the same, and so says there that an I/O error stops deletions.
-            self._io_error_stops_deletion()
+        if deleting and not e.flags & FLAG_MISSING_DIR:
+            if delete_now:
+                # Stat and itemize first, then delete (the dir's mtime moves as we do).
+                if self.filters is not None:
+                    self._fstack.append((e.name, self.filters.enter_dir(e.name, path)))
+                self.delete_in_dir(e.name, path, enter=False)
+            elif st is None:
+                # A dir just made has nothing to delete, but rsync calls delete_in_dir()
+                # on it all the same, and so says there that an I/O error stops them.
+                self._io_error_stops_deletion()
         if deferred is not None:
             self.report_item(e, deferred, xname)
 
