@@ -153,6 +153,9 @@ CASES: list[Case] = [
     Case("delete-before", ("-ai", "--delete-before", *S), ("diverged",)),
     Case("delete-after", ("-ai", "--delete-after", *S), ("diverged",)),
     Case("delete-delay", ("-ai", "--delete-delay", *S), ("diverged",)),
+    # --fake-super without -p: a symlink's stand-in file gets dest_mode()'s bits, as any
+    # file (netsync gave it the link's 0777, on disk and in its %stat xattr)
+    Case("fake-super-no-perms", ("-ai", "--fake-super", "--no-perms", *S), ("none", "diverged")),
     # -L meets a symlink loop in links/: an I/O error in that dir's list.  The dirs
     # listed before it still get their deletions, those from it on do not (netsync
     # skipped every deletion: it knew of the error before generating anything)

@@ -962,7 +962,7 @@ class Generator:
                 return
         if stat.S_ISLNK(e.mode):
             if g.links:
-                self._gen_symlink(ndx, e, path, st)
+                self._gen_symlink(ndx, e, path, st, new_mode)
             elif self.rep.level("nonreg") >= 1:
                 self.rep.info(f'skipping non-regular file "{self.rep.safe(name)}"')
             return
@@ -1123,7 +1123,9 @@ class Generator:
 
     # ------------------------------------------------------------- links etc.
     def _gen_symlink(self, ndx: int, e: FileEntry, path: bytes,
-                     st: os.stat_result | None) -> None:
+                     st: os.stat_result | None, new_mode: int | None = None) -> None:
+        """``new_mode``: the mode without -p (dest_mode()), which only --fake-super's
+        stand-in file and its %stat record keep (a real symlink's is ignored)."""
         g = self.g
         target = e.link or b""
         if g.munge_links:
@@ -1177,7 +1179,7 @@ class Generator:
                     _md.fake_create(tmp, target)
                 else:
                     os.symlink(target, tmp)
-                set_file_attrs(self.a, tmp, e, None)
+                set_file_attrs(self.a, tmp, e, None, new_mode=new_mode)
                 os.replace(tmp, path)
             except OSError as ex:
                 try:
