@@ -2202,12 +2202,15 @@ class _PushLists:
             d, entries = next(self.it)
         except StopIteration:
             return None
-        return d, entries, self.sender.io_error | self.sender.flist.io_error
+        return d, entries, self._io_errors()
+
+    def _io_errors(self) -> int:
+        return self.sender.io_error | self.sender.flist.io_error
 
     def send_first(self) -> None:
         chunk = self._next()
         tops = list(chunk[1]) if chunk is not None else []
-        err = chunk[2] if chunk is not None else self.sender.io_error | self.sender.flist.io_error
+        err = chunk[2] if chunk is not None else self._io_errors()
         parent = None
         ahead = self._next()
         if len(tops) == 1 and tops[0].name == b"." and ahead is not None \

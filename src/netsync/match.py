@@ -329,29 +329,30 @@ def match_tokens(
             if strong != sums.strong_at(i):
                 counts[2] += 1
                 continue
-            aligned = -(-offset // bl) * bl
-            a = aligned // bl
-            if updating and a < head.count and (
-                offset == aligned or (weak == 0 and length == bl and aligned + bl <= n)
-            ) and (
-                a == i
-                or (int(sum1[a]) == weak and block_len(a) == length
-                    and strong == sums.strong_at(a))
-            ):
+            if updating:
                 # In place, the block already at its own offset is best: nothing is
                 # written there.  Zeros matched off the block grid, with zeros at the
                 # next grid offset on both sides, go as literal data up to it, so that
                 # the receiver can go back to seeking over what it has (a sparse
                 # image keeps its holes).
-                i = a
-                if offset == aligned:
-                    same.add(a)
-                    return a, offset
-                there = view[aligned : aligned + bl]
-                if get_checksum1(there) == weak and strong_block_sum(
-                        name, there, seed, protocol, proper_seed_order)[:s2] == strong:
-                    same.add(a)
-                    return a, aligned
+                aligned = -(-offset // bl) * bl
+                a = aligned // bl
+                if a < head.count and (
+                    offset == aligned or (weak == 0 and length == bl and aligned + bl <= n)
+                ) and (
+                    a == i
+                    or (int(sum1[a]) == weak and block_len(a) == length
+                        and strong == sums.strong_at(a))
+                ):
+                    i = a
+                    if offset == aligned:
+                        same.add(a)
+                        return a, offset
+                    there = view[aligned : aligned + bl]
+                    if get_checksum1(there) == weak and strong_block_sum(
+                            name, there, seed, protocol, proper_seed_order)[:s2] == strong:
+                        same.add(a)
+                        return a, aligned
             if (
                 i != want_i
                 and want_i < head.count
