@@ -88,19 +88,53 @@ def _many_dirs(root: Path, n: int = 60, per_dir: int = 25) -> None:
         (sub / "s").write_bytes(b"s")
 
 
+def _linked(root: Path) -> None:
+    """Hard-link groups whose members lie in different lists (the top list, a dir
+    listed early, one listed late), a group within one dir, a file whose other link
+    is outside the source, and a hard-linked symlink."""
+    t = 1_600_000_000
+    for d in ("a/deep", "b", "c/x"):
+        (root / d).mkdir(parents=True)
+    groups = {
+        "a/g1": ("b/g1-b", "c/x/g1-c", "top-g1"),
+        "c/x/g2": ("a/deep/g2-a",),
+        "b/g3": ("b/g3-again",),
+    }
+    for i, (first, others) in enumerate(groups.items()):
+        (root / first).write_bytes(f"group {i}\n".encode() * (i + 3))
+        os.utime(root / first, (t + i, t + i))
+        for o in others:
+            os.link(root / first, root / o)
+    (root / "a" / "lone").write_bytes(b"its other name is outside\n")
+    os.link(root / "a" / "lone", root.parent / "outside-lone")
+    (root / "a" / "plain").write_bytes(b"one link\n")
+    (root / "c" / "sym").symlink_to("x/g2")
+    os.link(root / "c" / "sym", root / "b" / "sym-link", follow_symlinks=False)
+
+
+def _diverge_linked(dst: Path) -> None:
+    """A group's data changed (one member replaced), a member missing, a member that
+    is a separate copy, and an extra file for --delete."""
+    (dst / "b" / "g1-b").unlink()
+    (dst / "b" / "g1-b").write_bytes(b"an older version\n")
+    (dst / "c" / "x" / "g1-c").unlink()
+    (dst / "b" / "g3-again").unlink()
+    shutil.copy2(dst / "b" / "g3", dst / "b" / "g3-again")
+    (dst / "c" / "extra").write_bytes(b"delete me")
+
+
 def _work(tmp_path: Path, kind: str, dest: str) -> tuple[Path, Path]:
     base = tmp_path / "base"
     src = base / "src"
     src.mkdir(parents=True)
-    if kind == "nested":
-        _nested(src)
-    else:
-        _many_dirs(src)
+    make, diverge = {"nested": (_nested, _diverge), "many": (_many_dirs, _diverge_many),
+                     "linked": (_linked, _diverge_linked)}[kind]
+    make(src)
     if dest == "none":
         pass
     else:
         subprocess.run(["cp", "-a", "--", os.fspath(src), os.fspath(base / "dst")], check=True)
-        _diverge(base / "dst") if kind == "nested" else _diverge_many(base / "dst")
+        diverge(base / "dst")
     a, b = tmp_path / "rsync", tmp_path / "netsync"
     for w in (a, b):
         trees.copy_tree(base, w)
@@ -299,8 +333,34 @@ def test_ssh_source_forms(sshd_server: SshServer, tmp_path: Path, direction: str
     assert _caps(want_flags[0]).startswith("i")
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(("dest", "extra"), [("none", ["-aviH"]),
+                                             ("diverged", ["-aviH", "--delete"]),
+                                             ("diverged", ["-aviHn", "--delete"])],
+                         ids=["new", "diverged", "dry-run"])
+def test_hard_links_pushed_incrementally(sshd_server: SshServer, tmp_path: Path,
+                                         dest: str, extra: list[str], protocol: int) -> None:
+    """-H pushed: netsync's lists go out a directory at a time (rsync's client offers
+    'i' with -H, and so does netsync now), each group's first member named across
+    lists; rsync's receiver makes the same links, prints the same lines."""
+    a, b = _work(tmp_path, "linked", dest)
+    wrapper, log = _wrapper(tmp_path)
+    opts = [*extra, f"--protocol={protocol}"]
+    now = time.time_ns() - 10**9
+    want = tc.run([tc.RSYNC], _ssh_args(sshd_server, a, "push", wrapper, opts), cwd=a)
+    want_flags = _server_flags(log)
+    got = tc.run(tc.program_under_test(), _ssh_args(sshd_server, b, "push", wrapper, opts),
+                 cwd=b)
+    got_flags = _server_flags(log)
+    _check_same(want, got, a, b, now)
+    assert b"hf" in want.stdout and b" => " in want.stdout, want.describe()
+    assert _caps(want_flags[0]).startswith("i"), want_flags
+    assert got_flags == want_flags
+    assert b"sending incremental file list" in tc.output_lines(got.stdout)
+
+
 @pytest.mark.parametrize(("direction", "extra"), [
-    ("pull", ["-aH"]), ("push", ["-aH"]), ("push", ["-aR"]),
+    ("pull", ["-aH"]), ("push", ["-aR"]),
     ("pull", ["-a", "--delete-after"]), ("push", ["-a", "--delete-missing-args"]),
 ])
 def test_declined_option_sets(sshd_server: SshServer, tmp_path: Path, direction: str,
@@ -464,7 +524,7 @@ def test_server_lists_as_rsyncs_server(sshd_server: SshServer, tmp_path: Path,
                                        direction: str, extra: list[str]) -> None:
     """Debian's rsync with netsync as its ssh server prints what it prints with an
     rsync server ("receiving incremental file list"), the same items, the same tree.
-    (-H is left out: netsync sends and receives its lists whole then.)"""
+    (-H: test_server_sends_hard_links_incrementally below.)"""
     import shlex
 
     base = tmp_path / "base"
@@ -489,6 +549,32 @@ def test_server_lists_as_rsyncs_server(sshd_server: SshServer, tmp_path: Path,
              for w, r in ((wa, want), (wb, got))]
     assert lines[1][0] == lines[0][0]  # the list's header line
     assert sorted(lines[1]) == sorted(lines[0])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(("dest", "extra"), [("none", ["-aviH"]),
+                                             ("diverged", ["-aviH", "--delete"])],
+                         ids=["new", "diverged"])
+def test_server_sends_hard_links_incrementally(sshd_server: SshServer, tmp_path: Path,
+                                               dest: str, extra: list[str],
+                                               protocol: int) -> None:
+    """Debian's rsync pulling -H from netsync as its ssh server gets the lists a
+    directory at a time, as from rsync's server: "receiving incremental file list",
+    the same lines in the same order, the same links."""
+    import shlex
+
+    a, b = _work(tmp_path, "linked", dest)
+    now = time.time_ns() - 10**9
+    runs = []
+    for work, path in ((a, "rsync"), (b, f"env PYTHONPATH={shlex.quote(_SRC)} "
+                                         f"{shlex.quote(sys.executable)} -m netsync")):
+        runs.append(tc.run([tc.RSYNC], [*extra, f"--protocol={protocol}", "-e", sshd_server.rsh,
+                                        f"--rsync-path={path}",
+                                        f"{sshd_server.login}:{work}/src/", "dst/"], cwd=work))
+    want, got = runs
+    _check_same(want, got, a, b, now)
+    assert b"hf" in want.stdout and b" => " in want.stdout, want.describe()
+    assert b"receiving incremental file list" in tc.output_lines(got.stdout)
 
 
 # ------------------------------------------------------ a hostile incremental sender

@@ -64,9 +64,10 @@ def _shell(work: Path) -> str:
     return str(rsh)
 
 
-def one(seed: int, mode: str, top: Path) -> list[str]:
+def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = ()) -> list[str]:
     rnd = random.Random(seed)
     opts = rnd.sample(OPTIONS, rnd.randint(1, 5))
+    opts += [o for o in always if o not in opts]
     if not any(o.startswith(_BASE) for o in opts):
         opts.insert(0, "-a")
     tree = rnd.choice(["mixed", "small"])
@@ -142,6 +143,8 @@ def main() -> int:
                     choices=("local", "pull", "push", "srvpull", "srvpush", "dpull", "dpush"))
     ap.add_argument("--seeds", type=int, nargs=2, default=(0, 100), metavar=("FIRST", "END"))
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--always", action="append", default=[], metavar="OPT",
+                    help="add OPT to every seed's options (e.g. --always=-H)")
     a = ap.parse_args()
     if not os.path.exists(RSYNC):
         print(f"needs Debian's rsync at {RSYNC}", file=sys.stderr)
@@ -150,7 +153,7 @@ def main() -> int:
     top.mkdir(parents=True, exist_ok=True)
     differing = 0
     for seed in range(*a.seeds):
-        problems = one(seed, a.mode, top)
+        problems = one(seed, a.mode, top, a.always)
         if problems:
             differing += 1
             print("\n".join(problems), flush=True)

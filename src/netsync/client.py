@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from netsync import errors as E
 from netsync import log
 from netsync import messages as m
-from netsync.flist import FLAG_DUPLICATE
+from netsync.flist import FLAG_DUPLICATE, FLAG_HLINK_FIRST, FLAG_HLINK_FOLLOWER
 from netsync.io import ProtocolIO, RemoteExit
 from netsync.report import FinishFirst
 from netsync.transport import Connection, TransportError
@@ -252,16 +252,16 @@ class _Client:
 
     def _inc_supported(self, plan) -> bool:
         """Option sets this client runs with incremental recursion: one plain recursive
-        source, pushed or pulled.  Everything else (-H, -R, --files-from, several
-        sources, --list-only, --delete-missing-args, --delete-before/after, ...)
-        gets the whole list at once, as before."""
+        source, pushed or pulled (-H pushed only).  Everything else (-H pulled, -R,
+        --files-from, several sources, --list-only, --delete-missing-args,
+        --delete-before/after, ...) gets the whole list at once, as before."""
         if plan.am_sender:
             # sender.iter_chunks(): one plain source walked a directory at a time.
             if len(plan.local_paths) != 1:
                 return False
         elif len(plan.remote_paths) != 1 or not plan.local_paths:
             return False
-        return inc_options_supported(self.opts)
+        return inc_options_supported(self.opts, plan.am_sender)
 
     def _refuse_unsupported(self, plan) -> None:
         """Options this client cannot yet carry over the wire (none at the moment)."""
@@ -2193,6 +2193,8 @@ class _PushLists:
         self._io_error = 0
         self.nums: dict[int, int] = {}  # ndx_start -> flist_num, for --progress
         self.sent_lists = 0
+        # -H: (dev, ino) -> the index it was first sent at, in whichever list
+        self._idev: dict[tuple[int, int], int] | None = {} if sender.w.hard_links else None
 
     def _next(self):
         """The next chunk walked: (dir, entries, the I/O errors so far).  The errors
@@ -2244,6 +2246,8 @@ class _PushLists:
             io.write_ndx(NDX_FLIST_OFFSET - self.dir_ndx.pop(parent))
         if self.tweak is not None:
             self.tweak(entries)
+        if self._idev is not None:
+            self._link_groups(entries, base)
         parts: list[bytes] = []
         try:  # one write for the list (the same bytes, the same frames)
             # (the index only invents hard-link dev/inos below protocol 30: never here)
@@ -2273,6 +2277,26 @@ class _PushLists:
             self.file_old_total += len(entries)
             self.cur = t
         c.stats.count_listed(entries)
+
+    def _link_groups(self, entries: list, base: int) -> None:
+        """flist.c send_file_entry() with -H: the walk left each multiply-linked
+        non-dir's (dev, ino) in ``hlink``.  The first one sent, in any list, goes as
+        XMIT_HLINK_FIRST (a lone one too: later lists may hold the rest); each later
+        one names that index, and carries its own attributes when it is in an
+        earlier list."""
+        idev = self._idev
+        assert idev is not None
+        for i, e in enumerate(entries):
+            key = e.hlink
+            if key is None:
+                continue
+            first = idev.get(key)
+            if first is None:
+                idev[key] = e.hlink = base + i
+                e.flags |= FLAG_HLINK_FIRST
+            else:
+                e.hlink = first
+                e.flags |= FLAG_HLINK_FOLLOWER
 
     def send_extra(self, at_least: int) -> bool:
         """Send lists until ``at_least`` entries wait in lists not yet freed."""
@@ -2380,11 +2404,13 @@ class ItemNdx:
             self._item_ndx = saved
 
 
-def inc_options_supported(o) -> bool:
+def inc_options_supported(o, am_sender: bool) -> bool:
     """The options netsync runs incremental recursion with, as client or server (the
-    sources counted apart): not -H, -R, --files-from, --list-only, --delete-missing-args,
-    --delete-before/after, --delay-updates, -m or batches."""
-    if o.hard_links or o.relative or o.files_from is not None or o.list_only \
+    sources counted apart): not -R, --files-from, --list-only, --delete-missing-args,
+    --delete-before/after, --delay-updates, -m or batches, and -H only as the sender
+    (its lists carry each group's first index across lists, as flist.c's; the
+    receiving side's hlink.c prior-list bookkeeping is not done here)."""
+    if (o.hard_links and not am_sender) or o.relative or o.files_from is not None or o.list_only \
             or o.delete_missing_args:
         return False
     if o.delete and o.delete_mode not in (None, "during", "delay"):

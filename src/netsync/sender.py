@@ -143,8 +143,10 @@ class Sender:
         listed directory, in rsync's depth-first order, its entry and its direct
         children (non-dirs first, then subdirs; each subdir gets its own chunk later).
         Only for one plain source (no -R, no --files-from), whose walk needs no sort;
-        a chunk is not referenced by the sender once the next one is asked for."""
-        assert len(args) == 1 and not self.w.relative and not self.w.hard_links
+        with -H an entry's ``hlink`` is still its (dev, ino): the lists number the
+        groups as they go out.  A chunk is not referenced by the sender once the next
+        one is asked for."""
+        assert len(args) == 1 and not self.w.relative
         for chunk in self._arg_chunks_all(args, None, None, collect=False):
             self.flist.io_error = self.io_error  # what the generator knows so far
             yield chunk

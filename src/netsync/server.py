@@ -248,7 +248,7 @@ class _Server(_Client):
         # (and, as a client, only the option sets our incremental lists support; a
         # sender walks one source a directory at a time).
         opts.inc_recursive = _allow_inc_recurse(opts, self.am_sender) \
-            and "i" in (opts.server_caps or "") and inc_options_supported(opts) \
+            and "i" in (opts.server_caps or "") and inc_options_supported(opts, self.am_sender) \
             and (not self.am_sender or len(opts.args) <= 2)
         d = self.daemon
         self._load_server_files_from()
