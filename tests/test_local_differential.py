@@ -128,6 +128,11 @@ CASES: list[Case] = [
     Case("av-progress", ("-av", "--progress", *S), tree="big", output="none"),
     Case("rt-no-links-no-devices", ("-rt", *S)),
     Case("remove-source-files", ("--remove-source-files", "-av", *S)),
+    # -k lists links/to_dir (-> ../sub) as a dir: its files are sent, but not removed
+    # through that symlink ("sender failed to secure-open-parent", 23), as rsync 3.5's
+    # sender confines a removal's parent; netsync removed sub/'s files by the alias
+    # and then found them vanished (24)
+    Case("remove-source-files-dirlink", ("--remove-source-files", "-ak", *S), ("none",), rc=23),
     Case("av-delete", ("-av", "--delete", *S), ALL),
     # --munge-links acts on the client, a local copy's sender (which unmunges); -M gives
     # it to the receiver, which munges

@@ -116,6 +116,18 @@ def test_hard_links(sshd_server: SshServer, tmp_path: Path, direction: str) -> N
     _compare(sshd_server, tmp_path, direction, ["-aH", "--delete"])
 
 
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("protocol", (32, 29))
+def test_cvs_exclude_delete_excluded(sshd_server: SshServer, tmp_path: Path, direction: str,
+                                     protocol: int) -> None:
+    """-C --delete-excluded: a pulling client adds -C's rules after sending its list, so
+    they still protect the dest's *.o, core, *~ (rsync keeps them; netsync deleted
+    them); pushed, rsync's receiving server deletes them."""
+    got = _compare(sshd_server, tmp_path, direction,
+                   ["-ai", "-C", "--delete-excluded", f"--protocol={protocol}"])
+    assert (b"*deleting   sub/extra.o" in got.stdout) == (direction == "push"), got.describe()
+
+
 @pytest.mark.parametrize(("direction", "protocol"), [("push", 31), ("pull", 31), ("pull", 29)])
 def test_checksum_mode(sshd_server: SshServer, tmp_path: Path, direction: str,
                        protocol: int) -> None:

@@ -36,6 +36,10 @@ def _sender(src: Path, **opts) -> tuple[Sender, io.StringIO]:
     return s, err
 
 
+def _remove(s: Sender, name: bytes) -> None:
+    s.remove_source(next(i for i, e in enumerate(s.flist.entries) if e.name == name))
+
+
 def _entry(s: Sender, name: bytes):
     return next(e for e in s.flist.entries if e.name == name)
 
@@ -84,3 +88,31 @@ def test_copy_dirlinks_still_follows_listed_dir_symlinks(tmp_path: Path) -> None
     s, _ = _sender(src, copy_dirlinks=True)
     assert _read(s, b"linked/loot") == SECRET
     s.close_dirs()
+
+
+def test_removal_parent_swapped_for_symlink_is_not_followed(tmp_path: Path) -> None:
+    """--remove-source-files (sender.c secure_sender_parent_fd()): the file's dir is
+    reached from the root a component at a time, so a dir swapped for a symlink to
+    elsewhere after the list was built does not steer the unlink out of the tree."""
+    src, outside = _setup(tmp_path)
+    s, err = _sender(src)
+    (src / "sub").rename(tmp_path / "real-sub")
+    (src / "sub").symlink_to(outside)
+    _remove(s, b"sub/loot")
+    assert (outside / "loot").read_bytes() == SECRET
+    assert "sender failed to secure-open-parent sub/loot: Too many levels of symbolic " \
+           "links (40)" in err.getvalue()
+    s.close()
+
+
+def test_removal_of_a_file_already_gone_is_reported(tmp_path: Path) -> None:
+    src, _ = _setup(tmp_path)
+    s, err = _sender(src)
+    (src / "sub" / "loot").unlink()
+    (src / "top").unlink()
+    _remove(s, b"sub/loot")
+    _remove(s, b"top")
+    assert s.rep.out.getvalue().splitlines() == [  # type: ignore[attr-defined]
+        "sender file already removed: sub/loot", "sender file already removed: top"]
+    assert err.getvalue() == ""
+    s.close()

@@ -609,7 +609,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         receiver.abort()
         raise
     finally:
-        sender.close_dirs()
+        sender.close()
         if rep.progress is not None:
             rep.progress.newline_if_needed()
     io_error = flist.io_error | sender.io_error

@@ -795,6 +795,7 @@ class _Client:
         self._send_files(sender, entries)
         self._heap_stats()
         self._goodbye()
+        sender.close()  # (removals come up to the goodbye)
         io.flush()
         sent = self.conn.bytes_written  # type: ignore[union-attr]
         received = self.conn.bytes_read  # type: ignore[union-attr]
@@ -1718,8 +1719,10 @@ class _Client:
             return None
         from netsync import filters as F
 
-        return F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
-                                   opts.from0)
+        fl = F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
+                                 opts.from0)
+        fl.cvs_after_send = True  # exclude.c send_filter_list(): -C's rules come after
+        return fl
 
     def _generator_cls(self, base: type) -> type:
         """The Generator class to run; a server reports items to the remote sender, and

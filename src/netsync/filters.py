@@ -231,6 +231,11 @@ class FilterList:
         # mergelist_parents: the active per-dir merge rules, in activation order.
         self._mergelists: list[Rule | None] = []
         self._cvs_exclude_rules: list[Rule] = []  # ":C"/"-C" appended for -C
+        # A pulling client (and a receiving server below protocol 29) adds -C's rules
+        # after sending its list (exclude.c send_filter_list()), so send_rules() never
+        # sets their elide: they act on the receiver whatever their side, and the
+        # files they match stay protected even with --delete-excluded.
+        self.cvs_after_send = False
         self._flat: dict[tuple[str, bool, bool], tuple[tuple[RuleTest, int], ...]] = {}
         # For the match trace: each flattened test's rule and its list's debug_type.
         self._flat_info: dict[tuple[str, bool, bool], dict[RuleTest, tuple[Rule, str]]] = {}
@@ -763,21 +768,25 @@ class FilterList:
         out: list[tuple[RuleTest, int]] = []
         info: dict[RuleTest, tuple[Rule, str]] = {}
 
-        def walk(rules: Iterable[Rule], debug_type: str) -> None:
+        kept = self._cvs_exclude_rules if self.cvs_after_send else ()
+
+        def walk(rules: Iterable[Rule], debug_type: str, keep: bool = False) -> None:
             for r in rules:
                 rf = r.rflags
                 if ignore_perishable and rf & PERISHABLE:
                     continue
-                if self._rule_sides(r) == other:
+                # (sides act only through send_rules()' elide: an unsent rule acts on both)
+                here = keep or any(r is c for c in kept)
+                if not here and self._rule_sides(r) == other:
                     continue
                 if rf & PERDIR_MERGE:
                     if r.mergelist is not None:
-                        walk(r.mergelist.local, r.mergelist.debug_type)
-                        walk(r.mergelist.inherited, r.mergelist.debug_type)
+                        walk(r.mergelist.local, r.mergelist.debug_type, here)
+                        walk(r.mergelist.inherited, r.mergelist.debug_type, here)
                     continue
                 if rf & CVS_IGNORE:
                     if self.cvs_rules is not None:
-                        walk(self.cvs_rules.local, self.cvs_rules.debug_type)
+                        walk(self.cvs_rules.local, self.cvs_rules.debug_type, here)
                     continue
                 if bool(rf & XATTR) != xattr or r.test is None:
                     continue
@@ -976,6 +985,7 @@ class FilterList:
                 fl._append_cvs(b":C")
             if am_sender:
                 fl._append_cvs(b"-C")
+            fl.cvs_after_send = not am_sender  # (no send_rules() follows on a server)
         return fl
 
     def _append_cvs(self, rulestr: bytes) -> None:

@@ -111,6 +111,7 @@ class Sender:
         # of the last parent is kept for its next files.
         self._confine: bool | None = None
         self._src_dir: tuple[int, bytes, int] | None = None
+        self._rm_held: tuple[bytes, bytes, int] | None = None  # _removal_parent()'s
         # A daemon's module is a jail for the sender too: (module root fd, the cwd's
         # path below it), or () when no module confines us; see _jail().
         self._jail_st: tuple[int, bytes] | None = None
@@ -900,6 +901,13 @@ class Sender:
         if c is not None:
             os.close(c[2])
 
+    def close(self) -> None:
+        """The end of the sending: every held dir let go."""
+        self.close_dirs()
+        r, self._rm_held = self._rm_held, None
+        if r is not None:
+            os.close(r[2])
+
     def file_data(self, req: m.SendRequest, fd: int, st: os.stat_result) -> m.FileData:
         """The data of an opened source file (``open_source``) as the receiver takes it."""
         src = m.SourceFd(fd)
@@ -963,6 +971,38 @@ class Sender:
         self.rep.error_xfer(f'read errors mapping {self.rep.qpath(path)}: '
                             f"{os.strerror(status)} ({status})", role="sender")
 
+    def _removal_parent(self, e: FileEntry, path: bytes) -> tuple[int | None, bytes, bool]:
+        """sender.c secure_sender_parent_fd() for a sender outside a module: the
+        dir of the listed name, reached from the transfer root (what rsync's
+        change_pathname() made the cwd) a component at a time, each beneath the one
+        before: a symlink on the way may lead down, not up or out.  So a dir that -k
+        or -L followed, or one swapped for a symlink since it was listed, does not
+        steer the unlink to another file: that is an error (ELOOP), as rsync's.
+        The last dir stays held for the next removal from it (most share one)."""
+        head, _, leaf = e.name.rpartition(b"/")
+        if not head or safepath.insecure_links:
+            return None, path, False
+        root = self.flist.roots[e.root]
+        held = self._rm_held
+        if held is not None:
+            if held[0] == root and held[1] == head:
+                return held[2], leaf, False
+            os.close(held[2])
+            self._rm_held = None
+        fd = os.open(root or b".", safepath.DIR_FLAGS)
+        try:
+            for c in head.split(b"/"):
+                if c in (b"", b"."):
+                    continue
+                nfd = safepath.walk_beneath(fd, c)
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        self._rm_held = (root, head, fd)
+        return fd, leaf, False
+
     def remove_source(self, ndx: int, dest: bytes | None = None) -> None:
         """--remove-source-files: the receiver confirmed this file arrived (``dest``:
         where, in a local copy)."""
@@ -970,7 +1010,16 @@ class Sender:
         path = self.flist.source_path(e)
         dfd, leaf, owned = None, path, False
         try:
-            dfd, leaf, owned = self._at(path)  # sender.c secure_sender_parent_fd()
+            try:
+                dfd, leaf, owned = self._at(path) if self._jail() is not None \
+                    else self._removal_parent(e, path)  # secure_sender_parent_fd()
+            except OSError as ex:
+                if ex.errno == errno.ENOENT:
+                    raise
+                self.rep.error_xfer(f"sender failed to secure-open-parent "
+                                    f"{self.rep.safe(e.name)}: {os.strerror(ex.errno or 0)} "
+                                    f"({ex.errno})", role="sender")
+                return
             st = os.stat(leaf, dir_fd=dfd, follow_symlinks=bool(self.w.copy_links))
             if dest is not None:
                 try:
@@ -989,7 +1038,9 @@ class Sender:
             os.unlink(leaf, dir_fd=dfd)
             self.rep.remove_note(e)
         except OSError as ex:
-            if ex.errno != errno.ENOENT:
+            if ex.errno == errno.ENOENT:
+                self.rep.info(f"sender file already removed: {self.rep.safe(e.name)}")
+            else:
                 self.rep.error_xfer(f'sender failed to remove {self.rep.qpath(path)}: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
         finally:

@@ -457,6 +457,7 @@ class _Server(_Client):
         io.flush()
         self._goodbye()
         io.flush()
+        sender.close()  # (removals come up to the goodbye)
         return self.rep.exit_code(io_error | sender.io_error)
 
     def _chdir(self, path: bytes, what: str) -> None:
