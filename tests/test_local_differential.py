@@ -242,6 +242,11 @@ CASES: list[Case] = [
     Case("filter-exclude-no-delete", ("-ai", "--filter=- *.o", "--filter=P keep", *S)),
     Case("include-exclude-prune", ("-ai", "-m", "--include=*/", "--include=*.txt",
                                    "--exclude=*", *S)),
+    # -m keeps a dir the receiver's rules exclude ("protect"), and the dirs above it
+    # (flist.c: is_excluded() in the pruning pass); netsync pruned it
+    Case("prune-keeps-protected-dirs", ("-ai", "-m", "--exclude=precious", "--filter=P keep/",
+                                        "--filter=P emptydir/", *S)),
+    Case("prune-keeps-protected-dirs-d", ("-di", "-m", "--filter=P keep/", *S)),
     Case("include-exclude-no-prune", ("-ai", "--include=*/", "--include=*.txt",
                                       "--exclude=*", *S)),
     Case("anchored-and-wildcards", ("-ai", "--exclude=/file?.dat", "--exclude=sub/**/g0*",

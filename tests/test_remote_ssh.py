@@ -128,6 +128,15 @@ def test_cvs_exclude_delete_excluded(sshd_server: SshServer, tmp_path: Path, dir
     assert (b"*deleting   sub/extra.o" in got.stdout) == (direction == "push"), got.describe()
 
 
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_prune_keeps_protected_dirs(sshd_server: SshServer, tmp_path: Path,
+                                    direction: str) -> None:
+    """-m: a dir the receiver protects is kept, and the dirs above it."""
+    _compare(sshd_server, tmp_path, direction,
+             ["-ai", "-m", "--exclude=precious", "--filter=P keep/", "--filter=P emptydir/"],
+             dest="none")
+
+
 @pytest.mark.parametrize(("direction", "protocol"), [("push", 31), ("pull", 31), ("pull", 29)])
 def test_checksum_mode(sshd_server: SshServer, tmp_path: Path, direction: str,
                        protocol: int) -> None:

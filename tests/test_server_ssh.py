@@ -200,6 +200,16 @@ def test_delete_with_an_io_error_in_a_later_dir(sshd_server: SshServer, tmp_path
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
+def test_prune_keeps_protected_dirs(sshd_server: SshServer, tmp_path: Path,
+                                    direction: str) -> None:
+    """-m pushed to netsync: its receiving server keeps the dirs the client's rules
+    protect (and the dirs above them), as rsync's does."""
+    _compare(sshd_server, tmp_path, direction,
+             ["-ai", "-m", "--exclude=precious", "--filter=P keep/", "--filter=P emptydir/"],
+             dest="none")
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
 def test_hard_links_delay_updates(sshd_server: SshServer, tmp_path: Path,
                                   direction: str) -> None:
     """Pushed, netsync's receiver links a group's members after the delayed renames."""

@@ -483,7 +483,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     if show_flist:
         rep.flist_done(len(flist.entries))
     if opts.prune_empty_dirs:
-        _prune_empty_dirs(flist)
+        _prune_empty_dirs(flist, rfilters)
     if chmod_rules and feed is None:
         from netsync.chmod import tweak_mode
 
@@ -651,22 +651,12 @@ def _nstr_report(opts, rep) -> None:
              f"{shown} (level {level})")
 
 
-def _prune_empty_dirs(flist) -> None:
-    """-m: drop directories with nothing but (empty) directories below them."""
-    from netsync.flist import FLAG_TOP_DIR
+def _prune_empty_dirs(flist, rfilters) -> None:
+    """-m: drop directories with nothing but (empty) directories below them, unless
+    the receiver's rules exclude (protect) them."""
+    from netsync.flist import FLAG_TOP_DIR, dirs_kept_by_prune
 
-    keep: set[bytes] = {b"."}
-    for e in flist.entries:
-        if not stat.S_ISDIR(e.mode):
-            name = e.name
-            while True:
-                i = name.rfind(b"/")
-                name = name[:i] if i >= 0 else b"."
-                if name in keep:
-                    break
-                keep.add(name)
-                if name == b".":
-                    break
+    keep = dirs_kept_by_prune(flist.entries, _prune_excluded(rfilters))
     old = flist.entries
     out = [e for e in old if not stat.S_ISDIR(e.mode) or e.name in keep
            or e.flags & FLAG_TOP_DIR]
@@ -676,6 +666,22 @@ def _prune_empty_dirs(flist) -> None:
             if e.hlink is not None:
                 e.hlink = remap.get(id(old[e.hlink]))
         flist.entries = out
+
+
+def _prune_excluded(rfilters) -> Callable[[bytes], bool] | None:
+    """flist.c is_excluded(name, 1, ALL_FILTERS) on the receiving side, for -m: the
+    receiver's own rules and a daemon module's."""
+    from netsync import filters as F
+
+    daemon = F.daemon_excluded
+    if rfilters is None and daemon is None:
+        return None
+
+    def excluded(name: bytes) -> bool:
+        return (daemon is not None and daemon(name, True)) or (
+            rfilters is not None and rfilters.excluded(name, True, F.RECEIVER))
+
+    return excluded
 
 
 _name_of = operator.attrgetter("name")

@@ -1333,7 +1333,7 @@ class _Client:
         flist = FileList(entries=entries, roots=[b"."], io_error=io_error)
         stats.count_listed(entries)
         if opts.prune_empty_dirs:  # (-m turns incremental recursion off)
-            _clear_empty_dirs(entries)
+            _clear_empty_dirs(entries, self._receiver_filters())
         return flist
 
     def _decode_list(self, dec, counter: Callable[[int], None] | None = None
@@ -2634,21 +2634,14 @@ def _write_literal(write, chunk: bytes) -> None:
             write(piece)
 
 
-def _clear_empty_dirs(entries) -> None:
-    """flist.c recv_file_list() with -m: a directory with no non-directory below it is
-    cleared as clear_file() does (FLAG_DUPLICATE); indexes stay as the sender's."""
-    from netsync.flist import FLAG_DUPLICATE, FLAG_TOP_DIR
+def _clear_empty_dirs(entries, rfilters) -> None:
+    """flist.c recv_file_list() with -m: a directory with no non-directory below it
+    (and not excluded by the receiver's rules) is cleared as clear_file() does
+    (FLAG_DUPLICATE); indexes stay as the sender's."""
+    from netsync.cli import _prune_excluded
+    from netsync.flist import FLAG_DUPLICATE, FLAG_TOP_DIR, dirs_kept_by_prune
 
-    keep: set[bytes] = {b"."}
-    for e in entries:
-        if stat.S_ISDIR(e.mode) or e.flags & FLAG_DUPLICATE:
-            continue
-        name = e.name
-        while (i := name.rfind(b"/")) >= 0:
-            name = name[:i]
-            if name in keep:
-                break
-            keep.add(name)
+    keep = dirs_kept_by_prune(entries, _prune_excluded(rfilters))
     for e in entries:
         if stat.S_ISDIR(e.mode) and e.name not in keep and not e.flags & FLAG_TOP_DIR:
             e.flags |= FLAG_DUPLICATE

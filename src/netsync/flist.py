@@ -110,6 +110,35 @@ def parent_of(name: bytes) -> bytes:
     return b"." if i < 0 else name[:i]
 
 
+def dirs_kept_by_prune(entries, excluded: Callable[[bytes], bool] | None = None) -> set[bytes]:
+    """flist.c recv_file_list() with -m: the dirs that are not pruned.  A dir stays
+    when a non-dir lies somewhere below it, or when the receiver's filters exclude
+    it or a dir below it (a "protect" rule keeps an empty dir, as the manual
+    says: is_excluded() keeps the chain of dirs through it)."""
+    keep: set[bytes] = {b"."}
+
+    def up(name: bytes) -> None:
+        while name not in keep:
+            keep.add(name)
+            i = name.rfind(b"/")
+            if i < 0:
+                return
+            name = name[:i]
+
+    for e in entries:
+        if e.flags & FLAG_DUPLICATE:
+            continue
+        name = e.name
+        if stat.S_ISDIR(e.mode):
+            if excluded is not None and name != b"." and excluded(name):
+                up(name)
+        else:
+            i = name.rfind(b"/")
+            if i >= 0:
+                up(name[:i])
+    return keep
+
+
 def join(base: bytes, name: bytes) -> bytes:
     if name == b".":
         return base
