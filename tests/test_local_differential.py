@@ -160,6 +160,9 @@ CASES: list[Case] = [
     Case("delete-delay", ("-ai", "--delete-delay", *S), ("diverged",)),
     # --fake-super without -p: a symlink's stand-in file gets dest_mode()'s bits, as any
     # file (netsync gave it the link's 0777, on disk and in its %stat xattr)
+    # -J goes by what is on disk: a symlink's fresh --fake-super stand-in is a plain file
+    # and gets its time (netsync left it at the time of the run)
+    Case("fake-super-omit-link-times", ("-ai", "--fake-super", "-J", *S), ("none", "diverged")),
     Case("fake-super-no-perms", ("-ai", "--fake-super", "--no-perms", *S), ("none", "diverged")),
     # -L meets a symlink loop in links/: an I/O error in that dir's list.  The dirs
     # listed before it still get their deletions, those from it on do not (netsync

@@ -197,8 +197,10 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
             if errors is not None:
                 errors.append(f"failed to set permissions on {_q(a, path)}: "
                               f"{os.strerror(ex.errno or 0)} ({ex.errno})")
-    if keep_time(a, e.mode) and mtime_differs(a, st, e, accurate):
-        set_times(a, path, e, st, errors, fd)
+    # rsync.c: -O/-J go by what is on disk (sxp->st), so a --fake-super symlink's
+    # stand-in file just made gets its time; once its %stat says link, no more.
+    if keep_time(a, st.st_mode) and mtime_differs(a, st, e, accurate):
+        set_times(a, path, e, st, errors, fd, mode=st.st_mode)
         updated = True
     elif a.atimes and not stat.S_ISDIR(e.mode) and not is_link and st.st_atime_ns != e.atime_ns:
         set_times(a, path, e, st, errors, fd)
@@ -251,9 +253,11 @@ def _set_acl(path: bytes, e: FileEntry, st: os.stat_result, mode: int, fd: int |
 
 
 def set_times(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | None,
-              errors: list[str] | None = None, fd: int | None = None) -> None:
+              errors: list[str] | None = None, fd: int | None = None,
+              mode: int | None = None) -> None:
     atime = e.atime_ns if a.atimes and e.atime_ns else (st.st_atime_ns if st else e.mtime_ns)
-    mtime = e.mtime_ns if keep_time(a, e.mode) else (st.st_mtime_ns if st else e.mtime_ns)
+    mtime = e.mtime_ns if keep_time(a, e.mode if mode is None else mode) \
+        else (st.st_mtime_ns if st else e.mtime_ns)
     try:
         os.utime(path if fd is None else fd, ns=(atime, mtime), follow_symlinks=fd is not None)
     except OSError as ex:
