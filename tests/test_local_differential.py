@@ -146,6 +146,10 @@ CASES: list[Case] = [
          ("empty", "diverged")),
     # -v's header: "building file list ... done" without incremental recursion
     Case("av-no-i-r", ("-av", "--no-i-r", *S)),
+    # a message while the list is built ("copying unsafe symlink ...") starts on a line
+    # of its own after "building file list ... " (log.c output_needs_newline)
+    Case("av-no-i-r-message-while-listing", ("-av", "--no-i-r", "--copy-unsafe-links", *S),
+         rc=23),
     # Itemized output and deletion variants.
     Case("a-i", ("-a", "-i", *S), ALL),
     Case("aii-unchanged-too", ("-aii", *S), ("same", "diverged")),

@@ -214,6 +214,7 @@ def output_lines(out: bytes, mode: str = "lines") -> list[bytes]:
 # lines (which the sender prints from the file index), so their interleaving with
 # those varies from run to run even with real rsync; their own order does not.
 _MESSAGE = re.compile(rb"^(\*deleting   |deleting |skipping |cannot delete |could not make way "
+                      rb"|ignoring unsafe symlink "
                       rb"|IO error encountered -- skipping file deletion$)")
 
 

@@ -103,5 +103,8 @@ def exit_message(code: int, prog: str = "netsync") -> str:
 
 
 def print_exit_line(code: int, prog: str = "netsync") -> None:
+    from netsync.report import end_open_line
+
+    end_open_line()
     if code:
         print_error(exit_message(code, prog))

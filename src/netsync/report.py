@@ -121,16 +121,19 @@ class ListCounter:
     "building file list ... ", each overwriting the last; the closing "N files to
     consider" overwrites the last of them."""
 
-    def __init__(self, out) -> None:
-        self.out = out
+    def __init__(self, rep: Reporter) -> None:
+        self.rep = rep
+        self.out = rep.out
         self.next = 0  # the next count the sender shows
-        self.started = False
 
     def _show(self, n: int) -> None:
-        if not self.started:
-            self.started = True
-            self.out.write("\n")  # output_needs_newline: the pending line ends first
+        rep = self.rep
+        if rep.needs_newline == 2:  # emit_filelist_progress(): over the last count
+            rep.needs_newline = 0
+        if rep.needs_newline:  # rwrite(): the pending "... " line ends first
+            self.out.write("\n")
         self.out.write(f" {n} files...\r")
+        rep.needs_newline = 2
 
     def sending(self, count: int) -> None:
         """The sender shows the count before adding each entry (0, 100, ...): after
@@ -223,14 +226,28 @@ class Reporter:
         # (by the generator) those names wait until release_stream().
         self.hold_stream = False
         self._held: list[str] = []
+        # log.c output_needs_newline: 1 after "building file list ... ", 2 after a
+        # " N files...\r" count; the next message (on whichever stream) ends the line.
+        self.needs_newline = 0
 
     def list_counter(self) -> ListCounter | None:
         """-P's running count while a whole list is built or received (info flist2)."""
-        return ListCounter(self.out) if self.level("flist") >= 2 else None
+        return ListCounter(self) if self.level("flist") >= 2 else None
+
+    def flist_start(self, kind: str) -> None:
+        """flist.c start_filelist_progress(): "building file list ... " (or "receiving
+        file list ... "), its line left open for "done"; a message before then
+        starts on a line of its own (log.c output_needs_newline)."""
+        self.out.write(f"{kind} ... ")
+        self.out.flush()
+        self.needs_newline = 1
+        global _open_line
+        _open_line = self
 
     def flist_done(self, n: int) -> None:
         """flist.c finish_filelist_progress(): "N files to consider" (info flist2, over
         the count's last line), else "done"."""
+        self.needs_newline = 0
         if self.level("flist") >= 2:
             self.out.write(f"{n} file{' ' if n == 1 else 's '}to consider\n")
         else:
@@ -285,6 +302,9 @@ class Reporter:
         stream = stream or self.out
         if self._held and stream is self.out:
             self.release_stream()
+        if self.needs_newline:
+            self.needs_newline = 0
+            stream.write("\n")
         if self.progress is not None:
             self.progress.newline_if_needed(stream)
         stream.write(line + "\n")
@@ -513,3 +533,19 @@ class FinishFirst:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+_open_line: Reporter | None = None  # the reporter whose "... " line may still be open
+
+
+def end_open_line() -> None:
+    """cleanup.c exit_cleanup(): a line left open ends on stdout before the exit."""
+    global _open_line
+    rep, _open_line = _open_line, None
+    if rep is not None and rep.needs_newline:
+        rep.needs_newline = 0
+        try:
+            rep.out.write("\n")
+            rep.out.flush()
+        except (OSError, ValueError):
+            pass
