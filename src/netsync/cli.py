@@ -413,8 +413,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     _nstr_report(opts, rep)
     rep._log_file_msg("building file list")
     if show_flist:
-        rep.out.write("building file list ... ")
-        rep.out.flush()
+        rep.flist_start("building file list")
     elif inc_recurse and rep.level("flist") >= 1 and not opts.quiet:
         rep.info("sending incremental file list")
     t0 = time.time()

@@ -842,8 +842,7 @@ class _Client:
         if self.neg.inc_recurse:
             return self._send_first_inc_list(sender, sources, show_flist)
         if show_flist:
-            rep.out.write("building file list ... ")
-            rep.out.flush()
+            rep.flist_start("building file list")
             counter = rep.list_counter()
             if counter is not None:
                 sender.on_count = counter.sending
@@ -1288,8 +1287,7 @@ class _Client:
             show_flist = False
             rep.info("receiving incremental file list")
         if show_flist:
-            rep.out.write("receiving file list ... ")
-            rep.out.flush()
+            rep.flist_start("receiving file list")
         # flist_expand()'s my_alloc() is bounded by --max-alloc; so is our list (an entry
         # costs us about 256 bytes).
         dec = FlistDecoder(proto, relative_paths=bool(opts.relative),
