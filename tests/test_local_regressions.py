@@ -286,6 +286,10 @@ def test_partial_dir_file_is_the_basis_and_then_removed(tmp_path: Path, pdir: st
         pd.mkdir()
         (pd / "f").write_bytes(data[:200000])
         (pd / "same").write_bytes(b"stale")  # dest is up to date: the partial just goes
+        # The dirs' times fixed, as a second boundary between making src and dst would
+        # add a ".d..t" line to one run only.
+        for sub in ("src", "src/a", "dst", "dst/a"):
+            os.utime(w / sub, (1_600_000_000, 1_600_000_000))
     r, n = both(tmp_path, setup, "-ai", f"--partial-dir={pdir}", "--no-whole-file",
                 "src/", "dst/")
     assert _out(n) == _out(r)
