@@ -248,6 +248,9 @@ class Reporter:
         """flist.c finish_filelist_progress(): "N files to consider" (info flist2, over
         the count's last line), else "done"."""
         self.needs_newline = 0
+        global _open_line
+        if _open_line is self:
+            _open_line = None
         if self.level("flist") >= 2:
             self.out.write(f"{n} file{' ' if n == 1 else 's '}to consider\n")
         else:
