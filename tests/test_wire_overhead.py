@@ -41,3 +41,29 @@ def test_delta_push_bytes_match_rsync(tmp_path: Path) -> None:
         assert m, r.stdout
         sent[who] = int(m.group(1).replace(b",", b""))
     assert abs(sent["netsync"] - sent["rsync"]) <= sent["rsync"] * 0.005, sent
+
+
+def test_many_file_pull_requests_are_framed_together(tmp_path: Path) -> None:
+    """A pull's file requests leave in full frames, as rsync's buffered generator writes
+    them: what the pulling client sends for 1,500 small new files is within 2% of what
+    rsync's client sends (a frame per request cost 4 bytes more per file: +21%)."""
+    rsh = tmp_path / "localrsh"
+    rsh.write_text('#!/bin/sh\nshift\nexec "$@"\n')
+    rsh.chmod(0o755)
+    rnd = random.Random(5)
+    for d in range(10):
+        sub = tmp_path / "src" / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(150):
+            (sub / f"f{i}").write_bytes(rnd.randbytes(200))
+    sent = {}
+    for who, cmd in (("rsync", ["rsync"]), ("netsync", [sys.executable, "-m", "netsync"])):
+        dst = tmp_path / f"dst-{who}"
+        r = subprocess.run([*cmd, "-a", "--stats", "-e", str(rsh), f"localhost:{tmp_path}/src/",
+                            f"{dst}/"], capture_output=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert len(list(dst.rglob("f*"))) == 1500
+        m = SENT.search(r.stdout)
+        assert m, r.stdout
+        sent[who] = int(m.group(1).replace(b",", b""))
+    assert sent["netsync"] <= sent["rsync"] * 1.02, sent
