@@ -653,9 +653,10 @@ def _nstr_report(opts, rep) -> None:
 def _prune_empty_dirs(flist, rfilters) -> None:
     """-m: drop directories with nothing but (empty) directories below them, unless
     the receiver's rules exclude (protect) them."""
+    from netsync.filters import receiver_dir_excluder
     from netsync.flist import FLAG_TOP_DIR, dirs_kept_by_prune
 
-    keep = dirs_kept_by_prune(flist.entries, _prune_excluded(rfilters))
+    keep = dirs_kept_by_prune(flist.entries, receiver_dir_excluder(rfilters))
     old = flist.entries
     out = [e for e in old if not stat.S_ISDIR(e.mode) or e.name in keep
            or e.flags & FLAG_TOP_DIR]
@@ -665,22 +666,6 @@ def _prune_empty_dirs(flist, rfilters) -> None:
             if e.hlink is not None:
                 e.hlink = remap.get(id(old[e.hlink]))
         flist.entries = out
-
-
-def _prune_excluded(rfilters) -> Callable[[bytes], bool] | None:
-    """flist.c is_excluded(name, 1, ALL_FILTERS) on the receiving side, for -m: the
-    receiver's own rules and a daemon module's."""
-    from netsync import filters as F
-
-    daemon = F.daemon_excluded
-    if rfilters is None and daemon is None:
-        return None
-
-    def excluded(name: bytes) -> bool:
-        return (daemon is not None and daemon(name, True)) or (
-            rfilters is not None and rfilters.excluded(name, True, F.RECEIVER))
-
-    return excluded
 
 
 _name_of = operator.attrgetter("name")

@@ -1895,9 +1895,8 @@ class _Client:
         (io._pump() flushes first), as rsync's buffered generator sends them: a frame
         and a write() per request cost 4 bytes and ~20 us each (a 3,000-file pull:
         0.41 -> 0.35 s)."""
-        io = self.io
         gen = self._gen
-        assert io is not None and gen is not None
+        assert self.io is not None and gen is not None
         inflight = self._inflight
         sums = req.sums
         size = 32
@@ -2638,10 +2637,10 @@ def _clear_empty_dirs(entries, rfilters) -> None:
     """flist.c recv_file_list() with -m: a directory with no non-directory below it
     (and not excluded by the receiver's rules) is cleared as clear_file() does
     (FLAG_DUPLICATE); indexes stay as the sender's."""
-    from netsync.cli import _prune_excluded
+    from netsync.filters import receiver_dir_excluder
     from netsync.flist import FLAG_DUPLICATE, FLAG_TOP_DIR, dirs_kept_by_prune
 
-    keep = dirs_kept_by_prune(entries, _prune_excluded(rfilters))
+    keep = dirs_kept_by_prune(entries, receiver_dir_excluder(rfilters))
     for e in entries:
         if stat.S_ISDIR(e.mode) and e.name not in keep and not e.flags & FLAG_TOP_DIR:
             e.flags |= FLAG_DUPLICATE

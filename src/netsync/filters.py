@@ -1007,6 +1007,21 @@ _LONG_NAMES: dict[int, tuple[bytes, int]] = {
 }
 
 
+def receiver_dir_excluder(rfilters: FilterList | None) -> Callable[[bytes], bool] | None:
+    """flist.c is_excluded(name, 1, ALL_FILTERS) on the receiving side (for -m's
+    pruning): whether a dir is excluded by the receiver's own rules or a daemon
+    module's; None when there are neither."""
+    daemon = daemon_excluded
+    if rfilters is None and daemon is None:
+        return None
+
+    def excluded(name: bytes) -> bool:
+        return (daemon is not None and daemon(name, True)) or (
+            rfilters is not None and rfilters.excluded(name, True, RECEIVER))
+
+    return excluded
+
+
 def build_filter_list(filter_args: list[tuple[str, str | bytes]], cvs_exclude: bool = False,
                       delete_excluded: bool = False, from0: bool = False,
                       root: bytes | None = None) -> FilterList:
