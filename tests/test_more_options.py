@@ -11,6 +11,7 @@ rsync or ``netsync --server``.  The daemon cases start both daemons on loopback.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shlex
 import stat
@@ -313,6 +314,30 @@ def test_inplace_over_data(tmp_path: Path, opts: list[str]) -> None:
     _both(tmp_path, setup, "-ai", *opts, "src/", "dst/")
     got = tmp_path / "netsync" / "dst" / "holes.bin"
     assert got.read_bytes() == (tmp_path / "netsync" / "src" / "holes.bin").read_bytes()
+
+
+def test_inplace_sparse_punches_matched_blocks(tmp_path: Path) -> None:
+    """--inplace --sparse: a block matched at its own offset is not rewritten, but its
+    zero runs are still punched out (fileio.c skip_matched() -> write_sparse()), so a
+    dense copy of a file with zero runs comes out sparse, as from rsync."""
+    block = random.Random(7).randbytes(4096)
+
+    def setup(work: Path) -> None:
+        data = (block + bytes(24576) + block) * 64
+        for side in ("src", "dst"):
+            (work / side).mkdir()
+            (work / side / "f").write_bytes(data)  # written out: no holes yet
+            os.utime(work / side / "f", ns=(MTIME, MTIME))
+            os.utime(work / side, ns=(MTIME, MTIME))
+        st = (work / "dst" / "f").stat()
+        assert st.st_blocks * 512 >= st.st_size
+
+    _both(tmp_path, setup, "-ai", "-I", "--inplace", "--sparse", "--no-W",
+          "--block-size=32768", "src/", "dst/")
+    got = tmp_path / "netsync" / "dst" / "f"
+    assert got.read_bytes() == (tmp_path / "netsync" / "src" / "f").read_bytes()
+    st = got.stat()
+    assert st.st_blocks * 512 < st.st_size // 2
 
 
 # ---------------------------------------------------------------------------

@@ -426,8 +426,16 @@ class Receiver:
                 length = head.remainder if tok == head.count - 1 and head.remainder else blen
                 if in_place and not skip and tok * blen == start + written:
                     if self.r.sparse:
-                        self._flush_hole(out_fd)
-                    os.lseek(out_fd, length, os.SEEK_CUR)
+                        # fileio.c skip_matched(): the block's zero runs are still
+                        # punched out (a dense basis turns sparse, as with new data);
+                        # the rest is already there and only skipped.
+                        chunk = os.pread(basis_fd, length, tok * blen)
+                        self._write_sparse(out_fd, chunk, seek=True)
+                        if len(chunk) < length:  # it shrank meanwhile
+                            self._flush_hole(out_fd)
+                            os.lseek(out_fd, length - len(chunk), os.SEEK_CUR)
+                    else:
+                        os.lseek(out_fd, length, os.SEEK_CUR)
                     written += length
                     if not before:
                         prog(written)
@@ -455,12 +463,14 @@ class Receiver:
             os.ftruncate(out_fd, os.lseek(out_fd, 0, os.SEEK_CUR))
         return written
 
-    def _write_sparse(self, fd: int, chunk: bytes) -> None:
+    def _write_sparse(self, fd: int, chunk: bytes, seek: bool = False) -> None:
         """fileio.c write_sparse(): zero runs become holes.  A run at either end of
         the chunk counts whatever its length (it may join the next chunk's), one
         inside only from SPARSE_WRITE_SIZE bytes.  Skipping a run leaves a hole in
         a new file; where the file had data (--inplace) or space was reserved
-        (--preallocate) the run is punched out, or written as zeros if it cannot be."""
+        (--preallocate) the run is punched out, or written as zeros if it cannot be.
+        ``seek``: the chunk is already on disk at this offset (a block matched in
+        place), so the data between the runs is skipped rather than written."""
         n = len(chunk)
         pos = self._hole_at + self._hole_len if self._hole_len else \
             os.lseek(fd, 0, os.SEEK_CUR)
@@ -471,14 +481,20 @@ class Receiver:
                 continue
             if a > start:
                 self._flush_hole(fd)
-                os.write(fd, chunk[start:a])
+                if seek:
+                    os.lseek(fd, a - start, os.SEEK_CUR)
+                else:
+                    os.write(fd, chunk[start:a])
             if not self._hole_len:
                 self._hole_at = pos + a
             self._hole_len += b - a  # deferred: the next run may extend it
             start = b
         if start < n:
             self._flush_hole(fd)
-            os.write(fd, chunk[start:])
+            if seek:
+                os.lseek(fd, n - start, os.SEEK_CUR)
+            else:
+                os.write(fd, chunk[start:])
 
     def _flush_hole(self, fd: int) -> None:
         """Turn the pending zero run into a hole, in one piece (whole blocks get freed)."""
