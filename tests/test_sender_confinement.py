@@ -116,3 +116,51 @@ def test_removal_of_a_file_already_gone_is_reported(tmp_path: Path) -> None:
         "sender file already removed: sub/loot", "sender file already removed: top"]
     assert err.getvalue() == ""
     s.close()
+
+
+def _walk_swapping(src: Path, outside: Path, target: str, **opts
+                   ) -> tuple[dict[bytes, list[bytes]], str]:
+    """The list one dir at a time (the sender's walk); right after the top dir's
+    listing saw ``sub`` as a directory, ``sub`` becomes a symlink to ``target``."""
+    err = io.StringIO()
+    s = Sender(WalkOptions(recursive=True, links=True, **opts),
+               Reporter(out=io.StringIO(), err=err))
+    got: dict[bytes, list[bytes]] = {}
+    for d, children in s.iter_chunks([os.fsencode(src) + b"/"]):
+        if d is not None:
+            got[d.name] = sorted(e.name for e in children)
+            if d.name == b".":
+                (src / "sub").rename(src.parent / "real-sub")
+                (src / "sub").symlink_to(target)
+    return got, err.getvalue()
+
+
+def test_dir_swapped_after_listing_is_not_enumerated(tmp_path: Path) -> None:
+    """flist.c secure_opendir(): a dir listed as one and swapped for a symlink out
+    of the tree before its own listing is not listed (its out-of-tree names and
+    link targets would go to the receiver); rsync's sender-scan-dir-escape races
+    this end to end."""
+    src, outside = _setup(tmp_path)
+    (outside / "leak").symlink_to("SECRET-TARGET")
+    got, err = _walk_swapping(src, outside, str(outside))
+    assert got[b"sub"] == []
+    assert 'opendir "' in err and "sub\" failed: Too many levels of symbolic links" in err
+
+
+def test_dir_swapped_for_an_in_tree_symlink_is_followed(tmp_path: Path) -> None:
+    """A symlink that stays beneath the transfer root is followed, as rsync's
+    RESOLVE_BENEATH open does: the listing is that dir's."""
+    src, outside = _setup(tmp_path)
+    (src / "other").mkdir()
+    (src / "other" / "inside").write_bytes(b"x")
+    got, err = _walk_swapping(src, outside, "other")
+    assert got[b"sub"] == [b"sub/inside"]
+    assert err == ""
+
+
+def test_following_modes_list_by_path(tmp_path: Path) -> None:
+    """-L (and -k, --copy-unsafe-links) follow symlinks on purpose: outside a
+    module the operator's own tree is listed by its paths, as rsync does."""
+    src, outside = _setup(tmp_path)
+    got, _ = _walk_swapping(src, outside, str(outside), copy_links=True)
+    assert got[b"sub"] == [b"sub/loot"]

@@ -41,6 +41,22 @@ _S_IFDIR = stat.S_IFDIR
 _S_IFREG = stat.S_IFREG
 _S_IFLNK = stat.S_IFLNK
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+_PROC_FD: bool | None = None
+
+
+def _listdir_fd(fd: int) -> list[bytes]:
+    """The names in the held dir ``fd``, as bytes: through /proc/self/fd where there
+    is one (listdir() gives bytes for a bytes path), else decoded back from an fd
+    listing (which gives str)."""
+    global _PROC_FD
+    if _PROC_FD is None:
+        _PROC_FD = os.path.isdir(b"/proc/self/fd")
+    if _PROC_FD:
+        try:
+            return os.listdir(b"/proc/self/fd/%d" % fd)
+        except OSError:  # no /proc in a chroot; EACCES once setuid made us undumpable
+            _PROC_FD = False
+    return [os.fsencode(n) for n in os.listdir(fd)]
 # netsync --daemon with "munge symlinks": links read here lose rsync's munge prefix
 # (flist.c readlink_stat), so a munged module serves its links as they were sent.
 unmunge_links = False
@@ -332,7 +348,8 @@ class Sender:
         for e in tops:
             if e.mode & _S_IFMT == _S_IFDIR:
                 if e is top and content:
-                    yield from self._walk_dir(root_idx, path, e, depth_recurse=w.recursive)
+                    yield from self._walk_dir(root_idx, path, e, depth_recurse=w.recursive,
+                                              ident=(st.st_dev, st.st_ino))
                 else:
                     yield e, []
 
@@ -384,10 +401,42 @@ class Sender:
 
     def _at(self, path: bytes) -> tuple[int | None, bytes, bool]:
         """Where a path the list names is reached: _jail_parent() in a daemon's
-        module, else (None, path, False), the path itself from the cwd."""
+        module; else in the dir being listed when it is there (its held, checked
+        fd: see _open_listed_dir()), or (None, path, False), the path from the cwd."""
         if self._jail() is None:
+            sc = self._scan
+            if sc is not None and path.startswith(sc[0]) and b"/" not in path[len(sc[0]):]:
+                return sc[1], path[len(sc[0]):], False
             return None, path, False
         return self._jail_parent(path)
+
+    def _open_listed_dir(self, root_idx: int, dpath: bytes, ident: tuple[int, int]) -> int:
+        """The directory ``dpath`` for its listing, outside a module: flist.c
+        secure_opendir(), which opens it beneath the transfer root.  A dir is only
+        descended into once its parent's listing saw it as one, so the quick way
+        is to open the path and check it is still the dir (dev, ino) seen then;
+        when it is not (a path component swapped since, maybe for a symlink that
+        leads out of the tree) it is reached again from the transfer root, a
+        component at a time, following only symlinks that stay beneath it."""
+        try:
+            fd = os.open(dpath, _DIR_FLAGS)
+        except OSError as ex:
+            if ex.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+        else:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == ident:
+                return fd
+            os.close(fd)
+        base = self.flist.roots[root_idx]
+        pre = b"" if base == b"." else base if base.endswith(b"/") else base + b"/"
+        if not dpath.startswith(pre):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        anchor = os.open(base, safepath.DIR_FLAGS)
+        try:
+            return safepath.walk_beneath(anchor, dpath[len(pre):], _DIR_FLAGS)
+        finally:
+            os.close(anchor)
 
     def xattr_at(self, path: bytes) -> tuple[bytes, int]:
         """-X: how ``path``'s xattrs are reached (in a daemon's module, through its dir
@@ -422,9 +471,9 @@ class Sender:
             os.close(fd)
 
     def _readlink(self, path: bytes) -> bytes:
-        if self._jail() is None or _md.fake_super:
+        if _md.fake_super:
             return _md.fake_readlink(path, _md.fake_super, am_sender=True)
-        dfd, leaf, owned = self._jail_parent(path)
+        dfd, leaf, owned = self._at(path)
         try:
             return os.readlink(leaf, dir_fd=dfd)
         finally:
@@ -602,19 +651,20 @@ class Sender:
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
 
     def _walk_dir(self, root_idx: int, dpath: bytes, d: FileEntry,
-                  depth_recurse: bool) -> Iterator[Chunk]:
+                  depth_recurse: bool, ident: tuple[int, int]) -> Iterator[Chunk]:
         """Depth-first walk below ``dpath`` (the directory listed as ``d``): its chunk,
         then its subdirectories' chunks.  A tree may be 2,000 dirs deep (a path fills
         MAXPATHLEN), so the descent is a list of frames, not Python's recursion."""
-        children, subs, fstate = self._list_dir(root_idx, dpath, d, depth_recurse)
+        children, subs, fstate = self._list_dir(root_idx, dpath, d, depth_recurse, ident)
         frames = [(fstate, iter(subs))]
         try:
             yield d, children
             del children  # the consumer may drop the chunk while we descend
             while frames:
-                for e, path, flags in frames[-1][1]:
+                for e, path, flags, ident in frames[-1][1]:
                     if flags & FLAG_CONTENT_DIR:
-                        children, subs, fstate = self._list_dir(root_idx, path, e, depth_recurse)
+                        children, subs, fstate = self._list_dir(root_idx, path, e,
+                                                                depth_recurse, ident)
                         frames.append((fstate, iter(subs)))
                         yield e, children
                         del children
@@ -630,8 +680,10 @@ class Sender:
                 if fstate is not None:
                     self.filters.leave_dir(fstate)
 
-    def _list_dir(self, root_idx: int, dpath: bytes, d: FileEntry, depth_recurse: bool
-                  ) -> tuple[list[FileEntry], list[tuple[FileEntry, bytes, int]], object]:
+    def _list_dir(self, root_idx: int, dpath: bytes, d: FileEntry, depth_recurse: bool,
+                  ident: tuple[int, int]
+                  ) -> tuple[list[FileEntry], list[tuple[FileEntry, bytes, int, tuple[int, int]]],
+                             object]:
         """One directory of the walk: its chunk's entries, its subdirectories to
         descend into, and the filter state entered for it (left by the caller)."""
         w = self.w
@@ -645,6 +697,10 @@ class Sender:
             w.copy_links or w.copy_unsafe_links or w.atimes or w.hard_links or w.checksum
             or w.xattrs or w.acls)
         jail = self._jail() is not None
+        # flist.c send_directory(): outside a module only the modes that follow
+        # symlinks on purpose (the operator's own tree) list a dir by its path.
+        held = jail or not (w.copy_links or w.copy_unsafe_links or w.copy_dirlinks
+                            or safepath.insecure_links)
         sfd = -1
         try:
             try:
@@ -653,7 +709,10 @@ class Sender:
                     # neither a raced parent nor a followed dir symlink (-L, -k,
                     # --copy-unsafe-links) enumerates anything outside the module.
                     sfd = self._jail_dir(dpath, _DIR_FLAGS)
-                    names = [os.fsencode(n) for n in os.listdir(sfd)]  # (str from an fd)
+                    names = _listdir_fd(sfd)
+                elif held:
+                    sfd = self._open_listed_dir(root_idx, dpath, ident)
+                    names = _listdir_fd(sfd)
                 else:
                     names = os.listdir(dpath)
             except OSError as ex:
@@ -678,7 +737,7 @@ class Sender:
             pprefix = dpath if dpath.endswith(b"/") else dpath + b"/"
             add = children.append
             dfd = -1
-            if jail:
+            if held:
                 dfd = sfd  # every name is stat()ed and readlink()ed in the held dir
                 self._scan = (pprefix, sfd)
                 if not fast:
@@ -724,7 +783,7 @@ class Sender:
                         flags |= FLAG_CONTENT_DIR
                     subdirs.append((n + b"/", path, name, st, flags))
             finally:
-                if jail:
+                if held:
                     self._scan = None
                     os.close(sfd)
                 elif dfd >= 0:
@@ -732,11 +791,11 @@ class Sender:
             if not fast:
                 children.sort(key=_entry_name)
             subdirs.sort(key=lambda t: t[0])
-            subs: list[tuple[FileEntry, bytes, int]] = []
+            subs: list[tuple[FileEntry, bytes, int, tuple[int, int]]] = []
             for _, path, name, st, flags in subdirs:
                 e = self._make(name, st, path, root_idx, flags)
                 if e is not None:
-                    subs.append((e, path, flags))
+                    subs.append((e, path, flags, (st.st_dev, st.st_ino)))
             return children, subs, fstate
         except BaseException:
             if fstate is not None:
