@@ -71,7 +71,16 @@ def test_peer_address_maps_v4():
     ("10.0.0.6", "other", "good.example", None, False),
     ("10.0.0.6", "other", None, "unresolvable.example", False),  # deny fails closed
     ("10.0.0.6", "other", "unresolvable.example", None, False),
-    ("10.0.0.1", "x", "10.0.0.9,10.0.0.1\t10.0.0.7", None, True),
+    ("10.0.0.1", "x", "10.0.0.9,10.0.0.1\t10.0.0.7", None, True),    # IDN: a token's non-ASCII labels are folded to A-labels (DNS names are ASCII),
+    # but only into bare A-labels: fullwidth "*", "/" stay unmatched, not wildcards
+    ("10.0.0.1", "localhost", "\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54", None, True),
+    ("10.0.0.1", "localhost", None, "\uff2c\uff2f\uff23\uff21\uff2c\uff28\uff2f\uff33\uff34", False),
+    ("10.0.0.1", "xn--iku-eqab.example", "\u010di\u010dku.example", None, True),
+    ("10.0.0.1", "localhost", "\uff0a", None, False),
+    ("10.0.0.1", UNDETERMINED, "\uff0a", None, False),
+    ("10.0.0.1", "a.example", "\uff0a.example", None, False),
+    ("127.0.0.1", "localhost", "127.0.0.0\uff0f8", None, False),
+    ("10.0.0.1", "localhost", "\u200b.example", None, False),
 ])
 def test_allow_access_table(addr, host, allow, deny, want):
     assert allow_access(addr, host, allow, deny, resolve=no_dns) is want

@@ -25,7 +25,7 @@ import trees
 from interop import peers
 
 USER, PASSWORD = "alice", "s3cret pass"
-MODULES = ("open", "ro", "wo", "auth", "ref", "deny", "one", "src")
+MODULES = ("open", "ro", "wo", "auth", "ref", "deny", "one", "src", "wide")
 
 
 @dataclass
@@ -57,6 +57,9 @@ def _config(root: Path) -> str:
         "[one]", f"path = {m['one']}", "max connections = 1", f"auth users = {USER}",
         f"secrets file = {root / 'secrets'}", "list = no",
         "[src]", f"path = {m['src']}", "comment = a tree to pull",
+        # Fullwidth "*" and "/": IDNA folds them to ASCII, which must not make a
+        # wildcard or a mask their author never typed (util1.c idn_to_ascii()).
+        "[wide]", f"path = {m['wide']}", "hosts allow = \uff0a 127.0.0.0\uff0f8", "list = no",
         "",
     ])
 
@@ -80,7 +83,7 @@ def _start(kind: str, root: Path) -> Daemon:
     secrets.write_text(f"{USER}:{PASSWORD}\n")
     secrets.chmod(0o600)
     config = root / "rsyncd.conf"
-    config.write_text(_config(root))
+    config.write_text(_config(root), encoding="utf-8")
     cmd = [tc.RSYNC] if kind == "rsync" else tc.program_under_test()
     proc, port = peers.start_daemon(cmd, config, env=tc.sync_env())
     return Daemon(kind, port, root, config, proc)
@@ -243,6 +246,15 @@ def test_hosts_deny(daemons: tuple[Daemon, Daemon], tmp_path: Path) -> None:
     assert want.returncode == got.returncode == 5, got.describe()
     assert _errors(got) == _errors(want)
     assert b"@ERROR: access denied to deny from " in got.stderr
+
+
+def test_hosts_allow_fullwidth_is_no_wildcard(daemons: tuple[Daemon, Daemon],
+                                             tmp_path: Path) -> None:
+    want, got = _both(daemons, tmp_path, lambda d, w: ["-a", d.url("wide/"), f"{w}/d/"])
+    assert want.returncode == got.returncode == 5, got.describe()
+    assert _errors(got) == _errors(want)
+    # (an unlisted module is not named to a host it refuses, as rsyncd's)
+    assert b"@ERROR: Unknown module 'wide'" in got.stderr
 
 
 def test_refuse_options(daemons: tuple[Daemon, Daemon], tmp_path: Path) -> None:

@@ -71,10 +71,27 @@ def _innetgr(group: str, host: str) -> bool:
 
 
 def _idna(tok: str) -> str:
-    try:
-        return tok.encode("idna").decode("ascii")
-    except UnicodeError:
-        return tok
+    """util1.c idn_to_ascii(): each non-ASCII label folded to its A-label, ASCII
+    labels (addresses, masks, wildcards) kept as written.  A folded label must
+    come out a bare A-label: the mapping turns some characters into ASCII ones
+    (U+FF0A FULLWIDTH ASTERISK into "*"), and an entry must not gain a wildcard,
+    "/" or "." its author never typed.  Otherwise the token stays as it is, and
+    so matches no host name."""
+    from encodings.idna import ToASCII
+
+    out = []
+    for label in tok.split("."):
+        if label.isascii():
+            out.append(label)
+            continue
+        try:
+            a = ToASCII(label).decode("ascii")
+        except UnicodeError:
+            return tok
+        if not a or a.strip("abcdefghijklmnopqrstuvwxyz0123456789-"):
+            return tok
+        out.append(a)
+    return ".".join(out)
 
 
 def match_hostname(host: str | None, addr: str, tok: str, deny: bool, *,
