@@ -531,3 +531,23 @@ def test_trust_sender_accepts_unrequested_names(tmp_path: Path, opts: tuple[str,
             assert (child.returncode, files) == ((0, ["requested"]) if ok else (4, [])), \
                 child.stderr
     assert refused == {"rsync": not ok, "netsync": not ok}
+
+
+def test_delete_after_through_kept_dirlink_empties_a_dir_made_this_run(tmp_path: Path) -> None:
+    """-K keeps the destination's ``a -> sub``; --delete-after then empties ``a/`` (the
+    source's ``a`` is empty), which is ``sub/``, taking the ``sub/inner/`` this run
+    made.  rsync's touch_up_dirs() passes over the dir that is gone: no error, exit 0
+    (netsync reported "stat ... failed" and exited 23)."""
+    def setup(work: Path) -> None:
+        (work / "src" / "a").mkdir(parents=True)
+        (work / "src" / "sub" / "inner").mkdir(parents=True)
+        (work / "src" / "sub" / "inner" / "f").write_bytes(b"f\n")
+        (work / "dst" / "sub").mkdir(parents=True)
+        (work / "dst" / "a").symlink_to("sub")
+        for p in ("src/sub/inner/f", "src/sub/inner", "src/sub", "src/a", "src", "dst/sub"):
+            os.utime(work / p, ns=(MTIME, MTIME))
+
+    runs = _both(tmp_path, setup, "-aiK", "--delete-after", "src/", "dst/")
+    assert runs["netsync"].returncode == 0, runs["netsync"].describe()
+    assert b"failed" not in runs["netsync"].stderr
+    assert not (tmp_path / "netsync" / "dst" / "sub" / "inner").exists()

@@ -877,7 +877,12 @@ class Generator:
                 if keep_time(self.a, e.mode):
                     set_times(self.a, path, e, self._lstat(path), errs)
                 continue
-            set_file_attrs(a, path, e, None, new_mode=new_mode, errors=errs)
+            st = self._lstat(path)
+            if st is None:
+                # generator.c touch_up_dirs(): a dir gone since (deleted through a
+                # kept dir symlink, say) is passed over without a word.
+                continue
+            set_file_attrs(a, path, e, st, new_mode=new_mode, errors=errs)
             for msg in errs:
                 self.rep.error_xfer(msg, role="generator")
 
