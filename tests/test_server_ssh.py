@@ -611,3 +611,43 @@ def test_daemon_over_ssh_unknown_module_exits_5(sshd_server: SshServer, tmp_path
                                    if ln.startswith(b"@ERROR")])
     assert got["rsync"] == (5, [b"@ERROR: Unknown module 'nosuchmod'"])
     assert got["netsync"] == got["rsync"]
+
+
+def _one_file(sshd_server: SshServer, tmp_path: Path, who: str, path: str,
+              extra: list[str]) -> tc.Run:
+    """Pull one 4 KiB file, then a changed copy of it by delta, from the server."""
+    src = tmp_path / "src"
+    if not src.exists():
+        src.mkdir()
+        (src / "f").write_bytes(bytes(range(256)) * 16 + b"tail\n")
+    dst = tmp_path / f"dst-{who}"
+    dst.mkdir()
+    (dst / "f").write_bytes(bytes(range(256)) * 16 + b"other tail\n")
+    r = tc.run([tc.RSYNC], ["-rt", *extra, "-e", sshd_server.rsh, f"--rsync-path={path}",
+                            f"{sshd_server.login}:{src}/f", f"{dst}/f"], cwd=tmp_path)
+    assert r.returncode == 0, r.describe()
+    return r
+
+
+def test_vv_match_report_comes_from_the_server_sender(sshd_server: SshServer,
+                                                      tmp_path: Path) -> None:
+    # match.c match_report(): at -vv the sender ends with its delta totals; a server
+    # sender's line reaches the client.
+    lines = {}
+    for who, path in (("rsync", "rsync"), ("netsync", NETSYNC_PATH)):
+        r = _one_file(sshd_server, tmp_path, who, path, ["-vv", "--no-W", "-B", "512"])
+        lines[who] = [ln for ln in r.stdout.split(b"\n") if ln.startswith(b"total: matches=")]
+    assert lines["netsync"] == lines["rsync"]
+    assert lines["rsync"] == [b"total: matches=8  hash_hits=8  false_alarms=0 data=5"]
+
+
+def test_byte_counts_leave_out_the_handshake(sshd_server: SshServer, tmp_path: Path) -> None:
+    # rsync counts what goes through its buffered I/O, which starts after
+    # setup_protocol(): the versions, checksum names and seed are not in "sent" and
+    # "received".  A one-file pull (one frame each way) gives the same counts.
+    counts = {}
+    for who, path in (("rsync", "rsync"), ("netsync", NETSYNC_PATH)):
+        r = _one_file(sshd_server, tmp_path, who, path, ["--stats", "-W"])
+        counts[who] = [ln for ln in r.stdout.split(b"\n") if ln.startswith(b"Total bytes")]
+    assert counts["netsync"] == counts["rsync"]
+    assert len(counts["rsync"]) == 2

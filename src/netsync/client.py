@@ -168,6 +168,7 @@ class _Client:
         self.am_server = False
         self.flist = None  # the (whole) file list, once sent or received
         self._feed: _WireFeed | None = None  # an incremental pull's file lists
+        self._match_totals = [0, 0, 0]  # matches, hash hits, false alarms (-vv: match_report)
         self._lists: _PushLists | None = None  # ... and an incremental push's
         self._done_echoes = 0
         # A pull reports its generator's items to the sender (_generator_cls()).
@@ -275,6 +276,7 @@ class _Client:
                                           remote_protocol=remote_protocol)
         hs.option_check = self.opts.protocol_error
         neg = run_client_handshake(self.conn, hs)  # type: ignore[arg-type]
+        _count_from_here(self.conn, hs.leftover)
         return neg, hs
 
     def _start_shell(self, plan):
@@ -1153,6 +1155,11 @@ class _Client:
         sender.close_dirs()
         if sender.io_error and proto >= 30:
             io.send_msg(Msg.IO_ERROR, encode_int32(sender.io_error))
+        if opts.debug.get("deltasum", 0) >= 1:
+            # sender.c send_files() -> match.c match_report(), from whichever end sends
+            m_, hits, alarms = self._match_totals
+            rep.info(f"total: matches={m_}  hash_hits={hits}  false_alarms={alarms} "
+                     f"data={stats.literal_data}")
         io.write_ndx(NDX_DONE)
         io.flush()
 
@@ -1244,6 +1251,11 @@ class _Client:
         io.write(data.file_sum[0] if own_sum and data.file_sum else fsum.digest())
         stats.literal_data += literal
         stats.matched_data += matched
+        if sums is not None:  # match.c: the totals match_report() gives at -vv
+            counts, tot = sums.stats, self._match_totals
+            tot[0] += counts[0]
+            tot[1] += counts[1]
+            tot[2] += counts[2]
         if progress is not None:
             rep.progress_end(e)
         rep.log_item_transfer_end(e, iflags, offset)
@@ -2404,6 +2416,15 @@ class ItemNdx:
             super().recv_generator(ndx, e, hl_retry)  # type: ignore[misc]
         finally:
             self._item_ndx = saved
+
+
+def _count_from_here(conn, leftover: bytes) -> None:
+    """The byte counts rsync reports (its stats.total_read/total_written) start when
+    io.c's buffering does, after setup_protocol(): the version, compat flags,
+    checksum and compression names and the seed (and a daemon's greeting and
+    arguments before them) go by safe_read()/safe_write() and are not counted."""
+    conn.bytes_read = len(leftover)  # (read past the handshake: counted)
+    conn.bytes_written = 0
 
 
 def inc_options_supported(o, am_sender: bool) -> bool:
