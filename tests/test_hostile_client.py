@@ -216,6 +216,10 @@ def test_module_listing_flood_is_streamed(tmp_path: Path) -> None:
     (("-R",), "host:src/./other/file", False),
     (("-r",), "host:src/req*", True),
     ((), "host:src/requested", True),
+    # The transfer root itself, without -r or -d, adds no implied rule: rsync then
+    # checks nothing (its rule list is empty), and neither do we.
+    ((), "host:.", True),
+    (("-R",), "host:./", True),
 ])
 def test_unrequested_name_is_refused_like_rsync(tmp_path: Path, opts: tuple[str, ...],
                                                 src: str, ok: bool) -> None:

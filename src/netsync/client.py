@@ -2786,6 +2786,10 @@ def _unrequested_name(entries, plan, opts) -> bytes | None:
                 rules.extend((b"/".join(comps[:i]), wild, True) for i in range(1, len(comps)))
         if recurse or one_level:
             below.append((pat, wild))
+    if not rules and not below:
+        # flist.c checks only against the rules add_implied_include() made: an
+        # argument naming the transfer root itself, without -r or -d, makes none.
+        return None
 
     def matches(pat: bytes, wild: bool, name: bytes) -> bool:
         return pat == name or (wild and wildmatch(pat, name))
