@@ -265,6 +265,44 @@ def test_insecure_links_push_follows_a_symlinked_destination(tmp_path: Path) -> 
     assert (mod / "evil").is_symlink()
 
 
+@pytest.mark.parametrize("target", ["../outside", "ABS", "realdir"],
+                         ids=["relative-out", "absolute-out", "inside"])
+def test_keep_dirlinks_push_stays_in_the_module(tmp_path: Path, target: str) -> None:
+    """-K keeps a destination dir symlink as the dir it leads to, but in a module
+    nothing goes through one that leads out of it (rsync's
+    daemon-symlink-escape-matrix, "write"): the link stays, what is below it fails
+    with ELOOP (exit 23), as with rsyncd; nothing lands outside, and --delete
+    deletes nothing there."""
+    att = _need_root_and_rsync()
+    mod, outside = tmp_path / "mod", tmp_path / "outside"
+    (mod / "realdir").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "keep").write_text("keep\n")
+    (mod / "realdir" / "keep").write_text("keep\n")
+    _plant(mod / "evil", str(outside) if target == "ABS" else target, att)
+    src = tmp_path / "src"
+    (src / "evil").mkdir(parents=True)
+    (src / "evil" / "pwned").write_text("pushed\n")
+    conf = _conf(tmp_path, "", {"mod": {"path": str(mod), "read only": "no",
+                                        "munge symlinks": "no"}})
+    with _Daemon(conf) as d:
+        r = _rsync("-r", "--keep-dirlinks", f"{src}/", d.url + "mod/")
+        if target == "realdir":
+            assert r.returncode == 0, r.stderr
+            assert (mod / "realdir" / "pwned").read_text() == "pushed\n"
+        else:
+            assert r.returncode == 23, r.stderr
+            assert ('recv_generator: failed to stat "evil/pwned" (in mod): '
+                    "Too many levels of symbolic links (40)") in r.stderr, r.stderr
+            # --delete with the source's evil/ empty: nothing is deleted out there
+            (src / "evil" / "pwned").unlink()
+            (src / "realdir").mkdir()
+            r = _rsync("-r", "--keep-dirlinks", "--delete", f"{src}/", d.url + "mod/")
+            assert r.returncode == 0, r.stderr
+    assert (mod / "evil").is_symlink()
+    assert (outside / "keep").exists() and not (outside / "pwned").exists()
+
+
 # --------------------------------------------------------------------------
 # More rsync 3.5 daemon behaviour
 

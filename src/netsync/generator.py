@@ -250,6 +250,19 @@ class Generator:
         symlinks; raises OSError. Paths outside the destination use lstat."""
         pre = self._dprefix
         if self._follow_dest_links or not path.startswith(pre):
+            if self._follow_dest_links and path.startswith(pre) and self._module_root():
+                # -K (or a lone file) in a daemon's module: the dirs on the way may be
+                # kept dir symlinks, followed only while they stay in the module (a
+                # path through one leading out is ELOOP, as rsync's confined stat).
+                head, _, leaf = path.rpartition(b"/")
+                try:
+                    dfd = self._module_dir_fd(head)
+                except FileNotFoundError:
+                    return None
+                try:
+                    return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+                finally:
+                    os.close(dfd)
             return os.lstat(path)
         head, _, leaf = path[len(pre):].rpartition(b"/")
         try:
@@ -280,6 +293,38 @@ class Generator:
             except OSError:
                 pass
         return st
+
+    @staticmethod
+    def _module_root() -> bytes:
+        """The daemon module confining us (b"": none, or a chroot that is the jail)."""
+        root = safepath.confine_root
+        return root.rstrip(b"/") if root is not None else b""
+
+    def _module_dir_fd(self, head: bytes) -> int:
+        """An fd (the caller's to close) of the dest dir ``head`` reached from the module
+        root, following a symlink on the way only while it stays in the module (ELOOP
+        otherwise).  Walked afresh each time: the dirs on the way change as we go."""
+        root = self._module_root()
+        full = os.path.normpath(os.path.join(os.getcwdb(), head or b"."))
+        if full != root and not full.startswith(root + b"/"):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        anchor = os.open(root, safepath.DIR_FLAGS)
+        try:
+            return safepath.walk_beneath(anchor, full[len(root) + 1:])
+        finally:
+            os.close(anchor)
+
+    def _dirlink_in_module(self, path: bytes) -> bool:
+        """-K in a daemon's module: may the dest dir symlink ``path`` be taken for the
+        dir it leads to?  Only when that is within the module (rsync's confined stat):
+        a link out of the module is never entered, listed or deleted in."""
+        if not self._module_root():
+            return True
+        try:
+            os.close(self._module_dir_fd(path))
+            return True
+        except OSError:
+            return False
 
     def pool_allowed(self) -> bool:
         """May new files be written by writer threads (a local run sets pool_ok)?
@@ -338,7 +383,7 @@ class Generator:
             st = os.lstat(path)
             if self.a.fake_super:
                 st = _md.xstat_overlay(path, st, self._xstat_error(path))
-            if follow_dir and stat.S_ISLNK(st.st_mode):
+            if follow_dir and stat.S_ISLNK(st.st_mode) and self._dirlink_in_module(path):
                 try:
                     st2 = os.stat(path)
                     if stat.S_ISDIR(st2.st_mode):
@@ -488,6 +533,9 @@ class Generator:
         """Entries of a destination dir that deletion may touch, in rsync's order."""
         from netsync.flist import sort_key
 
+        if self._follow_dest_links and self._module_root() \
+                and not self._dirlink_in_module(path):
+            return []  # -K: not through a kept dir symlink leading out of the module
         out: list[tuple[bytes, int, bytes]] = []
         try:
             with os.scandir(path) as it:
