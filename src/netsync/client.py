@@ -324,7 +324,8 @@ class _Client:
                 sys.stdout.flush()
             self.conn = connect(plan.host, plan.port, address=opts.address,
                                 af_hint=opts.af_hint, contimeout=opts.contimeout,
-                                sockopts=opts.sockopts, who=self.who)
+                                sockopts=opts.sockopts, who=self.who,
+                                debug_connect=opts.debug.get("connect", 0))
         module = plan.module
         listing = module == ""
 

@@ -184,8 +184,10 @@ def expand_connect_prog(prog: str, host: str) -> str:
 
 def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 0,
             contimeout: int = 0, sockopts: str | None = None, who: str = "client",
-            warn: Callable[[str], None] = _stderr) -> SocketConnection:
-    """rsync's open_socket_out(): try each address of ``host`` until one connects.
+            warn: Callable[[str], None] = _stderr, debug_connect: int = 0
+            ) -> SocketConnection:
+    """rsync's open_socket_out(): try each address of ``host`` until one connects
+    (of the proxy's, with RSYNC_PROXY set, which is then asked to CONNECT to it).
 
     Refused/unreachable: exit 10 with rsync's "failed to connect to HOST (ADDR):
     ... (errno)" line per address; --contimeout expiring: exit 35.
@@ -197,10 +199,26 @@ def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 
     if prog:
         return _connect_prog(expand_connect_prog(prog, host), host, who)
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(af_hint, socket.AF_UNSPEC)
+    target = (host, port)
     try:
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        proxy = parse_proxy(os.environ.get("RSYNC_PROXY") or "")
+    except ValueError as bad:
+        warn(str(bad))  # rprintf(FERROR): the bare message, then exit 10
+        raise TransportError(RERR_SOCKETIO) from None
+    gai_host, gai_port = host, str(port)
+    if proxy is not None:
+        gai_host, gai_port = proxy[0], proxy[1]
+        if debug_connect >= 1:
+            sys.stdout.write(f"connection via http proxy {gai_host} port {gai_port}\n")
+            sys.stdout.flush()
+    try:
+        infos = socket.getaddrinfo(gai_host, gai_port, family, socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise TransportError(RERR_SOCKETIO, f"getaddrinfo: {host} {port}: {exc.strerror}") from None
+        raise TransportError(RERR_SOCKETIO, f"getaddrinfo: {gai_host} {gai_port}: "
+                                            f"{exc.strerror}") from None
+    except UnicodeError:  # (a label the idna codec refuses: too long, or empty)
+        raise TransportError(RERR_SOCKETIO, f"getaddrinfo: {gai_host} {gai_port}: "
+                                            "Name or service not known") from None
     failures: list[str] = []
     for fam, stype, proto, _canon, addr in infos:
         try:
@@ -227,12 +245,93 @@ def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 
         except OSError as exc:
             sock.close()
             code = exc.errno or errno_mod.EIO
-            failures.append(f"[{who}] failed to connect to {host} ({addr[0]}): "
+            failures.append(f"[{who}] failed to connect to {gai_host} ({addr[0]}): "
                             f"{os.strerror(code)} ({code})")
             continue
         sock.settimeout(None)
+        if proxy is not None:
+            refused = proxy_connect(sock, *target, proxy[2], proxy[3])
+            if refused is not None:
+                warn(refused)  # socket.c: rprintf(FERROR), then the next address
+                sock.close()
+                continue
         return SocketConnection(sock, peer=addr[0], who=who)
     raise TransportError(RERR_SOCKETIO, join_lines(failures) if failures else None)
+
+
+PROXY_BUF_SIZE = 1024  # socket.c: the CONNECT request and each response line
+
+
+def parse_proxy(spec: str) -> tuple[str, str, str | None, str | None] | None:
+    """RSYNC_PROXY, "[USER:PASS@]HOST:PORT" (socket.c open_socket_out()):
+    (host, port, user, password); None when unset.  ValueError, in rsync's words,
+    for a malformed one."""
+    if not spec:
+        return None
+    spec = spec.encode("utf-8", "surrogateescape")[:1023].decode("utf-8", "surrogateescape")
+    user = password = None
+    cred, at, hostport = spec.rpartition("@")
+    if at:
+        if ":" not in cred:
+            raise ValueError("invalid proxy specification: should be USER:PASS@HOST:PORT")
+        user, _, password = cred.partition(":")
+    else:
+        hostport = spec
+    if ":" not in hostport:
+        raise ValueError("invalid proxy specification: should be HOST:PORT")
+    phost, _, pport = hostport.partition(":")
+    return phost, pport[:9], user, password  # (portbuf[10])
+
+
+def proxy_connect(sock, host: str, port: int, user: str | None, password: str | None
+                  ) -> str | None:
+    """socket.c establish_proxy_connection(): ask an HTTP proxy to CONNECT to
+    host:port and read its answer up to the blank line.  None when the tunnel
+    is up, else the error rsync prints; every line read is bounded."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in host):
+        return "invalid control character in proxy CONNECT host"
+    auth = ""
+    if user is not None and password is not None:
+        cred = f"{user}:{password}".encode("utf-8", "surrogateescape")[:PROXY_BUF_SIZE - 1]
+        if (len(cred) * 8 + 5) // 6 >= PROXY_BUF_SIZE - 3:
+            return "authentication information is too long"
+        auth = "\r\nProxy-Authorization: Basic " + base64.b64encode(cred).decode()
+    req = f"CONNECT {host}:{port} HTTP/1.0{auth}\r\n\r\n".encode("utf-8", "surrogateescape")
+    if len(req) >= PROXY_BUF_SIZE:
+        return "proxy CONNECT request too long"
+    try:
+        sock.sendall(req)
+    except OSError as exc:
+        return f"failed to write to proxy: {os.strerror(exc.errno or 0)} ({exc.errno or 0})"
+
+    def line() -> bytes | str:
+        got = bytearray()
+        while len(got) < PROXY_BUF_SIZE - 1:
+            try:
+                c = sock.recv(1)
+            except OSError as exc:
+                return f"failed to read from proxy: {os.strerror(exc.errno or 0)} " \
+                       f"({exc.errno or 0})"
+            if not c:
+                return "failed to read from proxy: Success (0)"
+            got += c
+            if c == b"\n":
+                return bytes(got)
+        return ""  # too long
+
+    first = line()
+    if isinstance(first, str):
+        return first or "proxy response line too long"
+    text = first[:-1].removesuffix(b"\r").decode("utf-8", "replace")
+    status = text[5:].lstrip("0123456789.").lstrip(" ")
+    if not text.startswith("HTTP/") or not status.startswith("2"):
+        return f"bad response from proxy -- {text}"
+    while True:  # the rest of the header, to its blank line
+        got = line()
+        if isinstance(got, str):
+            return got or "proxy response header line too long"
+        if got in (b"\n", b"\r\n"):
+            return None
 
 
 # ---------------------------------------------------------------------------
