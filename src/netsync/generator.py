@@ -158,6 +158,7 @@ class Generator:
         self._alt_roots: list[int | None | bool] = []  # held --*-dest dir fds
         self._droot_fd: int | None = None
         self._dcache: tuple[bytes, int] | None = None
+        self._mjail: tuple[int, bytes] | tuple[()] | None = None  # _module_jail()
         self._dprefix = dest if dest.endswith(b"/") else dest + b"/"
         # Existing dest symlinks on the way are followed for a lone file, with -K, and
         # for -R --no-implied-dirs (whose path elements are used as they are) unless a
@@ -250,7 +251,7 @@ class Generator:
         symlinks; raises OSError. Paths outside the destination use lstat."""
         pre = self._dprefix
         if self._follow_dest_links or not path.startswith(pre):
-            if self._follow_dest_links and path.startswith(pre) and self._module_root():
+            if self._follow_dest_links and path.startswith(pre) and self._module_jail():
                 # -K (or a lone file) in a daemon's module: the dirs on the way may be
                 # kept dir symlinks, followed only while they stay in the module (a
                 # path through one leading out is ELOOP, as rsync's confined stat).
@@ -294,31 +295,28 @@ class Generator:
                 pass
         return st
 
-    @staticmethod
-    def _module_root() -> bytes:
-        """The daemon module confining us (b"": none, or a chroot that is the jail)."""
-        root = safepath.confine_root
-        return root.rstrip(b"/") if root is not None else b""
+    def _module_jail(self) -> tuple[int, bytes] | None:
+        """safepath.module_anchor(), worked out once: the module confining us, if any."""
+        j = self._mjail
+        if j is None:
+            j = self._mjail = safepath.module_anchor() or ()
+        return j or None
 
     def _module_dir_fd(self, head: bytes) -> int:
         """An fd (the caller's to close) of the dest dir ``head`` reached from the module
         root, following a symlink on the way only while it stays in the module (ELOOP
         otherwise).  Walked afresh each time: the dirs on the way change as we go."""
-        root = self._module_root()
-        full = os.path.normpath(os.path.join(os.getcwdb(), head or b"."))
-        if full != root and not full.startswith(root + b"/"):
+        j = self._module_jail()
+        assert j is not None
+        if j[0] < 0 or head.startswith(b"/"):
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-        anchor = os.open(root, safepath.DIR_FLAGS)
-        try:
-            return safepath.walk_beneath(anchor, full[len(root) + 1:])
-        finally:
-            os.close(anchor)
+        return safepath.walk_beneath(j[0], j[1] + head)
 
     def _dirlink_in_module(self, path: bytes) -> bool:
         """-K in a daemon's module: may the dest dir symlink ``path`` be taken for the
         dir it leads to?  Only when that is within the module (rsync's confined stat):
         a link out of the module is never entered, listed or deleted in."""
-        if not self._module_root():
+        if self._module_jail() is None:
             return True
         try:
             os.close(self._module_dir_fd(path))
@@ -533,8 +531,7 @@ class Generator:
         """Entries of a destination dir that deletion may touch, in rsync's order."""
         from netsync.flist import sort_key
 
-        if self._follow_dest_links and self._module_root() \
-                and not self._dirlink_in_module(path):
+        if self._follow_dest_links and not self._dirlink_in_module(path):
             return []  # -K: not through a kept dir symlink leading out of the module
         out: list[tuple[bytes, int, bytes]] = []
         try:

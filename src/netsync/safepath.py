@@ -227,6 +227,23 @@ def owner_makedirs(path: bytes, start_fd: int | None = None, mode: int = 0o777) 
 # --------------------------------------------------------------------------
 # Transfer paths: no symlink is ever followed below the held directory.
 
+def module_anchor() -> tuple[int, bytes] | None:
+    """(fd of the daemon module's root, the cwd's path below it + "/") while a module
+    confines us (syscall.c secure_relpath_active()), else None; (-1, b"") when the cwd
+    is not inside the module at all (nothing may be reached).  Paths from the cwd
+    are then walked from that fd, following only in-module symlinks (walk_beneath)."""
+    root = confine_root
+    if root is None or not root.rstrip(b"/"):
+        return None  # no module, or a chroot: the root is the jail
+    root = root.rstrip(b"/")
+    cwd = os.getcwdb()
+    if cwd == root:
+        return os.open(b".", DIR_FLAGS), b""
+    if cwd.startswith(root + b"/"):
+        return os.open(root, DIR_FLAGS), cwd[len(root) + 1:] + b"/"
+    return -1, b""
+
+
 def dir_beneath(dir_fd: int | None, comps: list[bytes], create: int | None = None) -> int:
     """An fd of the directory ``comps`` below ``dir_fd``, every step O_NOFOLLOW;
     with ``create`` (a mode) missing steps are made."""

@@ -366,18 +366,7 @@ class Sender:
         leaves for the listing, but never enumerate or open out of the module."""
         j = self._jail_st
         if j is None:
-            root = safepath.confine_root
-            j = ()
-            if root is not None and root.rstrip(b"/"):
-                root = root.rstrip(b"/")
-                cwd = os.getcwdb()
-                if cwd == root:
-                    j = (os.open(b".", safepath.DIR_FLAGS), b"")
-                elif cwd.startswith(root + b"/"):
-                    j = (os.open(root, safepath.DIR_FLAGS), cwd[len(root) + 1:] + b"/")
-                else:  # not inside the module at all: nothing may be reached
-                    j = (-1, b"")
-            self._jail_st = j
+            j = self._jail_st = safepath.module_anchor() or ()
         return j or None
 
     def _jail_dir(self, path: bytes, flags: int = safepath.DIR_FLAGS) -> int:
