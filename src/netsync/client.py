@@ -276,7 +276,7 @@ class _Client:
                                           remote_protocol=remote_protocol)
         hs.option_check = self.opts.protocol_error
         neg = run_client_handshake(self.conn, hs)  # type: ignore[arg-type]
-        _count_from_here(self.conn, hs.leftover)
+        self.conn.count_from_here(hs.leftover)  # type: ignore[union-attr]
         return neg, hs
 
     def _start_shell(self, plan):
@@ -2417,15 +2417,6 @@ class ItemNdx:
             super().recv_generator(ndx, e, hl_retry)  # type: ignore[misc]
         finally:
             self._item_ndx = saved
-
-
-def _count_from_here(conn, leftover: bytes) -> None:
-    """The byte counts rsync reports (its stats.total_read/total_written) start when
-    io.c's buffering does, after setup_protocol(): the version, compat flags,
-    checksum and compression names and the seed (and a daemon's greeting and
-    arguments before them) go by safe_read()/safe_write() and are not counted."""
-    conn.bytes_read = len(leftover)  # (read past the handshake: counted)
-    conn.bytes_written = 0
 
 
 def inc_options_supported(o, am_sender: bool) -> bool:

@@ -250,20 +250,21 @@ class Generator:
         """lstat of a destination path whose dirs are resolved without following
         symlinks; raises OSError. Paths outside the destination use lstat."""
         pre = self._dprefix
-        if self._follow_dest_links or not path.startswith(pre):
-            if self._follow_dest_links and path.startswith(pre) and self._module_jail():
-                # -K (or a lone file) in a daemon's module: the dirs on the way may be
-                # kept dir symlinks, followed only while they stay in the module (a
-                # path through one leading out is ELOOP, as rsync's confined stat).
-                head, _, leaf = path.rpartition(b"/")
-                try:
-                    dfd = self._module_dir_fd(head)
-                except FileNotFoundError:
-                    return None
-                try:
-                    return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
-                finally:
-                    os.close(dfd)
+        inside = path.startswith(pre)
+        if self._follow_dest_links and inside and self._module_jail():
+            # -K (or a lone file) in a daemon's module: the dirs on the way may be
+            # kept dir symlinks, followed only while they stay in the module (a
+            # path through one leading out is ELOOP, as rsync's confined stat).
+            head, _, leaf = path.rpartition(b"/")
+            try:
+                dfd = self._module_dir_fd(head)
+            except FileNotFoundError:
+                return None
+            try:
+                return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+            finally:
+                os.close(dfd)
+        if self._follow_dest_links or not inside:
             return os.lstat(path)
         head, _, leaf = path[len(pre):].rpartition(b"/")
         try:

@@ -380,9 +380,9 @@ class Sender:
     def _jail_parent(self, path: bytes) -> tuple[int, bytes, bool]:
         """(fd of path's dir confined to the module, leaf name, whether the fd is
         the caller's to close): the dir being listed when path is in it."""
-        sc = self._scan
-        if sc is not None and path.startswith(sc[0]) and b"/" not in path[len(sc[0]):]:
-            return sc[1], path[len(sc[0]):], False
+        held = self._in_scan(path)
+        if held is not None:
+            return held
         head, _, leaf = path.rpartition(b"/")
         if leaf in (b"", b".", b".."):
             return self._jail_dir(path), b".", True
@@ -393,11 +393,17 @@ class Sender:
         module; else in the dir being listed when it is there (its held, checked
         fd: see _open_listed_dir()), or (None, path, False), the path from the cwd."""
         if self._jail() is None:
-            sc = self._scan
-            if sc is not None and path.startswith(sc[0]) and b"/" not in path[len(sc[0]):]:
-                return sc[1], path[len(sc[0]):], False
-            return None, path, False
+            held = self._in_scan(path)
+            return (None, path, False) if held is None else held
         return self._jail_parent(path)
+
+    def _in_scan(self, path: bytes) -> tuple[int, bytes, bool] | None:
+        """(the listed dir's held fd, leaf, False) when ``path`` is directly in the
+        dir being listed (flist.c scan_dirfd), else None."""
+        sc = self._scan
+        if sc is not None and path.startswith(sc[0]) and b"/" not in path[len(sc[0]):]:
+            return sc[1], path[len(sc[0]):], False
+        return None
 
     def _open_listed_dir(self, root_idx: int, dpath: bytes, ident: tuple[int, int]) -> int:
         """The directory ``dpath`` for its listing, outside a module: flist.c

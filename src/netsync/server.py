@@ -42,7 +42,6 @@ from netsync.client import (
     WireIO,
     _acls_need_30,
     _Client,
-    _count_from_here,
     inc_options_supported,
     read_files_from_file,
 )
@@ -266,7 +265,7 @@ class _Server(_Client):
         neg = run_server_handshake(self.conn, hs)
         if d is not None and d.error is not None and d.files_from and not self.am_sender:
             self.conn.write(b"\0")  # rsync_module(): the files-from end, before multiplexing
-        _count_from_here(self.conn, hs.leftover)
+        self.conn.count_from_here(hs.leftover)
         self.neg = neg
         _acls_need_30(opts, neg.protocol)
         self._xa_init()

@@ -62,6 +62,15 @@ class Connection:
     #: --timeout, rsync's global io_timeout: a handshake read waiting longer fails (code 30).
     timeout: float | None = None
 
+    def count_from_here(self, leftover: bytes = b"") -> None:
+        """Start the byte counts rsync reports (its stats.total_read/total_written)
+        here, where io.c's buffering starts, after setup_protocol(): the version,
+        compat flags, checksum and compression names and the seed (and a daemon's
+        greeting and arguments before them) go by safe_read()/safe_write() and are
+        not counted.  ``leftover``: read past that point, so counted."""
+        self.bytes_read = len(leftover)
+        self.bytes_written = 0
+
     def read(self, n: int = 65536) -> bytes:
         """Up to ``n`` bytes; b"" at end of stream."""
         if self.timeout:
