@@ -87,21 +87,22 @@ def test_rsync_batch_replayed_by_netsync(tmp_path: Path, sync_cmd: list[str], de
     tc.assert_same(want, tc.snapshot(work / "replay"), what="--read-batch result")
 
 
-def test_incremental_hard_link_batch_refused(tmp_path: Path, sync_cmd: list[str]) -> None:
-    """rsync writes -H batches with incremental recursion, which netsync cannot replay
-    yet: refused up front, the destination untouched."""
-    work = _setup(tmp_path, "diverged")
+@pytest.mark.parametrize("dest", ["none", "diverged"])
+def test_incremental_hard_link_batch(tmp_path: Path, sync_cmd: list[str], dest: str) -> None:
+    """rsync writes -H batches with incremental recursion (a group's members in several
+    lists); replayed, they make rsync's tree and print rsync's lines."""
+    work = _setup(tmp_path, dest)
+    want = _reference(work, ["-aH", "--delete"])
     _copy_old(work, "wrote")
-    _ok(tc.run(RSYNC, ["-aH", "--write-batch=B", "src/", "wrote/"], work))
-    replay = _copy_old(work, "replay")
-    before = tc.snapshot(replay)
-    r = tc.run(sync_cmd, ["-aH", "--read-batch=B", "replay/"], work)
-    if sync_cmd == RSYNC:
-        assert r.returncode == 0, r.describe()
-        return
-    assert r.returncode == 4, r.describe()
-    assert b"--no-inc-recursive" in r.stderr and b"Traceback" not in r.stderr
-    tc.assert_same(before, tc.snapshot(replay), what="destination after the refusal")
+    _ok(tc.run(RSYNC, ["-aH", "--delete", "--write-batch=B", "src/", "wrote/"], work))
+    runs = {}
+    for prog, tag in ((RSYNC, "r"), (sync_cmd, "n")):
+        replay = _copy_old(work, "replay")  # (the same name: it is in the output)
+        runs[tag] = _ok(tc.run(prog, ["-aHv", "--delete", "--read-batch=B", "replay/"],
+                               work))
+        tc.assert_same(want, tc.snapshot(replay), what=f"{tag} --read-batch result")
+        replay.rename(work / f"replay-{tag}")
+    tc.assert_same_output(tc.output_lines(runs["r"].stdout), tc.output_lines(runs["n"].stdout))
 
 
 @pytest.mark.parametrize("proto", [31, 30, 29, 27])
@@ -464,10 +465,7 @@ def test_only_write_batch_push_over_ssh(tmp_path: Path, sync_cmd: list[str],
         tc.assert_same(before, tc.snapshot(dest), what=f"destination of B{tag}")
     tc.assert_same_output(tc.output_lines(runs["r"].stdout), tc.output_lines(runs["n"].stdout))
     for tag in runs:
-        readers = [(RSYNC, "r")]
-        if not (tag == "i" and "-aiH" in opts):  # (an incremental -H batch: refused)
-            readers.append((sync_cmd, "n"))
-        for reader, rtag in readers:
+        for reader, rtag in ((RSYNC, "r"), (sync_cmd, "n")):
             replay = _copy_old(work, f"replay-{tag}{rtag}")
             _ok(tc.run(reader, [*opts, f"--read-batch=B{tag}", f"{replay.name}/"], work))
             tc.assert_same(want, tc.snapshot(replay), what=f"{rtag} replay of B{tag}")

@@ -338,29 +338,33 @@ def test_ssh_source_forms(sshd_server: SshServer, tmp_path: Path, direction: str
                                              ("diverged", ["-aviH", "--delete"]),
                                              ("diverged", ["-aviHn", "--delete"])],
                          ids=["new", "diverged", "dry-run"])
-def test_hard_links_pushed_incrementally(sshd_server: SshServer, tmp_path: Path,
-                                         dest: str, extra: list[str], protocol: int) -> None:
-    """-H pushed: netsync's lists go out a directory at a time (rsync's client offers
-    'i' with -H, and so does netsync now), each group's first member named across
-    lists; rsync's receiver makes the same links, prints the same lines."""
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_hard_links_incrementally(sshd_server: SshServer, tmp_path: Path, direction: str,
+                                  dest: str, extra: list[str], protocol: int) -> None:
+    """-H with the lists a directory at a time, as rsync's client offers 'i' with -H.
+    Pushed: each group's first member is named across lists.  Pulled: the receiver
+    keeps each group's state across lists (hlink.c prior_hlinks) and reads lists
+    ahead before generating one, so the member that gets the data -- and the "=>"
+    lines -- are rsync's.  Both: the same links, the same lines."""
     a, b = _work(tmp_path, "linked", dest)
     wrapper, log = _wrapper(tmp_path)
     opts = [*extra, f"--protocol={protocol}"]
     now = time.time_ns() - 10**9
-    want = tc.run([tc.RSYNC], _ssh_args(sshd_server, a, "push", wrapper, opts), cwd=a)
+    want = tc.run([tc.RSYNC], _ssh_args(sshd_server, a, direction, wrapper, opts), cwd=a)
     want_flags = _server_flags(log)
-    got = tc.run(tc.program_under_test(), _ssh_args(sshd_server, b, "push", wrapper, opts),
+    got = tc.run(tc.program_under_test(), _ssh_args(sshd_server, b, direction, wrapper, opts),
                  cwd=b)
     got_flags = _server_flags(log)
     _check_same(want, got, a, b, now)
     assert b"hf" in want.stdout and b" => " in want.stdout, want.describe()
     assert _caps(want_flags[0]).startswith("i"), want_flags
     assert got_flags == want_flags
-    assert b"sending incremental file list" in tc.output_lines(got.stdout)
+    word = b"sending" if direction == "push" else b"receiving"
+    assert word + b" incremental file list" in tc.output_lines(got.stdout)
 
 
 @pytest.mark.parametrize(("direction", "extra"), [
-    ("pull", ["-aH"]), ("push", ["-aR"]),
+    ("push", ["-aR"]),
     ("pull", ["-a", "--delete-after"]), ("push", ["-a", "--delete-missing-args"]),
 ])
 def test_declined_option_sets(sshd_server: SshServer, tmp_path: Path, direction: str,

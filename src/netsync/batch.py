@@ -594,12 +594,6 @@ class _BatchReader(_Client):
         if compat & CF_INC_RECURSE and not allow_inc:
             raise _bare(E.RERR_SYNTAX, "Incompatible options specified for inc-recursive "
                         "batch file.")
-        if compat & CF_INC_RECURSE and opts.hard_links:
-            # This client's -H runs on whole lists; rsync writes a -H batch incrementally
-            # unless told not to.
-            raise _bare(E.RERR_UNSUPPORTED, "netsync cannot replay a --hard-links (-H) batch "
-                        "written with incremental recursion (write it with "
-                        "--no-inc-recursive)")
         opts.inc_recursive = bool(compat & CF_INC_RECURSE)
         self.neg = Negotiated(
             protocol=proto, remote_protocol=remote, compat_flags=compat,
@@ -707,12 +701,7 @@ class _BatchReader(_Client):
         assert feed is not None
         for base, ents, _n in feed.active:
             self._hi = max(self._hi, base + len(ents))
-        # rsync writes -H batches with incremental recursion, which this client does not
-        # otherwise use with -H: the generator's hard-link bookkeeping looks entries up by
-        # index in the whole list, here the lists still held.
-        flist.entries = self._held = _HeldEntries(feed, bool(self.opts.hard_links))
-        for base, ents, _n in feed.active:
-            self._held.keep(base, ents)
+        flist.entries = self._held = _HeldEntries(feed)
         self._note_lists()
         return flist
 
@@ -751,7 +740,6 @@ class _BatchReader(_Client):
             base, ents, _n = feed.active[-1]
             self._hi = max(self._hi, base + len(ents))
             if self._held is not None:
-                self._held.keep(base, ents)
                 self._note_lists()
 
     def _skip(self, what: str, ndx: int) -> None:
@@ -858,26 +846,18 @@ class _BatchReader(_Client):
 
 
 class _HeldEntries(list):
-    """An incremental list's entries by file index (empty to iterate, as before); with
-    -H the lists already done stay reachable, as a group's first member may be in one."""
+    """An incremental list's entries by file index, of the lists still held (empty to
+    iterate, as before)."""
 
-    def __init__(self, feed, keep_all: bool) -> None:
+    def __init__(self, feed) -> None:
         super().__init__()
         self.feed = feed
-        self.lists: list[tuple[int, list]] | None = [] if keep_all else None
-
-    def keep(self, base: int, entries: list) -> None:
-        if self.lists is not None:
-            self.lists.append((base, entries))
 
     def __getitem__(self, ndx):  # type: ignore[override]
         if isinstance(ndx, int) and ndx >= 0:
             e = self.feed.entry(ndx)
             if e is not None:
                 return e
-            for base, entries in self.lists or ():
-                if 0 <= ndx - base < len(entries):
-                    return entries[ndx - base]
         return super().__getitem__(ndx)
 
 

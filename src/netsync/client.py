@@ -1684,6 +1684,8 @@ class _Client:
         gen.after_files = lambda: self._redo_phase(gen)
         if feed is not None:
             gen.feed = feed  # type: ignore[assignment]
+            if feed.hl_last is not None:
+                gen.hl_last = feed.hl_last
             self._inc_progress(rep)
         rep.attach_stats(stats)
         if feed is not None and rep.progress is not None:
@@ -1856,6 +1858,14 @@ class _Client:
         while feed.active and feed.active[0][0] < before:
             base, entries, _num = feed.active[0]
             end = base + len(entries)
+            if gen.hl_pending_from is not None and gen.hl_pending_from < end:
+                # Hard-linked members of this list wait for their group's data: linked
+                # once every list received is generated (the groups' last members too).
+                if not finish:
+                    return
+                gen.finish_requests()
+                self._drain_pending()
+                gen.finish_hard_links()
             later = gen._later
             if later and later[0][1] < end:
                 if not finish:
@@ -2418,14 +2428,20 @@ class ItemNdx:
         finally:
             self._item_ndx = saved
 
+    def _hl_link_late(self, ndx, e) -> None:
+        # (a member linked after its group's data came is reported like the others)
+        saved, self._item_ndx = self._item_ndx, ndx
+        try:
+            super()._hl_link_late(ndx, e)  # type: ignore[misc]
+        finally:
+            self._item_ndx = saved
+
 
 def inc_options_supported(o, am_sender: bool) -> bool:
     """The options netsync runs incremental recursion with, as client or server (the
     sources counted apart): not -R, --files-from, --list-only, --delete-missing-args,
-    --delete-before/after, --delay-updates, -m or batches, and -H only as the sender
-    (its lists carry each group's first index across lists, as flist.c's; the
-    receiving side's hlink.c prior-list bookkeeping is not done here)."""
-    if (o.hard_links and not am_sender) or o.relative or o.files_from is not None or o.list_only \
+    --delete-before/after, --delay-updates, -m or batches."""
+    if o.relative or o.files_from is not None or o.list_only \
             or o.delete_missing_args:
         return False
     if o.delete and o.delete_mode not in (None, "during", "delay"):
@@ -2458,6 +2474,9 @@ class _WireFeed:
         self._hit: tuple[int, list, int] | None = None
         self.high = 0
         self.all_freed = False  # the sender's NDX_DONE freed the last list (receiver.c)
+        # -H: hard-link group (its first member's ndx) -> its last member received so
+        # far; the generator's hl_last, which decides the member that gets the data.
+        self.hl_last: dict[int, int] | None = {} if client.opts.hard_links else None
 
     def add(self, d, base: int, entries: list, io_error: int) -> None:
         """A list received; ``io_error``: the sender's I/O errors up to its end."""
@@ -2466,6 +2485,18 @@ class _WireFeed:
             raise WireError(f"ERROR: out of memory in flist_expand (over {self.max_held} "
                             f"entries in the lists not yet done) [{self.c.who}]",
                             E.RERR_MALLOC)
+        last = self.hl_last
+        if last is not None:
+            for i, e in enumerate(entries):
+                group = e.hlink
+                if group is None or e.flags & FLAG_DUPLICATE:
+                    continue
+                if group < base and group not in last:
+                    # hlink.c match_gnums(): a member of an earlier list's group that
+                    # no earlier list declared (a hostile sender).
+                    raise WireError(f"hard-link gnum {group} precedes flist start {base}",
+                                    E.RERR_PROTOCOL)
+                last[group] = base + i
         self._num += 1
         self.high = max(self.high, base + len(entries))  # (echoes may name a dropped list)
         self.active.append((base, entries, self._num))
@@ -2506,22 +2537,32 @@ class _WireFeed:
             c._retire(self._gen_start, finish=True)
             io.flush()
             while not self.queue and not self.eof:
-                ndx = io.read_ndx()
-                if ndx == NDX_DONE and not c._done_echoes and len(self.active) <= 1:
-                    # receiver.c recv_files(): an NDX_DONE from the sender frees the
-                    # oldest list, echoed or not; with the last one gone, a sub-list
-                    # that follows is refused (a hostile sender: an honest one sends
-                    # no unechoed NDX_DONE before the lists' end).
-                    self.all_freed = True
-                    continue
-                c._read_list_ndx(ndx)
+                self._read_one()
         if not self.queue:
             return None
         chunk = self.queue.popleft()
         self._gen_start = chunk[2]
         c._retire(self._gen_start, finish=False)
+        if self.hl_last is not None and not self.eof and self.held < MIN_FILECNT_LOOKAHEAD // 2:
+            # generator.c generate_files(): with -H, lists are read ahead to 500 files
+            # before one is generated, so the group members they hold are known (the
+            # last one received gets the data, the others link to it).
+            io.flush()
+            while not self.eof and self.held < MIN_FILECNT_LOOKAHEAD // 2:
+                self._read_one()
         self.flist.cur, self.flist.cur_base = chunk[3], chunk[2]
         return chunk
+
+    def _read_one(self) -> None:
+        ndx = self.c.io.read_ndx()
+        if ndx == NDX_DONE and not self.c._done_echoes and len(self.active) <= 1:
+            # receiver.c recv_files(): an NDX_DONE from the sender frees the oldest
+            # list, echoed or not; with the last one gone, a sub-list that follows
+            # is refused (a hostile sender: an honest one sends no unechoed NDX_DONE
+            # before the lists' end).
+            self.all_freed = True
+            return
+        self.c._read_list_ndx(ndx)
 
 
 # ---------------------------------------------------------------------------

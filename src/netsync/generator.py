@@ -116,8 +116,12 @@ class Generator:
         self.dir_fixups: list[tuple[bytes, FileEntry, int]] = []
         self.deletions = 0
         self.skipped_deletes = 0
-        self.hl_done: dict[int, int] = {}  # hard-link group -> ndx of a finished member
-        self.hl_last: dict[int, int] = {}  # hard-link group -> its last ndx
+        # hard-link group -> the name of a finished member, which later members link to
+        # (kept past its list, as hlink.c's prior_hlinks keeps the name)
+        self.hl_done: dict[int, bytes] = {}
+        # hard-link group -> its last ndx in the lists received so far (an incremental
+        # receiver's feed updates it as lists come: hlink.c match_gnums())
+        self.hl_last: dict[int, int] = {}
         self._hl_retry_ndx = -1  # the deferred member being generated once more
         # What the next _transfer() itemizes against when not its basis (False: the
         # basis); an attribute, so subclasses overriding _transfer() need not know.
@@ -130,11 +134,15 @@ class Generator:
         self.delta_totals = [0, 0, 0, 0]
         self._append_redo: list[tuple[int, FileEntry, bytes, int]] = []
         # group -> its members skipped, missing, for a later member to get the data
-        self.hl_deferred: dict[int, list[int]] = {}
+        self.hl_deferred: dict[int, list[tuple[int, FileEntry]]] = {}
         # Real run: group -> the member whose data is on its way (rsync FLAG_FILE_SENT);
-        # later members wait for it (hlink.c hard_link_check), linked after the pass.
+        # later members wait for it (hlink.c hard_link_check), linked after the pass
+        # (with incremental lists: before their list is done, see hl_pending_from).
         self.hl_sent: dict[int, int] = {}
-        self.hl_waiting: list[int] = []
+        self.hl_waiting: list[tuple[int, FileEntry]] = []
+        # The lowest ndx deferred or waiting (None: none), so a list holding one is not
+        # finished before they are linked (rsync's flist in_progress count).
+        self.hl_pending_from: int | None = None
         self._hl_ending = False
         if g.hard_links:
             for i, e in enumerate(flist.entries):
@@ -273,7 +281,8 @@ class Generator:
             return None
         return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
 
-    def _gen_stat(self, path: bytes, follow_dir: bool) -> os.stat_result | None | bool:
+    def _gen_stat(self, path: bytes, follow_dir: bool,
+                  report: bool = True) -> os.stat_result | None | bool:
         """lstat for the generator: False (after reporting) when it fails other than ENOENT."""
         try:
             st = self._confined_lstat(path)
@@ -282,6 +291,8 @@ class Generator:
         except FileNotFoundError:
             return None
         except OSError as ex:
+            if not report:
+                return False
             self.rep.error_xfer(f'recv_generator: failed to stat {self.rep.qpath(path)}: '
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
             return False
@@ -550,7 +561,14 @@ class Generator:
                                                                          is_dir):
                         continue  # never deleted (flist.c name_is_excluded)
                     out.append((d.name, mode, sort_key(d.name, is_dir)))
-        except OSError:
+        except FileNotFoundError:
+            return []
+        except OSError as ex:
+            # flist.c send_directory(): anything but ENOENT is an I/O error, which
+            # stops the deletions still to come.
+            self.io_error |= 1
+            self.rep.error_xfer(f"opendir {self.rep.qpath(path)} failed: "
+                                f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
             return []
         out.sort(key=lambda t: t[2])
         return [(n, md) for n, md, _ in out]
@@ -971,6 +989,13 @@ class Generator:
             if self._missing is e:
                 self._missing = None
                 got = None
+            elif self._size_limited(e):
+                # generator.c: a file the size limits skip is skipped before a failed
+                # stat (ENOTDIR under a file, say) would be reported.
+                got = self._gen_stat(path, False, report=False)
+                if got is False:
+                    self._size_skip(e)
+                    return
             else:
                 got = self._gen_stat(path, g.keep_dirlinks and is_dir)
             if got is False:
@@ -999,6 +1024,13 @@ class Generator:
             if is_dir and not g.dry_run:
                 # rsync still re-times every listed dir at the end (touch_up_dirs).
                 self.dir_fixups.append((path, e, -1))
+            if is_dir and self.feed is not None and g.delete \
+                    and g.delete_mode in ("during", "delay") and e.flags & FLAG_CONTENT_DIR \
+                    and not stat.S_ISLNK(st.st_mode):
+                # generator.c generate_files(): an incremental run clears each listed
+                # dir of extras as its list comes up, skipped or not; this one is no
+                # dir ("opendir ... failed: Not a directory"). (Not through a symlink.)
+                self.delete_in_dir(name, path, enter=False)
             return
         if is_dir:
             self._gen_dir(ndx, e, path, st)
@@ -1198,7 +1230,7 @@ class Generator:
                 self.rep.attrs_report(e.name, updated or bool(self.item_flags(e, st, 0)
                                                               & _ATTR_BITS))
                 self.itemize(e, st, 0)
-                self._hl_finish(ndx, path)
+                self._hl_finish(e)
                 if g.remove_source_files:
                     self._success(ndx)
                 return
@@ -1216,7 +1248,7 @@ class Generator:
                         return
                     quiet_item = True
                     if linked:
-                        self._hl_finish(ndx, path)
+                        self._hl_finish(e)
                         return
                 else:
                     st_for_item = found[2]
@@ -1243,7 +1275,7 @@ class Generator:
                 return
         if not quiet_item:
             self.itemize(e, st_for_item, log.ITEM_LOCAL_CHANGE | log.ITEM_REPORT_CHANGE)
-        self._hl_finish(ndx, path)
+        self._hl_finish(e)
         if g.remove_source_files:
             self._success(ndx)
 
@@ -1258,7 +1290,7 @@ class Generator:
                 self.rep.attrs_report(e.name, updated or bool(self.item_flags(e, st, 0)
                                                               & _ATTR_BITS))
                 self.itemize(e, st, 0)
-                self._hl_finish(ndx, path)
+                self._hl_finish(e)
                 if g.remove_source_files:
                     self._success(ndx)
                 return
@@ -1282,7 +1314,7 @@ class Generator:
                         return
                     quiet_item = True
                     if linked:
-                        self._hl_finish(ndx, path)
+                        self._hl_finish(e)
                         return
                 else:
                     item_st = found[2]
@@ -1305,7 +1337,7 @@ class Generator:
                 return
         if not quiet_item:
             self.itemize(e, item_st, log.ITEM_LOCAL_CHANGE | log.ITEM_REPORT_CHANGE)
-        self._hl_finish(ndx, path)
+        self._hl_finish(e)
         if g.remove_source_files:
             self._success(ndx)
 
@@ -1325,29 +1357,34 @@ class Generator:
                 pass
             return False
 
-    def _remember_hl(self, ndx: int, path: bytes) -> None:
-        if not self.g.hard_links:
-            return
-        e = self.flist.entries[ndx]
-        if e.hlink is not None and e.hlink not in self.hl_done:
-            self.hl_done[e.hlink] = ndx
+    def _remember_hl(self, e: FileEntry) -> None:
+        if self.g.hard_links and e.hlink is not None and e.hlink not in self.hl_done:
+            self.hl_done[e.hlink] = e.name
 
-    def _hl_finish(self, ndx: int, path: bytes) -> None:
+    def _hl_finish(self, e: FileEntry) -> None:
         """A member done here and now (up to date, made, found in an alt-dest, or
         "sent" by a dry run): hlink.c finish_hard_link() links the members that
         were skipped waiting for their group's data right away, newest first."""
         if not self.g.hard_links:
             return
-        self._remember_hl(ndx, path)
+        self._remember_hl(e)
         if self._hl_ending or not self.hl_deferred:
             return
-        group = self.flist.entries[ndx].hlink
-        mine = self.hl_deferred.pop(group, None) if group is not None else None
-        for i in reversed(mine or ()):
-            self._hl_link_late(i)
+        mine = self.hl_deferred.pop(e.hlink, None) if e.hlink is not None else None
+        for i, de in reversed(mine or ()):
+            self._hl_link_late(i, de)
+        if not self.hl_deferred and not self.hl_waiting:
+            self.hl_pending_from = None
 
-    def _hl_link_late(self, ndx: int) -> None:
-        e = self.flist.entries[ndx]
+    def _hl_pend(self, ndx: int, e: FileEntry, deferred: bool) -> None:
+        if deferred:
+            self.hl_deferred.setdefault(e.hlink, []).append((ndx, e))  # type: ignore[arg-type]
+        else:
+            self.hl_waiting.append((ndx, e))
+        if self.hl_pending_from is None or ndx < self.hl_pending_from:
+            self.hl_pending_from = ndx
+
+    def _hl_link_late(self, ndx: int, e: FileEntry) -> None:
         path = self.dpath(e.name)
         if not self._hard_link(ndx, e, path, self._lstat(path), deferred=True):
             self.recv_generator(ndx, e, hl_retry=True)
@@ -1362,7 +1399,7 @@ class Generator:
         assert group is not None
         if not deferred and group in self.hl_sent:
             # hard_link_check(): a member's data is being received: wait for it.
-            self.hl_waiting.append(ndx)
+            self._hl_pend(ndx, e, deferred=False)
             return True
         done = self.hl_done.get(group)
         if done is None:
@@ -1371,16 +1408,15 @@ class Generator:
                 # Not the last of its group and missing: the last one gets the data
                 # and this one is linked to it afterwards (rsync's in_progress wait).
                 # Other types need no data: the first is made and the rest link to it.
-                self.hl_deferred.setdefault(group, []).append(ndx)
+                self._hl_pend(ndx, e, deferred=True)
                 return True
             return False
-        first = self.flist.entries[done]
-        first_path = self.dpath(first.name)
+        first_path = self.dpath(done)
         fst = self._lstat(first_path)
         if fst is None and self.g.dry_run and self.g.alt_dest:
             # hlink.c: a dry run stands for the leader with its alt-dest match.
             for i in range(len(self.g.alt_dest)):
-                fst = self._alt_lstat(self._alt_at(i, first.name))
+                fst = self._alt_lstat(self._alt_at(i, done))
                 if fst is not None:
                     break
         if st is not None and fst is not None and st.st_ino == fst.st_ino \
@@ -1388,6 +1424,8 @@ class Generator:
             # hlink.c maybe_hard_link(): already linked ("hf" at -ii, no "=>" name)
             self.itemize(e, st, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=b"")
             self.rep.attrs_report(e.name)
+            if self.g.remove_source_files:
+                self._success(ndx)  # (hard_link_check() reports it as done as well)
             return True
         if st is not None and stat.S_ISDIR(st.st_mode):
             if not self._make_room(e.name, path, st, "file"):
@@ -1405,13 +1443,13 @@ class Generator:
                 except OSError:
                     pass
                 self.rep.error_xfer(f'link {self.rep.qpath(path)} => '
-                                    f'{self.rep.safe(first.name)} failed: '
+                                    f'{self.rep.safe(done)} failed: '
                                     f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="generator")
                 return True
         item_st = self._hlink_alt_st(e, fst) if st is None and self.g.alt_dest else st
         if item_st is not False:
             self.itemize(e, item_st or None, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS,
-                         xname=first.name)
+                         xname=done)
         if self.g.remove_source_files:
             self._success(ndx)
         return True
@@ -1446,26 +1484,27 @@ class Generator:
         # Leaders in the order their data arrives (the one sent, else the group's
         # last); each one's chain: the members that waited for its data in the order
         # they came, then those skipped before it, newest first (rsync prepends).
-        entries, last, sent = self.flist.entries, self.hl_last, self.hl_sent
+        last, sent = self.hl_last, self.hl_sent
 
-        def leader(ndx: int) -> int:
-            group = entries[ndx].hlink
-            return sent.get(group, last.get(group, -1))  # type: ignore[arg-type]
+        def leader(e: FileEntry) -> int:
+            return sent.get(e.hlink, last.get(e.hlink, -1))  # type: ignore[arg-type]
 
-        waiting = sorted([(leader(n), 0, k, n) for k, n in enumerate(self.hl_waiting)]
-                         + [(leader(n), 1, -k, n) for group in self.hl_deferred.values()
-                            for k, n in enumerate(group)])
+        waiting = sorted([(leader(e), 0, k, n, e) for k, (n, e) in enumerate(self.hl_waiting)]
+                         + [(leader(e), 1, -k, n, e) for group in self.hl_deferred.values()
+                            for k, (n, e) in enumerate(group)], key=lambda t: t[:4])
         self.hl_waiting, self.hl_deferred = [], {}
+        self.hl_pending_from = None
         self.hl_sent.clear()
         self._hl_ending = True
         try:
-            for *_, ndx in waiting:
-                self._hl_link_late(ndx)
+            for *_, ndx, e in waiting:
+                self._hl_link_late(ndx, e)
         finally:
             self._hl_ending = False
             # (a redo pass after this links to the group's data, received by now)
             self.hl_deferred.clear()
             self.hl_sent.clear()
+            self.hl_pending_from = None if not self.hl_waiting else self.hl_waiting[0][0]
 
     def _success(self, ndx: int) -> None:
         if self.on_success is not None and not self.g.dry_run:
@@ -1489,17 +1528,23 @@ class Generator:
             return False
         return not mtime_differs(self.a, st, e)
 
+    def _size_limited(self, e: FileEntry) -> bool:
+        """--max-size/--min-size leave this regular file out."""
+        g = self.g
+        return stat.S_ISREG(e.mode) and (g.max_size is not None and e.size > g.max_size
+                                         or g.min_size is not None and e.size < g.min_size)
+
+    def _size_skip(self, e: FileEntry) -> None:
+        if self.rep.level("skip") >= 1:
+            over = self.g.max_size is not None and e.size > self.g.max_size
+            self.rep.info(f"{self.rep.safe(e.name)} is {'over max' if over else 'under min'}-size")
+
     def _gen_file(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
                   new_mode: int) -> None:
         g = self.g
         name = e.name
-        if g.max_size is not None and e.size > g.max_size:
-            if self.rep.level("skip") >= 1:
-                self.rep.info(f"{self.rep.safe(name)} is over max-size")
-            return
-        if g.min_size is not None and e.size < g.min_size:
-            if self.rep.level("skip") >= 1:
-                self.rep.info(f"{self.rep.safe(name)} is under min-size")
+        if self._size_limited(e):
+            self._size_skip(e)
             return
         if g.update and st is not None and stat.S_IFMT(st.st_mode) == stat.S_IFMT(e.mode) \
                 and e.mtime - st.st_mtime_ns // 10**9 < self.a.modify_window:
@@ -1563,7 +1608,7 @@ class Generator:
                     and ndx != self.hl_last.get(e.hlink) and ndx != self._hl_retry_ndx:
                 # No alt-dest match either: the group's last member gets the data
                 # (generator.c F_HLINK_NOT_LAST after try_dests_reg).
-                self.hl_deferred.setdefault(e.hlink, []).append(ndx)
+                self._hl_pend(ndx, e, deferred=True)
                 return
             self._transfer(ndx, e, path, None, None, new_mode, iflags_extra)
             return
@@ -1589,7 +1634,7 @@ class Generator:
                     self.rep.error_xfer(msg, role="generator")
             self.rep.attrs_report(name, updated)
             self.report_item(e, iflags)
-            self._hl_finish(ndx, path)
+            self._hl_finish(e)
             if g.remove_source_files:
                 self._success(ndx)
             return
@@ -1900,7 +1945,7 @@ class Generator:
                         return None
             if g.alt_dest_type == "link":
                 if g.dry_run or self._link_into_place(where[1], path, where[0]):
-                    self._hl_finish(ndx, path)
+                    self._hl_finish(e)
                     if self.rep.has_i and (self.rep.has_i > 1 or self.rep.level("name") >= 2):
                         self.itemize(e, ast, log.ITEM_LOCAL_CHANGE | log.ITEM_XNAME_FOLLOWS, xname=b"")
                     self.rep.attrs_report(e.name)
@@ -1958,7 +2003,7 @@ class Generator:
             self.itemize(e, ast, log.ITEM_LOCAL_CHANGE)
             if level == 3:
                 self.rep.attrs_report(e.name)
-            self._hl_finish(ndx, path)
+            self._hl_finish(e)
             return True
         return best
 
@@ -2147,7 +2192,7 @@ class Generator:
             self.rep.log_item_transfer_end(e, iflags, 0)
             self._count_transfer(e, iflags)
             if g.hard_links and e.hlink is not None:
-                self._hl_finish(ndx, path)  # generator.c: !do_xfers finishes it now
+                self._hl_finish(e)  # generator.c: !do_xfers finishes it now
             return
         if g.hard_links and e.hlink is not None and ndx != self._hl_retry_ndx:
             self.hl_sent.setdefault(e.hlink, ndx)
@@ -2196,7 +2241,7 @@ class Generator:
         except m.DiscardFile:
             pass
         if self.g.hard_links and e.hlink is not None:
-            self._hl_finish(ndx, path)
+            self._hl_finish(e)
 
     def finish_requests(self, keep: int = 0) -> None:
         """Receive pipelined files, oldest first, until at most ``keep`` are in flight."""
@@ -2253,7 +2298,7 @@ class Generator:
         if ok:
             self.rep.progress_end(e)
             self.rep.log_item_transfer_end(e, iflags, e.size)
-            self._remember_hl(ndx, path)
+            self._remember_hl(e)
             if g.remove_source_files:
                 self._success(ndx)
         else:
