@@ -551,3 +551,30 @@ def test_delete_after_through_kept_dirlink_empties_a_dir_made_this_run(tmp_path:
     assert runs["netsync"].returncode == 0, runs["netsync"].describe()
     assert b"failed" not in runs["netsync"].stderr
     assert not (tmp_path / "netsync" / "dst" / "sub" / "inner").exists()
+
+
+def test_skipped_non_dir_limits_and_exit_code(tmp_path: Path) -> None:
+    """Differential seed 40291, cut down: the destination's ``sub`` is a file where the
+    source has a dir, kept by --ignore-existing.  As rsync's incremental generator,
+    netsync tries to clear it of extras ("opendir ... failed: Not a directory"), says
+    nothing of ``sub/f`` (--min-size skips it before its failed stat would be told),
+    and with --max-delete hit as well exits 23, not 25 (cleanup.c: a partial
+    transfer outranks the deletion limit)."""
+    def setup(work: Path) -> None:
+        (work / "src" / "sub").mkdir(parents=True)
+        (work / "src" / "sub" / "f").write_bytes(b"hi\n")
+        (work / "src" / "big").write_bytes(b"\0" * 200)
+        (work / "dst").mkdir()
+        (work / "dst" / "sub").write_bytes(b"x\n")
+        for i in range(3):
+            (work / "dst" / f"x{i}").write_bytes(b"%d\n" % i)
+
+    runs = _both(tmp_path, setup, "-ai", "--ignore-existing", "--delete", "--max-delete=1",
+                 "--min-size=100", "src/", "dst/")
+    for who, run in runs.items():
+        assert run.returncode == 23, run.describe()
+        err = run.stderr.replace(str(tmp_path / who).encode(), b"W")
+        assert f'{who}: [generator] opendir "W/dst/sub" failed: Not a directory (20)'.encode() \
+            in err.splitlines(), run.describe()
+        assert b"sub/f" not in err, run.describe()
+        assert b"Deletions stopped due to --max-delete limit (2 skipped)" in err

@@ -271,6 +271,21 @@ def test_inplace_leaves_matched_blocks_alone(sshd_server: SshServer, tmp_path: P
 
 
 # ---------------------------------------------------------------------------
+# --remove-source-files -H
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_remove_source_files_linked_up_to_date(sshd_server: SshServer, tmp_path: Path,
+                                               direction: str) -> None:
+    """The destination already holds each hard-link group, linked: every member is
+    done, so every member's source goes (hlink.c hard_link_check() reports a member
+    found linked as a success; netsync's receiver kept those sources)."""
+    base = _work(tmp_path, "same", tree="mixed")
+    _ssh(sshd_server, tmp_path, direction, ["-aiH", "--remove-source-files"], base=base)
+    assert not (tmp_path / "ref" / "src" / "hard" / "a2").exists()
+
+
+# ---------------------------------------------------------------------------
 # --delete-missing-args / --ignore-missing-args
 
 

@@ -482,12 +482,14 @@ class Reporter:
 
     # --------------------------------------------------------------- end
     def exit_code(self, io_error: int = 0) -> int:
-        if self.del_limit_hit:
-            return RERR_DEL_LIMIT
+        # cleanup.c: a partial transfer outranks vanished files, which outrank the
+        # --max-delete limit, which outranks the rest.
         if self.got_xfer_error or io_error & 1:
             return RERR_PARTIAL
         if self.got_vanished or io_error & 2:
             return RERR_VANISHED
+        if self.del_limit_hit:
+            return RERR_DEL_LIMIT
         if self.got_io_error:
             return RERR_FILEIO
         return 0
