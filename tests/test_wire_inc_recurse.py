@@ -613,8 +613,35 @@ def _evil_sublists(subs: list[tuple[int, list[tuple[bytes, int]]]],
     return run
 
 
+def _evil_hlink_gnum(s) -> None:
+    """-H: a sub-list's member of hard-link group 1, which no list declared (its first
+    member would have come with XMIT_HLINK_FIRST): hlink.c match_gnums() refuses it
+    (rsync aborted on an assert there before 3.5, proto-hlink-gnum)."""
+    import stat as st
+
+    import hostile_peer as hp
+    from netsync.flist import FLAG_HLINK_FOLLOWER
+    from netsync.wire import NDX_FLIST_OFFSET
+
+    if not s.neg.compat_flags & 1:
+        return
+    enc = s.encoder(preserve_hard_links=True)
+    s.read_filters()
+    first = [hp.entry(b".", st.S_IFDIR | 0o755), hp.entry(b"d", st.S_IFDIR | 0o755),
+             hp.entry(b"f", _REG, size=100)]
+    s.io.write(b"".join(enc.encode_entry(e) for e in first) + enc.end())
+    h = hp.entry(b"d/h", _REG)
+    h.hlink, h.flags = 1, h.flags | FLAG_HLINK_FOLLOWER
+    enc.ndx_start = 5  # the sub-list's (1 + 3 entries + its dir's slot)
+    s.io.write_ndx(NDX_FLIST_OFFSET - 1)
+    s.io.write(enc.encode_entry(h) + enc.end_marker())
+    s.io.flush()
+    s.io.read_some()
+
+
 _REG = 0o100644
 EVIL_ATTACKS = {
+    "inc-hlink-gnum": _evil_hlink_gnum,
     "inc-dotdot": _evil_sublists([(1, [(b"d/../../escaped", _REG)])]),
     "inc-absolute": _evil_sublists([(1, [(b"/tmp/inc-absolute-escape", _REG)])]),
     "inc-outside-dir": _evil_sublists([(1, [(b"elsewhere/file", _REG)])]),
@@ -648,6 +675,7 @@ EVIL_ATTACKS = {
     ("inc-after-freed", 2, b"refusing sub-flist after final flist was freed\n"),
     ("inc-unrequested", 4, b"ERROR: rejecting unrequested file-list name: other"),
     ("inc-flood", 22, b"ERROR: out of memory in flist_expand (over 4096 entries"),
+    ("inc-hlink-gnum", 2, b"hard-link gnum 1 precedes flist start 5"),
 ])
 def test_hostile_sublists_are_refused(tmp_path: Path, attack: str, code: int,
                                       message: bytes) -> None:
@@ -664,6 +692,7 @@ def test_hostile_sublists_are_refused(tmp_path: Path, attack: str, code: int,
     (keep / "must-survive").write_text("receiver-owned\n")
     rsh = f"{shlex.quote(sys.executable)} {shlex.quote(str(EVIL_SELF))} serve {attack}"
     child = hp.finish(hp.spawn([*hp.netsync_cmd(), "-e", rsh, "-r", "--delete",
+                                *(["-H"] if attack == "inc-hlink-gnum" else []),
                                 "--timeout=20", "--max-alloc=1M",
                                 "host:src/wanted" if attack == "inc-unrequested" else "host:src/",
                                 f"{dst}/"], tmp_path,
