@@ -6,7 +6,8 @@ clients (default 64) pull it at once from each, in the same run. Prints wall tim
 aggregate throughput (bytes of file data per second) and the ratio netsync/rsync, and the
 peak memory of one connection's process on each daemon (sampled from /proc), and the
 connection processes' CPU time and minor page faults per connection (from the listener's
-reaped-children counters).
+reaped-children counters), and the stock clients' CPU per client (the two compete for
+the same cores).
 
 Usage: bench/bench_daemon.py [--clients N] [--files F] [--rounds R] [--workdir DIR]
 Issue target: aggregate throughput >= 1.0x rsyncd's.
@@ -66,8 +67,10 @@ def children_rss(pid: int, stop_evt: threading.Event, out: list[int]) -> None:
     out.extend((peak, peak_pss))
 
 
-def run_clients(port: int, n: int, work: Path, tag: str) -> float:
+def run_clients(port: int, n: int, work: Path, tag: str) -> tuple[float, float]:
+    """(wall s, the clients' user+sys CPU s per client)."""
     dsts = [work / f"{tag}-c{i}" for i in range(n)]
+    ru = os.times()
     t = time.perf_counter()
     procs = [subprocess.Popen(["rsync", "-a", f"rsync://127.0.0.1:{port}/data/", f"{d}/"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -77,16 +80,18 @@ def run_clients(port: int, n: int, work: Path, tag: str) -> float:
         if p.returncode != 0:
             raise SystemExit(f"client against {tag} failed ({p.returncode}): {err.decode()}")
     elapsed = time.perf_counter() - t
+    ru2 = os.times()
+    ccpu = (ru2.children_user + ru2.children_system - ru.children_user - ru.children_system) / n
     for d in dsts:
         shutil.rmtree(d, ignore_errors=True)
-    return elapsed
+    return elapsed, ccpu
 
 
 def run_daemon(cmd: list[str], who: str, conf: Path, clients: int,
-               work: Path) -> tuple[float, int, int, float, float]:
+               work: Path) -> tuple[float, int, int, float, float, float]:
     """One run of ``clients`` pulls against a fresh daemon: (wall s, peak RSS, peak PSS,
     CPU s per connection: user+sys of the reaped connection processes, and their
-    minor page faults per connection)."""
+    minor page faults per connection, the stock clients' CPU s per client)."""
     port = free_port()
     proc = subprocess.Popen([*cmd, f"--port={port}", f"--config={conf}",
                              "--address=127.0.0.1"], stdout=subprocess.DEVNULL,
@@ -98,14 +103,14 @@ def run_daemon(cmd: list[str], who: str, conf: Path, clients: int,
         th = threading.Thread(target=children_rss, args=(proc.pid, evt, peak), daemon=True)
         th.start()
         try:
-            elapsed = run_clients(port, clients, work, who)
+            elapsed, ccpu = run_clients(port, clients, work, who)
         finally:
             evt.set()
             th.join()
         time.sleep(0.5)  # let the listener reap its children: their CPU counts once reaped
         fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK") / clients
-        return (elapsed, *(peak or (0, 0)), cpu, int(fields[8]) / clients)
+        return (elapsed, *(peak or (0, 0)), cpu, int(fields[8]) / clients, ccpu)
     finally:
         stop(proc)
 
@@ -130,23 +135,25 @@ def main() -> int:
         "rsync": ["rsync", "--daemon", "--no-detach"],
         "netsync": [sys.executable, "-m", "netsync", "--daemon", "--no-detach"],
     }
-    runs: dict[str, list[tuple[float, int, int, float, float]]] = {who: [] for who in daemons}
+    runs: dict[str, list[tuple[float, int, int, float, float, float]]] = {who: [] for who in daemons}
     for rnd in range(a.rounds):
         order = list(daemons) if rnd % 2 == 0 else list(daemons)[::-1]
         for who in order:
             runs[who].append(run_daemon(daemons[who], who, conf, a.clients, work))
     results = {who: (statistics.median(r[0] for r in rs), max(r[1] for r in rs),
                      max(r[2] for r in rs), statistics.median(r[3] for r in rs),
-                     statistics.median(r[4] for r in rs))
+                     statistics.median(r[4] for r in rs),
+                     statistics.median(r[5] for r in rs))
                for who, rs in runs.items()}
     total = data_bytes * a.clients
     print(f"{a.clients} clients x {a.files} files ({data_bytes:,} bytes each), "
           f"median of {a.rounds} round(s)")
     print(f"{'daemon':8} {'wall s':>8} {'MB/s':>9} {'peak RSS/conn KiB':>18} "
-          f"{'peak PSS/conn KiB':>18} {'CPU ms/conn':>12} {'faults/conn':>12}")
-    for who, (elapsed, rss, pss, cpu, faults) in results.items():
+          f"{'peak PSS/conn KiB':>18} {'CPU ms/conn':>12} {'faults/conn':>12} "
+          f"{'client CPU ms':>14}")
+    for who, (elapsed, rss, pss, cpu, faults, ccpu) in results.items():
         print(f"{who:8} {elapsed:8.2f} {total / elapsed / 1e6:9.1f} {rss:18,} {pss:18,} "
-              f"{cpu * 1000:12.1f} {faults:12,.0f}")
+              f"{cpu * 1000:12.1f} {faults:12,.0f} {ccpu * 1000:14.1f}")
     r, n = results["rsync"][0], results["netsync"][0]
     print(f"throughput ratio netsync/rsync: {r / n:.2f}")
     print(f"server CPU per connection netsync/rsync: "
