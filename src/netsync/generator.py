@@ -989,12 +989,12 @@ class Generator:
             if self._missing is e:
                 self._missing = None
                 got = None
-            elif self._size_limited(e):
+            elif (limit := self._size_limit(e)) is not None:
                 # generator.c: a file the size limits skip is skipped before a failed
                 # stat (ENOTDIR under a file, say) would be reported.
                 got = self._gen_stat(path, False, report=False)
                 if got is False:
-                    self._size_skip(e)
+                    self._size_skip(e, limit)
                     return
             else:
                 got = self._gen_stat(path, g.keep_dirlinks and is_dir)
@@ -1504,7 +1504,6 @@ class Generator:
             # (a redo pass after this links to the group's data, received by now)
             self.hl_deferred.clear()
             self.hl_sent.clear()
-            self.hl_pending_from = None if not self.hl_waiting else self.hl_waiting[0][0]
 
     def _success(self, ndx: int) -> None:
         if self.on_success is not None and not self.g.dry_run:
@@ -1528,23 +1527,27 @@ class Generator:
             return False
         return not mtime_differs(self.a, st, e)
 
-    def _size_limited(self, e: FileEntry) -> bool:
-        """--max-size/--min-size leave this regular file out."""
+    def _size_limit(self, e: FileEntry) -> str | None:
+        """The --max-size/--min-size limit that leaves this regular file out, if any."""
         g = self.g
-        return stat.S_ISREG(e.mode) and (g.max_size is not None and e.size > g.max_size
-                                         or g.min_size is not None and e.size < g.min_size)
+        if not stat.S_ISREG(e.mode):
+            return None
+        if g.max_size is not None and e.size > g.max_size:
+            return "over max"
+        if g.min_size is not None and e.size < g.min_size:
+            return "under min"
+        return None
 
-    def _size_skip(self, e: FileEntry) -> None:
+    def _size_skip(self, e: FileEntry, limit: str) -> None:
         if self.rep.level("skip") >= 1:
-            over = self.g.max_size is not None and e.size > self.g.max_size
-            self.rep.info(f"{self.rep.safe(e.name)} is {'over max' if over else 'under min'}-size")
+            self.rep.info(f"{self.rep.safe(e.name)} is {limit}-size")
 
     def _gen_file(self, ndx: int, e: FileEntry, path: bytes, st: os.stat_result | None,
                   new_mode: int) -> None:
         g = self.g
         name = e.name
-        if self._size_limited(e):
-            self._size_skip(e)
+        if (limit := self._size_limit(e)) is not None:
+            self._size_skip(e, limit)
             return
         if g.update and st is not None and stat.S_IFMT(st.st_mode) == stat.S_IFMT(e.mode) \
                 and e.mtime - st.st_mtime_ns // 10**9 < self.a.modify_window:
