@@ -6,6 +6,7 @@ with ``rsync --daemon`` started the same way."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -95,3 +96,48 @@ def test_listening_sockets_like_rsyncd(conf: Path, extra: tuple[str, ...]) -> No
         assert reaches["[::1]"] == 0 and reaches["127.0.0.1"] != 0
     elif extra:
         assert {rb for _, _, rb in socks} == {80000}  # the kernel doubles SO_RCVBUF
+
+
+@pytest.mark.parametrize("kind", ["rsync", "netsync"])
+def test_listens_after_the_starting_line(tmp_path: Path, kind: str) -> None:
+    """clientserver.c/socket.c: rsyncd writes its pid file, then logs "rsyncd version
+    ... starting, listening on port N", and only then do its sockets listen: a client
+    that gets in finds both (rsync's daemon-standalone-detach reads the log as soon as
+    the port answers).  netsync listened first, before even the pid file.  Here the
+    log is a FIFO whose buffer the test has filled, so the daemon blocks on that line:
+    with the pid file written, nothing may listen until the test reads the log."""
+    _need()
+    port = peers.free_port()
+    fifo, pid = tmp_path / "log", tmp_path / "pid"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    wfd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(wfd, b"\n" * 4096)
+    except BlockingIOError:
+        pass
+    conf = tmp_path / "rsyncd.conf"
+    conf.write_text(f"use chroot = no\npid file = {pid}\nlog file = {fifo}\n"
+                    f"[m]\n    path = {tmp_path}\n")
+    cmd = [tc.RSYNC] if kind == "rsync" else tc.program_under_test()
+    proc = subprocess.Popen([*cmd, "--daemon", "--no-detach", f"--port={port}",
+                             "--address=127.0.0.1", f"--config={conf}"], env=tc.sync_env())
+    try:
+        deadline = time.monotonic() + 30
+        while not pid.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pid.exists(), f"{kind}: no pid file"
+        assert not _listening(port), f"{kind} listens before its starting line is logged"
+        got = b""
+        while b"starting, listening on port" not in got and time.monotonic() < deadline:
+            try:
+                got += os.read(rfd, 1 << 16)
+            except BlockingIOError:
+                time.sleep(0.02)
+        assert f"starting, listening on port {port}".encode() in got, got[-300:]
+        assert _wait_listening(port, proc)
+    finally:
+        peers.stop(proc)
+        os.close(rfd)
+        os.close(wfd)

@@ -1071,10 +1071,10 @@ def run_daemon(opts) -> int:
 
 
 def _open_listeners(address: str | None, port: int, af_hint: int, sockopts: str | None,
-                    warn: Callable[[str], None], backlog: int) -> list[socket.socket]:
+                    warn: Callable[[str], None]) -> list[socket.socket]:
     """socket.c open_socket_in(): a socket per address (only IPv4 with -4, only IPv6
-    with -6), each with --sockopts (else the global "socket options") and the
-    "listen backlog"; non-blocking, for the accept loop to drain."""
+    with -6), bound, each with --sockopts (else the global "socket options");
+    non-blocking, for the accept loop to drain.  They listen later (_start_listening)."""
     from netsync.transport.daemon import set_socket_options
 
     family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(af_hint, socket.AF_UNSPEC)
@@ -1100,7 +1100,6 @@ def _open_listeners(address: str | None, port: int, af_hint: int, sockopts: str 
                     continue
         try:
             s.bind(sa)
-            s.listen(backlog)
         except OSError as exc:
             last = exc
             s.close()
@@ -1142,8 +1141,7 @@ def _listen(opts, config: DaemonConfig) -> int:
             sys.stderr.flush()
     try:
         socks = _open_listeners(address, port, opts.af_hint,
-                                opts.sockopts or g.socket_options or None, log,
-                                g.listen_backlog or 5)
+                                opts.sockopts or g.socket_options or None, log)
     except OSError as exc:
         msg = f"{PROG_NAME}: failed to create listening socket on port {port}: {exc.strerror or exc}"
         log(msg)
@@ -1164,6 +1162,17 @@ def _listen(opts, config: DaemonConfig) -> int:
 
     # rsync's line, which log watchers match ("rsyncd version X starting, ...").
     log(f"rsyncd version {__version__} (netsync) starting, listening on port {port}")
+    # socket.c start_accept_loop(): the sockets listen only now, so a client that
+    # gets in finds the pid file and that line already written.
+    for s in socks:
+        try:
+            s.listen(g.listen_backlog or 5)
+        except OSError as exc:
+            log(f"listen() on socket failed: {exc.strerror} ({exc.errno})")
+            if pid_file:
+                with contextlib.suppress(OSError):
+                    os.unlink(pid_file)  # (cleanup.c: the daemon's own pid file goes)
+            return E.RERR_SOCKETIO
 
     def stop(_sig: int, _frame: object) -> None:
         raise _Stop()
