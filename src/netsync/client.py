@@ -1692,7 +1692,7 @@ class _Client:
             rep.progress.flist_eof = feed.eof  # "ir-chk" while lists still arrive
         # Pipelined requests.  What the generator prints of later items must follow the
         # lines of the files still in flight, so any output first receives those.
-        pipe = not self.am_server and not g.hard_links and rep.logfile is None \
+        pipe = not self.am_server and rep.logfile is None \
             and rep.progress is None
         saved_out = rep.out, rep.err
         self._gen = gen

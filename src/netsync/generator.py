@@ -820,6 +820,7 @@ class Generator:
         delaying = bool(self.recv.delayed)
         if not delaying:
             self.finish_hard_links()
+            self.finish_requests()  # (a member whose group's data never came asks now)
         if self._append_redo:
             self._redo_appends()
         if self.after_files is not None:
