@@ -285,6 +285,17 @@ def test_remove_source_files_linked_up_to_date(sshd_server: SshServer, tmp_path:
     assert not (tmp_path / "ref" / "src" / "hard" / "a2").exists()
 
 
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_munge_links_lines(sshd_server: SshServer, tmp_path: Path, direction: str) -> None:
+    """--munge-links: a pulling client munges each link as it reads the list (flist.c
+    recv_file_entry()), so its -i lines show the target it makes ("-> /rsyncd-munged/
+    target"); netsync printed the sender's target.  Differential seed 42023."""
+    base = _work(tmp_path, "empty", tree="mixed")
+    runs = _ssh(sshd_server, tmp_path, direction, ["-ai", "--munge-links"], base=base)
+    if direction == "pull":
+        assert b" -> /rsyncd-munged/" in runs["client"].stdout
+
+
 # ---------------------------------------------------------------------------
 # --delete-missing-args / --ignore-missing-args
 

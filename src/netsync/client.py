@@ -1333,6 +1333,7 @@ class _Client:
         if not opts.numeric_ids:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
         self._chmod_received(raw_entries)
+        self._munge_received(raw_entries)
         self._map_acl_ids(raw_entries)
         entries = sort_and_clean(raw_entries, protocol=proto, am_sender=False,
                                  strip_root=bool(opts.relative))
@@ -1426,6 +1427,18 @@ class _Client:
             if e.mode and not stat.S_ISLNK(e.mode):
                 e.mode = tweak_mode(e.mode, rules)
 
+    def _munge_received(self, raw_entries: list) -> None:
+        """flist.c recv_file_entry(): a client receiving with --munge-links munges each
+        link as it reads it, so what it prints (-v, -i, --list-only) is the munged
+        target, as made.  (A server munges where it makes the link, generator.py.)"""
+        if self.am_server or not self.opts.munge_links:
+            return
+        from netsync.sender import SYMLINK_PREFIX
+
+        for e in raw_entries:
+            if e.link is not None and stat.S_ISLNK(e.mode):
+                e.link = SYMLINK_PREFIX + e.link
+
     def _map_acl_ids(self, raw_entries: list) -> None:
         """-A: --usermap/--groupmap (--chown) on a received list's ACL ids, as on its
         owners (acls.c recv_ida_entries() / match_acl_ids())."""
@@ -1456,6 +1469,7 @@ class _Client:
         if not opts.numeric_ids:
             _map_ids(raw_entries, dec.uid_names, dec.gid_names)
         self._chmod_received(raw_entries)
+        self._munge_received(raw_entries)
         self._map_acl_ids(raw_entries)
         entries = sort_and_clean(raw_entries, protocol=self.neg.protocol, am_sender=False)
         self._received(entries)
@@ -1620,7 +1634,8 @@ class _Client:
         recursive = bool(opts.recursive or opts.recurse)
         g = GenOptions(
             recursive=recursive, dirs=bool(opts.dirs), links=opts.links,
-            safe_links=opts.safe_links, munge_links=opts.munge_links,
+            safe_links=opts.safe_links,
+            munge_links=opts.munge_links and self.am_server,  # (a client's are munged)
             keep_dirlinks=opts.keep_dirlinks, hard_links=bool(opts.hard_links),
             # --drop-D: the receiver creates no devices/specials; the list's rdev
             # framing (opts.devices/specials) is untouched.
