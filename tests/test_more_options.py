@@ -578,3 +578,23 @@ def test_skipped_non_dir_limits_and_exit_code(tmp_path: Path) -> None:
             in err.splitlines(), run.describe()
         assert b"sub/f" not in err, run.describe()
         assert b"Deletions stopped due to --max-delete limit (2 skipped)" in err
+
+
+def test_delete_delay_of_a_name_already_gone(tmp_path: Path) -> None:
+    """-K --delete-delay: the destination's ``dl -> real`` is kept, and the walk finds
+    both ``real`` (not in the source) and ``dl/extra`` to delete.  Deleting ``real``
+    takes ``dl/extra`` with it; rsync's delete_item() then finds it gone (ENOENT) and
+    says nothing, where netsync printed "*deleting dl/extra" (and counted it).
+    Differential seed 42016."""
+    def setup(work: Path) -> None:
+        (work / "src" / "dl").mkdir(parents=True)
+        (work / "src" / "dl" / "a").write_bytes(b"a\n")
+        (work / "dst" / "real").mkdir(parents=True)
+        (work / "dst" / "real" / "extra").write_bytes(b"x\n")
+        (work / "dst" / "dl").symlink_to("real")
+        for p in ("src/dl/a", "src/dl", "src", "dst/real/extra", "dst/real", "dst"):
+            os.utime(work / p, ns=(MTIME, MTIME))
+
+    runs = _both(tmp_path, setup, "-aiK", "--delete-delay", "src/", "dst/")
+    assert b"*deleting   real/" in runs["netsync"].stdout, runs["netsync"].describe()
+    assert b"dl/extra" not in runs["netsync"].stdout, runs["netsync"].describe()
