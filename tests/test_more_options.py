@@ -598,3 +598,26 @@ def test_delete_delay_of_a_name_already_gone(tmp_path: Path) -> None:
     runs = _both(tmp_path, setup, "-aiK", "--delete-delay", "src/", "dst/")
     assert b"*deleting   real/" in runs["netsync"].stdout, runs["netsync"].describe()
     assert b"dl/extra" not in runs["netsync"].stdout, runs["netsync"].describe()
+
+
+def test_fake_super_backup_dir_parents(tmp_path: Path) -> None:
+    """--fake-super --backup-dir: a backup's parent dir made in the backup dir copies
+    the destination dir's owner into its %stat xattr, as rsync's set_file_attrs()
+    does under fake-super, and is not chowned (netsync chowned it).  Differential seed
+    42155."""
+    if os.geteuid() != 0:
+        peers.missing("needs root (the destination dir is owned by another user)")
+
+    def setup(work: Path) -> None:
+        for side, body in (("src", b"new\n"), ("dst", b"old\n")):
+            (work / side / "o" / "d").mkdir(parents=True)
+            (work / side / "o" / "d" / "f").write_bytes(body)
+            os.chown(work / side / "o" / "d", 4321, 8765)
+        os.utime(work / "dst" / "o" / "d" / "f", ns=(OLD, OLD))
+
+    _both(tmp_path, setup, "-a", "--super", "--fake-super", "--backup-dir=bk", "-O", "-I",
+          "src/", "dst/")
+    for who in CLIENTS:
+        made = tmp_path / who / "dst" / "bk" / "o" / "d"
+        assert (made.stat().st_uid, made.stat().st_gid) == (0, 0), who
+        assert os.getxattr(made, "user.rsync.%stat") == b"40755 0,0 4321:8765", who

@@ -7,6 +7,7 @@ user asked for).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -275,11 +276,23 @@ class Receiver:
         except OSError:
             return
         keep = self._backup_keeps()
-        uid = st.st_uid if keep["uid"] else -1
-        gid = st.st_gid if keep["gid"] else -1
-        _quietly(os.chmod, name, stat.S_IMODE(st.st_mode), dir_fd=dfd)  # (each on its own)
-        if uid != -1 or gid != -1:
-            _quietly(os.chown, name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+        if self.a.fake_super:
+            # rsync.c set_file_attrs() under --fake-super: the dest dir's owner, group
+            # and mode as its %stat says go to the copy's %stat, never chown/chmod.
+            from netsync import metadata as _md
+
+            with contextlib.suppress(_md.CorruptXstat):
+                st = _md.xstat_overlay(model, st)
+            _md.set_stat_xattr(b"/proc/self/fd/%d/%s" % (dfd, name),
+                               FileEntry(name, st.st_mode), st.st_mode,
+                               st.st_uid if keep["uid"] else None,
+                               st.st_gid if keep["gid"] else None, None)
+        else:
+            uid = st.st_uid if keep["uid"] else -1
+            gid = st.st_gid if keep["gid"] else -1
+            _quietly(os.chmod, name, stat.S_IMODE(st.st_mode), dir_fd=dfd)  # (each alone)
+            if uid != -1 or gid != -1:
+                _quietly(os.chown, name, uid, gid, dir_fd=dfd, follow_symlinks=False)
         if keep["times"] and not self.a.omit_dir_times:
             _quietly(os.utime, name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd,
                      follow_symlinks=False)
