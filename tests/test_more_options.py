@@ -621,3 +621,24 @@ def test_fake_super_backup_dir_parents(tmp_path: Path) -> None:
         made = tmp_path / who / "dst" / "bk" / "o" / "d"
         assert (made.stat().st_uid, made.stat().st_gid) == (0, 0), who
         assert os.getxattr(made, "user.rsync.%stat") == b"40755 0,0 4321:8765", who
+
+
+@pytest.mark.parametrize("opts", [["-aib"], ["-aib", "--delay-updates"]], ids=" ".join)
+def test_backup_that_cannot_be_made(tmp_path: Path, opts: list[str]) -> None:
+    """-b where the backup's name is one byte too long (a 255-byte name plus "~"): the
+    old version stays.  rsync.c finish_transfer() ends the run there (exit 11; netsync
+    went on, 23); with --delay-updates, handle_delayed_updates() leaves the new version
+    staged in .~tmp~ (netsync replaced the old one, which had no backup).
+    Differential seeds 43058 and 40032."""
+    long = b"x" * 255
+
+    def setup(work: Path) -> None:
+        for side, body in (("src", b"new\n"), ("dst", b"old\n")):
+            (work / side).mkdir()
+            (work / side / os.fsdecode(long)).write_bytes(body)
+            os.utime(work / side / os.fsdecode(long), ns=(OLD if side == "dst" else MTIME,) * 2)
+
+    runs = _both(tmp_path, setup, *opts, "src/", "dst/")
+    for who, run in runs.items():
+        assert run.returncode == (23 if "--delay-updates" in opts else 11), run.describe()
+        assert (tmp_path / who / "dst" / os.fsdecode(long)).read_bytes() == b"old\n"

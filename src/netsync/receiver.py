@@ -601,7 +601,9 @@ class Receiver:
                 return True
             if r.backup and dest_st is not None and stat.S_ISREG(dest_st.st_mode):
                 if not self.make_backup(dest_rel, dest):
-                    return False
+                    # rsync.c finish_transfer(): a file whose old version cannot be kept
+                    # ends the run (the new one is dropped, the old one stays).
+                    raise RsyncError(RERR_FILEIO, own_code=True)
             if tdir is not None:
                 self._move_into_place(tmp, dest, tfd, dest_rel)
             elif tfd is not None:
@@ -800,8 +802,9 @@ class Receiver:
         dirs: set[bytes] = set()
         for staged, dest, dest_rel in self.delayed:  # type: ignore[misc]
             try:
-                if self.r.backup and os.path.lexists(dest):
-                    self.make_backup(dest_rel, dest)
+                if self.r.backup and os.path.lexists(dest) \
+                        and not self.make_backup(dest_rel, dest):
+                    continue  # receiver.c handle_delayed_updates(): left staged
                 os.replace(staged, dest)
             except OSError as ex:
                 self.rep.error_xfer(f'rename {self.rep.qpath(staged)} -> '
