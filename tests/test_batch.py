@@ -11,6 +11,7 @@ pulled, leaves the destination alone and records the delta rsync records.
 from __future__ import annotations
 
 import os
+import random
 import shlex
 import shutil
 import subprocess
@@ -265,12 +266,40 @@ def test_garbage_batch(tmp_path: Path, sync_cmd: list[str]) -> None:
     assert got.returncode == want.returncode == 2, (got.describe(), want.describe())
     assert got.stderr.splitlines()[0] == want.stderr.splitlines()[0]
     assert not (work / "d1").exists()
-    # A valid header, then noise: an error, never a traceback or a hang.
+    # A valid header, then noise: an error, never a traceback or a hang.  (Seeded: noise
+    # that happens to read as an empty list and a clean end is a good batch to rsync too.)
     for i in range(8):
-        (work / f"N{i}").write_bytes(head + os.urandom(50 + 300 * i))
+        noise = bytearray(random.Random(i).randbytes(50 + 300 * i))
+        noise[0] |= 1  # not the end of the list at once
+        (work / f"N{i}").write_bytes(head + noise)
         r = tc.run(sync_cmd, ["-a", f"--read-batch=N{i}", f"n{i}/"], work, timeout=60)
         assert 0 < r.returncode < 128, r.describe()
         assert b"Traceback" not in r.stderr, r.describe()
+
+
+@pytest.mark.parametrize("ignore", [[], ["--ignore-errors"]], ids=["", "ignore-errors"])
+def test_sender_io_error_in_batch(tmp_path: Path, sync_cmd: list[str], ignore) -> None:
+    """The list's end carries the sender's I/O errors: they set the exit code (23 over
+    24 over 25, vanished files a warning) unless --ignore-errors (flist.c recv_file_list())."""
+    work = _setup(tmp_path, "none", tree="small")
+    _ok(tc.run(RSYNC, ["-a", "--write-batch=B", "src/", "wrote/"], work))
+    head = (work / "B").read_bytes()[:14]
+    for err in (1, 2, 4, 6, 7):
+        # An empty list ended with the error bits, the empty uid and gid lists, the end.
+        (work / "E").write_bytes(head + b"\0" + bytes([err]) + b"\0" * 4)
+        want = tc.run(RSYNC, ["-a", *ignore, "--read-batch=E", "r/"], work)
+        got = tc.run(sync_cmd, ["-a", *ignore, "--read-batch=E", "n/"], work)
+        assert got.returncode == want.returncode, (err, got.describe(), want.describe())
+        code = 23 if err & 1 else 24 if err & 2 else 25
+        assert got.returncode == (0 if ignore else code), got.describe()
+        assert _last_line(got, "netsync") == _last_line(want, "rsync"), \
+            (got.describe(), want.describe())
+
+
+def _last_line(r: tc.Run, prog: str) -> str:
+    """The closing line, without rsync's "at main.c(N) [who=version]" and the name."""
+    lines = r.stderr.decode().splitlines()
+    return lines[-1].split(" at main.c")[0].replace(prog, "X", 1) if lines else ""
 
 
 def test_daemon_pull_and_push_batches(tmp_path: Path, sync_cmd: list[str],

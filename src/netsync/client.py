@@ -891,9 +891,11 @@ class _Client:
         finally:
             io.write(b"".join(parts))
         io_error = flist.io_error | sender.io_error
-        if enc.needs_io_error_msg(io_error):
-            io.send_msg(Msg.IO_ERROR, encode_int32(io_error))
-        io.write(enc.end(io_error))
+        # flist.c: --ignore-errors keeps them out of the list (they still set our exit).
+        told = 0 if self.opts.ignore_errors else io_error
+        if enc.needs_io_error_msg(told):
+            io.send_msg(Msg.IO_ERROR, encode_int32(told))
+        io.write(enc.end(told))
         io.flush()
         stats.flist_xfertime = time.time() - t1
         stats.flist_size = self.conn.bytes_written - before  # type: ignore[union-attr]
@@ -1364,7 +1366,8 @@ class _Client:
                     dec.feed(io.read_some())
                     continue
                 if isinstance(item, EndOfList):
-                    io_error = item.io_error
+                    # flist.c recv_file_list(): --ignore-errors ignores the sender's.
+                    io_error = 0 if self.opts.ignore_errors else item.io_error
                     break
                 raw_entries.append(item)
                 if counter is not None:
@@ -2247,6 +2250,9 @@ class _PushLists:
         return d, entries, self._io_errors()
 
     def _io_errors(self) -> int:
+        # (what the lists tell: send_extra_file_list() tells none under --ignore-errors)
+        if self.c.opts.ignore_errors:
+            return 0
         return self.sender.io_error | self.sender.flist.io_error
 
     def send_first(self) -> None:

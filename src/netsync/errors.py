@@ -98,8 +98,10 @@ def print_error(msg: str) -> None:
 
 
 def exit_message(code: int, prog: str = "netsync") -> str:
-    """rsync's closing ``rsync error: <what> (code N)`` line, in our name."""
-    return f"{prog} error: {MESSAGES.get(code, 'unexplained error')} (code {code})"
+    """rsync's closing ``rsync error: <what> (code N)`` line, in our name (log.c
+    log_exit(): vanished files end with a warning)."""
+    kind = "warning" if code == RERR_VANISHED else "error"
+    return f"{prog} {kind}: {MESSAGES.get(code, 'unexplained error')} (code {code})"
 
 
 def print_exit_line(code: int, prog: str = "netsync") -> None:

@@ -488,7 +488,7 @@ class Reporter:
             return RERR_PARTIAL
         if self.got_vanished or io_error & 2:
             return RERR_VANISHED
-        if self.del_limit_hit:
+        if self.del_limit_hit or io_error & 4:
             return RERR_DEL_LIMIT
         if self.got_io_error:
             return RERR_FILEIO

@@ -816,7 +816,7 @@ def _log_exit(server: _Server, code: int, fatal: bool) -> None:
         sys.stderr.write(text)
         return
     try:
-        io.send_msg(Msg.ERROR, text.encode())
+        io.send_msg(Msg.WARNING if code == E.RERR_VANISHED else Msg.ERROR, text.encode())
         if fatal and server.neg.protocol >= 31 and code != E.RERR_TIMEOUT:
             io.send_msg(Msg.ERROR_EXIT, encode_int32(code))
         io.flush()
