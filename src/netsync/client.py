@@ -1710,9 +1710,13 @@ class _Client:
             rep.progress.flist_eof = feed.eof  # "ir-chk" while lists still arrive
         # Pipelined requests.  What the generator prints of later items must follow the
         # lines of the files still in flight, so any output first receives those.
-        pipe = not self.am_server and rep.logfile is None \
-            and rep.progress is None
+        # A server's text goes to the client as messages: each first receives the files in
+        # flight, as the client's lines do.  A daemon logging transfers keeps one request
+        # at a time (its %b/%c count each file's bytes between two marks).
+        pipe = rep.logfile is None and rep.progress is None \
+            and not (self.am_server and getattr(rep, "logs_transfers", True))
         saved_out = rep.out, rep.err
+        saved_send = None
         self._gen = gen
         if proto < 29 and not self.am_server:
             gen.xfer_log_iflags = log.ITEM_TRANSFER | log.ITEM_MISSING_DATA
@@ -1722,6 +1726,10 @@ class _Client:
             gen.request_later = self._request_later
             rep.out = FinishFirst(rep.out, gen.finish_requests)
             rep.err = FinishFirst(rep.err, gen.finish_requests)
+            if self.am_server:
+                saved_send = self.io.send_msg
+                self.io.send_msg = _texts_finish_first(  # type: ignore[method-assign]
+                    saved_send, gen.finish_requests)
         if opts.debug.get("flist", 0) >= 1:  # generator.c generate_files(), at -vv
             rep.info("delta-transmission " + ("disabled for local transfer or --whole-file"
                                               if opts.whole_file and not opts.append
@@ -1733,6 +1741,8 @@ class _Client:
             raise
         finally:
             rep.out, rep.err = saved_out
+            if saved_send is not None:
+                self.io.send_msg = saved_send  # type: ignore[method-assign]
             gen.request_later = None
             if rep.progress is not None:
                 rep.progress.newline_if_needed()
@@ -1883,6 +1893,7 @@ class _Client:
                     return
                 gen.finish_requests()
                 self._drain_pending()
+                feed.see()
                 gen.finish_hard_links()
             later = gen._later
             if later and later[0][1] < end:
@@ -2498,6 +2509,11 @@ class _WireFeed:
         # -H: hard-link group (its first member's ndx) -> its last member received so
         # far; the generator's hl_last, which decides the member that gets the data.
         self.hl_last: dict[int, int] | None = {} if client.opts.hard_links else None
+        # ... and what lists read while a list is generated (with the replies) add to
+        # it, seen when the generator next asks for a list: rsync's generator takes in
+        # the lists its receiver forwards between lists (wait_for_receiver()), so a
+        # group's member in a list that came meanwhile does not take the data away.
+        self.hl_unseen: dict[int, int] = {}
 
     def add(self, d, base: int, entries: list, io_error: int) -> None:
         """A list received; ``io_error``: the sender's I/O errors up to its end."""
@@ -2508,22 +2524,29 @@ class _WireFeed:
                             E.RERR_MALLOC)
         last = self.hl_last
         if last is not None:
+            unseen = self.hl_unseen
             for i, e in enumerate(entries):
                 group = e.hlink
                 if group is None or e.flags & FLAG_DUPLICATE:
                     continue
-                if group < base and group not in last:
+                if group < base and group not in last and group not in unseen:
                     # hlink.c match_gnums(): a member of an earlier list's group that
                     # no earlier list declared (a hostile sender).
                     raise WireError(f"hard-link gnum {group} precedes flist start {base}",
                                     E.RERR_PROTOCOL)
-                last[group] = base + i
+                unseen[group] = base + i
         self._num += 1
         self.high = max(self.high, base + len(entries))  # (echoes may name a dropped list)
         self.active.append((base, entries, self._num))
         # generate_files(): a list's dir goes first, as index ndx_start - 1.
         self.queue.append((d, base - 1, base, entries, io_error))
         self.listed += len(entries)
+
+    def see(self) -> None:
+        """The generator takes in the lists received so far (their groups' members)."""
+        if self.hl_unseen:
+            self.hl_last.update(self.hl_unseen)  # type: ignore[union-attr]
+            self.hl_unseen.clear()
 
     def dropped(self, t: tuple[int, list, int]) -> None:
         self.held -= len(t[1])
@@ -2559,6 +2582,7 @@ class _WireFeed:
             io.flush()
             while not self.queue and not self.eof:
                 self._read_one()
+        self.see()
         if not self.queue:
             return None
         chunk = self.queue.popleft()
@@ -2571,6 +2595,7 @@ class _WireFeed:
             io.flush()
             while not self.eof and self.held < MIN_FILECNT_LOOKAHEAD // 2:
                 self._read_one()
+            self.see()
         self.flist.cur, self.flist.cur_base = chunk[3], chunk[2]
         return chunk
 
@@ -2597,6 +2622,20 @@ CHUNK_SIZE = 32 * 1024
 MIN_FILECNT_LOOKAHEAD = 1000  # rsync.h: how far an incremental sender lists ahead
 MAX_FILECNT_LOOKAHEAD = 10000  # ... and at most, when idle
 PIPE_FILES = 64  # file requests in flight at most
+_TEXT_MSGS = frozenset((Msg.INFO, Msg.ERROR, Msg.ERROR_XFER, Msg.WARNING, Msg.LOG,
+                        Msg.DELETED))
+
+
+def _texts_finish_first(send_msg, finish):
+    """A server's send_msg() whose text and deletion messages first receive the files in
+    flight (the server's FinishFirst): its lines keep the order of the file list."""
+    def send(code: int, payload: bytes) -> None:
+        if code in _TEXT_MSGS:
+            finish()
+        send_msg(code, payload)
+    return send
+
+
 PIPE_BYTES = 1 << 15  # ... and bytes of them (below any pipe's or socket's buffer)
 
 
