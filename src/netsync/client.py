@@ -2622,6 +2622,7 @@ CHUNK_SIZE = 32 * 1024
 MIN_FILECNT_LOOKAHEAD = 1000  # rsync.h: how far an incremental sender lists ahead
 MAX_FILECNT_LOOKAHEAD = 10000  # ... and at most, when idle
 PIPE_FILES = 64  # file requests in flight at most
+PIPE_BYTES = 1 << 15  # ... and bytes of them (below any pipe's or socket's buffer)
 _TEXT_MSGS = frozenset((Msg.INFO, Msg.ERROR, Msg.ERROR_XFER, Msg.WARNING, Msg.LOG,
                         Msg.DELETED))
 
@@ -2634,9 +2635,6 @@ def _texts_finish_first(send_msg, finish):
             finish()
         send_msg(code, payload)
     return send
-
-
-PIPE_BYTES = 1 << 15  # ... and bytes of them (below any pipe's or socket's buffer)
 
 
 def _append_tokens(data, head, verify: bool, fsum) -> Iterator[bytes]:
