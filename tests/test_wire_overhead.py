@@ -54,17 +54,7 @@ def test_many_file_pull_requests_are_framed_together(tmp_path: Path, opts: list[
     hard-linked across directories; the same member of each group gets the data (a
     list that arrives while one is generated is taken in after it, as rsync's generator
     takes in what its receiver forwards)."""
-    rsh = tmp_path / "localrsh"
-    rsh.write_text('#!/bin/sh\nshift\nexec "$@"\n')
-    rsh.chmod(0o755)
-    rnd = random.Random(5)
-    for d in range(10):
-        sub = tmp_path / "src" / f"d{d}"
-        sub.mkdir(parents=True)
-        for i in range(150):
-            (sub / f"f{i}").write_bytes(rnd.randbytes(200))
-        if d:
-            os.link(tmp_path / "src" / "d0" / f"f{d}", sub / f"l{d}")
+    rsh = _linked_tree(tmp_path, 5)
     sent: dict[str, int] = {}
     lines: dict[str, list[bytes]] = {}
     for who, cmd in (("rsync", ["rsync"]), ("netsync", [sys.executable, "-m", "netsync"])):
@@ -96,20 +86,10 @@ def test_many_file_push_to_netsync_server_is_pipelined(tmp_path: Path, opts: lis
     server's deletions among them) and the trees are the same.  (In what order: rsync's
     server sends its messages ahead of its buffered items, so where "*deleting" and
     "./" fall varies from run to run.)"""
-    rsh = tmp_path / "localrsh"
-    rsh.write_text('#!/bin/sh\nshift\nexec "$@"\n')
-    rsh.chmod(0o755)
+    rsh = _linked_tree(tmp_path, 7)
     server = tmp_path / "netsync-server"
     server.write_text(f'#!/bin/sh\nexec {sys.executable} -m netsync "$@"\n')
     server.chmod(0o755)
-    rnd = random.Random(7)
-    for d in range(10):
-        sub = tmp_path / "src" / f"d{d}"
-        sub.mkdir(parents=True)
-        for i in range(150):
-            (sub / f"f{i}").write_bytes(rnd.randbytes(200))
-        if d:
-            os.link(tmp_path / "src" / "d0" / f"f{d}", sub / f"l{d}")
     got = {}
     for who, path in (("rsync", "rsync"), ("netsync", str(server))):
         dst = tmp_path / f"dst-{who}"
@@ -133,3 +113,20 @@ def test_many_file_push_to_netsync_server_is_pipelined(tmp_path: Path, opts: lis
         got[who] = int(m.group(1).replace(b",", b"")), sorted(lines)
     assert got["netsync"][1] == got["rsync"][1]
     assert got["netsync"][0] <= got["rsync"][0] * 1.02, (got["netsync"][0], got["rsync"][0])
+
+
+def _linked_tree(tmp_path: Path, seed: int) -> Path:
+    """tmp_path/src: 10 dirs of 150 small files, d0/fN hard-linked as dN/lN; returns a
+    remote shell that runs its command here."""
+    rsh = tmp_path / "localrsh"
+    rsh.write_text('#!/bin/sh\nshift\nexec "$@"\n')  # "ssh host cmd" -> run cmd here
+    rsh.chmod(0o755)
+    rnd = random.Random(seed)
+    for d in range(10):
+        sub = tmp_path / "src" / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(150):
+            (sub / f"f{i}").write_bytes(rnd.randbytes(200))
+        if d:
+            os.link(tmp_path / "src" / "d0" / f"f{d}", sub / f"l{d}")
+    return rsh
