@@ -144,6 +144,9 @@ class ProtocolIO:
 
     def _read_raw(self) -> bool:
         """Read what is there (False at EOF) and demultiplex it."""
+        arm = self.conn.before_read
+        if arm is not None:
+            arm()
         try:
             chunk = os.read(self.conn.rfd, READ_SIZE)
         except BlockingIOError:

@@ -62,6 +62,7 @@ from netsync.daemon import access, auth, refuse, xfer_exec, xferlog
 from netsync.daemon.config import ConfigError, DaemonConfig, Module, load_config
 from netsync.daemon.dfilter import DaemonFilter
 from netsync.daemon.xferlog import DaemonLog
+from netsync.transport import quickack, tune_tcp
 
 __all__ = ["run_daemon", "sanitize_path", "serve_connection"]
 
@@ -157,6 +158,9 @@ class _Wire:
     def read_line(self, limit: int = LINE_MAX, eol: bytes = b"\n") -> bytes | None:
         """One line without its terminator (and a "\\r" before a newline); None at EOF."""
         buf = bytearray()
+        arm = quickack(self.f_in)
+        if arm is not None:
+            arm()  # (a stock client writes each argument on its own)
         while True:
             ch = os.read(self.f_in, 1)
             if not ch:
@@ -989,6 +993,22 @@ def _config_path(opts) -> str:
     return opts.config or DEFAULT_CONFIG
 
 
+def _tune_connection() -> None:
+    """The client's TCP connection on fd 0 (and 1): see transport.tune_tcp() (a socket
+    object of our own for it, on a duplicate descriptor; inetd's may be anything)."""
+    try:
+        sock = socket.socket(fileno=os.dup(0))
+    except OSError:  # not a socket (a pipe, in inetd or stdio mode)
+        return
+    if tune_tcp(sock, (0, 1)):
+        _tuned.append(sock)  # (kept open for the connection's life)
+    else:
+        sock.close()
+
+
+_tuned: list[socket.socket] = []
+
+
 def serve_connection(f_in: int, f_out: int, opts, addr: str, am_daemon: int = 1,
                      config: DaemonConfig | None = None) -> int:
     """Run the daemon conversation with one client on ``f_in``/``f_out``.
@@ -1006,6 +1026,8 @@ def serve_connection(f_in: int, f_out: int, opts, addr: str, am_daemon: int = 1,
     for fd, target in ((f_in, 0), (f_out, 1)):
         if fd != target:
             os.dup2(fd, target)
+    if am_daemon > 0:
+        _tune_connection()
     if am_daemon > 0:  # a daemon has no stderr for messages (msgs2stderr = 0)
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(log.fd if log.fd >= 0 else null, 2)

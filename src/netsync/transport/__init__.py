@@ -19,6 +19,7 @@ from netsync.errors import RERR_STREAMIO, RERR_TIMEOUT, RsyncError
 if TYPE_CHECKING:
     import socket
     import subprocess
+    from collections.abc import Callable
 
 __all__ = ["TransportError", "Connection", "PipeConnection", "SocketConnection", "join_lines",
            "PROG"]
@@ -37,6 +38,47 @@ class TransportError(RsyncError):
                  own_code: bool = False) -> None:
         super().__init__(code, message, own_code=own_code)
         self.bare = bare
+
+
+#: fd -> what re-arms quick ACKs on the TCP connection read from it (tune_tcp()).
+_QUICKACK: dict[int, Callable[[], None]] = {}
+
+
+def tune_tcp(sock: socket.socket, fds: tuple[int, ...] = ()) -> bool:
+    """A daemon connection (either end): Nagle off, and quick ACKs re-armed before
+    each read from ``sock``'s fd.  rsync's small protocol turns (its args one write
+    each, a flag, a seed, the end's stats) otherwise wait out the peer's delayed ACK,
+    40 ms each: three per one-file pull between two stock rsyncs.  Linux drops quick
+    ACK mode again on its own, hence the re-arming.  ``fds``: the descriptors it is read
+    through (default its own).  False if ``sock`` is no TCP socket."""
+    import socket as _socket
+
+    if sock.family not in (_socket.AF_INET, _socket.AF_INET6) \
+            or sock.type != _socket.SOCK_STREAM:
+        return False
+    try:
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    except OSError:
+        return False
+    opt = getattr(_socket, "TCP_QUICKACK", None)
+    if opt is None:
+        return True
+    level = _socket.IPPROTO_TCP
+
+    def arm() -> None:
+        try:
+            sock.setsockopt(level, opt, 1)
+        except OSError:
+            pass
+
+    for fd in fds or (sock.fileno(),):
+        _QUICKACK[fd] = arm
+    return True
+
+
+def quickack(fd: int) -> Callable[[], None] | None:
+    """What tune_tcp() left for ``fd`` (None: not a tuned TCP connection)."""
+    return _QUICKACK.get(fd)
 
 
 def join_lines(lines: list[str]) -> str:
@@ -58,6 +100,10 @@ class Connection:
         self.bytes_read = 0
         self.bytes_written = 0
         self.closed = False
+        self.before_read = _QUICKACK.get(rfd)  # (a tuned TCP connection: re-arm quick ACKs)
+
+    #: what runs before each read (tune_tcp()'s quick-ACK re-arming), if anything
+    before_read: Callable[[], None] | None = None
 
     #: --timeout, rsync's global io_timeout: a handshake read waiting longer fails (code 30).
     timeout: float | None = None
@@ -79,6 +125,8 @@ class Connection:
             if not select.select([self.rfd], [], [], self.timeout)[0]:
                 raise TransportError(RERR_TIMEOUT, f"[{self.who}] io timeout after "
                                      f"{int(self.timeout)} seconds -- exiting")
+        if self.before_read is not None:
+            self.before_read()
         try:
             data = os.read(self.rfd, n)
         except OSError as exc:
@@ -211,10 +259,12 @@ class SocketConnection(Connection):
     def __init__(self, sock: socket.socket, peer: str = "", who: str = "client") -> None:
         self.sock = sock
         self.peer = peer
+        tune_tcp(sock)
         super().__init__(sock.fileno(), sock.fileno(), who)
 
     def close(self) -> int | None:
         if not self.closed:
             self.closed = True
+            _QUICKACK.pop(self.rfd, None)
             self.sock.close()
         return None
