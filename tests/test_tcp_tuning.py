@@ -8,12 +8,20 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 
+from netsync import transport
 from netsync.transport import Connection, SocketConnection, quickack, tune_tcp
 
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+@pytest.fixture(autouse=True)
+def _forget_tuned() -> Iterator[None]:
+    yield
+    transport._QUICKACK.clear()  # (the sockets tuned by hand here are closed)
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -86,3 +94,16 @@ def test_daemon_connection_on_stdin_is_tuned() -> None:
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["True 1 True", "None"]
+
+
+def test_user_nodelay_setting_stands() -> None:
+    """--sockopts / "socket options" naming TCP_NODELAY: the user's choice is kept."""
+    a, b = _pair()
+    try:
+        assert tune_tcp(a, sockopts="SO_KEEPALIVE,TCP_NODELAY=0")
+        assert not a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert tune_tcp(b, sockopts="SO_KEEPALIVE")
+        assert b.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        a.close()
+        b.close()

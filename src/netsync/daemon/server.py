@@ -993,14 +993,14 @@ def _config_path(opts) -> str:
     return opts.config or DEFAULT_CONFIG
 
 
-def _tune_connection() -> None:
+def _tune_connection(sockopts: str | None = None) -> None:
     """The client's TCP connection on fd 0 (and 1): see transport.tune_tcp() (a socket
     object of our own for it, on a duplicate descriptor; inetd's may be anything)."""
     try:
         sock = socket.socket(fileno=os.dup(0))
     except OSError:  # not a socket (a pipe, in inetd or stdio mode)
         return
-    if tune_tcp(sock, (0, 1)):
+    if tune_tcp(sock, (0, 1), sockopts):
         _tuned.append(sock)  # (kept open for the connection's life)
     else:
         sock.close()
@@ -1027,7 +1027,7 @@ def serve_connection(f_in: int, f_out: int, opts, addr: str, am_daemon: int = 1,
         if fd != target:
             os.dup2(fd, target)
     if am_daemon > 0:
-        _tune_connection()
+        _tune_connection(opts.sockopts or config.globals.socket_options)
     if am_daemon > 0:  # a daemon has no stderr for messages (msgs2stderr = 0)
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(log.fd if log.fd >= 0 else null, 2)

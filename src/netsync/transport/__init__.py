@@ -44,22 +44,25 @@ class TransportError(RsyncError):
 _QUICKACK: dict[int, Callable[[], None]] = {}
 
 
-def tune_tcp(sock: socket.socket, fds: tuple[int, ...] = ()) -> bool:
+def tune_tcp(sock: socket.socket, fds: tuple[int, ...] = (), sockopts: str | None = None
+             ) -> bool:
     """A daemon connection (either end): Nagle off, and quick ACKs re-armed before
     each read from ``sock``'s fd.  rsync's small protocol turns (its args one write
     each, a flag, a seed, the end's stats) otherwise wait out the peer's delayed ACK,
     40 ms each: three per one-file pull between two stock rsyncs.  Linux drops quick
     ACK mode again on its own, hence the re-arming.  ``fds``: the descriptors it is read
-    through (default its own).  False if ``sock`` is no TCP socket."""
+    through (default its own); ``sockopts``: the user's socket options, whose own
+    TCP_NODELAY setting stands.  False if ``sock`` is no TCP socket."""
     import socket as _socket
 
     if sock.family not in (_socket.AF_INET, _socket.AF_INET6) \
             or sock.type != _socket.SOCK_STREAM:
         return False
-    try:
-        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-    except OSError:
-        return False
+    if "TCP_NODELAY" not in (sockopts or "").upper():
+        try:
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        except OSError:
+            return False
     opt = getattr(_socket, "TCP_QUICKACK", None)
     if opt is None:
         return True
@@ -256,10 +259,11 @@ def _wait_pidfd(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 class SocketConnection(Connection):
     """A TCP connection to an rsync daemon."""
 
-    def __init__(self, sock: socket.socket, peer: str = "", who: str = "client") -> None:
+    def __init__(self, sock: socket.socket, peer: str = "", who: str = "client",
+                 sockopts: str | None = None) -> None:
         self.sock = sock
         self.peer = peer
-        tune_tcp(sock)
+        tune_tcp(sock, sockopts=sockopts)
         super().__init__(sock.fileno(), sock.fileno(), who)
 
     def close(self) -> int | None:

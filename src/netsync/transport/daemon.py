@@ -255,7 +255,7 @@ def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 
                 warn(refused)  # socket.c: rprintf(FERROR), then the next address
                 sock.close()
                 continue
-        return SocketConnection(sock, peer=addr[0], who=who)
+        return SocketConnection(sock, peer=addr[0], who=who, sockopts=sockopts)
     raise TransportError(RERR_SOCKETIO, join_lines(failures) if failures else None)
 
 
