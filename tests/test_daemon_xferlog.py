@@ -11,6 +11,7 @@ counts (netsync's stream is not byte-for-byte rsync's) normalised.
 from __future__ import annotations
 
 import os
+import random
 import re
 import syslog
 import time
@@ -40,6 +41,11 @@ transfer logging = yes
 log format = %o|%h|%a|%m|%u|%f|%n|%l|%'l|%L|%p|%P|%M|%B|%i|%t|%-8n|%10l|%U|%G|%%|%Z
 [quiet]
 path = {root}/src
+[bytes]
+path = {root}/bytesdst
+read only = no
+transfer logging = yes
+log format = %o %n %l %b
 """
 
 _STAMP = re.compile(rb"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\d+)\] ")
@@ -52,7 +58,7 @@ def _prepare(root: Path) -> None:
     (src / "d" / "b.txt").write_text("world!!\n")
     (src / "d" / "e" / "big").write_bytes(b"x" * 12345)
     os.symlink("a.txt", src / "lnk")
-    for name in ("push", "fmtdst"):
+    for name in ("push", "fmtdst", "bytesdst"):
         (root / name).mkdir()
     (root / "push" / "old").write_text("old\n")
     (root / "push" / "olddir").mkdir()
@@ -208,3 +214,30 @@ def test_log_file_escapes_control_bytes(tmp_path: Path) -> None:
     text = path.read_bytes()
     assert _STAMP.match(text)
     assert text.endswith(b"recv evil\\#033[31m\\#205name\n")
+
+
+def test_received_bytes_per_file(pair, tmp_path: Path) -> None:
+    """%b of each received file is rsync's (from its sum head through its checksum) while
+    the daemon keeps many requests in flight: whole files, then deltas, then -z."""
+    rnd = random.Random(11)
+    up = tmp_path / "many"
+    up.mkdir()
+    for i in range(40):
+        (up / f"f{i:02d}").write_bytes(rnd.randbytes(rnd.choice([10, 1000, 70000, 300000])))
+    want, got = _run_both(pair, tmp_path, lambda d, w: ["-a", f"{up}/", d.url("bytes/d/")])
+    assert got == want
+    assert sum(ln.startswith(b"recv ") for ln in got) == 40
+    for i in range(0, 40, 3):
+        p = up / f"f{i:02d}"
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 1
+        p.write_bytes(data)
+        os.utime(p, (2_000_000_000, 2_000_000_000))
+    for opts in (["-a", "--no-W"], ["-az", "--no-W"]):
+        want, got = _run_both(pair, tmp_path, lambda d, w, o=opts: [*o, f"{up}/", d.url("bytes/d/")])
+        assert got == want
+        if opts == ["-a", "--no-W"]:
+            assert sum(ln.startswith(b"recv ") for ln in got) == 14
+        for p in up.iterdir():
+            os.utime(p, (2_000_000_100, 2_000_000_100))
+

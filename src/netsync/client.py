@@ -1710,13 +1710,13 @@ class _Client:
             rep.progress.flist_eof = feed.eof  # "ir-chk" while lists still arrive
         # Pipelined requests.  What the generator prints of later items must follow the
         # lines of the files still in flight, so any output first receives those.
-        # A server's text goes to the client as messages: each first receives the files in
-        # flight, as the client's lines do.  A daemon logging transfers keeps one request
-        # at a time (its %b/%c count each file's bytes between two marks).
-        pipe = rep.logfile is None and rep.progress is None \
-            and not (self.am_server and getattr(rep, "logs_transfers", True))
+        # A server's text goes to the client as messages, and a daemon's lines to its log:
+        # each first receives the files in flight, as the client's lines do.  (A file's
+        # %b still counts what its own receive consumed of the input.)
+        pipe = rep.logfile is None and rep.progress is None
         saved_out = rep.out, rep.err
         saved_send = None
+        xlog = getattr(rep, "xlog", None) if self.am_server else None
         self._gen = gen
         if proto < 29 and not self.am_server:
             gen.xfer_log_iflags = log.ITEM_TRANSFER | log.ITEM_MISSING_DATA
@@ -1730,6 +1730,8 @@ class _Client:
                 saved_send = self.io.send_msg
                 self.io.send_msg = _texts_finish_first(  # type: ignore[method-assign]
                     saved_send, gen.finish_requests)
+                if xlog is not None:
+                    xlog.out = _FinishFirstCall(xlog.out, gen.finish_requests)
         if opts.debug.get("flist", 0) >= 1:  # generator.c generate_files(), at -vv
             rep.info("delta-transmission " + ("disabled for local transfer or --whole-file"
                                               if opts.whole_file and not opts.append
@@ -1743,6 +1745,8 @@ class _Client:
             rep.out, rep.err = saved_out
             if saved_send is not None:
                 self.io.send_msg = saved_send  # type: ignore[method-assign]
+            if isinstance(getattr(xlog, "out", None), _FinishFirstCall):
+                xlog.out = xlog.out.call  # type: ignore[union-attr]
             gen.request_later = None
             if rep.progress is not None:
                 rep.progress.newline_if_needed()
@@ -2038,6 +2042,9 @@ class _Client:
             # receiver.c, write_batch < 0: the client sender put the data in its batch;
             # only the echo came (and no data to count).
             return m.FileData(ndx, req.iflags, None, iter(()), size=0)
+        reply_started = getattr(self.rep, "reply_started", None)
+        if reply_started is not None:
+            reply_started()  # receiver.c remember_initial_stats(): %b counts the sum head
         head = self._read_sum_head()
         if sums is not None and head != sums.head or sums is None and head.count:
             raise WireError(f"sender echoed a different sum head [{self.who}]",
@@ -2625,6 +2632,18 @@ PIPE_FILES = 64  # file requests in flight at most
 PIPE_BYTES = 1 << 15  # ... and bytes of them (below any pipe's or socket's buffer)
 _TEXT_MSGS = frozenset((Msg.INFO, Msg.ERROR, Msg.ERROR_XFER, Msg.WARNING, Msg.LOG,
                         Msg.DELETED))
+
+
+class _FinishFirstCall:
+    """A daemon log's writer that first receives the files in flight."""
+
+    def __init__(self, call, finish) -> None:
+        self.call = call
+        self._finish = finish
+
+    def __call__(self, *args, **kwargs):
+        self._finish()
+        return self.call(*args, **kwargs)
 
 
 def _texts_finish_first(send_msg, finish):

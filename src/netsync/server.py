@@ -97,6 +97,7 @@ class ServerReporter(Reporter):
 
         self.xlog = xferlog.current
         self._mark = (0, 0)  # data bytes moved when the current file started
+        self._reply_mark: tuple[int, int] | None = None
         self._data_out = self._data_in = 0
         if self.xlog is not None:
             self.xlog.reporter = self
@@ -104,6 +105,7 @@ class ServerReporter(Reporter):
         if self.xlog is None or self.xlog.fmt is None:
             # No transfer logging: nothing to note or log per file (they run per file).
             self.log_item_transfer_start = _no_item  # type: ignore[method-assign]
+            self.reply_started = _no_item  # type: ignore[method-assign]
             self.log_item_transfer_end = _no_item  # type: ignore[method-assign]
             self.logs_transfers = False  # the wire sender's loop then skips both calls
 
@@ -131,8 +133,15 @@ class ServerReporter(Reporter):
             self._data_in += n
             advance(n)
 
+        unread = io.unread
+
+        def counted_unread(data: bytes) -> None:
+            self._data_in -= len(data)  # (given back: a later file's, when pipelined)
+            unread(data)
+
         io.write = counted_write  # type: ignore[method-assign]
         io._advance = counted_advance  # type: ignore[method-assign]
+        io.unread = counted_unread  # type: ignore[method-assign]
 
     def _send(self, code: Msg, text: str) -> None:
         self.io.send_msg(code, os.fsencode(text + "\n"))
@@ -206,8 +215,15 @@ class ServerReporter(Reporter):
         if iflags & log.SIGNIFICANT_ITEM_FLAGS & 0xFFFF or hlink:
             self._xfer_item(e, iflags, hlink)
 
+    def reply_started(self) -> None:
+        """A receiver's file reply: what follows its echo counts in the file's %b."""
+        self._reply_mark = (self._data_out, self._data_in)
+
     def log_item_transfer_start(self, e, iflags: int) -> None:
-        self._mark = (self._data_out, self._data_in)  # remember_initial_stats()
+        # remember_initial_stats(): a receiver's at its reply's sum head (read before
+        # this when requests are pipelined), a sender's here.
+        self._mark = self._reply_mark or (self._data_out, self._data_in)
+        self._reply_mark = None
 
     def log_item_transfer_end(self, e, iflags: int, written: int) -> None:
         if not self.dry_run:
