@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import syslog
 import time
 from collections.abc import Iterator
@@ -45,7 +46,7 @@ path = {root}/src
 path = {root}/bytesdst
 read only = no
 transfer logging = yes
-log format = %o %n %l %b
+log format = %o %n %l %b %c
 """
 
 _STAMP = re.compile(rb"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\d+)\] ")
@@ -216,9 +217,10 @@ def test_log_file_escapes_control_bytes(tmp_path: Path) -> None:
     assert text.endswith(b"recv evil\\#033[31m\\#205name\n")
 
 
-def test_received_bytes_per_file(pair, tmp_path: Path) -> None:
-    """%b of each received file is rsync's (from its sum head through its checksum) while
-    the daemon keeps many requests in flight: whole files, then deltas, then -z."""
+def test_bytes_per_file(pair, tmp_path: Path) -> None:
+    """%b and %c of each file are rsync's (from its sum head on: the data and checksum a
+    receiver reads, the echo and data a sender writes and the sums it reads) while the
+    daemon keeps many requests in flight: whole files, deltas, -z; pushed, then pulled."""
     rnd = random.Random(11)
     up = tmp_path / "many"
     up.mkdir()
@@ -240,4 +242,17 @@ def test_received_bytes_per_file(pair, tmp_path: Path) -> None:
             assert sum(ln.startswith(b"recv ") for ln in got) == 14
         for p in up.iterdir():
             os.utime(p, (2_000_000_100, 2_000_000_100))
+    for opts in (["-a", "--no-W"], ["-az", "--no-W"]):
+        dst = tmp_path / f"pulled{len(opts[0])}"
+        for name in ("rsync", "netsync"):  # (both clients start from the same basis)
+            shutil.copytree(up, dst / name)
+            for p in sorted((dst / name).iterdir())[::4]:
+                data = bytearray(p.read_bytes())
+                data[len(data) // 3] ^= 1
+                p.write_bytes(data)
+                os.utime(p, (1_000_000_000, 1_000_000_000))
+        want, got = _run_both(pair, tmp_path,
+                              lambda d, w, o=opts, t=dst: [*o, d.url("bytes/d/"), f"{t / d.name}/"])
+        assert got == want
+        assert sum(ln.startswith(b"send ") for ln in got) == 10
 

@@ -977,6 +977,7 @@ class _Client:
         file_sum = fsum_proto.oneshot()
         write3 = io.write3 if type(io).write is ProtocolIO.write else None
         log_items = getattr(rep, "logs_transfers", True)
+        xfer_started = getattr(rep, "xfer_started", None)
         pread = os.pread
         while True:
             if lists is not None and not lists.eof:
@@ -1118,6 +1119,8 @@ class _Client:
             if opts.append:
                 append = 0 if ndx in sent_once else opts.append
                 sent_once.add(ndx)
+            if xfer_started is not None:
+                xfer_started()  # sender.c remember_initial_stats(): %c counts the sums
             head = self._read_sum_head()
             sums = None
             if head.count and not append:  # receive_sums(): --append gets a head only
@@ -2042,9 +2045,9 @@ class _Client:
             # receiver.c, write_batch < 0: the client sender put the data in its batch;
             # only the echo came (and no data to count).
             return m.FileData(ndx, req.iflags, None, iter(()), size=0)
-        reply_started = getattr(self.rep, "reply_started", None)
-        if reply_started is not None:
-            reply_started()  # receiver.c remember_initial_stats(): %b counts the sum head
+        xfer_started = getattr(self.rep, "xfer_started", None)
+        if xfer_started is not None:
+            xfer_started()  # receiver.c remember_initial_stats(): %b counts the sum head
         head = self._read_sum_head()
         if sums is not None and head != sums.head or sums is None and head.count:
             raise WireError(f"sender echoed a different sum head [{self.who}]",

@@ -97,7 +97,7 @@ class ServerReporter(Reporter):
 
         self.xlog = xferlog.current
         self._mark = (0, 0)  # data bytes moved when the current file started
-        self._reply_mark: tuple[int, int] | None = None
+        self._xfer_mark: tuple[int, int] | None = None
         self._data_out = self._data_in = 0
         if self.xlog is not None:
             self.xlog.reporter = self
@@ -105,7 +105,7 @@ class ServerReporter(Reporter):
         if self.xlog is None or self.xlog.fmt is None:
             # No transfer logging: nothing to note or log per file (they run per file).
             self.log_item_transfer_start = _no_item  # type: ignore[method-assign]
-            self.reply_started = _no_item  # type: ignore[method-assign]
+            self.xfer_started = _no_item  # type: ignore[method-assign]
             self.log_item_transfer_end = _no_item  # type: ignore[method-assign]
             self.logs_transfers = False  # the wire sender's loop then skips both calls
 
@@ -215,15 +215,16 @@ class ServerReporter(Reporter):
         if iflags & log.SIGNIFICANT_ITEM_FLAGS & 0xFFFF or hlink:
             self._xfer_item(e, iflags, hlink)
 
-    def reply_started(self) -> None:
-        """A receiver's file reply: what follows its echo counts in the file's %b."""
-        self._reply_mark = (self._data_out, self._data_in)
+    def xfer_started(self) -> None:
+        """A file's request (sender) or reply (receiver) after its index and iflags: the
+        bytes from its sum head on count in its %b and %c (rsync's
+        remember_initial_stats() there, in sender.c and receiver.c)."""
+        self._xfer_mark = (self._data_out, self._data_in)
 
     def log_item_transfer_start(self, e, iflags: int) -> None:
-        # remember_initial_stats(): a receiver's at its reply's sum head (read before
-        # this when requests are pipelined), a sender's here.
-        self._mark = self._reply_mark or (self._data_out, self._data_in)
-        self._reply_mark = None
+        # (a receiver's pipelined reply is read before this)
+        self._mark = self._xfer_mark or (self._data_out, self._data_in)
+        self._xfer_mark = None
 
     def log_item_transfer_end(self, e, iflags: int, written: int) -> None:
         if not self.dry_run:
