@@ -719,6 +719,7 @@ class _Client:
             for line in lines:
                 rep.out.write(line + "\n")
         rep.out.flush()
+        self._totals = (sent, received, total_size)
 
     def _final_code(self, io_error: int) -> int:
         io = self.io
@@ -728,6 +729,13 @@ class _Client:
         if io.got_xfer_error:
             rep.got_xfer_error = True
         code = status or rep.exit_code(io_error | io.io_error)
+        totals = getattr(self, "_totals", None)
+        if totals is not None and (code == 0 or self.am_sender):
+            # log.c log_exit(): the log file's plain summary (a receiver's only if all
+            # went well: its counts are split between two processes until the end).
+            sent, received, total = totals
+            rep._log_file_msg(f"sent {sent} bytes  received {received} bytes  "
+                              f"total size {total}")
         rep.close()
         _exit_line(code)
         return code
@@ -842,6 +850,7 @@ class _Client:
             sender.missing_args = 1
         show_flist = (not self.am_server and rep.level("flist") >= 1
                       and (w.dirs or w.recursive) and not opts.quiet)
+        rep._log_file_msg("building file list")  # flist.c send_file_list(): FLOG
         if self.neg.inc_recurse:
             return self._send_first_inc_list(sender, sources, show_flist)
         if show_flist:
@@ -1301,6 +1310,7 @@ class _Client:
         show_flist = not self.am_server and rep.level("flist") >= 1 and not opts.quiet \
             and bool(opts.recursive or opts.recurse or opts.dirs)
         inc = self.neg.inc_recurse
+        rep._log_file_msg("receiving file list")  # flist.c recv_file_list(): FLOG
         if inc and show_flist:
             show_flist = False
             rep.info("receiving incremental file list")
@@ -1716,8 +1726,9 @@ class _Client:
         # A server's text goes to the client as messages, and a daemon's lines to its log:
         # each first receives the files in flight, as the client's lines do.  (A file's
         # %b still counts what its own receive consumed of the input.)
-        pipe = rep.logfile is None and rep.progress is None
+        pipe = rep.progress is None
         saved_out = rep.out, rep.err
+        saved_logfile = rep.logfile
         saved_send = None
         xlog = getattr(rep, "xlog", None) if self.am_server else None
         self._gen = gen
@@ -1729,6 +1740,8 @@ class _Client:
             gen.request_later = self._request_later
             rep.out = FinishFirst(rep.out, gen.finish_requests)
             rep.err = FinishFirst(rep.err, gen.finish_requests)
+            if rep.logfile is not None:  # --log-file's lines keep the list's order too
+                rep.logfile = FinishFirst(rep.logfile, gen.finish_requests)
             if self.am_server:
                 saved_send = self.io.send_msg
                 self.io.send_msg = _texts_finish_first(  # type: ignore[method-assign]
@@ -1746,6 +1759,8 @@ class _Client:
             raise
         finally:
             rep.out, rep.err = saved_out
+            if rep.logfile is not None:  # (closed meanwhile: left closed)
+                rep.logfile = saved_logfile
             if saved_send is not None:
                 self.io.send_msg = saved_send  # type: ignore[method-assign]
             if isinstance(getattr(xlog, "out", None), _FinishFirstCall):
