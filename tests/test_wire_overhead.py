@@ -45,7 +45,7 @@ def test_delta_push_bytes_match_rsync(tmp_path: Path) -> None:
     assert abs(sent["netsync"] - sent["rsync"]) <= sent["rsync"] * 0.005, sent
 
 
-@pytest.mark.parametrize("opts", [["-a"], ["-aH"]], ids=" ".join)
+@pytest.mark.parametrize("opts", [["-a"], ["-aH"], ["-a", "--progress"]], ids=" ".join)
 def test_many_file_pull_requests_are_framed_together(tmp_path: Path, opts: list[str]) -> None:
     """A pull's file requests leave in full frames, as rsync's buffered generator writes
     them: what the pulling client sends for 1,500 small new files is within 2% of what
@@ -53,7 +53,8 @@ def test_many_file_pull_requests_are_framed_together(tmp_path: Path, opts: list[
     -H too (the requests went one at a time, each waiting for its file), some files
     hard-linked across directories; the same member of each group gets the data (a
     list that arrives while one is generated is taken in after it, as rsync's generator
-    takes in what its receiver forwards)."""
+    takes in what its receiver forwards).  With --progress too (each file's progress is
+    shown as its data is received, whatever was asked for since)."""
     rsh = _linked_tree(tmp_path, 5)
     sent: dict[str, int] = {}
     lines: dict[str, list[bytes]] = {}

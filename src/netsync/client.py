@@ -1722,11 +1722,11 @@ class _Client:
         if feed is not None and rep.progress is not None:
             rep.progress.flist_eof = feed.eof  # "ir-chk" while lists still arrive
         # Pipelined requests.  What the generator prints of later items must follow the
-        # lines of the files still in flight, so any output first receives those.
-        # A server's text goes to the client as messages, and a daemon's lines to its log:
-        # each first receives the files in flight, as the client's lines do.  (A file's
-        # %b still counts what its own receive consumed of the input.)
-        pipe = rep.progress is None
+        # lines of the files still in flight, so any output (stdout, --progress, the
+        # --log-file) first receives those.  A server's text goes to the client as
+        # messages, and a daemon's lines to its log: each first receives the files in
+        # flight, as the client's lines do.  (A file's %b still counts what its own
+        # receive consumed of the input.)
         saved_out = rep.out, rep.err
         saved_logfile = rep.logfile
         saved_send = None
@@ -1736,18 +1736,17 @@ class _Client:
             gen.xfer_log_iflags = log.ITEM_TRANSFER | log.ITEM_MISSING_DATA
         self._inflight: deque[int] = deque()
         self._inflight_bytes = 0
-        if pipe:
-            gen.request_later = self._request_later
-            rep.out = FinishFirst(rep.out, gen.finish_requests)
-            rep.err = FinishFirst(rep.err, gen.finish_requests)
-            if rep.logfile is not None:  # --log-file's lines keep the list's order too
-                rep.logfile = FinishFirst(rep.logfile, gen.finish_requests)
-            if self.am_server:
-                saved_send = self.io.send_msg
-                self.io.send_msg = _texts_finish_first(  # type: ignore[method-assign]
-                    saved_send, gen.finish_requests)
-                if xlog is not None:
-                    xlog.out = _FinishFirstCall(xlog.out, gen.finish_requests)
+        gen.request_later = self._request_later
+        rep.out = FinishFirst(rep.out, gen.finish_requests)
+        rep.err = FinishFirst(rep.err, gen.finish_requests)
+        if rep.logfile is not None:
+            rep.logfile = FinishFirst(rep.logfile, gen.finish_requests)
+        if self.am_server:
+            saved_send = self.io.send_msg
+            self.io.send_msg = _texts_finish_first(  # type: ignore[method-assign]
+                saved_send, gen.finish_requests)
+            if xlog is not None:
+                xlog.out = _FinishFirstCall(xlog.out, gen.finish_requests)
         if opts.debug.get("flist", 0) >= 1:  # generator.c generate_files(), at -vv
             rep.info("delta-transmission " + ("disabled for local transfer or --whole-file"
                                               if opts.whole_file and not opts.append
