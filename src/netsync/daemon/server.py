@@ -1028,7 +1028,7 @@ def serve_connection(f_in: int, f_out: int, opts, addr: str, am_daemon: int = 1,
             os.dup2(fd, target)
     if am_daemon > 0:
         _tune_connection(opts.sockopts or config.globals.socket_options)
-    if am_daemon > 0:  # a daemon has no stderr for messages (msgs2stderr = 0)
+        # A daemon has no stderr for messages (msgs2stderr = 0).
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(log.fd if log.fd >= 0 else null, 2)
         os.close(null)
