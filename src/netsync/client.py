@@ -1731,6 +1731,7 @@ class _Client:
         saved_logfile = rep.logfile
         saved_send = None
         xlog = getattr(rep, "xlog", None) if self.am_server else None
+        saved_xout = None if xlog is None else xlog.out
         self._gen = gen
         if proto < 29 and not self.am_server:
             gen.xfer_log_iflags = log.ITEM_TRANSFER | log.ITEM_MISSING_DATA
@@ -1746,7 +1747,7 @@ class _Client:
             self.io.send_msg = _texts_finish_first(  # type: ignore[method-assign]
                 saved_send, gen.finish_requests)
             if xlog is not None:
-                xlog.out = _FinishFirstCall(xlog.out, gen.finish_requests)
+                xlog.out = FinishFirst(xlog.out, gen.finish_requests)
         if opts.debug.get("flist", 0) >= 1:  # generator.c generate_files(), at -vv
             rep.info("delta-transmission " + ("disabled for local transfer or --whole-file"
                                               if opts.whole_file and not opts.append
@@ -1762,8 +1763,8 @@ class _Client:
                 rep.logfile = saved_logfile
             if saved_send is not None:
                 self.io.send_msg = saved_send  # type: ignore[method-assign]
-            if isinstance(getattr(xlog, "out", None), _FinishFirstCall):
-                xlog.out = xlog.out.call  # type: ignore[union-attr]
+            if xlog is not None:
+                xlog.out = saved_xout
             gen.request_later = None
             if rep.progress is not None:
                 rep.progress.newline_if_needed()
@@ -2649,18 +2650,6 @@ PIPE_FILES = 64  # file requests in flight at most
 PIPE_BYTES = 1 << 15  # ... and bytes of them (below any pipe's or socket's buffer)
 _TEXT_MSGS = frozenset((Msg.INFO, Msg.ERROR, Msg.ERROR_XFER, Msg.WARNING, Msg.LOG,
                         Msg.DELETED))
-
-
-class _FinishFirstCall:
-    """A daemon log's writer that first receives the files in flight."""
-
-    def __init__(self, call, finish) -> None:
-        self.call = call
-        self._finish = finish
-
-    def __call__(self, *args, **kwargs):
-        self._finish()
-        return self.call(*args, **kwargs)
 
 
 def _texts_finish_first(send_msg, finish):

@@ -536,6 +536,11 @@ class FinishFirst:
         self._finish()
         self._stream.flush()
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A writer that is called (a daemon's log) rather than written to."""
+        self._finish()
+        return self._stream(*args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
