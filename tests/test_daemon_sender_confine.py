@@ -293,3 +293,25 @@ def test_delete_missing_args_cannot_probe_outside(daemons: tuple[Daemon, Daemon]
         assert b'change_dir "escape" (in m) failed: Too many levels of symbolic links' \
             in p.stderr, (d.name, p.stderr)
         assert (dest / name).read_text() == "client's own\n", d.name
+
+
+def test_missing_arguments_are_named_as_rsyncd_names_them(daemons: tuple[Daemon, Daemon],
+                                                          tmp_path: Path) -> None:
+    """util1.c full_fname(): a missing file in a subdir is named from the dir the sender
+    entered ("/real/nope" (in m)); a missing dir fails its change_dir()."""
+    lines = {}
+    for d in daemons:
+        dest = tmp_path / d.name
+        argv = [tc.RSYNC, "-a", d.url("m/real/nope"), d.url("m/gone/x"), d.url("m/nope2"),
+                f"{dest}/"]
+        p = subprocess.run(argv, env=tc.sync_env(), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=60)
+        assert p.returncode == 23, p.stderr
+        lines[d.name] = sorted(ln.replace("netsync:", "rsync:")
+                               for ln in p.stderr.decode().splitlines()
+                               if "[sender]" in ln)
+    assert lines["netsync"] == lines["rsync"] == [
+        'rsync: [sender] change_dir "gone" (in m) failed: No such file or directory (2)',
+        'rsync: [sender] link_stat "/real/nope" (in m) failed: No such file or directory (2)',
+        'rsync: [sender] link_stat "nope2" (in m) failed: No such file or directory (2)',
+    ]

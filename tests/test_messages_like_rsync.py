@@ -58,3 +58,24 @@ def test_no_room_for_a_file_is_a_bare_line(need_rsync, tmp_path: Path) -> None:
         got[who] = _stderr(who, ["-a", "src/", "dst/"], work)
     assert got["netsync"] == got["rsync"]
     assert got["netsync"] == (23, ["could not make way for new regular file: d"])
+
+
+def test_argument_in_a_missing_dir_fails_its_change_dir(need_rsync, tmp_path: Path) -> None:
+    """flist.c change_pathname(): an argument's dir is entered first; a missing one, or
+    a file in its place, is a change_dir error (and an I/O error), not a link_stat."""
+    got = {}
+    for who in ("rsync", "netsync"):
+        work = tmp_path / who
+        (work / "src").mkdir(parents=True)
+        (work / "src" / "f").write_text("f\n")
+        got[who] = _stderr(who, ["-a", "src/nope", "gone/x", "src/f/x", "src/f", "dst/"],
+                           work)
+    assert got["netsync"] == got["rsync"]
+    assert got["netsync"] == (23, [
+        f'rsync: [sender] link_stat "{tmp_path}/W/src/nope" failed: '
+        "No such file or directory (2)",
+        f'rsync: [sender] change_dir "{tmp_path}/W/gone" failed: '
+        "No such file or directory (2)",
+        f'rsync: [sender] change_dir "{tmp_path}/W/src/f" failed: Not a directory (20)',
+    ])
+    assert (tmp_path / "netsync" / "dst" / "f").read_text() == "f\n"

@@ -851,6 +851,8 @@ class _Client:
         show_flist = (not self.am_server and rep.level("flist") >= 1
                       and (w.dirs or w.recursive) and not opts.quiet)
         rep._log_file_msg("building file list")  # flist.c send_file_list(): FLOG
+        # The roots as they are added: an argument's error names it from its dir.
+        rep.roots = sender.flist.roots
         if self.neg.inc_recurse:
             return self._send_first_inc_list(sender, sources, show_flist)
         if show_flist:

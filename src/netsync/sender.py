@@ -289,11 +289,14 @@ class Sender:
                     dotdir: bool = False, from_files: bool = False) -> Iterator[Chunk]:
         w = self.w
         path = join(base, name)
-        if not relative and base != b"." and self._jail() is not None:
-            # flist.c change_pathname(): the arg's dir is entered inside the module
-            # (util1.c change_dir() for a daemon), or the arg fails as a whole.
+        if not relative and base != b".":
+            # flist.c change_pathname(): the arg's dir is entered (inside the module for
+            # a daemon: util1.c change_dir()), or the arg fails as a whole.
             try:
-                os.close(self._jail_dir(base))
+                if self._jail() is not None:
+                    os.close(self._jail_dir(base))
+                elif not stat.S_ISDIR(os.stat(base).st_mode):
+                    raise NotADirectoryError(errno.ENOTDIR, "")
             except OSError as e:
                 self.io_error |= IOERR_GENERAL
                 self.rep.error_xfer(f'change_dir {self.rep.qpath(base)} failed: '
