@@ -54,9 +54,12 @@ def _gethostbyname(name: str) -> list[str] | None:
         return None
 
 
+_LIST_SEP = re.compile(r"[ ,\t]")  # compiled once, in the listener
+
+
 def split_list(value: str) -> list[str]:
     """access_match()'s tokens: the lower-cased list split on space, comma and tab."""
-    return [t for t in re.split(r"[ ,\t]", value.lower()) if t]
+    return [t for t in _LIST_SEP.split(value.lower()) if t]
 
 
 def _innetgr(group: str, host: str) -> bool:

@@ -118,6 +118,10 @@ def hash_response(password: bytes, challenge: str, digest: str) -> str:
 # auth users
 
 
+# Compiled at import: the listener's connections inherit it instead of each compiling it.
+_STRTOK = re.compile(r"[ ,\t\r\n]")
+
+
 def conf_strtok(value: str) -> list[str]:
     """util1.c conf_strtok(): a leading comma means split on commas only (so an
     entry may hold spaces), else split on blanks and commas."""
@@ -125,7 +129,7 @@ def conf_strtok(value: str) -> list[str]:
     if s.startswith(","):
         return [t.strip(" \t\n\v\f\r") for t in s[1:].split(",")
                 if t.strip(" \t\n\v\f\r")]
-    return [t for t in re.split(r"[ ,\t\r\n]", s) if t]
+    return [t for t in _STRTOK.split(s) if t]
 
 
 class AuthRule(NamedTuple):
