@@ -297,6 +297,8 @@ class Sender:
                     os.close(self._jail_dir(base))
                 elif not stat.S_ISDIR(os.stat(base).st_mode):
                     raise NotADirectoryError(errno.ENOTDIR, "")
+                elif not os.access(base, os.X_OK):  # chdir() needs search permission
+                    raise PermissionError(errno.EACCES, "")
             except OSError as e:
                 self.io_error |= IOERR_GENERAL
                 self.rep.error_xfer(f'change_dir {self.rep.qpath(base)} failed: '
