@@ -195,8 +195,9 @@ def version_text() -> str:
         "Capabilities:\n"
         "    64-bit files, 64-bit inums, 64-bit timestamps, 64-bit long ints,\n"
         "    socketpairs, symlinks, symtimes, hardlinks, hardlink-specials,\n"
-        "    hardlink-symlinks, IPv6, atimes, inplace, append, ACLs, ACL-at,\n"
-        "    xattrs, no iconv, prealloc, stop-at, no crtimes\n"
+        "    hardlink-symlinks, IPv6, atimes, batchfiles, inplace, append, ACLs,\n"
+        "    ACL-at, xattrs, optional secluded-args, no iconv, prealloc, stop-at,\n"
+        "    no crtimes\n"
         "Checksum list:\n"
         "    xxh128 xxh3 xxh64 (xxhash) md5 md4 sha1 none\n"
         "Compress list:\n"
@@ -260,8 +261,8 @@ def version_json() -> str:
             "file_bits": 64, "inum_bits": 64, "timestamp_bits": 64, "long_int_bits": 64,
             "socketpairs": True, "symlinks": True, "symtimes": True, "hardlinks": True,
             "hardlink_specials": True, "hardlink_symlinks": True, "IPv6": True,
-            "atimes": True, "batchfiles": False, "inplace": True, "append": True,
-            "ACLs": True, "ACL_at": True, "xattrs": True, "secluded_args": False,
+            "atimes": True, "batchfiles": True, "inplace": True, "append": True,
+            "ACLs": True, "ACL_at": True, "xattrs": True, "secluded_args": "optional",
             "iconv": False, "prealloc": True, "stop_at": True, "crtimes": False,
         },
         "checksum_list": ["xxh128", "xxh3", "xxh64", "md5", "md4", "sha1", "none"],
