@@ -59,3 +59,91 @@ def test_log_file_of_a_remote_run_matches_rsync(tmp_path: Path, direction: str) 
     assert sorted(ours[:-1]) == sorted(theirs[:-1])
     assert any(rec.startswith(b">f" if direction == "pull" else b"<f") for rec in ours)
     assert (b"receiving file list" if direction == "pull" else b"building file list") in ours
+
+
+_COUNTS = [
+    (re.compile(rb"^(sent|Total bytes sent:|Total bytes received:|File list size:) .*"), b"\\1 N"),
+    (re.compile(rb"^total size is (\d+) .*"), rb"total size is \1"),
+    (re.compile(rb" at [a-z0-9_]+\.c\(\d+\) \[[a-zA-Z]+=[0-9.]+\]$"), b""),
+    (re.compile(rb"^netsync"), b"rsync"),
+]
+
+
+def _normal(lines: list[bytes], work: Path) -> list[bytes]:
+    """Byte counts (they depend on the wire and, locally, on the pipes), rsync's source
+    location in its exit lines and the program's name aside."""
+    out = []
+    for line in lines:
+        for pat, rep in _COUNTS:
+            line = pat.sub(rep, line)
+        out.append(line.replace(bytes(work), b"W"))
+    return out
+
+
+def _both(tmp_path: Path, args: list[str], remote: bool = False) -> dict[str, tuple]:
+    rsh = tmp_path / "localrsh"
+    rsh.write_text('#!/bin/sh\nshift\nexec "$@"\n')
+    rsh.chmod(0o755)
+    got = {}
+    for who in ("rsync", "netsync"):
+        work = tmp_path / who
+        (work / "src" / "d").mkdir(parents=True)
+        (work / "src" / "d" / "f").write_text("f\n")
+        (work / "src" / "g").write_text("g\n")
+        cmd = ["/usr/bin/rsync"] if who == "rsync" else [sys.executable, "-m", "netsync"]
+        argv = [a.replace("{W}", str(work)) for a in args]
+        r = subprocess.run([*cmd, "--log-file=log", *(["-e", str(rsh)] if remote else []),
+                            *argv], cwd=work, capture_output=True)
+        log = work / "log"
+        got[who] = (r.returncode, _normal(r.stderr.splitlines(), work),
+                    _normal(_records(log), work) if log.exists() else [])
+    return got
+
+
+@pytest.mark.parametrize("opts", [["-v"], ["-q", "--stats"], ["-v", "--stats"]])
+def test_summary_lines_are_logged_instead_of_the_plain_record(tmp_path: Path,
+                                                              opts: list[str]) -> None:
+    """log.c rwrite(): with the summary shown (-v, --stats: INFO_GTE(STATS, 1)) its lines
+    go to the log as well, -q or not, and log_exit()'s plain "sent ... total size" record
+    is not written; "sending incremental file list" is FCLIENT (never logged)."""
+    got = _both(tmp_path, ["-a", *opts, "src/", "dst/"])
+    assert got["netsync"] == got["rsync"]
+    code, _, records = got["netsync"]
+    assert code == 0
+    assert b"sent N" in records and b"total size is 4" in records
+    assert not any(r.startswith(b"sending incremental") for r in records)
+    assert not any(SUMMARY.match(r) for r in records)
+
+
+def test_exit_line_is_logged(tmp_path: Path) -> None:
+    """A run that ends in an error logs its closing "error ... (code N)" line too."""
+    got = _both(tmp_path, ["-a", "nope/x", "src/", "dst/"])
+    assert got["netsync"] == got["rsync"]
+    code, _, records = got["netsync"]
+    assert code == 23
+    assert records[-1] == (b"rsync error: some files/attrs were not transferred "
+                           b"(see previous errors) (code 23)")
+
+
+@pytest.mark.parametrize("opts", [[], ["-v"]])
+def test_peer_error_exit_is_not_said_twice(tmp_path: Path, opts: list[str]) -> None:
+    """io.c MSG_ERROR_EXIT: the server's error line has been shown, so the client adds
+    none of its own (unless its log file, without the summary, wants the exit: then
+    log_exit() says it on stderr too)."""
+    got = _both(tmp_path, ["-a", *opts, "src/", "localhost:{W}/no/such/dir/"], remote=True)
+    assert got["netsync"] == got["rsync"]
+    code, err, records = got["netsync"]
+    assert code == 11
+    assert err == [b'rsync: [Receiver] mkdir "W/no/such/dir" failed: '
+                   b"No such file or directory (2)",
+                   b"rsync error: error in file IO (code 11)"] + (
+        [] if opts else [b"rsync error: error in file IO (code 11)"])
+    # (the server failed before the protocol started: its lines come on its stderr)
+    assert records == [b"building file list"] + (
+        [] if opts else [b"sent N", b"rsync error: error in file IO (code 11)"])
+
+
+def test_servers_messages_are_logged(tmp_path: Path) -> None:
+    got = _both(tmp_path, ["-a", "-v", "src/", "localhost:{W}/new/"], remote=True)
+    assert got["netsync"] == got["rsync"]
+    assert b"created directory W/new" in got["netsync"][2]

@@ -353,7 +353,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         out_format=opts.out_format, log_file=opts.log_file,
         log_file_format=opts.log_file_format, dry_run=opts.dry_run,
         eight_bit=opts.eight_bit_output, human=opts.human_readable,
-        progress=opts.progress, preserve_mtimes=opts.times,
+        progress=opts.progress, preserve_mtimes=opts.times, stats=bool(opts.stats),
     )
     filters = rfilters = None
     from netsync import filters as F
@@ -415,7 +415,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     if show_flist:
         rep.flist_start("building file list")
     elif inc_recurse and rep.level("flist") >= 1 and not opts.quiet:
-        rep.info("sending incremental file list")
+        rep.client_info("sending incremental file list")  # flist.c: FCLIENT
     t0 = time.time()
     import gc
 
@@ -621,9 +621,10 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         rep.info(f"total: matches={m_}  hash_hits={hits}  false_alarms={alarms} "
                  f"data={stats.literal_data}")
     _summary(opts, rep, stats, start, flist_size[0])
-    rep.close()
     code = rep.exit_code(io_error)
+    rep.log_exit(code)
     _exit_line(code)
+    rep.close()
     return code
 
 
@@ -855,9 +856,9 @@ def _summary(opts, rep, stats, start: float, flist_size: int) -> None:
         for line in lines:
             rep.out.write(line + "\n")
     rep.out.flush()
-    # main.c log_exit(): the log file gets one plain summary line (no digit grouping).
-    rep._log_file_msg(f"sent {sent} bytes  received {received} bytes  total size "
-                      f"{stats.total_size}")
+    rep.log_lines(lines)
+    # log.c log_exit() at the end: the log file's plain summary (no digit grouping).
+    rep.exit_totals = (sent, received, stats.total_size)
 
 
 def _list(opts, rep, flist, stats, start: float) -> int:
@@ -871,6 +872,7 @@ def _list(opts, rep, flist, stats, start: float) -> int:
                                     opts.human_readable, eight_bit=opts.eight_bit_output) + "\n")
     _summary(opts, rep, stats, start, sum(len(e.name) + 8 for e in flist.entries) + 4)
     code = rep.exit_code(flist.io_error)
+    rep.log_exit(code)
     _exit_line(code)
     return code
 

@@ -75,33 +75,48 @@ def run_remote(opts, args: list[bytes]) -> int:
 def drive(client: _Client) -> int:
     """Run ``client`` to its end: the exit code, the error and exit lines printed as
     rsync's client prints them."""
+    def exit_line(code: int, via_peer: bool = False) -> None:
+        rep = getattr(client, "rep", None)
+        if rep is not None:
+            rep.exit_sender = bool(getattr(client, "am_sender", False))
+            conn, stats = getattr(client, "conn", None), getattr(client, "stats", None)
+            if rep.exit_totals is None and conn is not None and stats is not None:
+                rep.exit_totals = (conn.bytes_written, conn.bytes_read, stats.total_size)
+            if not rep.log_exit(code, via_peer):
+                return
+        elif via_peer:
+            return
+        _exit_line(code)
+
     try:
         return client.run()
     except RemoteExit as rx:
         client.close(force=True)
         code = rx.code or E.RERR_PARTIAL
-        _exit_line(code)
+        # io.c MSG_ERROR_EXIT: "a negative linenum so that we don't end up with a
+        # duplicate exit message" (the peer's own line has been shown).
+        exit_line(code, via_peer=True)
         return code
     except TransportError as te:
         code = te.code if te.own_code else client.close_code(te.code)
         if te.message:
             _err(te.message if te.bare else f"{PROG}: {te.message}")
-        _exit_line(code)
+        exit_line(code)
         return code
     except WireError as we:
         code = client.close_code(we.code)
         _err(f"{PROG}: {we.message}" if we.message else f"{PROG}: protocol error")
-        _exit_line(code)
+        exit_line(code)
         return code
     except (m.FatalError, E.RsyncError) as fe:
         code = fe.code if getattr(fe, "own_code", False) else client.close_code(fe.code)
         if fe.message:
             _err(f"{PROG}: {fe.message}")
-        _exit_line(code)
+        exit_line(code)
         return code
     except BrokenPipeError:
         code = client.close_code(E.RERR_STREAMIO)
-        _exit_line(code)
+        exit_line(code)
         return code
     finally:
         client.close(force=True)
@@ -235,6 +250,8 @@ class _Client:
         for line in hs.infos:
             print(line)
         self.rep = self._reporter()
+        if self.rep.logfile is not None:
+            io.log_text = self.rep.log_remote_text
         from netsync import filters as _filters  # the filter traces (-vv) go to our output
 
         _filters.set_output(self.rep.info, self.rep.warn_msg, opts.debug.get("filter", 0))
@@ -374,7 +391,7 @@ class _Client:
             out_format=opts.out_format, log_file=opts.log_file,
             log_file_format=opts.log_file_format, dry_run=opts.dry_run,
             eight_bit=opts.eight_bit_output, human=opts.human_readable,
-            progress=opts.progress, preserve_mtimes=opts.times,
+            progress=opts.progress, preserve_mtimes=opts.times, stats=bool(opts.stats),
         )
         rep.ctx = log.LogContext(am_sender=self.am_sender, local_server=False,
                                  preserve_mtimes=bool(opts.times))
@@ -719,7 +736,8 @@ class _Client:
             for line in lines:
                 rep.out.write(line + "\n")
         rep.out.flush()
-        self._totals = (sent, received, total_size)
+        rep.log_lines(lines)
+        rep.exit_totals = self._totals = (sent, received, total_size)
 
     def _final_code(self, io_error: int) -> int:
         io = self.io
@@ -729,15 +747,12 @@ class _Client:
         if io.got_xfer_error:
             rep.got_xfer_error = True
         code = status or rep.exit_code(io_error | io.io_error)
-        totals = getattr(self, "_totals", None)
-        if totals is not None and (code == 0 or self.am_sender):
-            # log.c log_exit(): the log file's plain summary (a receiver's only if all
-            # went well: its counts are split between two processes until the end).
-            sent, received, total = totals
-            rep._log_file_msg(f"sent {sent} bytes  received {received} bytes  "
-                              f"total size {total}")
-        rep.close()
+        # log.c log_exit(): the log file's plain summary (a receiver's only if all went
+        # well: its counts are split between two processes until the end).
+        rep.exit_sender = bool(self.am_sender)
+        rep.log_exit(code)
         _exit_line(code)
+        rep.close()
         return code
 
     def _heap_stats(self) -> None:
@@ -921,7 +936,7 @@ class _Client:
         opts = self.opts
         rep = self.rep
         if show_flist:
-            rep.info("sending incremental file list")
+            rep.client_info("sending incremental file list")  # flist.c: FCLIENT
         tweak = None
         if opts.chmod:
             from netsync.chmod import parse_chmod, tweak_mode
@@ -1315,7 +1330,7 @@ class _Client:
         rep._log_file_msg("receiving file list")  # flist.c recv_file_list(): FLOG
         if inc and show_flist:
             show_flist = False
-            rep.info("receiving incremental file list")
+            rep.client_info("receiving incremental file list")  # flist.c: FCLIENT
         if show_flist:
             rep.flist_start("receiving file list")
         # flist_expand()'s my_alloc() is bounded by --max-alloc; so is our list (an entry

@@ -105,8 +105,10 @@ def exit_message(code: int, prog: str = "netsync") -> str:
 
 
 def print_exit_line(code: int, prog: str = "netsync") -> None:
-    from netsync.report import end_open_line
+    from netsync.report import end_open_line, log_exit_line
 
     end_open_line()
     if code:
-        print_error(exit_message(code, prog))
+        line = exit_message(code, prog)
+        print_error(line)
+        log_exit_line(line)

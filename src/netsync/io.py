@@ -98,6 +98,7 @@ class ProtocolIO:
         self.on_redo: Callable[[int], None] | None = None
         self.on_stats: Callable[[int], None] | None = None
         self.on_text: Callable[[int, bytes], None] | None = None
+        self.log_text: Callable[[bytes], None] | None = None  # a client's --log-file
         #: -8/--8-bit-output: a message from the peer is printed with high-bit bytes raw.
         self.eight_bit = False
         #: Number of file-list entries, once known: indexes in messages are checked against it.
@@ -219,6 +220,8 @@ class ProtocolIO:
                 text = escape_output(payload, eight_bit=self.eight_bit)
                 stream.buffer.write(text.encode("utf-8", "surrogateescape"))
                 stream.flush()
+                if self.log_text is not None:  # log.c rwrite(): logged as well
+                    self.log_text(payload)
         elif code == Msg.IO_ERROR:
             self.io_error |= _I32.unpack(payload)[0] & IOERR_VALID_MASK
         elif code == Msg.NOOP:

@@ -170,6 +170,7 @@ class Reporter:
         preserve_mtimes: bool = True,
         out: TextIO | None = None,
         err: TextIO | None = None,
+        stats: bool = False,
     ) -> None:
         self.prog = prog
         self.info_levels = info or {}
@@ -207,6 +208,13 @@ class Reporter:
         if self.logfile is not None:
             self.logfile_format = log_file_format or "%i %n%L"
             self.logfile_has_i = log.log_format_has(self.logfile_format, "i")
+            global _exit_log
+            _exit_log = self  # the closing "error ... (code N)" line is logged too
+        # What log.c log_exit() reports at the end: the totals (set with the summary),
+        # whether this end sends, and whether the summary went out as FINFO lines.
+        self.exit_totals: tuple[int, int, int] | None = None
+        self.exit_sender = True
+        self.stats_shown = self.level("stats") >= 1 or stats  # INFO_GTE(STATS, 1)
         self.progress = None
         self._progress_level = self.level("progress") or (1 if progress else 0)
         self.got_xfer_error = False
@@ -317,6 +325,39 @@ class Reporter:
         if not self.quiet:
             self._emit(msg)
         self._log_file_msg(msg)
+
+    def client_info(self, msg: str) -> None:
+        """rprintf(FCLIENT): the client's own stdout, never the log file."""
+        if not self.quiet:
+            self._emit(msg)
+
+    def log_lines(self, lines: list[str]) -> None:
+        """FINFO lines printed on their own (the summary, --stats): the log file takes
+        each too, -q or not (log.c rwrite() logs before it looks at quiet)."""
+        for line in lines:
+            if line:
+                self._log_file_msg(line)
+
+    def log_remote_text(self, payload: bytes) -> None:
+        """A message the peer sent (MSG_INFO, MSG_ERROR, ...): rwrite() logs it as one
+        record, as it came."""
+        if self.logfile is not None:
+            self.logfile.write(log.log_file_line(payload))
+
+    def log_exit(self, code: int, via_peer: bool = False) -> bool:
+        """cleanup.c _exit_cleanup() -> log.c log_exit(), a client's: whether the
+        closing "error ... (code N)" line is printed, having logged the plain "sent ...
+        total size" record first (a sender's, or anyone's on success).  After the
+        peer's MSG_ERROR_EXIT the peer has said it, so nothing, unless a log file
+        without the summary wants the record; with the summary shown (-v, --stats)
+        a successful run's log has that instead."""
+        if not ((code and not via_peer) or (self.logfile is not None and not self.stats_shown)):
+            return False
+        if self.exit_totals is not None and (code == 0 or self.exit_sender):
+            sent, received, total = self.exit_totals
+            self._log_file_msg(f"sent {sent} bytes  received {received} bytes  "
+                               f"total size {total}")
+        return bool(code)
 
     def error(self, msg: str, role: str | None = None) -> None:
         self.saw_error = True
@@ -495,9 +536,26 @@ class Reporter:
         return 0
 
     def close(self) -> None:
+        global _exit_log
+        if _exit_log is self:
+            _exit_log = None
         if self.logfile is not None:
             self.logfile.close()
             self.logfile = None
+
+
+_exit_log: Reporter | None = None  # the reporter whose log file gets the exit line
+
+
+def log_exit_line(line: str) -> None:
+    """The closing "error ... (code N)" line into the open log file (FERROR: logged)."""
+    rep = _exit_log
+    if rep is not None and rep.logfile is not None:
+        try:
+            rep._log_file_msg(line)
+            rep.logfile.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _open_log_file(path: str, prog: str, err, out):
