@@ -950,7 +950,7 @@ def _run_batch(opts, args: list[bytes]) -> int:
                 out.flush()
             batch.finish(keep=complete)
         except E.RsyncError as exc:
-            E.print_error(f"{PROG}: {exc.message}")
+            E.print_error(exc.message if getattr(exc, "bare", False) else f"{PROG}: {exc.message}")
             _exit_line(exc.code)
             code = exc.code
     return code

@@ -133,7 +133,7 @@ def _main(argv: list[str]) -> int:
         return E.RERR_SIGNAL
     except (m.FatalError, E.RsyncError) as fe:
         if fe.message:
-            _err(f"{PROG}: {fe.message}")
+            _err(fe.message if getattr(fe, "bare", False) else f"{PROG}: {fe.message}")
         _exit_line(fe.code)
         return fe.code
     except BrokenPipeError:
@@ -149,6 +149,7 @@ def run_client(opts) -> int:
         from netsync.daemon.server import run_daemon
 
         return run_daemon(opts)
+    _check_filter_files(opts)
     args = [os.fsencode(a) for a in opts.args]
     if not args:
         from netsync import helptext
@@ -174,6 +175,29 @@ def run_client(opts) -> int:
         # An explicit --list-only lists the sources; a destination is ignored.
         return local_sync(opts, args[:-1], None)
     return local_sync(opts, args[:-1], args[-1])
+
+
+def _check_filter_files(opts) -> None:
+    """options.c parse_arguments() reads --exclude-from/--include-from files and the
+    command line's merge files as it parses them: a missing one ends the run at once,
+    before any connection ("[client] failed to open ...", code 11).  (Not when one of
+    them is stdin, which the real build reads.)"""
+    if not opts.filter_args:
+        return
+    for _, value in opts.filter_args:
+        text = os.fsdecode(value) if isinstance(value, bytes) else value
+        if (text.split() or [""])[-1] == "-":
+            return
+    from netsync import filters as F
+
+    try:
+        with F.muted():  # (its warnings come when the rules are built for the run)
+            F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
+                                opts.from0)
+    except F.FilterError as fe:
+        if fe.message and fe.message.startswith("failed to open"):
+            raise F.FilterError(fe.code, f"[client] {fe.message}") from None
+        raise
 
 
 def _file_checksum_fn():
@@ -737,8 +761,9 @@ def _local_name(opts, rep, first: list, file_total: int, dest: bytes) -> tuple[b
             try:
                 os.mkdir(path, 0o777)
             except OSError as ex:
-                raise E.RsyncError(E.RERR_FILEIO, f'mkdir {rep.qpath(path)} failed: '
-                                   f"{os.strerror(ex.errno or 0)} ({ex.errno})") from ex
+                # main.c get_local_name(): rsyserr() in the receiver
+                raise E.RsyncError(E.RERR_FILEIO, f'[Receiver] mkdir {rep.qpath(path)} '
+                                   f"failed: {os.strerror(ex.errno or 0)} ({ex.errno})") from ex
         if first and first[0].name == b".":
             first[0].flags |= FLAG_DIR_CREATED
         if show:

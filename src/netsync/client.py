@@ -104,14 +104,15 @@ def drive(client: _Client) -> int:
         exit_line(code)
         return code
     except WireError as we:
-        code = client.close_code(we.code)
         _err(f"{PROG}: {we.message}" if we.message else f"{PROG}: protocol error")
+        code = client.close_code(we.code, ours=True)
         exit_line(code)
         return code
     except (m.FatalError, E.RsyncError) as fe:
-        code = fe.code if getattr(fe, "own_code", False) else client.close_code(fe.code)
         if fe.message:
-            _err(f"{PROG}: {fe.message}")
+            _err(fe.message if getattr(fe, "bare", False) else f"{PROG}: {fe.message}")
+        code = fe.code if getattr(fe, "own_code", False) \
+            else client.close_code(fe.code, ours=True)
         exit_line(code)
         return code
     except BrokenPipeError:
@@ -120,6 +121,9 @@ def drive(client: _Client) -> int:
         return code
     finally:
         client.close(force=True)
+        reap = getattr(client.conn, "reap", None)
+        if reap is not None:
+            reap()
 
 
 class _NoSend(WireError):
@@ -193,11 +197,17 @@ class _Client:
         self._next_reply: tuple[int, int, int, bytes | None] | None = None
 
     # ------------------------------------------------------------------ setup
-    def close_code(self, code: int) -> int:
-        """The exit code after a failure: the remote shell's status wins when higher."""
+    def close_code(self, code: int, ours: bool = False) -> int:
+        """The exit code after a failure: the remote shell's status wins when higher.
+        A failure of ``ours`` (not the connection's) takes that status only if the
+        child has already exited, and stops it (cleanup.c: WNOHANG, then SIGUSR1)."""
         status = None
-        if self.conn is not None and not self.conn.closed:
-            status = self.close(force=True)
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            if ours and hasattr(conn, "abandon"):
+                status = conn.abandon()
+            else:
+                status = self.close(force=True)
         return max(code, status or 0)
 
     def close(self, force: bool = False) -> int | None:

@@ -68,6 +68,8 @@ class RsyncError(Exception):
     before the final ``rsync error: ... (code N)`` line.
     """
 
+    bare = False  # printed as it is, without the "rsync: " prefix
+
     def __init__(self, code: int, message: str | None = None, *,
                  own_code: bool = False) -> None:
         super().__init__(message or MESSAGES.get(code, f"error {code}"))

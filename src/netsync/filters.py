@@ -289,7 +289,9 @@ class FilterList:
 
     def _err(self, msg: str, rulestr: bytes, code: int = RERR_SYNTAX) -> FilterError:
         text = f"<rule from {self._where()}>" if self._src is not None else _show(rulestr)
-        return FilterError(code, f"{msg}: {text}")
+        err = FilterError(code, f"{msg}: {text}")
+        err.bare = True  # exclude.c filter_rule_err(): rprintf(FERROR, ...), no "rsync:"
+        return err
 
     def _parse_rule_tok(self, s: bytes, pos: int, tflags: int,
                         xflags: int) -> tuple[int, int, int, int] | None:
@@ -398,11 +400,13 @@ class FilterList:
                 if not ok:
                     if self._src is not None:
                         raise self._err("invalid modifier in filter rule", s[start:])
-                    raise FilterError(
+                    err = FilterError(
                         RERR_SYNTAX,
                         f"invalid modifier '{chr(c)}' at position {pos - start} in filter rule: "
                         f"{_show(s[start:])}",
                     )
+                    err.bare = True  # (rprintf FERROR, as filter_rule_err())
+                    raise err
             if pos < n:
                 pos += 1
         if tflags & SIDES:
@@ -968,7 +972,9 @@ class FilterList:
     def _wire_one(self, r: Rule, am_sender: bool, protocol: int) -> bytes:
         p = _rule_prefix(r.rflags, r.pattern, True, protocol, am_sender, self.delete_excluded)
         if p is None:
-            raise FilterError(RERR_PROTOCOL, "filter rules are too modern for remote rsync.")
+            err = FilterError(RERR_PROTOCOL, "filter rules are too modern for remote rsync.")
+            err.bare = True  # (rprintf FERROR)
+            raise err
         return p + r.pattern + (b"/" if r.rflags & DIRECTORY else b"")
 
     @classmethod

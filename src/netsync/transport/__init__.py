@@ -221,6 +221,29 @@ class PipeConnection(Connection):
         # rsync's wait_process_with_flush: a signal death is "terminated abnormally" (16).
         return rc if rc >= 0 else 16
 
+    def abandon(self) -> int | None:
+        """cleanup.c on a fatal error of our own: the child's status only if it has
+        exited already (WNOHANG), else kill_all(SIGUSR1) stops it; our ends closed."""
+        import signal
+
+        rc = self.exit_status()
+        if rc is None:
+            try:
+                self.proc.send_signal(signal.SIGUSR1)
+            except OSError:
+                pass
+        super().close()
+        return rc
+
+    def reap(self, timeout: float = 1.0) -> None:
+        """After abandon(): collect the child if it goes soon (it is not waited for)."""
+        import subprocess
+
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
     def close(self, timeout: float = 30.0) -> int | None:
         """Close our ends, then wait for the child like rsync does at the end of a run."""
         import subprocess

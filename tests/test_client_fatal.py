@@ -1,0 +1,95 @@
+"""A client's own fatal errors end the run as rsync's do: its exit code (the remote
+end's only if that has already exited; it is stopped with SIGUSR1, cleanup.c), its own
+messages (options.c reads filter files before connecting: "[client]"; exclude.c's rule
+errors are bare), and no connection when the options already fail."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import treecompare as tc
+
+PROGRAMS = (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test()))
+
+
+@pytest.fixture(autouse=True)
+def _need_rsync() -> None:
+    if not Path(tc.RSYNC).exists():
+        pytest.fail("Debian's rsync is needed (apt-get install rsync)")
+
+
+def _rsh(tmp_path: Path) -> Path:
+    """A local "remote shell" that notes each run in ran.log."""
+    rsh = tmp_path / "rsh"
+    rsh.write_text(f'#!/bin/sh\nshift\necho "$@" >> {tmp_path}/ran.log\nexec "$@"\n')
+    rsh.chmod(0o755)
+    return rsh
+
+
+def _run(tmp_path: Path, args: list[str]) -> dict[str, tuple[int, list[bytes], bool]]:
+    """Each program in a work dir of its own with src/{g,d/f}: exit code, the stderr lines
+    (source location, program name and work dir aside) and whether a remote ran."""
+    out = {}
+    for who, cmd in PROGRAMS:
+        work = tmp_path / who
+        (work / "src" / "d").mkdir(parents=True)
+        (work / "src" / "g").write_text("g\n")
+        (work / "src" / "d" / "f").write_text("f\n")
+        rsh = _rsh(work)
+        argv = [a.replace("{W}", str(work)).replace("{RSH}", str(rsh)) for a in args]
+        p = subprocess.run([*cmd, *argv], cwd=work, capture_output=True, timeout=60,
+                           env=tc.sync_env(), stdin=subprocess.DEVNULL)
+        lines = []
+        for line in p.stderr.splitlines():
+            line = line.replace(str(work).encode(), b"W")
+            if line.startswith(b"netsync"):
+                line = b"rsync" + line[len(b"netsync"):]
+            lines.append(line.split(b" at ", 1)[0] if b" (code " in line else line)
+        out[who] = (p.returncode, lines, (work / "ran.log").exists())
+    return out
+
+
+def test_pull_into_a_destination_that_cannot_be_made(tmp_path: Path) -> None:
+    got = _run(tmp_path, ["-a", "-e", "{RSH}", "localhost:{W}/src/", "no/such/dest/"])
+    code, err, ran = got["netsync"]
+    assert code == got["rsync"][0] == 11  # not the server's 12 after we closed on it
+    assert ran
+    want_ours = [b'rsync: [Receiver] mkdir "W/no/such/dest" failed: '
+                 b"No such file or directory (2)", b"rsync error: error in file IO (code 11)"]
+    for r in (got["rsync"][1], err):  # (the stopped server's own line may come first)
+        assert [ln for ln in r if b"SIGUSR1" not in ln] == want_ours, r
+
+
+def test_local_destination_that_cannot_be_made(tmp_path: Path) -> None:
+    got = _run(tmp_path, ["-a", "src/", "no/such/dest/"])
+    assert got["netsync"] == got["rsync"]
+    assert got["netsync"][1][0].startswith(b'rsync: [Receiver] mkdir "W/no/such/dest"')
+
+
+@pytest.mark.parametrize("filt", ["--exclude-from=nofile", "--include-from=nofile",
+                                  "--filter=merge nofile"])
+@pytest.mark.parametrize("where", ["local", "pull", "push"])
+def test_missing_filter_file_fails_before_connecting(tmp_path: Path, filt: str,
+                                                     where: str) -> None:
+    ends = {"local": ["src/", "dst/"], "pull": ["-e", "{RSH}", "localhost:{W}/src/", "dst/"],
+            "push": ["-e", "{RSH}", "src/", "localhost:{W}/dst/"]}[where]
+    got = _run(tmp_path, ["-a", filt, *ends])
+    assert got["netsync"] == got["rsync"]
+    kind = "include" if "include" in filt else "exclude"
+    assert got["netsync"] == (11, [
+        f"rsync: [client] failed to open {kind} file nofile: No such file or directory (2)"
+        .encode(), b"rsync error: error in file IO (code 11)"], False)
+
+
+@pytest.mark.parametrize("rule, msg", [
+    ("bogus", b"Unknown filter rule: bogus"),
+    ("+,e foo", b"invalid modifier 'e' at position 2 in filter rule: +,e foo"),
+])
+def test_filter_rule_errors_are_bare(tmp_path: Path, rule: str, msg: bytes) -> None:
+    """exclude.c: rprintf(FERROR, ...), without "rsync: "."""
+    got = _run(tmp_path, ["-a", f"--filter={rule}", "src/", "dst/"])
+    assert got["netsync"] == got["rsync"] == (1, [msg, b"rsync error: syntax or usage error "
+                                                      b"(code 1)"], False)
