@@ -93,3 +93,39 @@ def test_filter_rule_errors_are_bare(tmp_path: Path, rule: str, msg: bytes) -> N
     got = _run(tmp_path, ["-a", f"--filter={rule}", "src/", "dst/"])
     assert got["netsync"] == got["rsync"] == (1, [msg, b"rsync error: syntax or usage error "
                                                       b"(code 1)"], False)
+
+
+@pytest.mark.parametrize("where", ["push", "pull", "daemon"])
+def test_remote_shell_that_cannot_run(tmp_path: Path, where: str) -> None:
+    """pipe.c: the forked child says it could not exec the shell and exits 14; the
+    client then finds no peer (rsh: the connection closed; daemon over rsh: no
+    greeting).  rsync's last lines race its child (12 or 14/5); the child's are fixed."""
+    ends = {"push": ["src/", "localhost:{W}/dst/"], "pull": ["localhost:{W}/src/", "dst/"],
+            "daemon": ["localhost::m/", "dst/"]}[where]
+    got = _run(tmp_path, ["-a", "-e", str(tmp_path / "no-such-rsh"), *ends])
+    who = b"sender" if where == "push" else b"Receiver"
+    child = [b"rsync: [" + who + b"] Failed to exec " + str(tmp_path).encode()
+             + b"/no-such-rsh: No such file or directory (2)",
+             b"rsync error: error in IPC code (code 14)"]
+    assert got["rsync"][1][:2] == child
+    if where == "daemon":
+        assert got["netsync"] == (5, [*child, b"rsync: did not see server greeting",
+                                      b"rsync error: error starting client-server protocol "
+                                      b"(code 5)"], False)
+    else:
+        assert got["netsync"] == (14, [*child, b"rsync: connection unexpectedly closed "
+                                       b"(0 bytes received so far) [" + who + b"]",
+                                       b"rsync error: error in IPC code (code 14)"], False)
+
+
+def test_daemon_refused_names_the_receiver(tmp_path: Path) -> None:
+    """who_am_i() before the fork: a pulling client is the "Receiver"."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    got = _run(tmp_path, ["-a", f"rsync://127.0.0.1:{port}/m/", "dst/"])
+    assert got["netsync"] == got["rsync"]
+    assert got["netsync"][1][0] == (b"rsync: [Receiver] failed to connect to 127.0.0.1 "
+                                    b"(127.0.0.1): Connection refused (111)")

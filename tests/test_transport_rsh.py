@@ -135,8 +135,12 @@ def test_missing_remote_shell_is_exit_14() -> None:
     with pytest.raises(TransportError) as err:
         spawn(["/nonexistent/ssh", "h", "rsync"], who="sender")
     assert err.value.code == 14
-    assert str(err.value) == ("[sender] Failed to exec /nonexistent/ssh: "
-                              "No such file or directory (2)")
+    # pipe.c's child, then the parent that finds the connection closed
+    assert str(err.value) == ("netsync: [sender] Failed to exec /nonexistent/ssh: "
+                              "No such file or directory (2)\n"
+                              "netsync error: error in IPC code (code 14)\n"
+                              "netsync: connection unexpectedly closed (0 bytes received so "
+                              "far) [sender]")
 
 
 def test_missing_remote_rsync_reports_the_shells_status() -> None:

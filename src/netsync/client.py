@@ -335,13 +335,17 @@ class _Client:
             read_password,
         )
         from netsync.transport.remote import Mode
-        from netsync.transport.rsh import build_rsh_command, spawn
+        from netsync.transport.rsh import ExecFailed, build_rsh_command, spawn
 
         opts = self.opts
         if plan.mode == Mode.DAEMON_SHELL:
             cmd = build_rsh_command(opts, plan.host, plan.user, [], daemon=True)
             self._show_argv("opening connection using:", cmd)
-            self.conn = spawn(cmd, who=self.who)
+            try:
+                self.conn = spawn(cmd, who=self.who)
+            except ExecFailed as ef:  # clientserver.c: the child's lines, then no greeting
+                raise TransportError(E.RERR_STARTCLIENT, f"{ef.child_lines}\n{PROG}: did "
+                                     "not see server greeting", bare=True) from None
         else:
             if opts.debug.get("connect", 0) >= 1:  # socket.c open_socket_out()
                 prog = "Using RSYNC_CONNECT_PROG instead of " \

@@ -220,6 +220,7 @@ def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 
         raise TransportError(RERR_SOCKETIO, f"getaddrinfo: {gai_host} {gai_port}: "
                                             "Name or service not known") from None
     failures: list[str] = []
+    start_who = "Receiver" if who == "receiver" else who  # who_am_i() before the fork
     for fam, stype, proto, _canon, addr in infos:
         try:
             sock = socket.socket(fam, stype, proto)
@@ -245,7 +246,7 @@ def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 
         except OSError as exc:
             sock.close()
             code = exc.errno or errno_mod.EIO
-            failures.append(f"[{who}] failed to connect to {gai_host} ({addr[0]}): "
+            failures.append(f"[{start_who}] failed to connect to {gai_host} ({addr[0]}): "
                             f"{os.strerror(code)} ({code})")
             continue
         sock.settimeout(None)

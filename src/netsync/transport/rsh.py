@@ -178,6 +178,25 @@ def build_rsh_command(opts: Options, host: str, user: str | None, server_argv: l
     return [*args, *server_argv]
 
 
+class ExecFailed(TransportError):
+    """The remote shell could not be run.  rsync's forked child says so and exits 14
+    (pipe.c); the parent then finds the connection closed, which its caller reports
+    (rsh: "connection unexpectedly closed", a daemon over rsh: no greeting)."""
+
+    bare = True
+
+    def __init__(self, who: str, program: str, exc: OSError) -> None:
+        from netsync.errors import exit_message
+        from netsync.helptext import PROG
+
+        # who_am_i() before the fork: a pulling client is still the "Receiver".
+        self.who = "Receiver" if who == "receiver" else who
+        self.child_lines = (f"{PROG}: [{self.who}] Failed to exec {program}: {exc.strerror} "
+                            f"({exc.errno})\n{exit_message(RERR_IPC, PROG)}")
+        super().__init__(RERR_IPC, self.child_lines + f"\n{PROG}: connection unexpectedly "
+                         f"closed (0 bytes received so far) [{self.who}]", bare=True)
+
+
 def spawn(cmd: list[str], *, who: str = "client",
           env: dict[str, str] | None = None) -> PipeConnection:
     """Start the remote shell with pipes on its stdin/stdout (stderr is the user's).
@@ -205,8 +224,7 @@ def spawn(cmd: list[str], *, who: str = "client",
     except OSError as exc:
         to_child.close()
         from_child.close()
-        raise TransportError(
-            RERR_IPC, f"[{who}] Failed to exec {cmd[0]}: {exc.strerror} ({exc.errno})") from None
+        raise ExecFailed(who, cmd[0], exc) from None
     finally:
         child_in.close()
         child_out.close()
