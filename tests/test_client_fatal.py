@@ -129,3 +129,32 @@ def test_daemon_refused_names_the_receiver(tmp_path: Path) -> None:
     assert got["netsync"] == got["rsync"]
     assert got["netsync"][1][0] == (b"rsync: [Receiver] failed to connect to 127.0.0.1 "
                                     b"(127.0.0.1): Connection refused (111)")
+
+
+@pytest.mark.parametrize("args, want", [
+    # a single file into a missing dir: its parent is entered (change_dir#3), exit 3
+    (["src/g", "no/such/file"], (3, [b'rsync: [Receiver] change_dir#3 "W/no/such" failed: '
+                                     b"No such file or directory (2)",
+                                     b"rsync error: errors selecting input/output files, "
+                                     b"dirs (code 3)"])),
+    # a path through a file: the destination cannot be stat()ed
+    (["src/g", "src/g/x"], (3, [b'rsync: [Receiver] ERROR: cannot stat destination '
+                                b'"W/src/g/x": Not a directory (20)',
+                                b"rsync error: errors selecting input/output files, "
+                                b"dirs (code 3)"])),
+    (["src/g", "src/d/f", "src/g/"], (3, [b'rsync: [Receiver] ERROR: cannot stat '
+                                          b'destination "W/src/g/": Not a directory (20)',
+                                          b"rsync error: errors selecting input/output "
+                                          b"files, dirs (code 3)"])),
+    # --mkpath blocked by a file: the destination as given is named
+    (["--mkpath", "src/", "src/g/n/"], (11, [b'rsync: [Receiver] mkdir "W/src/g/n/" failed: '
+                                             b"Not a directory (20)",
+                                             b"rsync error: error in file IO (code 11)"])),
+    # main.c's own ERROR lines are bare
+    (["src/", "src/g"], (3, [b"ERROR: destination must be a directory when copying more "
+                             b"than 1 file", b"rsync error: errors selecting input/output "
+                                             b"files, dirs (code 3)"])),
+])
+def test_destination_errors(tmp_path: Path, args: list[str], want: tuple) -> None:
+    got = _run(tmp_path, ["-a", *args])
+    assert got["netsync"] == got["rsync"] == (*want, False)

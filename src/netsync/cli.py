@@ -727,36 +727,45 @@ def _local_name(opts, rep, first: list, file_total: int, dest: bytes) -> tuple[b
     show = rep.level("name") >= 1 or rep.has_i
     trailing = dest.endswith(b"/")
     has_slash = b"/" in dest
+    stat_errno = 0
     try:
         st = os.stat(dest)
-    except OSError:
-        st = None
+    except OSError as ex:
+        st, stat_errno = None, ex.errno or errno.EIO
     if opts.mkpath and st is None and (has_slash or file_total > 1):
         drop_name = not (file_total > 1 and not trailing)
         cut = dest.rfind(b"/")
         target = dest[:cut] if drop_name and cut >= 0 else dest
-        made = _make_path(target, opts.dry_run)
+        try:
+            made = _make_path(target, opts.dry_run)
+        except OSError as ex:  # main.c mkdir_error: the destination as given is named
+            raise E.RsyncError(E.RERR_FILEIO, f"[Receiver] mkdir {_qdest(rep, dest)} failed: "
+                               f"{os.strerror(ex.errno or 0)} ({ex.errno})") from None
         if made and show:
             shown = dest[:cut] if cut >= 0 and (file_total == 1 or trailing) else dest
             rep.info(f"created {made} director{'y' if made == 1 else 'ies'} for {rep.safe(shown)}")
         if made and not opts.dry_run:
             try:
                 st = os.stat(dest)
-            except OSError:
-                st = None
+            except OSError as ex:
+                st, stat_errno = None, ex.errno or errno.EIO
+    if st is None and stat_errno != errno.ENOENT:
+        # main.c: "If we don't know what's at the destination, fail."
+        raise E.RsyncError(E.RERR_FILESELECT, f"[Receiver] ERROR: cannot stat destination "
+                           f"{_qdest(rep, dest)}: {os.strerror(stat_errno)} ({stat_errno})")
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             return False, False
         if file_total > 1:
-            raise E.RsyncError(E.RERR_FILESELECT,
+            raise _bare(E.RERR_FILESELECT,
                                "ERROR: destination must be a directory when copying more than 1 file")
         if file_total == 1 and stat.S_ISDIR(first[0].mode):
-            raise E.RsyncError(E.RERR_FILESELECT,
+            raise _bare(E.RERR_FILESELECT,
                                "ERROR: cannot overwrite non-directory with a directory")
     if file_total > 1 or trailing:
         path = dest.rstrip(b"/") or b"/"
         if st is not None:
-            raise E.RsyncError(E.RERR_SYNTAX, "ERROR: destination path is not a directory")
+            raise _bare(E.RERR_SYNTAX, "ERROR: destination path is not a directory")
         if not opts.dry_run:
             try:
                 os.mkdir(path, 0o777)
@@ -769,7 +778,33 @@ def _local_name(opts, rep, first: list, file_total: int, dest: bytes) -> tuple[b
         if show:
             rep.info(f"created directory {rep.safe(path)}")
         return False, bool(opts.dry_run)
+    # A single file: its parent dir is entered (main.c: change_dir#3), if it has one.
+    cut = dest.rfind(b"/")
+    if cut >= 0 and not (opts.dry_run and opts.mkpath):
+        parent = dest[:cut] or b"/"
+        try:
+            if not stat.S_ISDIR(os.stat(parent).st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "")
+            if not os.access(parent, os.X_OK):
+                raise PermissionError(errno.EACCES, "")
+        except OSError as ex:
+            raise E.RsyncError(E.RERR_FILESELECT, f"[Receiver] change_dir#3 "
+                               f"{rep.qpath(parent)} failed: {os.strerror(ex.errno or 0)} "
+                               f"({ex.errno})") from ex
     return True, False
+
+
+def _bare(code: int, message: str) -> E.RsyncError:
+    """main.c's rprintf(FERROR, "ERROR: ...") lines: no program-name prefix."""
+    err = E.RsyncError(code, message)
+    err.bare = True
+    return err
+
+
+def _qdest(rep, dest: bytes) -> str:
+    """util1.c full_fname() of the destination as given (a trailing slash kept)."""
+    q = rep.qpath(dest)
+    return q[:-1] + '/"' if dest.endswith(b"/") and not q.endswith('/"') else q
 
 
 def _make_path(path: bytes, dry_run: bool) -> int:
@@ -785,9 +820,8 @@ def _make_path(path: bytes, dry_run: bool) -> int:
                 os.mkdir(d)
             except FileExistsError:
                 pass
-            except OSError as ex:
-                raise E.RsyncError(E.RERR_FILEIO, f'mkdir "{os.fsdecode(d)}" failed: '
-                                   f"{os.strerror(ex.errno or 0)} ({ex.errno})") from ex
+            except OSError:
+                raise  # (the caller names the destination, as rsync's mkdir_error)
     return len(missing)
 
 
