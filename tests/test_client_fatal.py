@@ -158,3 +158,32 @@ def test_daemon_refused_names_the_receiver(tmp_path: Path) -> None:
 def test_destination_errors(tmp_path: Path, args: list[str], want: tuple) -> None:
     got = _run(tmp_path, ["-a", *args])
     assert got["netsync"] == got["rsync"] == (*want, False)
+
+
+_CLEAN = [b"protocol version mismatch -- is your shell clean?",
+          b"(see the rsync manpage for an explanation)"]
+_CODE2 = b"rsync error: protocol incompatibility (code 2)"
+
+
+@pytest.mark.parametrize("proto, want", [
+    ("40", [b"--protocol must be no more than 32 on the Server.",
+            b"--protocol must be no more than 32 on the Client.", _CODE2, _CODE2]),
+    ("19", [*_CLEAN, _CODE2, *_CLEAN, _CODE2]),
+])
+def test_local_protocol_out_of_range(tmp_path: Path, proto: str, want: list[bytes]) -> None:
+    """compat.c on both ends of a local run.  rsync's two processes race to print (and
+    one may be stopped first: "received SIGUSR1"); the lines each says are these."""
+    got = _run(tmp_path, ["-a", f"--protocol={proto}", "src/", "dst/"])
+    assert got["netsync"] == (2, want, False)
+    assert got["rsync"][0] == 2
+    assert set(got["rsync"][1]) - {b"rsync error: received SIGUSR1 (code 19)"} <= set(want)
+    assert not (tmp_path / "netsync" / "dst").exists()
+
+
+@pytest.mark.parametrize("where", ["push", "pull"])
+def test_higher_protocol_settles_on_the_servers(tmp_path: Path, where: str) -> None:
+    """setup_protocol(): --protocol=40 is sent as asked and the lower one is used."""
+    ends = {"push": ["src/", "localhost:{W}/dst/"], "pull": ["localhost:{W}/src/", "dst/"]}
+    got = _run(tmp_path, ["-a", "--protocol=40", "-e", "{RSH}", *ends[where]])
+    assert got["netsync"] == got["rsync"] == (0, [], True)
+    assert (tmp_path / "netsync" / "dst" / "d" / "f").read_text() == "f\n"

@@ -155,8 +155,15 @@ def test_forced_protocol_out_of_range() -> None:
     with pytest.raises(TransportError) as err:
         ClientHandshake(26)
     assert err.value.code == 2
+    # A higher one is sent as asked; the lower of the two is used (compat.c), and only a
+    # settled protocol above ours fails.
+    hs = ClientHandshake(40)
+    assert bytes(hs._out[:4]) == (40).to_bytes(4, "little")
+    with pytest.raises(TransportError) as err:
+        hs.receive_data((33).to_bytes(4, "little"))
+    assert err.value.message == "--protocol must be no more than 32 on the Client."
     with pytest.raises(TransportError):
-        ClientHandshake(33)
+        ClientHandshake(40, daemon_protocol=33)
 
 
 def test_inc_recurse_refused_when_not_offered() -> None:

@@ -169,12 +169,32 @@ def run_client(opts) -> int:
                                "remote transfers (host:path, host::module, rsync://) are not "
                                "implemented yet in this netsync") from None
         return run_remote(opts, args)
+    _check_local_protocol(opts)
     if len(args) == 1:
         return local_sync(opts, args, None)
     if opts.list_only:
         # An explicit --list-only lists the sources; a destination is ignored.
         return local_sync(opts, args[:-1], None)
     return local_sync(opts, args[:-1], args[-1])
+
+
+def _check_local_protocol(opts) -> None:
+    """compat.c setup_protocol() on both ends of a local run (rsync forks one): a
+    --protocol out of rsync's range fails each, the receiver's exit line between."""
+    from netsync.transport.handshake import MAX_PROTOCOL, RSYNC_MIN_PROTOCOL
+
+    p = opts.protocol
+    if p is None or RSYNC_MIN_PROTOCOL <= p <= MAX_PROTOCOL:
+        return
+    if p > MAX_PROTOCOL:
+        lines = [f"--protocol must be no more than {MAX_PROTOCOL} on the {side}."
+                 for side in ("Server", "Client")]
+        lines.insert(2, E.exit_message(E.RERR_PROTOCOL, PROG))
+    else:  # the server side finds a version it cannot speak, and so does the client
+        clean = ["protocol version mismatch -- is your shell clean?",
+                 "(see the rsync manpage for an explanation)"]
+        lines = [*clean, E.exit_message(E.RERR_PROTOCOL, PROG), *clean]
+    raise _bare(E.RERR_PROTOCOL, "\n".join(lines))
 
 
 def _check_filter_files(opts) -> None:

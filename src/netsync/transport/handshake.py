@@ -218,6 +218,14 @@ class _StringNegotiation:
             f"{self._side} list: {' '.join(ours) or self._empty_list}"]), bare=True)
 
 
+def _check_max(protocol: int) -> None:
+    """compat.c: the settled protocol above ours (both ends asked for more)."""
+    if protocol > MAX_PROTOCOL:
+        raise TransportError(RERR_PROTOCOL,
+                             f"--protocol must be no more than {MAX_PROTOCOL} on the Client.",
+                             bare=True)
+
+
 class ClientHandshake(_StringNegotiation):
     """The client side of setup_protocol(), fed with bytes from the server.
 
@@ -243,10 +251,8 @@ class ClientHandshake(_StringNegotiation):
             raise TransportError(RERR_PROTOCOL,
                                  f"--protocol must be at least {MIN_PROTOCOL} on the Client.",
                                  bare=True)
-        if protocol > MAX_PROTOCOL:
-            raise TransportError(RERR_PROTOCOL,
-                                 f"--protocol must be no more than {MAX_PROTOCOL} on the Client.",
-                                 bare=True)
+        # (A higher --protocol is sent as it is: compat.c setup_protocol() takes the
+        # lower of the two and checks the range of what was settled.)
         self.our_protocol = protocol
         if checksum_choice is not None and checksum_choice.lower() in ("auto", "auto,auto"):
             checksum_choice = None
@@ -272,6 +278,7 @@ class ClientHandshake(_StringNegotiation):
         self.remote_protocol = 0
         self._daemon = daemon_protocol is not None
         if daemon_protocol is not None:
+            _check_max(daemon_protocol)
             self.protocol = daemon_protocol
             self.remote_protocol = remote_protocol or daemon_protocol
             self._state = "compat"
@@ -366,6 +373,7 @@ class ClientHandshake(_StringNegotiation):
             raise TransportError(RERR_PROTOCOL,
                                  f"the server speaks protocol {remote}; netsync needs "
                                  f"{MIN_PROTOCOL} or newer (rsync 2.6.0+)")
+        _check_max(self.protocol)
         self._state = "compat"
         self._check_options()
         return True
