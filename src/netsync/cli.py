@@ -194,7 +194,7 @@ def _check_local_protocol(opts) -> None:
         clean = ["protocol version mismatch -- is your shell clean?",
                  "(see the rsync manpage for an explanation)"]
         lines = [*clean, E.exit_message(E.RERR_PROTOCOL, PROG), *clean]
-    raise _bare(E.RERR_PROTOCOL, "\n".join(lines))
+    raise E.RsyncError(E.RERR_PROTOCOL, "\n".join(lines), bare=True)
 
 
 def _check_filter_files(opts) -> None:
@@ -777,15 +777,16 @@ def _local_name(opts, rep, first: list, file_total: int, dest: bytes) -> tuple[b
         if stat.S_ISDIR(st.st_mode):
             return False, False
         if file_total > 1:
-            raise _bare(E.RERR_FILESELECT,
-                               "ERROR: destination must be a directory when copying more than 1 file")
+            raise E.RsyncError(E.RERR_FILESELECT, "ERROR: destination must be a directory "
+                               "when copying more than 1 file", bare=True)  # (rprintf)
         if file_total == 1 and stat.S_ISDIR(first[0].mode):
-            raise _bare(E.RERR_FILESELECT,
-                               "ERROR: cannot overwrite non-directory with a directory")
+            raise E.RsyncError(E.RERR_FILESELECT, "ERROR: cannot overwrite non-directory "
+                               "with a directory", bare=True)
     if file_total > 1 or trailing:
         path = dest.rstrip(b"/") or b"/"
         if st is not None:
-            raise _bare(E.RERR_SYNTAX, "ERROR: destination path is not a directory")
+            raise E.RsyncError(E.RERR_SYNTAX, "ERROR: destination path is not a directory",
+                               bare=True)
         if not opts.dry_run:
             try:
                 os.mkdir(path, 0o777)
@@ -812,13 +813,6 @@ def _local_name(opts, rep, first: list, file_total: int, dest: bytes) -> tuple[b
                                f"{rep.qpath(parent)} failed: {os.strerror(ex.errno or 0)} "
                                f"({ex.errno})") from ex
     return True, False
-
-
-def _bare(code: int, message: str) -> E.RsyncError:
-    """main.c's rprintf(FERROR, "ERROR: ...") lines: no program-name prefix."""
-    err = E.RsyncError(code, message)
-    err.bare = True
-    return err
 
 
 def _qdest(rep, dest: bytes) -> str:

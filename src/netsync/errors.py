@@ -71,10 +71,12 @@ class RsyncError(Exception):
     bare = False  # printed as it is, without the "rsync: " prefix
 
     def __init__(self, code: int, message: str | None = None, *,
-                 own_code: bool = False) -> None:
+                 own_code: bool = False, bare: bool = False) -> None:
         super().__init__(message or MESSAGES.get(code, f"error {code}"))
         self.code = code
         self.message = message
+        if bare:  # (else the class's say)
+            self.bare = True
         # The run ends with this code even if the peer exits with a higher one (rsync's
         # own early checks: the peer only stops because we did).
         self.own_code = own_code

@@ -289,9 +289,8 @@ class FilterList:
 
     def _err(self, msg: str, rulestr: bytes, code: int = RERR_SYNTAX) -> FilterError:
         text = f"<rule from {self._where()}>" if self._src is not None else _show(rulestr)
-        err = FilterError(code, f"{msg}: {text}")
-        err.bare = True  # exclude.c filter_rule_err(): rprintf(FERROR, ...), no "rsync:"
-        return err
+        # exclude.c filter_rule_err(): rprintf(FERROR, ...), no "rsync:"
+        return FilterError(code, f"{msg}: {text}", bare=True)
 
     def _parse_rule_tok(self, s: bytes, pos: int, tflags: int,
                         xflags: int) -> tuple[int, int, int, int] | None:
@@ -400,13 +399,11 @@ class FilterList:
                 if not ok:
                     if self._src is not None:
                         raise self._err("invalid modifier in filter rule", s[start:])
-                    err = FilterError(
+                    raise FilterError(  # (rprintf FERROR, as filter_rule_err())
                         RERR_SYNTAX,
                         f"invalid modifier '{chr(c)}' at position {pos - start} in filter rule: "
-                        f"{_show(s[start:])}",
+                        f"{_show(s[start:])}", bare=True,
                     )
-                    err.bare = True  # (rprintf FERROR, as filter_rule_err())
-                    raise err
             if pos < n:
                 pos += 1
         if tflags & SIDES:
@@ -972,9 +969,8 @@ class FilterList:
     def _wire_one(self, r: Rule, am_sender: bool, protocol: int) -> bytes:
         p = _rule_prefix(r.rflags, r.pattern, True, protocol, am_sender, self.delete_excluded)
         if p is None:
-            err = FilterError(RERR_PROTOCOL, "filter rules are too modern for remote rsync.")
-            err.bare = True  # (rprintf FERROR)
-            raise err
+            raise FilterError(RERR_PROTOCOL, "filter rules are too modern for remote rsync.",
+                              bare=True)  # (rprintf FERROR)
         return p + r.pattern + (b"/" if r.rflags & DIRECTORY else b"")
 
     @classmethod

@@ -36,8 +36,7 @@ class TransportError(RsyncError):
 
     def __init__(self, code: int, message: str | None = None, *, bare: bool = False,
                  own_code: bool = False) -> None:
-        super().__init__(code, message, own_code=own_code)
-        self.bare = bare
+        super().__init__(code, message, own_code=own_code, bare=bare)
 
 
 #: fd -> what re-arms quick ACKs on the TCP connection read from it (tune_tcp()).
