@@ -26,7 +26,7 @@ from netsync import messages as m
 from netsync.flist import FLAG_DUPLICATE, FLAG_HLINK_FIRST, FLAG_HLINK_FOLLOWER
 from netsync.io import ProtocolIO, RemoteExit
 from netsync.report import FinishFirst
-from netsync.transport import Connection, TransportError
+from netsync.transport import Connection, TransportError, pre_fork_who
 from netsync.wire import (
     NDX_DEL_STATS,
     NDX_DONE,
@@ -78,7 +78,6 @@ def drive(client: _Client) -> int:
     def exit_line(code: int, via_peer: bool = False) -> None:
         rep = getattr(client, "rep", None)
         if rep is not None:
-            rep.exit_sender = bool(getattr(client, "am_sender", False))
             conn, stats = getattr(client, "conn", None), getattr(client, "stats", None)
             if rep.exit_totals is None and conn is not None and stats is not None:
                 rep.exit_totals = (conn.bytes_written, conn.bytes_read, stats.total_size)
@@ -261,7 +260,7 @@ class _Client:
             print(line)
         self.rep = self._reporter()
         if self.rep.logfile is not None:
-            io.log_text = self.rep.log_remote_text
+            io.log_text = self.rep._log_file_msg  # log.c rwrite(): one record each
         from netsync import filters as _filters  # the filter traces (-vv) go to our output
 
         _filters.set_output(self.rep.info, self.rep.warn_msg, opts.debug.get("filter", 0))
@@ -372,8 +371,7 @@ class _Client:
         dc = DaemonClient(self.conn, opts.protocol, on_line=show)
         dc.eight_bit = opts.eight_bit_output
         proto = dc.greet()
-        # who_am_i() before the fork: a pulling client is still "Receiver".
-        who = "Receiver" if self.who == "receiver" else self.who
+        who = pre_fork_who(self.who)
         early = read_early_input(opts.early_input, who=who) if opts.early_input else b""
         if listing:
             dc.list_modules(early)
@@ -409,6 +407,7 @@ class _Client:
         )
         rep.ctx = log.LogContext(am_sender=self.am_sender, local_server=False,
                                  preserve_mtimes=bool(opts.times))
+        rep.exit_sender = bool(self.am_sender)
         return rep
 
     # ------------------------------------------------------------ --files-from
@@ -751,7 +750,7 @@ class _Client:
                 rep.out.write(line + "\n")
         rep.out.flush()
         rep.log_lines(lines)
-        rep.exit_totals = self._totals = (sent, received, total_size)
+        rep.exit_totals = (sent, received, total_size)
 
     def _final_code(self, io_error: int) -> int:
         io = self.io
@@ -761,10 +760,7 @@ class _Client:
         if io.got_xfer_error:
             rep.got_xfer_error = True
         code = status or rep.exit_code(io_error | io.io_error)
-        # log.c log_exit(): the log file's plain summary (a receiver's only if all went
-        # well: its counts are split between two processes until the end).
-        rep.exit_sender = bool(self.am_sender)
-        rep.log_exit(code)
+        rep.log_exit(code)  # log.c log_exit(): the log file's plain summary
         _exit_line(code)
         rep.close()
         return code

@@ -211,7 +211,9 @@ class Reporter:
             global _exit_log
             _exit_log = self  # the closing "error ... (code N)" line is logged too
         # What log.c log_exit() reports at the end: the totals (set with the summary),
-        # whether this end sends, and whether the summary went out as FINFO lines.
+        # whether this end sends (a receiver's totals are logged only on success: its
+        # counts are split between two processes until the end), and whether the
+        # summary went out as FINFO lines.
         self.exit_totals: tuple[int, int, int] | None = None
         self.exit_sender = True
         self.stats_shown = self.level("stats") >= 1 or stats  # INFO_GTE(STATS, 1)
@@ -338,12 +340,6 @@ class Reporter:
             if line:
                 self._log_file_msg(line)
 
-    def log_remote_text(self, payload: bytes) -> None:
-        """A message the peer sent (MSG_INFO, MSG_ERROR, ...): rwrite() logs it as one
-        record, as it came."""
-        if self.logfile is not None:
-            self.logfile.write(log.log_file_line(payload))
-
     def log_exit(self, code: int, via_peer: bool = False) -> bool:
         """cleanup.c _exit_cleanup() -> log.c log_exit(), a client's: whether the
         closing "error ... (code N)" line is printed, having logged the plain "sent ...
@@ -388,7 +384,7 @@ class Reporter:
         self._emit(msg, self.err)
         self._log_file_msg(msg)
 
-    def _log_file_msg(self, msg: str) -> None:
+    def _log_file_msg(self, msg: str | bytes) -> None:
         if self.logfile is not None:
             self.logfile.write(log.log_file_line(msg))
 

@@ -39,6 +39,11 @@ class TransportError(RsyncError):
         super().__init__(code, message, own_code=own_code, bare=bare)
 
 
+def pre_fork_who(who: str) -> str:
+    """rsync's who_am_i() before it forks: a pulling client is still the "Receiver"."""
+    return "Receiver" if who == "receiver" else who
+
+
 #: fd -> what re-arms quick ACKs on the TCP connection read from it (tune_tcp()).
 _QUICKACK: dict[int, Callable[[], None]] = {}
 

@@ -24,7 +24,13 @@ from netsync.errors import (
     RERR_UNSUPPORTED,
 )
 from netsync.record import Record, factory
-from netsync.transport import Connection, SocketConnection, TransportError, join_lines
+from netsync.transport import (
+    Connection,
+    SocketConnection,
+    TransportError,
+    join_lines,
+    pre_fork_who,
+)
 from netsync.transport.rsh import ServerArgs
 
 if TYPE_CHECKING:
@@ -220,7 +226,7 @@ def connect(host: str, port: int, *, address: str | None = None, af_hint: int = 
         raise TransportError(RERR_SOCKETIO, f"getaddrinfo: {gai_host} {gai_port}: "
                                             "Name or service not known") from None
     failures: list[str] = []
-    start_who = "Receiver" if who == "receiver" else who  # who_am_i() before the fork
+    start_who = pre_fork_who(who)
     for fam, stype, proto, _canon, addr in infos:
         try:
             sock = socket.socket(fam, stype, proto)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from netsync.errors import RERR_IPC, RERR_SYNTAX
 from netsync.record import Record, factory
-from netsync.transport import PipeConnection, TransportError
+from netsync.transport import PipeConnection, TransportError, pre_fork_who
 
 if TYPE_CHECKING:
     from netsync.options import Options
@@ -183,14 +183,11 @@ class ExecFailed(TransportError):
     (pipe.c); the parent then finds the connection closed, which its caller reports
     (rsh: "connection unexpectedly closed", a daemon over rsh: no greeting)."""
 
-    bare = True
-
     def __init__(self, who: str, program: str, exc: OSError) -> None:
         from netsync.errors import exit_message
         from netsync.helptext import PROG
 
-        # who_am_i() before the fork: a pulling client is still the "Receiver".
-        self.who = "Receiver" if who == "receiver" else who
+        self.who = pre_fork_who(who)
         self.child_lines = (f"{PROG}: [{self.who}] Failed to exec {program}: {exc.strerror} "
                             f"({exc.errno})\n{exit_message(RERR_IPC, PROG)}")
         super().__init__(RERR_IPC, self.child_lines + f"\n{PROG}: connection unexpectedly "
