@@ -84,6 +84,19 @@ def test_missing_filter_file_fails_before_connecting(tmp_path: Path, filt: str,
         .encode(), b"rsync error: error in file IO (code 11)"], False)
 
 
+def test_missing_filter_file_without_paths_is_still_code_11(tmp_path: Path) -> None:
+    """main.c checks for paths only after parse_arguments() has read the filter files:
+    a missing one is code 11, not the usage text."""
+    got = _run(tmp_path, ["-a", "--exclude-from=nofile"])
+    assert got["netsync"] == got["rsync"] == (11, [
+        b"rsync: [client] failed to open exclude file nofile: No such file or directory (2)",
+        b"rsync error: error in file IO (code 11)"], False)
+    usage = _run(tmp_path / "u", ["-a", "--delete"])
+    assert usage["netsync"][0] == usage["rsync"][0] == 1
+    assert usage["netsync"][1][-1] == b"rsync error: syntax or usage error (code 1)"
+    assert b"Usage: rsync [OPTION]... SRC [SRC]... DEST" in usage["rsync"][1]
+
+
 @pytest.mark.parametrize("rule, msg", [
     ("bogus", b"Unknown filter rule: bogus"),
     ("+,e foo", b"invalid modifier 'e' at position 2 in filter rule: +,e foo"),

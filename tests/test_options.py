@@ -434,10 +434,13 @@ def test_h_alone_is_help_otherwise_human_readable() -> None:
     assert parse_args(["--no-h", "-h", "a"]).human_readable == 1
 
 
-def test_no_arguments_means_usage_on_stderr() -> None:
+def test_no_arguments_is_left_to_the_client() -> None:
+    """main.c prints the usage for a client without paths after parse_arguments()
+    (which reads the filter files: tests/test_client_fatal.py); a server checks here."""
     for argv in ([], ["-v"], ["-a", "--delete"]):
-        e = err(argv)
-        assert e.show_usage and e.code == 1 and e.message == ""
+        assert parse_args(argv).args == []
+    e = err(["--server", "-v"])
+    assert e.show_usage and e.code == 1 and e.message == ""
 
 
 def test_vv_version_is_json() -> None:

@@ -103,7 +103,7 @@ def _main(argv: list[str]) -> int:
         if oe.show_usage:
             from netsync import helptext
 
-            sys.stderr.write(helptext.usage_text() if hasattr(helptext, "usage_text") else "")
+            sys.stderr.write(helptext.usage_text())
         if oe.message:
             _err(oe.message if oe.bare else f"{PROG}: {oe.message}")
         _exit_line(oe.code)
@@ -154,8 +154,10 @@ def run_client(opts) -> int:
     if not args:
         from netsync import helptext
 
-        sys.stderr.write(helptext.usage_text() if hasattr(helptext, "usage_text") else "")
-        raise E.UsageError("", E.RERR_SYNTAX) if False else E.RsyncError(E.RERR_SYNTAX, None)
+        # main.c: nothing to copy means the usage on stderr, exit 1, but only once
+        # parse_arguments() has read the filter files (a missing one is code 11).
+        sys.stderr.write(helptext.usage_text())
+        raise E.RsyncError(E.RERR_SYNTAX, None)
     if opts.read_batch is not None or opts.write_batch is not None \
             or opts.only_write_batch is not None:
         from netsync.batch import run_batch

@@ -1575,8 +1575,9 @@ def parse_args(argv: list[str]) -> Options:
             am_server = True
     opts = _finish(p, len(argv))
     opts.raw_argv = list(argv)  # batch.c write_batch_shell_file() rebuilds the command
-    if not opts.args and not (opts.server and opts.secluded_args):
-        # main.c: nothing to copy means print the usage to stderr, exit 1.
+    if not opts.args and opts.server and not opts.secluded_args:
+        # main.c: nothing to copy means print the usage to stderr, exit 1 (a client
+        # checks this after reading its filter files: cli.run_client()).
         raise OptionError("", show_usage=True)
     return opts
 
