@@ -18,6 +18,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,40 @@ def _owner_deletes(tmp_path: Path, nobody: int, extra: list[str]) -> None:
     gone = sorted(os.listdir(tmp_path / "rsync"))
     assert sorted(os.listdir(tmp_path / "netsync")) == gone
     assert gone == ([] if not extra or extra != ["-n"] else ["x"])
+
+
+def _protected_tree(root: Path) -> None:
+    """An extraneous dir chain in the destination whose files the filters keep
+    (*.txt), and one whose only content is a partial dir (a perishable rule)."""
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "keep").write_text("k")
+    deep = root / "dst" / "gone" / "a" / "b"
+    deep.mkdir(parents=True)
+    (deep / "x.txt").write_text("x")
+    (root / "dst" / "gone" / "a" / "y.txt").write_text("y")
+    (root / "dst" / "gone" / "junk").write_text("j")
+    (root / "dst" / "old" / "sub" / ".pd").mkdir(parents=True)
+    (root / "dst" / "old" / "sub" / ".pd" / "part").write_text("p")
+
+
+def test_protected_contents_keep_their_dirs_like_rsync(tmp_path: Path) -> None:
+    """delete.c: a dir whose listing the filters thinned is "non-empty" before its
+    rmdir is tried (its line comes twice, as the rmdir fails too), the top one once;
+    a perishable rule's files (the partial dir) do not keep a dir that goes."""
+    out = {}
+    now = time.time_ns() - 10**9  # (no -t: what either run made is "now")
+    for who, prog in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+        _protected_tree(tmp_path / who)
+        r = tc.run(prog, ["-r", "--delete", "--exclude=*.txt", "--partial-dir=.pd",
+                          "src/", "dst/"], cwd=tmp_path / who)
+        out[who] = (r.returncode, r.stdout.splitlines(),
+                    tc.snapshot(tmp_path / who / "dst", now))
+    assert out["netsync"][0] == out["rsync"][0] == 0
+    assert out["netsync"][1] == out["rsync"][1] == [
+        b"cannot delete non-empty directory: gone/a/b",
+        b"cannot delete non-empty directory: gone/a/b",
+        b"cannot delete non-empty directory: gone/a",
+        b"cannot delete non-empty directory: gone/a",
+        b"cannot delete non-empty directory: gone"]
+    tc.assert_same(out["rsync"][2], out["netsync"][2])
+    assert not (tmp_path / "netsync" / "dst" / "old").exists()

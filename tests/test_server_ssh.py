@@ -651,3 +651,38 @@ def test_byte_counts_leave_out_the_handshake(sshd_server: SshServer, tmp_path: P
         counts[who] = [ln for ln in r.stdout.split(b"\n") if ln.startswith(b"Total bytes")]
     assert counts["netsync"] == counts["rsync"]
     assert len(counts["rsync"]) == 2
+
+
+@pytest.mark.parametrize("when", ["--delete-before", "--delete-after"])
+def test_pruned_dirs_are_not_deleted_in(sshd_server: SshServer, tmp_path: Path,
+                                        when: str) -> None:
+    """generator.c do_delete_pass(): a dir -m pruned (cleared on the receiving side) is
+    not active, so nothing is deleted in it; its extraneous copy goes (or stays, its
+    protected files keep it) from its parent, once.  netsync as the server deleted in
+    every pruned dir too, and printed each "cannot delete non-empty directory" chain
+    again for every level of a deep one."""
+    src = tmp_path / "src"
+    deep = src / "deep" / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (deep / "only.txt").write_text("t")
+    (src / "keep").write_text("k")
+    out = {}
+    for who in ("rsync", "netsync"):
+        dst = tmp_path / f"dst-{who}"
+        trees.copy_tree(src, dst)
+        (dst / "deep" / "a" / "stale").write_text("s")
+        path = NETSYNC_PATH if who == "netsync" else "rsync"
+        r = tc.run([tc.RSYNC], ["-r", when, "-m", "--exclude=*.txt", "-e", sshd_server.rsh,
+                                f"--rsync-path={path}", f"{src}/",
+                                f"{sshd_server.login}:{dst}/"], cwd=tmp_path)
+        assert r.returncode == 0, r.describe()
+        out[who] = (r.stdout.splitlines(), sorted(os.listdir(dst / "deep" / "a")))
+    assert out["netsync"] == out["rsync"]
+    assert out["rsync"][0] == [
+        b"cannot delete non-empty directory: deep/a/b/c",
+        b"cannot delete non-empty directory: deep/a/b/c",
+        b"cannot delete non-empty directory: deep/a/b",
+        b"cannot delete non-empty directory: deep/a/b",
+        b"cannot delete non-empty directory: deep/a",
+        b"cannot delete non-empty directory: deep/a",
+        b"cannot delete non-empty directory: deep"]

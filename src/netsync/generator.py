@@ -539,8 +539,12 @@ class Generator:
             self._children = ch
         return self._children.get(dname, set())
 
-    def _dirlist(self, path: bytes, name: bytes) -> list[tuple[bytes, int]]:
-        """Entries of a destination dir that deletion may touch, in rsync's order."""
+    def _dirlist(self, path: bytes, name: bytes, ignore_perishable: bool = False,
+                 hidden: list[int] | None = None) -> list[tuple[bytes, int]]:
+        """Entries of a destination dir that deletion may touch, in rsync's order.
+        ``hidden`` counts those the filters keep out (flist.c make_file()'s
+        non_perishable_cnt: with ``ignore_perishable``, as when a dir's contents go,
+        perishable rules hide nothing)."""
         from netsync.flist import sort_key
 
         if self._follow_dest_links and not self._dirlink_in_module(path):
@@ -555,11 +559,13 @@ class Generator:
                         continue
                     rel = d.name if name == b"." else name + b"/" + d.name
                     is_dir = stat.S_ISDIR(mode)
-                    if self.filters is not None and self.filters.excluded(rel, is_dir, "receiver"):
+                    if (self.filters is not None and self.filters.excluded(
+                            rel, is_dir, "receiver", ignore_perishable=ignore_perishable)) or (
+                            F.daemon_excluded is not None  # never deleted (name_is_excluded)
+                            and F.daemon_excluded(join(path, d.name), is_dir)):
+                        if hidden is not None:
+                            hidden[0] += 1
                         continue
-                    if F.daemon_excluded is not None and F.daemon_excluded(join(path, d.name),
-                                                                         is_dir):
-                        continue  # never deleted (flist.c name_is_excluded)
                     out.append((d.name, mode, sort_key(d.name, is_dir)))
         except FileNotFoundError:
             return []
@@ -616,23 +622,25 @@ class Generator:
         """delete_dir_contents(): empty a dir about to go, depth first; False when
         something stayed.  A tree may be 2,000 dirs deep (a path fills MAXPATHLEN),
         so the descent is a list of frames, not Python's recursion."""
-        contents = self._dirlist(path, rel)
-        if not contents:
+        hidden = [0]  # what the filters keep makes a dir "non-empty" (delete.c)
+        contents = self._dirlist(path, rel, True, hidden)
+        if not contents and not hidden[0]:
             return True
-        if not flags & DEL_RECURSE:
+        if not contents or not flags & DEL_RECURSE:
             self.rep.info(f"cannot delete non-empty directory: {self.rep.safe(rel)}")
             return False
         # Each frame: a dir, its mode, its children left (last first), all gone so far.
-        stack = [(rel, path, 0, iter(reversed(contents)), [True])]
+        stack = [(rel, path, 0, iter(reversed(contents)), [not hidden[0]])]
         while True:
             drel, dpath, dmode, children, ok = stack[-1]
             for base, cmode in children:
                 crel, cpath = drel + b"/" + base, dpath + b"/" + base
                 self._uid_write(cpath, cmode)
                 if stat.S_ISDIR(cmode):
-                    sub = self._dirlist(cpath, crel)
-                    if sub:
-                        stack.append((crel, cpath, cmode, iter(reversed(sub)), [True]))
+                    hidden = [0]
+                    sub = self._dirlist(cpath, crel, True, hidden)
+                    if sub or hidden[0]:
+                        stack.append((crel, cpath, cmode, iter(reversed(sub)), [not hidden[0]]))
                         break
                 if not self._delete_entry(crel, cpath, cmode, None):
                     ok[0] = False
@@ -745,8 +753,9 @@ class Generator:
         reads them once, when it first deletes there)."""
         stack: list[tuple[bytes, object]] = []
         for e in self.flist.entries:
+            # (a cleared entry, a duplicate or a dir -m pruned, is not active)
             if not stat.S_ISDIR(e.mode) or not e.flags & FLAG_CONTENT_DIR \
-                    or e.flags & FLAG_MISSING_DIR:
+                    or e.flags & (FLAG_MISSING_DIR | FLAG_DUPLICATE):
                 continue
             if e.name == b".":
                 if include_top:
