@@ -182,3 +182,39 @@ def test_error_paths_are_named_in_the_module(tmp_path: Path, chroot: str, direct
         lines.append(re.sub(rb"\.newf\.\w+", b".newf.X", first))  # (the temp name's random part)
     assert lines[1] == lines[0]
     assert b" (in mod)" in lines[1]
+
+
+def test_module_top_dir_owned_by_root(tmp_path: Path) -> None:
+    """A writable module whose top dir the module's uid does not own: its times cannot
+    be set.  rsync's generator says so once, when the dir comes up, and then sets
+    no mode (set_file_attrs(): the times come first, a failure ends it; touch_up_dirs()
+    is silent).  netsync said "failed to set permissions" there and again at the end,
+    then "failed to set times"."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges")
+    out = {}
+    for who, cmd in (("rsync", ["rsync"]), ("netsync", [sys.executable, "-m", "netsync"])):
+        base = tmp_path / who
+        mod = base / "mod"
+        _module_tree(mod, (0, 0))
+        mod.chmod(0o777)
+        src = base / "src"
+        src.mkdir()
+        (src / "f").write_bytes(b"x\n")
+        os.utime(src, (1_500_000_000, 1_500_000_000))
+        conf = base / "rsyncd.conf"
+        conf.write_text(f"use chroot = no\n[mod]\n  path = {mod}\n  read only = no\n")
+        proc, port = start_daemon(cmd, conf)
+        try:
+            r = subprocess.run(["rsync", "-a", f"{src}/", f"rsync://127.0.0.1:{port}/mod/"],
+                               capture_output=True, timeout=120)
+        finally:
+            stop(proc)
+        lines = [re.sub(rb"^netsync", b"rsync", ln).split(b" at ")[0]
+                 for ln in r.stderr.splitlines()]
+        out[who] = (r.returncode, lines, (mod / "f").read_bytes())
+    assert out["netsync"] == out["rsync"]
+    assert out["rsync"][0] == 23
+    assert out["rsync"][1] == [
+        b'rsync: [generator] failed to set times on "." (in mod): Operation not permitted (1)',
+        b"rsync error: some files/attrs were not transferred (see previous errors) (code 23)"]

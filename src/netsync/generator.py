@@ -202,7 +202,6 @@ class Generator:
         self.pool_ok = False
         self._writers = 0  # (pool_allowed() reads how many)
         self._pool = None
-        self._no_times: AttrOptions | None = None  # self.a without times (_dir_attrs_now)
         self._pool_streams: tuple | None = None
         # --fuzzy (generator.c fuzzy_dirlist): the candidate lists of the current
         # parent dir, scanned when its first missing file needs them.
@@ -948,20 +947,17 @@ class Generator:
         if a.acls:  # generator.c touch_up_dirs(): the mode and times, not the ACLs again
             a = a.copy()
             a.acls = False
+        # generator.c touch_up_dirs(): without a word (what failed was said when the dir
+        # came up); a dir gone since (deleted through a kept dir symlink, say) is
+        # passed over.
         for path, e, new_mode in reversed(self.dir_fixups):
-            errs: list[str] = []
             if new_mode == -1:
                 if keep_time(self.a, e.mode):
-                    set_times(self.a, path, e, self._lstat(path), errs)
+                    set_times(self.a, path, e, self._lstat(path))
                 continue
             st = self._lstat(path)
-            if st is None:
-                # generator.c touch_up_dirs(): a dir gone since (deleted through a
-                # kept dir symlink, say) is passed over without a word.
-                continue
-            set_file_attrs(a, path, e, st, new_mode=new_mode, errors=errs)
-            for msg in errs:
-                self.rep.error_xfer(msg, role="generator")
+            if st is not None:
+                set_file_attrs(a, path, e, st, new_mode=new_mode)
 
     def recv_generator(self, ndx: int, e: FileEntry, hl_retry: bool = False) -> None:
         g = self.g
@@ -1211,11 +1207,9 @@ class Generator:
 
     def _dir_attrs_now(self, path: bytes, e: FileEntry, st: os.stat_result, new_mode: int,
                        errs: list[str]) -> None:
-        a = self._no_times
-        if a is None:  # (a copy: the options are shared, with the writer threads too)
-            a = self._no_times = self.a.copy()
-            a.times = False
-        set_file_attrs(a, path, e, st, new_mode=new_mode, errors=errs)
+        # generator.c recv_generator(): a dir's attributes, its times too, with their
+        # errors now; touch_up_dirs() sets the times again, silently, at the end.
+        set_file_attrs(self.a, path, e, st, new_mode=new_mode, errors=errs)
 
     # ------------------------------------------------------------- links etc.
     def _gen_symlink(self, ndx: int, e: FileEntry, path: bytes,

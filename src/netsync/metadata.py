@@ -169,6 +169,7 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
                     what = "chown" if change_uid else "chgrp"
                     errors.append(f"{what} {_q(a, path)} failed: "
                                   f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+                return updated  # rsync.c set_file_attrs(): goto cleanup
     if xattr_from is not None and a.xattrs is not None and e.xattr is not None:
         # rsync.c: after the owner, before the mode; ``xattr_from`` is the basis (or
         # the places to try) an abbreviated value matching there is copied from.
@@ -178,6 +179,17 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
                      xattr_from, st.st_mode, errors if errors is not None else [],
                      _q(a, path), same_file=xattr_from == path):
             updated = True
+    # rsync.c: the times before the ACLs and the mode; failing, they stop there.
+    # -O/-J go by what is on disk (sxp->st), so a --fake-super symlink's stand-in file
+    # just made gets its time; once its %stat says link, no more.
+    if keep_time(a, st.st_mode) and mtime_differs(a, st, e, accurate):
+        if not set_times(a, path, e, st, errors, fd, mode=st.st_mode):
+            return updated
+        updated = True
+    elif a.atimes and not stat.S_ISDIR(e.mode) and not is_link and st.st_atime_ns != e.atime_ns:
+        if not set_times(a, path, e, st, errors, fd):
+            return updated
+        updated = True
     if a.acls and not is_link and e.acl is not None and not stat.S_ISLNK(mode):
         # rsync.c: set_acl() before the chmod; writing an access ACL sets the mode's
         # permission bits too, so the chmod below sees what is on disk now.
@@ -197,14 +209,6 @@ def set_file_attrs(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result
             if errors is not None:
                 errors.append(f"failed to set permissions on {_q(a, path)}: "
                               f"{os.strerror(ex.errno or 0)} ({ex.errno})")
-    # rsync.c: -O/-J go by what is on disk (sxp->st), so a --fake-super symlink's
-    # stand-in file just made gets its time; once its %stat says link, no more.
-    if keep_time(a, st.st_mode) and mtime_differs(a, st, e, accurate):
-        set_times(a, path, e, st, errors, fd, mode=st.st_mode)
-        updated = True
-    elif a.atimes and not stat.S_ISDIR(e.mode) and not is_link and st.st_atime_ns != e.atime_ns:
-        set_times(a, path, e, st, errors, fd)
-        updated = True
     return updated
 
 
@@ -254,7 +258,8 @@ def _set_acl(path: bytes, e: FileEntry, st: os.stat_result, mode: int, fd: int |
 
 def set_times(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | None,
               errors: list[str] | None = None, fd: int | None = None,
-              mode: int | None = None) -> None:
+              mode: int | None = None) -> bool:
+    """False (after the error) when the times could not be set."""
     atime = e.atime_ns if a.atimes and e.atime_ns else (st.st_atime_ns if st else e.mtime_ns)
     mtime = e.mtime_ns if keep_time(a, e.mode if mode is None else mode) \
         else (st.st_mtime_ns if st else e.mtime_ns)
@@ -264,6 +269,8 @@ def set_times(a: AttrOptions, path: bytes, e: FileEntry, st: os.stat_result | No
         if errors is not None:
             errors.append(f"failed to set times on {_q(a, path)}: "
                           f"{os.strerror(ex.errno or 0)} ({ex.errno})")
+        return False
+    return True
 
 
 # -- --fake-super (xattrs.c get_stat_xattr/set_stat_xattr, syscall.c) ----------
