@@ -322,7 +322,6 @@ def test_sender_without_server_and_files_from_arg_count_show_usage() -> None:
 
 @pytest.mark.parametrize(("argv", "shown"), [
     (["-N"], "--crtimes (-N)"),
-    (["--iconv=x"], "--iconv"),
     (["-vaN"], "--crtimes (-N)"),
 ])
 def test_not_implemented_options_are_refused(argv: list[str], shown: str) -> None:

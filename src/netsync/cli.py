@@ -68,6 +68,13 @@ def _read_secluded_args() -> list[str]:
         cur.clear()
 
 
+def _secluded_from_utf8(words: list[str], spec: str) -> list[str]:
+    from netsync import charset as C
+
+    ic = C.Iconv(C.side_charset(spec, True))
+    return [os.fsdecode(ic.name_from_wire_raw(os.fsencode(w))) for w in words]
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the command itself (not a caller's in-process run)
         from netsync import report
@@ -94,6 +101,8 @@ def _main(argv: list[str]) -> int:
                 _exit_line(re_.code)
                 return re_.code
             cmd = argv[:argv.index(".") + 1] if "." in argv else argv
+            if opts.iconv:  # io.c read_args(RL_CONVERT): they come in UTF-8
+                extra = _secluded_from_utf8(extra, opts.iconv)
             opts = O.parse_args([*cmd, *extra[1:]])
     except O.PrintAndExit as pe:
         sys.stdout.write(pe.text)
@@ -174,6 +183,10 @@ def run_client(opts) -> int:
     _check_local_protocol(opts)
     if len(args) == 1:
         return local_sync(opts, args, None)
+    if opts.iconv and not opts.list_only:
+        from netsync.client import run_local_forked
+
+        return run_local_forked(opts, args[:-1], args[-1])
     if opts.list_only:
         # An explicit --list-only lists the sources; a destination is ignored.
         return local_sync(opts, args[:-1], None)

@@ -72,6 +72,26 @@ def run_remote(opts, args: list[bytes]) -> int:
     return drive(_Client(opts, args))
 
 
+def run_local_forked(opts, sources: list[bytes], dest: bytes) -> int:
+    """A local copy with --iconv=SRC,DEST: a server started here sends (converting
+    from the charset before the comma) and this side receives (into the one after
+    it), which is what rsync's forked local server and its client do between them
+    (main.c local_child()), with the received side's lines shown as rsync shows a
+    local copy's."""
+    from netsync import charset as C
+
+    if opts.whole_file is None:
+        opts.whole_file = True  # main.c: a local copy sends whole files unless told
+    src_cs, comma, dest_cs = opts.iconv.partition(",")
+    for cs in (src_cs, dest_cs) if comma else (src_cs,):  # (both ends' setup_iconv())
+        C.Iconv(C.side_charset(cs, False))
+    opts.iconv = f"{dest_cs},{src_cs}" if comma else opts.iconv
+    args = [b"localhost:" + sources[0], *(b":" + s for s in sources[1:]), dest]
+    client = _LocalServer(opts, args)
+    client.src_charset = src_cs
+    return drive(client)
+
+
 def drive(client: _Client) -> int:
     """Run ``client`` to its end: the exit code, the error and exit lines printed as
     rsync's client prints them."""
@@ -173,6 +193,11 @@ class WireIO(ProtocolIO):
 
 
 class _Client:
+    # --iconv: this side's converters (netsync.charset.Iconv), and whether a sender
+    # converts symlink targets too (compat.c sender_symlink_iconv).
+    iconv = None
+    symlink_iconv = False
+
     def __init__(self, opts, args: list[bytes]) -> None:
         self.opts = opts
         self.args = args
@@ -231,8 +256,11 @@ class _Client:
         # options.c: 'i' goes into the capabilities only where rsync's client would offer
         # it and this client can run the option set incrementally (a client may decline).
         self._inc_wanted = bool(opts.inc_recursive)  # (-A: what rsync itself would do)
-        opts.inc_recursive = bool(opts.inc_recursive) and self._inc_supported(plan)
+        # (--iconv: a receiver takes the whole list at once, see _map_wire_order())
+        opts.inc_recursive = bool(opts.inc_recursive) and self._inc_supported(plan) \
+            and not (opts.iconv and not plan.am_sender)
         self.am_sender = plan.am_sender
+        self._iconv_open(opts.iconv)
         Connection.timeout = opts.timeout or None  # rsync's io_timeout covers the handshakes
         self.who = "sender" if plan.am_sender else "receiver"
         self._refuse_unsupported(plan)
@@ -249,6 +277,7 @@ class _Client:
         io = WireIO(self.conn, neg.protocol, who=self.who,  # type: ignore[arg-type]
                     timeout=opts.timeout or None)
         self.io = io
+        self._iconv_negotiated()
         io.bwlimit = opts.bwlimit
         io.eight_bit = opts.eight_bit_output
         io.mplex_out = neg.mplex_out
@@ -276,6 +305,38 @@ class _Client:
         if self.am_sender:
             return self._push()
         return self._pull()
+
+    def _iconv_open(self, spec: str | None, charset: str | None = None) -> None:
+        """rsync.c setup_iconv(): this side's charset (``charset``, a daemon module's,
+        in place of its part of ``spec``); an unknown one ends the run (code 4)."""
+        if not spec:
+            return
+        from netsync import charset as C
+
+        self.iconv = C.Iconv(charset or C.side_charset(spec, self.am_server))
+        if not self.am_server and self.opts.debug.get("iconv", 0) >= 1:
+            who = "sender" if self.am_sender else "Receiver"
+            print(f"[{who}] charset: {self.iconv.charset}", flush=True)
+
+    def _iconv_negotiated(self) -> None:
+        """compat.c: a sender converts symlink targets when the other side can (a
+        server: the client offered 's'; a client: the server set CF_SYMLINK_ICONV);
+        a client shows a server's messages in its own charset (log.c rwrite())."""
+        from netsync.transport.handshake import CF_SYMLINK_ICONV
+
+        ic = self.iconv
+        if ic is None:
+            return
+        neg = self.neg
+        if self.am_server:
+            self.symlink_iconv = "s" in (self.opts.server_caps or "")
+        else:
+            self.symlink_iconv = bool(neg.compat_flags & CF_SYMLINK_ICONV)
+            self.io.text_in = ic.text_from_wire  # type: ignore[union-attr]
+
+    def _iconv_codec(self, codec) -> None:
+        codec.iconv = self.iconv
+        codec.symlink_iconv = self.symlink_iconv
 
     def _inc_supported(self, plan) -> bool:
         """Option sets this client runs with incremental recursion: one plain recursive
@@ -314,8 +375,15 @@ class _Client:
         self.conn = spawn(cmd, who=self.who)
         if sa.secluded:
             self._show_argv("protected args:", sa.secluded[1:])
-            self.conn.write(encode_secluded(sa.secluded))
+            self.conn.write(encode_secluded(self._secluded_to_utf8(sa.secluded)))
         return self._handshake()
+
+    def _secluded_to_utf8(self, words: list[str]) -> list[str]:
+        """rsync.c send_protected_args(): with --iconv the words go in UTF-8."""
+        ic = self.iconv
+        if ic is None:
+            return words
+        return [os.fsdecode(ic.text_to_wire(os.fsencode(w))) for w in words]
 
     def _show_argv(self, prefix: str, argv: list[str]) -> None:
         """What rsync prints at --debug=cmd (-vv) of a command it runs or sends."""
@@ -867,6 +935,8 @@ class _Client:
         )
         sender = _wire_sender_cls(Sender)(w, rep, filters,
                                           self._file_sum_fn() if opts.checksum else None)
+        if self.iconv is not None:
+            self._iconv_codec(sender)
         if self._xa is not None:
             self._xa.walk(w, filters, sender)
         if opts.delete_missing_args:
@@ -915,6 +985,8 @@ class _Client:
         stats.count_listed(entries)
         enc = FlistEncoder(proto, user_names=_user_name, group_names=_group_name,
                            **self._flist_codec_kwargs())
+        if self.iconv is not None:
+            self._iconv_codec(enc)
         if opts.acls:
             self._acl_codec(enc)
         if self._xa is not None:
@@ -960,6 +1032,8 @@ class _Client:
 
         enc = FlistEncoder(self.neg.protocol, user_names=_user_name, group_names=_group_name,
                            **self._flist_codec_kwargs())
+        if self.iconv is not None:
+            self._iconv_codec(enc)
         if opts.acls:
             self._acl_codec(enc)
         if self._xa is not None:
@@ -1338,11 +1412,15 @@ class _Client:
             and bool(opts.recursive or opts.recurse or opts.dirs)
         inc = self.neg.inc_recurse
         rep._log_file_msg("receiving file list")  # flist.c recv_file_list(): FLOG
-        if inc and show_flist:
+        # (a local copy's: what its sender would say)
+        said_inc = self._inc_wanted if self._local_sender_words else inc
+        word = "sending" if self._local_sender_words else "receiving"
+        if said_inc and show_flist:
             show_flist = False
-            rep.client_info("receiving incremental file list")  # flist.c: FCLIENT
+            rep.client_info(f"{word} incremental file list")  # flist.c: FCLIENT
         if show_flist:
-            rep.flist_start("receiving file list")
+            rep.flist_start("building file list" if self._local_sender_words
+                            else "receiving file list")
         # flist_expand()'s my_alloc() is bounded by --max-alloc; so is our list (an entry
         # costs us about 256 bytes).
         dec = FlistDecoder(proto, relative_paths=bool(opts.relative),
@@ -1379,6 +1457,7 @@ class _Client:
         self._map_acl_ids(raw_entries)
         entries = sort_and_clean(raw_entries, protocol=proto, am_sender=False,
                                  strip_root=bool(opts.relative))
+        self._map_wire_order(raw_entries, entries)
         if not self.neg.inc_recurse:  # (sub-lists are checked by the decoder)
             _check_parents(entries, bool(opts.delete_missing_args), dec.show_name)
         if not self.am_server and not opts.trust_sender:
@@ -1408,7 +1487,11 @@ class _Client:
                 if isinstance(item, EndOfList):
                     # flist.c recv_file_list(): --ignore-errors ignores the sender's.
                     io_error = 0 if self.opts.ignore_errors else item.io_error
+                    if self._iconv_io_error:
+                        io_error |= 1  # IOERR_GENERAL: ours, --ignore-errors or not
                     break
+                if self.iconv is not None:
+                    self._iconv_received(item)
                 raw_entries.append(item)
                 if counter is not None:
                     counter(len(raw_entries))
@@ -1420,6 +1503,68 @@ class _Client:
         return raw_entries, io_error
 
     # ------------------------------------------------- incremental recursion (pull)
+    def _iconv_received(self, e) -> None:
+        """flist.c recv_file_entry() with --iconv: the name (and, from a sender that
+        converts them, the symlink target) from UTF-8 into this side's charset.  One
+        that does not convert is an error, and its entry a cleared slot (it keeps its
+        index, as rsync's empty name does)."""
+        ic = self.iconv
+        name = ic.from_wire(e.name)
+        if name is None:
+            self._iconv_error(b"[Receiver] cannot convert filename: %s (%s)"
+                              % (e.name, ic.error.encode()), utf8=True)
+        else:
+            e.name = name
+            if e.link is None or not self.symlink_iconv or not stat.S_ISLNK(e.mode):
+                return
+            link = ic.from_wire(e.link)
+            if link is not None:
+                e.link = link
+                return
+            self._iconv_error(b"[Receiver] cannot convert symlink data for: %s (%s)"
+                              % (os.fsencode(self.rep.qpath(name)), ic.error.encode()),
+                              utf8=False)
+        e.flags |= FLAG_DUPLICATE
+        self._iconv_io_error = True
+
+    _iconv_io_error = False
+    _local_sender_words = False  # (_LocalServer)
+    _exit_said = False  # a server's exit line went before the end
+
+    @staticmethod
+    def _ndx_to_wire(ndx: int) -> int:  # (--iconv replaces it: _map_wire_order())
+        return ndx
+
+    def _iconv_error(self, msg: bytes, utf8: bool) -> None:
+        """rprintf(FERROR_UTF8 / FERROR_XFER): a UTF-8 name shown in this side's charset,
+        each byte that does not convert as \\#ooo (rwrite() with ic_recv); a server
+        sends it as it is, for its client to show."""
+        if utf8 and self.am_server:
+            # io.c send_msg(..., convert=0): already UTF-8, for the client to show
+            self.io.send_msg(Msg.ERROR, msg + b"\n")  # type: ignore[union-attr]
+            return
+        if utf8:
+            msg = self.iconv.text_from_wire(msg)
+        self.rep.error_xfer(os.fsdecode(msg), bare=True)
+
+    def _map_wire_order(self, raw_entries: list, entries: list) -> None:
+        """flist.c need_unsorted_flist: with --iconv both ends number the files in the
+        order they were sent (each sorts its own names, which may differ); this side
+        works in its sorted order and maps the indexes it reads and writes."""
+        if self.iconv is None:
+            return
+        pos = {id(e): i for i, e in enumerate(raw_entries)}
+        wire_of = [pos[id(e)] for e in entries]
+        sorted_of = [0] * len(wire_of)
+        for i, w in enumerate(wire_of):
+            sorted_of[w] = i
+        n = len(wire_of)
+        io = self.io
+        io.ndx_in = _MappedNdxIn(io.ndx_in, sorted_of)  # type: ignore[union-attr]
+        io.ndx_out = _MappedNdxOut(io.ndx_out, wire_of)  # type: ignore[union-attr]
+        io.ndx_from_wire = lambda ndx: sorted_of[ndx] if 0 <= ndx < n else ndx  # type: ignore[union-attr]
+        self._ndx_to_wire = lambda ndx: wire_of[ndx] if 0 <= ndx < n else ndx
+
     def _first_inc_list(self, dec, raw_entries: list, io_error: int):
         """The first list of an incremental pull; the feed takes the later ones."""
         from netsync.flist import FileList
@@ -1710,7 +1855,7 @@ class _Client:
                     else Receiver)(ropts, a, rep)
 
         def success(ndx: int) -> None:
-            io.send_msg(Msg.SUCCESS, encode_int32(ndx))
+            io.send_msg(Msg.SUCCESS, encode_int32(self._ndx_to_wire(ndx)))
 
         gen_base = _missing_args_gen(Generator) if opts.delete_missing_args else Generator
         if opts.prune_empty_dirs:
@@ -1795,6 +1940,11 @@ class _Client:
             gen.request_later = None
             if rep.progress is not None:
                 rep.progress.newline_if_needed()
+        if self.am_server and self._iconv_io_error:
+            # cleanup.c: a server's own I/O error (a name --iconv could not convert)
+            # ends its generator with code 23, which says so to the client.
+            self.rep.error_xfer(E.exit_message(E.RERR_PARTIAL, self.rep.prog), bare=True)
+            self._exit_said = True
         self._pull_phases(first_done=True)
         self._summary(self.remote_read, self.remote_written, stats.total_size)
         return self._final_code(flist.io_error | gen.io_error)
@@ -3109,3 +3259,74 @@ def _map_ids(entries, uid_names: dict[int, bytes], gid_names: dict[int, bytes]) 
         memo: dict = {}
         for e in entries:
             e.acl = map_ids(e.acl, umap, gmap, memo)
+
+
+class _MappedNdxIn:
+    """An NdxDecoder whose file indexes come out in this side's order (--iconv)."""
+
+    def __init__(self, dec, to_sorted: list[int]) -> None:
+        self._dec = dec
+        self._map = to_sorted
+
+    def __getattr__(self, name: str):
+        return getattr(self._dec, name)
+
+    def decode(self, buf, pos: int = 0) -> tuple[int, int]:
+        v, end = self._dec.decode(buf, pos)
+        if 0 <= v < len(self._map):
+            v = self._map[v]
+        return v, end
+
+
+class _MappedNdxOut:
+    """An NdxEncoder that writes this side's file indexes in the sender's order
+    (--iconv); the delta coding runs on the indexes as sent."""
+
+    def __init__(self, enc, to_wire: list[int]) -> None:
+        self._enc = enc
+        self._map = to_wire
+
+    def __getattr__(self, name: str):
+        return getattr(self._enc, name)
+
+    def encode(self, ndx: int) -> bytes:
+        if 0 <= ndx < len(self._map):
+            ndx = self._map[ndx]
+        return self._enc.encode(ndx)
+
+
+class _LocalServer(_Client):
+    """The client side of run_local_forked(): the "remote shell" is a netsync server
+    started directly, in this directory.  What it prints is in the source's charset,
+    as rsync's local client (the sender) prints: the sender's texts, and the
+    received names (converted back through UTF-8)."""
+
+    src_charset = ""
+    _local_sender_words = True
+
+    def _summary(self, sent: int, received: int, total_size: int) -> None:
+        super()._summary(received, sent, total_size)  # the sender's view, as rsync's
+
+    def _iconv_negotiated(self) -> None:
+        from netsync import charset as C
+
+        super()._iconv_negotiated()
+        self._src_ic = C.Iconv(C.side_charset(self.src_charset, False))
+        self.io.text_in = self._src_ic.text_from_wire  # type: ignore[union-attr]
+
+    def _reporter(self):
+        rep = super()._reporter()
+        ours, src = self.iconv, self._src_ic
+        rep.name_out = lambda name: src.name_from_wire_raw(ours.text_to_wire(name))
+        return rep
+
+    def _start_shell(self, plan):
+        from netsync.transport.rsh import encode_secluded, server_args, spawn
+
+        sa = server_args(self.opts, plan.am_sender, plan.remote_paths)
+        cmd = [sys.executable, "-m", "netsync", *sa.argv]
+        self._show_argv("opening connection using:", cmd)
+        self.conn = spawn(cmd, who=self.who)
+        if sa.secluded:
+            self.conn.write(encode_secluded(self._secluded_to_utf8(sa.secluded)))
+        return self._handshake()

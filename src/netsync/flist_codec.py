@@ -177,6 +177,10 @@ class FlistEncoder(_Options):
     # -X: the bytes of an entry's xattr list (netsync.xattrs.encode_xattr), sent
     # after the entry by encode_into().
     xattr_encode: Callable[[FileEntry], bytes] | None = None
+    # --iconv (netsync.charset.Iconv): names go in UTF-8, and symlink targets too
+    # with ``symlink_iconv`` (the sender left out what does not convert).
+    iconv = None
+    symlink_iconv = False
 
     def __init__(
         self,
@@ -252,6 +256,8 @@ class FlistEncoder(_Options):
         is not given)."""
         mode = e.mode
         name = e.name
+        if self.iconv is not None:
+            name = self.iconv.to_wire(name) or b""
         # (0 in name: the same test as b"\0" in name, without the TypeError that bytes'
         # "in" raises and clears for a bytes needle)
         if not name or 0 in name or len(name) >= MAXPATHLEN:
@@ -447,6 +453,8 @@ class FlistEncoder(_Options):
                     out += encode_int32(rdev_minor_wire)
         if self.preserve_links and ftype == _IFLNK:
             target = e.link or b""
+            if self.symlink_iconv and self.iconv is not None:
+                target = self.iconv.to_wire(target) or b""
             if not target or len(target) >= MAXPATHLEN:
                 raise ValueError(f"cannot send symlink target {target!r}")
             out += encode_varint30(len(target), proto)
@@ -488,7 +496,7 @@ class FlistEncoder(_Options):
                 add(rec)
             return
         encode_file = self._encode_file
-        fast = self._reg_fast
+        fast = self._reg_fast and self.iconv is None  # (encode_entry() converts)
         hl_flags = self._hl_flags
         for ndx, e in enumerate(entries, start):
             mode = e.mode

@@ -196,7 +196,7 @@ def version_text() -> str:
         "    64-bit files, 64-bit inums, 64-bit timestamps, 64-bit long ints,\n"
         "    socketpairs, symlinks, symtimes, hardlinks, hardlink-specials,\n"
         "    hardlink-symlinks, IPv6, atimes, batchfiles, inplace, append, ACLs,\n"
-        "    ACL-at, xattrs, optional secluded-args, no iconv, prealloc, stop-at,\n"
+        "    ACL-at, xattrs, optional secluded-args, iconv, prealloc, stop-at,\n"
         "    no crtimes\n"
         "Checksum list:\n"
         "    xxh128 xxh3 xxh64 (xxhash) md5 md4 sha1 none\n"
@@ -263,7 +263,7 @@ def version_json() -> str:
             "hardlink_specials": True, "hardlink_symlinks": True, "IPv6": True,
             "atimes": True, "batchfiles": True, "inplace": True, "append": True,
             "ACLs": True, "ACL_at": True, "xattrs": True, "secluded_args": "optional",
-            "iconv": False, "prealloc": True, "stop_at": True, "crtimes": False,
+            "iconv": True, "prealloc": True, "stop_at": True, "crtimes": False,
         },
         "checksum_list": ["xxh128", "xxh3", "xxh64", "md5", "md4", "sha1", "none"],
         "compress_list": ["zstd", "lz4", "zlibx", "zlib", "none"],

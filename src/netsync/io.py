@@ -101,6 +101,11 @@ class ProtocolIO:
         self.log_text: Callable[[bytes], None] | None = None  # a client's --log-file
         #: -8/--8-bit-output: a message from the peer is printed with high-bit bytes raw.
         self.eight_bit = False
+        # --iconv: a client's view of a server's texts (UTF-8 on the wire) in its own
+        # charset, and a receiver's file indexes from the sender's order (see
+        # client._map_wire_order()).
+        self.text_in: Callable[[bytes], bytes] | None = None
+        self.ndx_from_wire: Callable[[int], int] | None = None
         #: Number of file-list entries, once known: indexes in messages are checked against it.
         self.ndx_limit: int | None = None
         os.set_blocking(conn.rfd, False)
@@ -217,7 +222,10 @@ class ProtocolIO:
                 sys.stdout.flush()
                 # log.c rwrite(): the client escapes what it prints, a server's text too
                 # (a server sends names raw); a name's control bytes never reach the tty.
-                text = escape_output(payload, eight_bit=self.eight_bit)
+                # With --iconv the text is converted instead of checked (ic_recv, not
+                # ic_chck): only control bytes are escaped after that.
+                text = escape_output(payload, eight_bit=self.eight_bit,
+                                     convert=self.text_in)
                 stream.buffer.write(text.encode("utf-8", "surrogateescape"))
                 stream.flush()
                 if self.log_text is not None:  # log.c rwrite(): logged as well
@@ -270,7 +278,7 @@ class ProtocolIO:
             top = "?" if limit is None else str(limit - 1)
             raise WireError(f"File-list index {ndx} not in 0 - {top} [{self.who}]",
                             RERR_PROTOCOL)
-        return ndx
+        return ndx if self.ndx_from_wire is None else self.ndx_from_wire(ndx)
 
     # ----------------------------------------------------------------- reads
     def _need(self, n: int) -> None:

@@ -20,7 +20,7 @@ import math
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from netsync.messages import Stats
 from netsync.record import Record
@@ -671,12 +671,15 @@ def _check_charset(b: bytes, utf8: bool) -> bytes:
     return bytes(out)
 
 
-def escape_output(raw: bytes, *, eight_bit: bool = False, utf8: bool = True) -> str:
+def escape_output(raw: bytes, *, eight_bit: bool = False, utf8: bool = True,
+                  convert: Callable[[bytes], bytes] | None = None) -> str:
     """Escape a message for stdout/stderr as rsync's rwrite() does.
 
     Control bytes (except tab) and a literal ``\\#ddd`` become ``\\#ooo``.
     Without --8-bit-output, bytes invalid in the locale's charset (UTF-8
     when ``utf8``, else ASCII) are escaped too; with it they pass through.
+    ``convert`` (--iconv, a peer's UTF-8 text: charset.Iconv.text_from_wire) does
+    that pass instead, converting as it goes.
     A leading ``\\r`` and a trailing ``\\n``/``\\r`` pass raw.
     """
     lead = b""
@@ -685,7 +688,10 @@ def escape_output(raw: bytes, *, eight_bit: bool = False, utf8: bool = True) -> 
         trail, raw = raw[-1:], raw[:-1]
     if raw.startswith(b"\r"):
         lead, raw = b"\r", raw[1:]
-    body = _filtered(raw, False) if eight_bit else _check_charset(raw, utf8)
+    if convert is not None:
+        body = convert(raw)
+    else:
+        body = _filtered(raw, False) if eight_bit else _check_charset(raw, utf8)
     return (lead + body + trail).decode("utf-8", "surrogateescape")
 
 

@@ -46,7 +46,6 @@ __all__ = [
 # way an rsync built without a feature refuses it ("This rsync does not
 # support --xattrs (-X)").  The lead trims this as features land.
 NOT_IMPLEMENTED: set[str] = {
-    "iconv",
     "crtimes",
 }
 
@@ -1638,6 +1637,9 @@ def _finish(p: _Parser, argc: int) -> Options:
             raise OptionError("max-alloc must be greater than zero")
         o.max_alloc = size
 
+    if not am_server and "iconv" not in o.given and "no-iconv" not in o.given:
+        o.iconv = os.environ.get("RSYNC_ICONV") or None  # options.c: the default
+
     if "old-args" not in o.given and "no-old-args" not in o.given:
         # options.c: RSYNC_OLD_ARGS counts when neither --[no-]old-args nor -s was given.
         env = os.environ.get("RSYNC_OLD_ARGS")
@@ -2138,6 +2140,9 @@ def server_options(opts: Options, am_sender: bool, *,
     flags = server_flag_string(o, am_sender, caps=caps)
     if flags:
         head.append(flags)
+    if o.iconv:
+        # (before the secluded part: the server sets up its charset from its command line)
+        head.append(_safe_arg("--iconv", o.iconv.partition(",")[2] or o.iconv, esc))
     a: list[str] = []
     if o.list_only > 1:
         a.append("--list-only")

@@ -279,7 +279,13 @@ class Reporter:
         return self.info_levels.get(name, 0)
 
     # --------------------------------------------------------------- text
+    # A local copy with --iconv shows its names as rsync's does: in the source's charset
+    # (client.run_local_forked()).
+    name_out: Callable[[bytes], bytes] | None = None
+
     def safe(self, name: bytes) -> str:
+        if self.name_out is not None:
+            name = self.name_out(name)
         return log.safe_name(name, self.eight_bit)
 
     def full_path(self, path: bytes) -> str:
@@ -394,9 +400,13 @@ class Reporter:
         csum = None
         if self.want_csum and stat.S_ISREG(e.mode) and iflags & log.ITEM_TRANSFER:
             csum = self._file_sum(e)
+        name, link = e.name, e.link if stat.S_ISLNK(e.mode) else None
+        if self.name_out is not None:  # (not a hard link's target: rsync shows it raw)
+            name = self.name_out(name)
+            link = None if link is None else self.name_out(link)
         return log.LogItem(
-            e.name, e.mode, e.size, e.mtime,
-            link=e.link if stat.S_ISLNK(e.mode) else None, hlink=hlink, iflags=iflags,
+            name, e.mode, e.size, e.mtime,
+            link=link, hlink=hlink, iflags=iflags,
             uid=e.uid, gid=e.gid, written=written, checksum=csum,
             pathname=self.roots[e.root] if self.roots else None,
         )

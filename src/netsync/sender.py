@@ -110,6 +110,11 @@ def _daemon_hidden(path: bytes, is_dir: bool) -> bool:
 
 
 class Sender:
+    # --iconv (netsync.charset.Iconv): names and, with ``symlink_iconv``, symlink
+    # targets that do not convert to UTF-8 stay out of the list.
+    iconv = None
+    symlink_iconv = False
+
     def __init__(self, wopts: WalkOptions, reporter: Reporter, filters=None,
                  checksum_fn=None) -> None:
         self.w = wopts
@@ -597,6 +602,8 @@ class Sender:
                 e.checksum = self.checksum_fn(path, e.size)
             except OSError:
                 e.checksum = b""
+        if self.iconv is not None and not self._convertible(e, path):
+            return None
         if self.w.acls and not stat.S_ISLNK(e.mode) and not self._get_acl(e, path):
             return None
         if key is not None:
@@ -606,6 +613,21 @@ class Sender:
             return None
         self._entries.append(e)
         return e
+
+    def _convertible(self, e: FileEntry, path: bytes) -> bool:
+        """flist.c send_file_name() with --iconv: a name (or, with CF_SYMLINK_ICONV, a
+        symlink's target) that does not convert to UTF-8 leaves the entry out."""
+        ic = self.iconv
+        assert ic is not None
+        if ic.to_wire(e.name) is None:
+            what = f"filename: {self.rep.safe(e.name)}"
+        elif e.link is not None and self.symlink_iconv and ic.to_wire(e.link) is None:
+            what = f"symlink data for: {self.rep.qpath(path)}"
+        else:
+            return True
+        self.io_error |= IOERR_GENERAL
+        self.rep.error_xfer(f"[sender] cannot convert {what} ({ic.error})", bare=True)
+        return False
 
     def _get_acl(self, e: FileEntry, path: bytes) -> bool:
         """flist.c send_file_name() -> get_acl(): -A reads the entry's ACLs (in the
@@ -695,7 +717,7 @@ class Sender:
         # (the hot loop of a big tree; the general path below does the same).
         fast = self.filters is None and F.daemon_excluded is None and not _md.fake_super and not (
             w.copy_links or w.copy_unsafe_links or w.atimes or w.hard_links or w.checksum
-            or w.xattrs or w.acls)
+            or w.xattrs or w.acls) and self.iconv is None
         jail = self._jail() is not None
         # flist.c send_directory(): outside a module only the modes that follow
         # symlinks on purpose (the operator's own tree) list a dir by its path.

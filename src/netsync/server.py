@@ -30,6 +30,7 @@ import errno
 import os
 import stat
 import sys
+from collections.abc import Callable
 
 from netsync import errors as E
 from netsync import log
@@ -70,6 +71,7 @@ class DaemonLink(Record):
     pre_exec_error: str | None = None  # a failed pre-xfer exec's text (exit 4)
     incoming_chmod: list | None = None  # parsed "incoming chmod" rules (rsync.c set_file_attrs)
     module: str = ""  # the module's name, for messages
+    charset: str = ""  # the module's "charset" (for a client's --iconv)
     dont_compress: str | None = None  # the module's "dont compress" list
 
 
@@ -143,8 +145,14 @@ class ServerReporter(Reporter):
         io._advance = counted_advance  # type: ignore[method-assign]
         io.unread = counted_unread  # type: ignore[method-assign]
 
+    # --iconv: a server's texts go in UTF-8 (io.c send_msg(..., convert)).
+    text_out: Callable[[bytes], bytes] | None = None
+
     def _send(self, code: Msg, text: str) -> None:
-        self.io.send_msg(code, os.fsencode(text + "\n"))
+        payload = os.fsencode(text + "\n")
+        if self.text_out is not None:
+            payload = self.text_out(payload)
+        self.io.send_msg(code, payload)
 
     def safe(self, name: bytes) -> str:
         # log.c rwrite(): a server sends its messages raw; the client escapes the names
@@ -266,8 +274,12 @@ class _Server(_Client):
         # sender walks one source a directory at a time).
         opts.inc_recursive = _allow_inc_recurse(opts, self.am_sender) \
             and "i" in (opts.server_caps or "") and inc_options_supported(opts, self.am_sender) \
-            and (not self.am_sender or len(opts.args) <= 2)
+            and (not self.am_sender or len(opts.args) <= 2) \
+            and not (opts.iconv and not self.am_sender)  # (see client._map_wire_order())
         d = self.daemon
+        # rsync.c setup_iconv(): a daemon converts with its module's charset, and only
+        # when the client asked for --iconv (refused where the module has none).
+        self._iconv_open(opts.iconv, d.charset if d is not None else None)
         self._load_server_files_from()
         self.conn = Connection(sys.stdin.fileno(), sys.stdout.fileno(), who=self.who)
         self.conn.timeout = opts.timeout or None  # a client stalling the handshake times out
@@ -288,6 +300,7 @@ class _Server(_Client):
         self._xa_init()
         io = _ServerIO(self.conn, neg.protocol, who=self.who, timeout=opts.timeout or None)
         self.io = io
+        self._iconv_negotiated()
         io.bwlimit = opts.bwlimit
         io.mplex_out = neg.mplex_out
         # flist.c send_file_list(): below protocol 31 the client's --files-from names
@@ -299,6 +312,8 @@ class _Server(_Client):
         else:
             io.add_leftover(hs.leftover)
         self.rep = self._reporter()
+        if self.iconv is not None:
+            self.rep.text_out = self.iconv.text_to_wire
         if d is not None and getattr(d, "module", None):
             self.rep.module = (d.module, os.getcwdb().rstrip(b"/") or b"/")
         from netsync import filters as F
@@ -828,6 +843,8 @@ def _log_exit(server: _Server, code: int, fatal: bool) -> None:
     """cleanup.c: log_exit()'s "error ... (code N)" line, and after a fatal error (not at
     the normal end, when rsync is already shutting down) MSG_ERROR_EXIT from protocol 31."""
     io = server.io
+    if server._exit_said and not fatal:
+        return  # (said before the end: an --iconv name, see client._receive())
     text = f"{E.exit_message(code, PROG)} [{server.who}={_version()}]\n"
     if io is None or not io.mplex_out:
         sys.stderr.write(text)

@@ -36,6 +36,7 @@ Not done yet (kept out rather than half done): ``proxy protocol``,
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
 import errno
@@ -538,6 +539,9 @@ class _Session:
         self._log_init(mod)
         if chroot_dir is not None or os.geteuid() == 0:
             _preload_modules()
+            if mod.charset:  # its codec, for a client's --iconv (netsync.charset)
+                with contextlib.suppress(LookupError, ValueError):
+                    codecs.lookup(mod.charset)
         self._start_hooks(mod)
         self.chrooted = chroot_dir is not None
         if chroot_dir is not None:
@@ -850,7 +854,7 @@ class _Session:
                           sanitize=self.sanitize and not self.munge,
                           pre_exec_error=pre_error,
                           incoming_chmod=None if am_sender else self._incoming_chmod(mod),
-                          dont_compress=mod.dont_compress)
+                          dont_compress=mod.dont_compress, charset=mod.charset or "")
         opts.daemon = False
         opts.server = True
         # The module is a jail for every path a client names: only the module's
