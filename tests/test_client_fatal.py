@@ -5,6 +5,7 @@ errors are bare), and no connection when the options already fail."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -200,3 +201,24 @@ def test_higher_protocol_settles_on_the_servers(tmp_path: Path, where: str) -> N
     got = _run(tmp_path, ["-a", "--protocol=40", "-e", "{RSH}", *ends[where]])
     assert got["netsync"] == got["rsync"] == (0, [], True)
     assert (tmp_path / "netsync" / "dst" / "d" / "f").read_text() == "f\n"
+
+
+@pytest.mark.parametrize("rule", ["--filter=merge_-", "--filter=merge -", "--filter=. -",
+                                  "--exclude-from=-"])
+@pytest.mark.parametrize("where", ["local", "pull"])
+def test_rules_from_stdin_are_read_once(tmp_path: Path, rule: str, where: str) -> None:
+    """The early check of the filter files must leave stdin to the real parse: the
+    rules it holds apply (a check that read it first left none)."""
+    ends = {"local": ["src/", "dst/"],
+            "pull": ["-e", "{RSH}", "localhost:{W}/src/", "dst/"]}[where]
+    for who, cmd in PROGRAMS:
+        work = tmp_path / who
+        (work / "src").mkdir(parents=True)
+        (work / "src" / "keep").write_text("k")
+        (work / "src" / "junk.tmp").write_text("j")
+        rsh = _rsh(work)
+        argv = [a.replace("{W}", str(work)).replace("{RSH}", str(rsh)) for a in ends]
+        p = subprocess.run([*cmd, "-r", rule, *argv], cwd=work, capture_output=True,
+                           timeout=60, env=tc.sync_env(), input=b"- *.tmp\n")
+        assert p.returncode == 0, (who, p.stderr)
+        assert sorted(os.listdir(work / "dst")) == ["keep"], who

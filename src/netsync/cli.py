@@ -215,18 +215,15 @@ def _check_local_protocol(opts) -> None:
 def _check_filter_files(opts) -> None:
     """options.c parse_arguments() reads --exclude-from/--include-from files and the
     command line's merge files as it parses them: a missing one ends the run at once,
-    before any connection ("[client] failed to open ...", code 11).  (Not when one of
-    them is stdin, which the real build reads.)"""
+    before any connection ("[client] failed to open ...", code 11).  (A merge of stdin
+    is left to the real build, which reads it.)"""
     if not opts.filter_args:
         return
-    for _, value in opts.filter_args:
-        text = os.fsdecode(value) if isinstance(value, bytes) else value
-        if (text.split() or [""])[-1] == "-":
-            return
     from netsync import filters as F
 
     try:
-        with F.muted():  # (its warnings come when the rules are built for the run)
+        # (its warnings come when the rules are built for the run)
+        with F.muted(), F.stdin_deferred():
             F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
                                 opts.from0)
     except F.FilterError as fe:

@@ -126,6 +126,22 @@ class muted:  # noqa: N801 - used as a function: ``with muted():``
         _info, _errout = self._saved
 
 
+_stdin_deferred = False
+
+
+class stdin_deferred:  # noqa: N801 - used as a function: ``with stdin_deferred():``
+    """A merge of "-" reads nothing: a check of the rules ahead of the real parse
+    must leave stdin to it (cli._check_filter_files())."""
+
+    def __enter__(self) -> None:
+        global _stdin_deferred
+        _stdin_deferred = True
+
+    def __exit__(self, *exc: object) -> None:
+        global _stdin_deferred
+        _stdin_deferred = False
+
+
 def _error_line(msg: str) -> None:
     if _errout is not None:
         _errout(msg)
@@ -589,7 +605,7 @@ class FilterList:
                 return None  # hidden by the daemon's rules: as if absent, even if fatal
             fname = mapped
         if fname == b"-":
-            return sys.stdin.buffer.read()
+            return b"" if _stdin_deferred else sys.stdin.buffer.read()
         try:
             # An operator path: a symlink owned by another user is not followed.
             with open(safepath.owner_open(fname, os.O_RDONLY), "rb") as f:
