@@ -686,3 +686,34 @@ def test_pruned_dirs_are_not_deleted_in(sshd_server: SshServer, tmp_path: Path,
         b"cannot delete non-empty directory: deep/a",
         b"cannot delete non-empty directory: deep/a",
         b"cannot delete non-empty directory: deep"]
+
+
+@pytest.mark.parametrize("ours,direction", [("server", "push"), ("client", "pull")])
+def test_dry_run_into_a_missing_dest_with_hard_links_and_link_dest(
+        sshd_server: SshServer, tmp_path: Path, ours: str, direction: str) -> None:
+    """-n -H into a destination that does not exist yet, with --link-dest=../cmp:
+    a hard link's later member is itemized as a link to the one "sent" (hlink.c: a dry
+    run finishes the group at once; netsync as the server itemized it as a transfer),
+    and the basis dir is looked for beside the missing dest, one "../" dropped (main.c
+    check_alt_basis_dirs(); netsync receiving over the wire looked through the dest)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a\n")
+    os.link(src / "a", src / "b")
+    (tmp_path / "cmp").mkdir()
+    (tmp_path / "cmp" / "b").write_text("a\n")
+    out = {}
+    for who in ("rsync", "netsync"):
+        prog = tc.program_under_test() if who == "netsync" and ours == "client" else [tc.RSYNC]
+        path = NETSYNC_PATH if who == "netsync" and ours == "server" else "rsync"
+        dst = tmp_path / "dst"
+        ends = ([f"{src}/", f"{sshd_server.login}:{dst}/"] if direction == "push"
+                else [f"{sshd_server.login}:{src}/", f"{dst}/"])
+        r = tc.run(prog, ["-n", "-aiH", "--link-dest=../cmp", "-e", sshd_server.rsh,
+                          f"--rsync-path={path}", *ends], cwd=tmp_path)
+        assert r.returncode == 0, r.describe()
+        assert not dst.exists()
+        out[who] = (r.stdout.splitlines(), r.stderr.splitlines())
+    assert out["netsync"] == out["rsync"]
+    assert out["rsync"][0][-1] == b"hf+++++++++ a => b"
+    assert out["rsync"][1] == []  # (../cmp found beside the missing dest)

@@ -365,10 +365,27 @@ def map_acl_ids(entries, maps: tuple, memo: dict) -> None:
             e.acl = map_ids(e.acl, umap, gmap, memo)
 
 
+def alt_basis_dirs(opts, dest_root: bytes) -> list[bytes]:
+    """The --link-dest/--copy-dest/--compare-dest dirs, relative ones under the
+    destination.  main.c check_alt_basis_dirs(): the dest a dry run could not create
+    is left out by dropping one leading "../" (rather than resolving through it)."""
+    alt = opts.alt_dest
+    if not alt:
+        return []
+    alt_dirs = [_under(dest_root, d) for d in alt[1]]
+    if opts.dry_run and not os.path.isdir(dest_root):
+        up = os.path.dirname(dest_root.rstrip(b"/")) or b"."
+        alt_dirs = [up + b"/" + os.fsencode(d)[3:].rstrip(b"/") if d.startswith("../")
+                    else a_dir for d, a_dir in zip(alt[1], alt_dirs, strict=True)]
+    return alt_dirs
+
+
 def check_alt_basis_dirs(rep, alt: tuple[str, list[str]], alt_dirs: list[bytes],
                          dest_root: bytes, sanitized: bool = False) -> None:
     """main.c check_alt_basis_dirs(): a --*-dest dir that is missing, or not a dir, is
-    warned about, named from the destination dir (a daemon's sanitized path as is)."""
+    warned about, named from the destination dir (a daemon's sanitized path as is; a
+    dry run's missing destination without it, as alt_basis_dirs() looked)."""
+    dest_missing = not os.path.isdir(dest_root)
     for d, path in zip(alt[1], alt_dirs, strict=True):
         try:
             why = None if stat.S_ISDIR(os.stat(path).st_mode) else "is not a dir"
@@ -379,6 +396,8 @@ def check_alt_basis_dirs(rep, alt: tuple[str, list[str]], alt_dirs: list[bytes],
         shown = os.fsencode(d).rstrip(b"/") or b"/"
         if not shown.startswith(b"/") and not sanitized:
             top = os.path.normpath(os.path.join(os.getcwdb(), dest_root))
+            if dest_missing and shown.startswith(b"../"):
+                top, shown = os.path.dirname(top), shown[3:]
             shown = top.rstrip(b"/") + b"/" + shown
         rep.warn_msg(f"--{alt[0]} arg {why}: {rep.safe(shown)}")
 
@@ -595,13 +614,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         suffix=enc(opts.suffix or ""), dry_run=opts.dry_run,
     )
     alt = opts.alt_dest
-    alt_dirs = [_under(dest_root, d) for d in alt[1]] if alt else []
-    if opts.dry_run and alt and not os.path.isdir(dest_root):
-        # main.c check_alt_basis_dirs(): the dest a dry run could not create is
-        # left out by dropping one leading "../" (rather than resolving through it).
-        up = os.path.dirname(dest_root.rstrip(b"/")) or b"."
-        alt_dirs = [up + b"/" + os.fsencode(d)[3:].rstrip(b"/") if d.startswith("../")
-                    else a_dir for d, a_dir in zip(alt[1], alt_dirs, strict=True)]
+    alt_dirs = alt_basis_dirs(opts, dest_root)
     if alt:
         check_alt_basis_dirs(rep, alt, alt_dirs, dest_root)
     delete_mode = None

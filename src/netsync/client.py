@@ -1746,6 +1746,7 @@ class _Client:
             _local_name,
             _parse_ids,
             _under,
+            alt_basis_dirs,
             check_alt_basis_dirs,
         )
         from netsync.generator import Generator, GenOptions
@@ -1814,7 +1815,7 @@ class _Client:
             check_backup_dir(ropts.backup_dir,
                              rep.safe(enc(opts.backup_dir).rstrip(b"/") or b"/"), rep)
         alt = opts.alt_dest
-        alt_dirs = [_under(dest_root, d) for d in alt[1]] if alt else []
+        alt_dirs = alt_basis_dirs(opts, dest_root)
         if alt:  # (named as the receiver resolves them: a daemon's sanitized path as is)
             check_alt_basis_dirs(rep, alt, alt_dirs, dest_root,
                                  sanitized=getattr(self, "daemon", None) is not None)

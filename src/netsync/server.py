@@ -667,6 +667,8 @@ class _Server(_Client):
                 iflags = self.itemize(e, basis_st, ITEM_TRANSFER | iflags_extra | extra)
                 server._send_item(e, iflags, None, ndx)
                 self._count_transfer(e, iflags)
+                if self.g.hard_links and e.hlink is not None:
+                    self._hl_finish(e)  # generator.c: !do_xfers finishes it now
                 return None
 
         return ServerGenerator
