@@ -112,30 +112,10 @@ class Iconv:
 
     def text_from_wire(self, raw: bytes) -> bytes:
         """log.c rwrite() with ic_recv: a peer's UTF-8 text in this charset, ready to
-        print: each byte that does not convert becomes ``\\#ooo`` and conversion goes
-        on after it; what converts is filtered as filtered_fwrite() does (control
-        bytes, and a look-alike of an escape)."""
-        from netsync.log import _filtered
+        print (log.iconv_escaped(): ``\\#ooo`` for each byte that does not convert)."""
+        from netsync.log import iconv_escaped
 
-        out = bytearray()
-        pos, n = 0, len(raw)
-        while pos < n:
-            try:
-                text = raw[pos:].decode("utf-8")
-                bad = -1
-            except UnicodeDecodeError as e:
-                text = raw[pos:pos + e.start].decode("utf-8")
-                bad = pos + e.start
-            try:
-                out += _filtered(text.encode(self._codec), False)
-            except UnicodeEncodeError as e:
-                out += _filtered(text[:e.start].encode(self._codec), False)
-                bad = pos + len(text[:e.start].encode("utf-8"))
-            if bad < 0:
-                break
-            out += b"\\#%03o" % raw[bad]
-            pos = bad + 1
-        return bytes(out)
+        return iconv_escaped(raw, "utf-8", self._codec)
 
 
 def _same_shape(wire: bytes, local: bytes) -> bool:

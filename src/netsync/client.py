@@ -1558,12 +1558,11 @@ class _Client:
         sorted_of = [0] * len(wire_of)
         for i, w in enumerate(wire_of):
             sorted_of[w] = i
-        n = len(wire_of)
         io = self.io
-        io.ndx_in = _MappedNdxIn(io.ndx_in, sorted_of)  # type: ignore[union-attr]
-        io.ndx_out = _MappedNdxOut(io.ndx_out, wire_of)  # type: ignore[union-attr]
-        io.ndx_from_wire = lambda ndx: sorted_of[ndx] if 0 <= ndx < n else ndx  # type: ignore[union-attr]
-        self._ndx_to_wire = lambda ndx: wire_of[ndx] if 0 <= ndx < n else ndx
+        ndx_in = io.ndx_in = _MappedNdxIn(io.ndx_in, sorted_of)  # type: ignore[union-attr]
+        ndx_out = io.ndx_out = _MappedNdxOut(io.ndx_out, wire_of)  # type: ignore[union-attr]
+        io.ndx_from_wire = ndx_in.map  # type: ignore[union-attr]  # (MSG_NO_SEND)
+        self._ndx_to_wire = ndx_out.map  # (MSG_SUCCESS)
 
     def _first_inc_list(self, dec, raw_entries: list, io_error: int):
         """The first list of an incremental pull; the feed takes the later ones."""
@@ -3262,38 +3261,36 @@ def _map_ids(entries, uid_names: dict[int, bytes], gid_names: dict[int, bytes]) 
             e.acl = map_ids(e.acl, umap, gmap, memo)
 
 
-class _MappedNdxIn:
-    """An NdxDecoder whose file indexes come out in this side's order (--iconv)."""
+class _NdxMap:
+    """A file-index codec wrapped with a permutation (--iconv, _map_wire_order()):
+    indexes inside the list are mapped, anything else (NDX_DONE, a keep-alive's count,
+    an index out of range for the checks to refuse) passes as it is."""
 
-    def __init__(self, dec, to_sorted: list[int]) -> None:
-        self._dec = dec
-        self._map = to_sorted
+    def __init__(self, codec, perm: list[int]) -> None:
+        self._codec = codec
+        self._perm = perm
 
     def __getattr__(self, name: str):
-        return getattr(self._dec, name)
+        return getattr(self._codec, name)
+
+    def map(self, ndx: int) -> int:
+        return self._perm[ndx] if 0 <= ndx < len(self._perm) else ndx
+
+
+class _MappedNdxIn(_NdxMap):
+    """An NdxDecoder whose file indexes come out in this side's order."""
 
     def decode(self, buf, pos: int = 0) -> tuple[int, int]:
-        v, end = self._dec.decode(buf, pos)
-        if 0 <= v < len(self._map):
-            v = self._map[v]
-        return v, end
+        v, end = self._codec.decode(buf, pos)
+        return self.map(v), end
 
 
-class _MappedNdxOut:
-    """An NdxEncoder that writes this side's file indexes in the sender's order
-    (--iconv); the delta coding runs on the indexes as sent."""
-
-    def __init__(self, enc, to_wire: list[int]) -> None:
-        self._enc = enc
-        self._map = to_wire
-
-    def __getattr__(self, name: str):
-        return getattr(self._enc, name)
+class _MappedNdxOut(_NdxMap):
+    """An NdxEncoder that writes this side's file indexes in the sender's order; the
+    delta coding runs on the indexes as sent."""
 
     def encode(self, ndx: int) -> bytes:
-        if 0 <= ndx < len(self._map):
-            ndx = self._map[ndx]
-        return self._enc.encode(ndx)
+        return self._codec.encode(self.map(ndx))
 
 
 class _LocalServer(_Client):

@@ -1181,7 +1181,9 @@ class Generator:
                 # while filling it; touch_up_dirs() gives it new_mode at the end.
                 now_mode = new_mode if a.am_root or new_mode & 0o700 == 0o700 \
                     or self.solo_file else new_mode | 0o700
-                self._dir_attrs_now(path, e, cur, now_mode, errs)
+                # generator.c recv_generator(): a dir's attributes, its times too, with
+                # their errors now; touch_up_dirs() sets the times again, silently.
+                set_file_attrs(a, path, e, cur, new_mode=now_mode, errors=errs)
                 if now_mode != new_mode and not a.perms:
                     # generator.c: without -p an existing dir's only chmod here is
                     # dir_tweaking's, with its own message
@@ -1204,12 +1206,6 @@ class Generator:
                 self._io_error_stops_deletion()
         if deferred is not None:
             self.report_item(e, deferred, xname)
-
-    def _dir_attrs_now(self, path: bytes, e: FileEntry, st: os.stat_result, new_mode: int,
-                       errs: list[str]) -> None:
-        # generator.c recv_generator(): a dir's attributes, its times too, with their
-        # errors now; touch_up_dirs() sets the times again, silently, at the end.
-        set_file_attrs(self.a, path, e, st, new_mode=new_mode, errors=errs)
 
     # ------------------------------------------------------------- links etc.
     def _gen_symlink(self, ndx: int, e: FileEntry, path: bytes,

@@ -648,26 +648,38 @@ def _filtered(b: bytes, escape_c1: bool) -> bytes:
 
 
 def _check_charset(b: bytes, utf8: bool) -> bytes:
-    """rwrite's iconv(charset -> charset) pass: each invalid byte becomes ``\\#ooo``.
+    """rwrite's iconv(charset -> charset) pass: each invalid byte becomes ``\\#ooo``."""
+    return iconv_escaped(b, "utf-8" if utf8 else "ascii")
 
-    rsync filters each valid run separately (an invalid byte ends iconv's
-    chunk), which matters only for the ``\\#ddd`` look-alike check.
-    """
-    codec = "utf-8" if utf8 else "ascii"
+
+def iconv_escaped(b: bytes, src: str, dst: str | None = None) -> bytes:
+    """rwrite()'s iconv pass from charset ``src`` into ``dst`` (None: the same, a check
+    only): a byte that does not convert becomes ``\\#ooo`` and conversion resumes after
+    it.  rsync filters each run that converted separately (an invalid byte ends iconv's
+    chunk), which matters only for the ``\\#ddd`` look-alike check."""
     out = bytearray()
     pos = 0
     n = len(b)
     while pos < n:
         try:
-            b[pos:].decode(codec)
+            text = b[pos:].decode(src)
+            bad = n
         except UnicodeDecodeError as e:
-            start = pos + e.start
-            out += _filtered(b[pos:start], False)
-            out += b"\\#%03o" % b[start]  # one byte, then resynchronise after it
-            pos = start + 1
+            bad = pos + e.start
+            text = b[pos:bad].decode(src) if dst is not None else ""
+        if dst is None:
+            run = b[pos:bad]
         else:
-            out += _filtered(b[pos:], False)
+            try:
+                run = text.encode(dst)
+            except UnicodeEncodeError as e:
+                run = text[:e.start].encode(dst)
+                bad = pos + len(text[:e.start].encode(src))
+        out += _filtered(run, False)
+        if bad >= n:
             break
+        out += b"\\#%03o" % b[bad]  # one byte, then resynchronise after it
+        pos = bad + 1
     return bytes(out)
 
 
