@@ -53,6 +53,23 @@ OPTIONS = [
     "--no-implied-dirs", "--checksum-choice=md5", "-E", "--super", "--fake-super", "-X", "-A",
     "--ignore-missing-args", "-F", "--filter=P keep/", "--filter=H *.o", "--no-t",
 ]
+# --wide draws from these as well (kept apart so the seeds above keep their meaning).
+WIDE = [
+    "--protocol=27", "--protocol=28", "--protocol=29", "--protocol=30", "-R", "--no-R",
+    "--block-size=700", "--block-size=2048", "--compress-choice=zstd",
+    "--compress-choice=lz4", "--compress-choice=zlibx", "--compress-level=9",
+    "--checksum-choice=xxh64", "--checksum-choice=xxh3", "--checksum-choice=md4", "-U",
+    "--delete-missing-args", "--ignore-times", "--old-dirs", "--list-only", "-T",
+    "--temp-dir=../tmpd", "--max-delete=0", "--existing", "--info=stats2",
+    "--info=flist2,name2", "--out-format=%o %f %b %c %L", "--itemize-changes",
+    "--copy-dirlinks", "--keep-dirlinks", "--no-implied-dirs", "--skip-compress=bin",
+    "--size-only", "--update", "--backup", "--backup-dir=../bkd", "--sparse", "--inplace",
+    "--whole-file", "--checksum-seed=7", "--exclude=*/", "--include=*.txt",
+    "--filter=-p *.o", "--filter=R .keep", "--filter=: .rules", "--delete-excluded",
+    "--chown=0:0", "--usermap=*:0", "--groupmap=*:0", "--omit-link-times", "-8",
+    "--human-readable", "--partial", "--min-size=1", "--max-size=1M", "--bwlimit=100M",
+    "--timeout=60", "--fuzzy", "--fuzzy --fuzzy", "--dirs", "--links", "--hard-links",
+]
 _BASE = ("-a", "-r", "-d")
 
 
@@ -64,9 +81,11 @@ def _shell(work: Path) -> str:
     return str(rsh)
 
 
-def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = ()) -> list[str]:
+def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = (),
+        wide: bool = False) -> list[str]:
     rnd = random.Random(seed)
-    opts = rnd.sample(OPTIONS, rnd.randint(1, 5))
+    opts = rnd.sample(OPTIONS + WIDE if wide else OPTIONS, rnd.randint(1, 5))
+    opts = [w for o in opts for w in o.split()]
     opts += [o for o in always if o not in opts]
     if not any(o.startswith(_BASE) for o in opts):
         opts.insert(0, "-a")
@@ -76,7 +95,8 @@ def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = (
     pristine = base / "p"
     trees.make_tree(pristine / "src", tree, seed=seed)
     trees.make_dest(pristine / "src", pristine / "dst", dest, seed=seed)
-    (pristine / "cmp").mkdir(parents=True, exist_ok=True)
+    for d in ("cmp", "tmpd", "bkd"):
+        (pristine / d).mkdir(parents=True, exist_ok=True)
     netsync = [sys.executable, "-m", "netsync"]
     server = f"env PYTHONPATH={REPO / 'src'} {sys.executable} -m netsync"
     rsh = _shell(base)
@@ -105,8 +125,10 @@ def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = (
                 else:
                     path = server
             args += ["-e", rsh, f"--rsync-path={path}"]
-            ends = (["src/", f"h:{work}/dst/"] if mode.endswith("push")
-                    else [f"h:{work}/src/", "dst/"])
+            # The remote shell runs in work too: -R gets the same relative path there.
+            rdir = "" if "-R" in opts else f"{work}/"
+            ends = (["src/", f"h:{rdir}dst/"] if mode.endswith("push")
+                    else [f"h:{rdir}src/", "dst/"])
         p = subprocess.run([*cmd, *args, *ends], cwd=work, capture_output=True, timeout=120,
                            env=tc.sync_env())
         runs[who] = (p, tc.snapshot(work, t0))
@@ -114,7 +136,7 @@ def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = (
     problems = []
     if r.returncode != n.returncode:
         problems.append(f"exit code: rsync {r.returncode}, netsync {n.returncode}")
-    if "--stats" not in opts:
+    if "--stats" not in opts and not any(o.startswith("--info=stats") for o in opts):
         try:
             tc.assert_same_output(tc.output_lines(r.stdout.replace(b"/rsync/", b"/W/")),
                                   tc.output_lines(n.stdout.replace(b"/netsync/", b"/W/")))
@@ -145,6 +167,8 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--always", action="append", default=[], metavar="OPT",
                     help="add OPT to every seed's options (e.g. --always=-H)")
+    ap.add_argument("--wide", action="store_true",
+                    help="draw from WIDE's options too (protocols, -R, choices, ...)")
     a = ap.parse_args()
     if not os.path.exists(RSYNC):
         print(f"needs Debian's rsync at {RSYNC}", file=sys.stderr)
@@ -153,7 +177,7 @@ def main() -> int:
     top.mkdir(parents=True, exist_ok=True)
     differing = 0
     for seed in range(*a.seeds):
-        problems = one(seed, a.mode, top, a.always)
+        problems = one(seed, a.mode, top, a.always, a.wide)
         if problems:
             differing += 1
             print("\n".join(problems), flush=True)

@@ -573,6 +573,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         flist_size[0] += sum(len(e.name) + 8 for e in flist.entries)
     stats.flist_buildtime = max(build_time, 0.001)  # (flist.c: >= 1 ms)
     if list_only:
+        if flist.entries:
+            list_only_checks(opts, rep)
         return _list(opts, rep, flist, stats, start)
     assert dest is not None
     if feed is not None:
@@ -582,10 +584,9 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     else:
         solo, dry_missing = _get_local_name(opts, rep, flist, dest)
     dest_root = dest.rstrip(b"/") or b"/"
+    base = recv_base(dest_root, solo)
     if not solo:
         _check_dest_dir(dest_root)
-    if opts.temp_dir:
-        _check_temp_dir(_under(dest_root, opts.temp_dir), opts.temp_dir)
     dest_root = _into_dest(dest_root, solo)
     if not solo:
         rep.top_dir = dest_root
@@ -607,16 +608,16 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     ropts = ReceiveOptions(
         inplace=opts.inplace, append=opts.append, partial=opts.partial,
         partial_dir=enc(opts.partial_dir) if opts.partial_dir and not opts.delay_updates else None,
-        temp_dir=_under(dest_root, opts.temp_dir) if opts.temp_dir else None,
+        temp_dir=_under(base, opts.temp_dir) if opts.temp_dir else None,
         delay_updates=opts.delay_updates, sparse=opts.sparse, backup=opts.backup,
         stage_dir=enc(opts.partial_dir or ".~tmp~") if opts.delay_updates else b".~tmp~",
-        backup_dir=_under(dest_root, opts.backup_dir) if opts.backup_dir else None,
+        backup_dir=_under(base, opts.backup_dir) if opts.backup_dir else None,
         suffix=enc(opts.suffix or ""), dry_run=opts.dry_run,
     )
     alt = opts.alt_dest
-    alt_dirs = alt_basis_dirs(opts, dest_root)
+    alt_dirs = alt_basis_dirs(opts, base)
     if alt:
-        check_alt_basis_dirs(rep, alt, alt_dirs, dest_root)
+        check_alt_basis_dirs(rep, alt, alt_dirs, base)
     delete_mode = None
     if opts.delete:
         delete_mode = opts.delete_mode or "during"
@@ -638,11 +639,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
         inc_recurse=inc_recurse,
         fuzzy=opts.fuzzy, fuzzy_debug=opts.debug.get("fuzzy", 0),
     )
-    if ropts.backup_dir is not None:
-        from netsync.receiver import check_backup_dir
-
-        check_backup_dir(ropts.backup_dir,
-                         rep.safe(os.fsencode(opts.backup_dir).rstrip(b"/") or b"/"), rep)
+    recv_dir_checks(opts, rep, b"." if dry_missing else base)
     ropts.bwlimit = opts.bwlimit_bytes or 0
     receiver = Receiver(ropts, a, rep)
     if rfilters is not None:
@@ -876,6 +873,37 @@ def _check_dest_dir(dest_root: bytes) -> None:
             full = dest_root if dest_root.startswith(b"/") else os.getcwdb() + b"/" + dest_root
             raise E.RsyncError(E.RERR_FILESELECT, f'[Receiver] change_dir#1 "{os.fsdecode(full)}/" '
                                f"failed: {os.strerror(ex.errno)} ({ex.errno})") from None
+
+
+def recv_base(dest_root: bytes, solo: bool) -> bytes:
+    """Where main.c get_local_name() leaves the receiver: in the destination dir, or
+    for a single file in its parent (where it was, for a name with no dir).  Relative
+    --temp-dir, --backup-dir and --*-dest paths start there."""
+    if not solo:
+        return dest_root
+    cut = dest_root.rfind(b"/")
+    return b"." if cut < 0 else dest_root[:cut] or b"/"
+
+
+def recv_dir_checks(opts, rep, base: bytes) -> None:
+    """main.c do_recv(): --backup-dir and --temp-dir, relative ones from ``base`` (the
+    receiver's dir: where a dry run into a missing destination did not go, it stayed)."""
+    if opts.backup_dir:
+        from netsync.receiver import check_backup_dir
+
+        check_backup_dir(_under(base, opts.backup_dir),
+                         rep.safe(os.fsencode(opts.backup_dir).rstrip(b"/") or b"/"), rep)
+    if opts.temp_dir:
+        _check_temp_dir(_under(base, opts.temp_dir), opts.temp_dir)
+
+
+def list_only_checks(opts, rep) -> None:
+    """client_run() and do_recv() with --list-only: get_local_name() stays where it
+    is, and the --*-dest, --backup-dir and --temp-dir checks are made from there."""
+    alt = opts.alt_dest
+    if alt:
+        check_alt_basis_dirs(rep, alt, alt_basis_dirs(opts, b"."), b".")
+    recv_dir_checks(opts, rep, b".")
 
 
 def _check_temp_dir(tdir: bytes, shown: str) -> None:

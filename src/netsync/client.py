@@ -1716,6 +1716,10 @@ class _Client:
 
         opts = self.opts
         rep = self.rep
+        if flist.entries:
+            from netsync.cli import list_only_checks
+
+            list_only_checks(opts, rep)
         for e in flist.entries:
             if e.flags & FLAG_DUPLICATE:
                 continue
@@ -1747,6 +1751,8 @@ class _Client:
             _under,
             alt_basis_dirs,
             check_alt_basis_dirs,
+            recv_base,
+            recv_dir_checks,
         )
         from netsync.generator import Generator, GenOptions
         from netsync.metadata import AttrOptions
@@ -1777,6 +1783,7 @@ class _Client:
         else:
             solo, dry_missing = _get_local_name(opts, rep, flist, dest)
         # (a daemon's destination was checked to stay in its module)
+        base = recv_base(dest.rstrip(b"/") or b"/", solo)
         dest_root = _into_dest(dest.rstrip(b"/") or b"/", solo)
         if not solo:
             rep.top_dir = dest_root
@@ -1801,23 +1808,19 @@ class _Client:
             partial=opts.partial,
             partial_dir=enc(opts.partial_dir) if opts.partial_dir and not opts.delay_updates
             else None,
-            temp_dir=enc(opts.temp_dir) if opts.temp_dir else None,
+            temp_dir=_under(base, opts.temp_dir) if opts.temp_dir else None,
             delay_updates=opts.delay_updates, sparse=opts.sparse, backup=opts.backup,
             # --delay-updates stages each file in the --partial-dir (default .~tmp~)
             stage_dir=enc(opts.partial_dir or ".~tmp~") if opts.delay_updates else b".~tmp~",
-            backup_dir=_under(dest_root, opts.backup_dir) if opts.backup_dir else None,
+            backup_dir=_under(base, opts.backup_dir) if opts.backup_dir else None,
             suffix=enc(opts.suffix or ""), dry_run=opts.dry_run,
         )
-        if ropts.backup_dir is not None:
-            from netsync.receiver import check_backup_dir
-
-            check_backup_dir(ropts.backup_dir,
-                             rep.safe(enc(opts.backup_dir).rstrip(b"/") or b"/"), rep)
         alt = opts.alt_dest
-        alt_dirs = alt_basis_dirs(opts, dest_root)
+        alt_dirs = alt_basis_dirs(opts, base)
         if alt:  # (named as the receiver resolves them: a daemon's sanitized path as is)
-            check_alt_basis_dirs(rep, alt, alt_dirs, dest_root,
+            check_alt_basis_dirs(rep, alt, alt_dirs, base,
                                  sanitized=getattr(self, "daemon", None) is not None)
+        recv_dir_checks(opts, rep, b"." if dry_missing else base)
         self._check_module_dirs()
         recursive = bool(opts.recursive or opts.recurse)
         g = GenOptions(

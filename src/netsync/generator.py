@@ -228,6 +228,11 @@ class Generator:
             return self.dest
         return join(self.dest, name)
 
+    def rel_name(self, e: FileEntry) -> bytes:
+        """The name below the receiver's dir: a single file's is the local name
+        (main.c get_local_name()), which backups and --*-dest lookups use too."""
+        return self.dest.rpartition(b"/")[2] if self.solo_file else e.name
+
     def _dest_dir_fd(self, head: bytes) -> int:
         """A held fd of the destination dir ``head`` (b"" = the destination),
         every step below the destination opened without following a symlink
@@ -709,6 +714,8 @@ class Generator:
     def _make_backup(self, rel: bytes, path: bytes) -> bool:
         """backup.c make_backup(): with --safe-links an unsafe symlink is not kept
         (not even hard-linked into the backup area), just removed."""
+        if self.solo_file:  # (the local name, as the receiver's other lookups)
+            rel = self.dest.rpartition(b"/")[2]
         g = self.g
         if g.safe_links and g.links:
             try:
@@ -1463,8 +1470,9 @@ class Generator:
         against it (not as new); False when a --link-dest match goes unreported."""
         g, rep = self.g, self.rep
         found = None
+        name = self.rel_name(e)
         for i, alt in enumerate(g.alt_dest):
-            ast = self._alt_lstat(self._alt_at(i, e.name))
+            ast = self._alt_lstat(self._alt_at(i, name))
             if ast is None:
                 continue
             if g.alt_dest_type == "link":
@@ -1474,11 +1482,11 @@ class Generator:
                     rep.attrs_report(e.name)
                     return False
                 return ast
-            if not stat.S_ISREG(e.mode) or not self._quick_check_ok(e, join(alt, e.name), ast):
+            if not stat.S_ISREG(e.mode) or not self._quick_check_ok(e, join(alt, name), ast):
                 continue
             found = ast
             mode = e.mode if self.a.perms else dest_mode(self.a, e.mode, ast.st_mode, True)
-            if not self._attrs_differ(e, ast, mode, join(alt, e.name)):
+            if not self._attrs_differ(e, ast, mode, join(alt, name)):
                 break
         return found
 
@@ -1918,9 +1926,10 @@ class Generator:
         best = None
         level = 0
         where: tuple[int, bytes] | None = None
+        name = self.rel_name(e)
         for i, alt in enumerate(g.alt_dest):
-            apath = join(alt, e.name)
-            at = self._alt_at(i, e.name)
+            apath = join(alt, name)
+            at = self._alt_at(i, name)
             ast = self._alt_lstat(at)
             if ast is None or not stat.S_ISREG(ast.st_mode):
                 continue
@@ -2016,9 +2025,10 @@ class Generator:
     def _alt_non(self, e: FileEntry) -> tuple[int, bytes, os.stat_result] | None:
         """try_dests_non(): (match level, path, stat) of the best alt-dest entry."""
         best = None
+        name = self.rel_name(e)
         for i, alt in enumerate(self.g.alt_dest):
-            apath = join(alt, e.name)
-            at = self._alt_at(i, e.name)
+            apath = join(alt, name)
+            at = self._alt_at(i, name)
             ast = self._alt_lstat(at)
             if ast is None or stat.S_IFMT(ast.st_mode) != stat.S_IFMT(e.mode):
                 continue
@@ -2208,7 +2218,7 @@ class Generator:
             return
         data = self.request(req)
         if self.pool_ok and not data.failed and data.source_fd is not None \
-                and data.sums is None and stat.S_ISREG(e.mode):
+                and data.sums is None and stat.S_ISREG(e.mode) and not self.solo_file:
             self._submit(data, ndx, e, path, basis, dest_st, new_mode, iflags)
             return
         self._receive_file(data, ndx, e, path, basis, dest_st, new_mode, iflags)
@@ -2278,7 +2288,7 @@ class Generator:
         self.rep.log_item_transfer_start(e, iflags)
         self.rep.progress_start(ndx, e)
         if job is None:
-            ok = self.recv.receive(e, data, path, e.name, basis, dest_st, new_mode)
+            ok = self.recv.receive(e, data, path, self.rel_name(e), basis, dest_st, new_mode)
         else:
             ok = job.wait()
             job.rec.replay()
