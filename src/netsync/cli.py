@@ -199,8 +199,17 @@ def _check_local_protocol(opts) -> None:
     from netsync.transport.handshake import MAX_PROTOCOL, RSYNC_MIN_PROTOCOL
 
     p = opts.protocol
-    if p is None or RSYNC_MIN_PROTOCOL <= p <= MAX_PROTOCOL:
+    if p is None:
         return
+    if RSYNC_MIN_PROTOCOL <= p <= MAX_PROTOCOL:
+        opts.settle_protocol(p)
+        msg = opts.protocol_error(p, local=True)
+        if msg is None:
+            return
+        # Both ends refuse what the protocol cannot carry, the receiver first; --fuzzy
+        # is a generator's option, and only the sender's check names it.
+        lines = [msg] if opts.fuzzy else [msg, E.exit_message(E.RERR_PROTOCOL, PROG), msg]
+        raise E.RsyncError(E.RERR_PROTOCOL, "\n".join(lines), bare=True)
     if p > MAX_PROTOCOL:
         lines = [f"--protocol must be no more than {MAX_PROTOCOL} on the {side}."
                  for side in ("Server", "Client")]
@@ -480,7 +489,9 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     if opts.files_from:
         files_from = _read_files_from(opts.files_from, opts.from0)
     # flist.c: what the client says while it builds the list.
-    inc_recurse = w.recursive and opts.inc_recursive \
+    # (a --protocol rsync's two local processes would speak counts as on the wire)
+    proto = opts.protocol or 32
+    inc_recurse = w.recursive and opts.inc_recursive and proto >= 30 \
         and not (opts.delete_before or opts.delete_after or opts.delay_updates
                  or opts.prune_empty_dirs or opts.qsort)
     show_flist = rep.level("flist") >= 1 and w.dirs or w.recursive
@@ -519,6 +530,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
             tweak = tweak_mode
 
         def on_chunk(children: list) -> None:
+            if proto < 31:
+                _whole_seconds(children)
             if tweak is not None:
                 for e in children:
                     if not stat.S_ISLNK(e.mode):
@@ -551,6 +564,8 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
                 flist = sender.build_file_list(sources)
         finally:
             gc.enable()
+        if proto < 31:
+            _whole_seconds(flist.entries)
     gc.freeze()
     build_time = time.time() - t0
     rep.roots = flist.roots
@@ -641,6 +656,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     )
     recv_dir_checks(opts, rep, b"." if dry_missing else base)
     ropts.bwlimit = opts.bwlimit_bytes or 0
+    ropts.backup_nsec = proto >= 31
     receiver = Receiver(ropts, a, rep)
     if rfilters is not None:
         rfilters.set_root(os.path.abspath(dest_root))
@@ -873,6 +889,12 @@ def _check_dest_dir(dest_root: bytes) -> None:
             full = dest_root if dest_root.startswith(b"/") else os.getcwdb() + b"/" + dest_root
             raise E.RsyncError(E.RERR_FILESELECT, f'[Receiver] change_dir#1 "{os.fsdecode(full)}/" '
                                f"failed: {os.strerror(ex.errno)} ({ex.errno})") from None
+
+
+def _whole_seconds(entries) -> None:
+    """Before protocol 31 a list entry's mtime has no nanoseconds (XMIT_MOD_NSEC)."""
+    for e in entries:
+        e.mtime_ns -= e.mtime_ns % 1_000_000_000
 
 
 def recv_base(dest_root: bytes, solo: bool) -> bytes:

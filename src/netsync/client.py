@@ -273,6 +273,7 @@ class _Client:
                 return self._finish_listing()
             neg, hs = got
         self.neg = neg
+        opts.settle_protocol(neg.protocol)
         self._xa_init()
         io = WireIO(self.conn, neg.protocol, who=self.who,  # type: ignore[arg-type]
                     timeout=opts.timeout or None)
@@ -1853,6 +1854,7 @@ class _Client:
             fuzzy=opts.fuzzy, fuzzy_debug=opts.debug.get("fuzzy", 0),
         )
         ropts.bwlimit = opts.bwlimit_bytes or 0
+        ropts.backup_nsec = proto >= 31
         ropts.progress_per_token = True
         receiver = (_inplace_receiver_cls(Receiver, self) if ropts.inplace
                     else Receiver)(ropts, a, rep)

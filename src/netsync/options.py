@@ -492,11 +492,18 @@ class Options:
     def ipv6(self) -> bool:
         return self.af_hint == 6
 
-    def protocol_error(self, protocol: int) -> str | None:
-        """compat.c setup_protocol(): options an older protocol cannot carry (exit 2)."""
-        if protocol < 30 and self.acls:
+    def settle_protocol(self, protocol: int) -> None:
+        """compat.c setup_protocol(): before protocol 30, --append is --append-verify
+        (both ends checksum the whole file)."""
+        if protocol < 30 and self.append == 1:
+            self.append = 2
+
+    def protocol_error(self, protocol: int, local: bool = False) -> str | None:
+        """compat.c setup_protocol(): options an older protocol cannot carry (exit 2).
+        A local copy's own server (local_server) may keep -A and -X."""
+        if protocol < 30 and self.acls and not local:
             return f"--acls requires protocol 30 or higher (negotiated {protocol})."
-        if protocol < 30 and self.xattrs:
+        if protocol < 30 and self.xattrs and not local:
             return f"--xattrs requires protocol 30 or higher (negotiated {protocol})."
         if protocol >= 29:
             return None

@@ -73,6 +73,9 @@ class ReceiveOptions(Record):
     # --progress as receiver.c shows it (before each token: a file's first line is "0
     # 0%"), not as a local copy's sender does (after each piece)
     progress_per_token: bool = False
+    # A backup copied for --inplace takes the dest's times as make_file() lists them:
+    # before protocol 31 without nanoseconds.
+    backup_nsec: bool = True
 
 
 def check_backup_dir(bdir: bytes, shown: str, rep: Reporter) -> None:
@@ -302,7 +305,7 @@ class Receiver:
         owner, group and times only as -o, -g and -t keep them."""
         a = self.a
         return {"uid": bool(a.owner and a.am_root), "gid": bool(a.group),
-                "times": bool(a.times)}
+                "times": bool(a.times), "nsec": self.r.backup_nsec}
 
     def make_backup(self, dest_rel: bytes, dest: bytes) -> bool:
         """Move ``dest`` aside as its backup. Returns False on failure."""

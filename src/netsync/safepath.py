@@ -374,7 +374,8 @@ def open_following_beneath(anchor_fd: int, rel: bytes, flags: int) -> int:
 
 
 def copy_fd_into(sfd: int, dfd: int | None, name: bytes, st: os.stat_result | None = None,
-                 *, uid: bool = True, gid: bool = True, times: bool = True) -> None:
+                 *, uid: bool = True, gid: bool = True, times: bool = True,
+                 nsec: bool = True) -> None:
     """Copy the open regular file ``sfd`` to ``name`` in ``dfd`` via a temporary
     name (never through a symlink), keeping its mode, and its owner, group and times
     as ``uid``, ``gid`` and ``times`` say (a backup: as -o, -g, -t keep them)."""
@@ -391,7 +392,8 @@ def copy_fd_into(sfd: int, dfd: int | None, name: bytes, st: os.stat_result | No
                 pass
         os.fchmod(out, stat.S_IMODE(st.st_mode))
         if times:
-            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            mtime = st.st_mtime_ns if nsec else st.st_mtime_ns - st.st_mtime_ns % 10**9
+            os.utime(out, ns=(st.st_atime_ns, mtime))
         os.close(out)
         out = -1
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)

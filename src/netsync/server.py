@@ -296,6 +296,7 @@ class _Server(_Client):
             self.conn.write(b"\0")  # rsync_module(): the files-from end, before multiplexing
         self.conn.count_from_here(hs.leftover)
         self.neg = neg
+        opts.settle_protocol(neg.protocol)
         _acls_need_30(opts, neg.protocol)
         self._xa_init()
         io = _ServerIO(self.conn, neg.protocol, who=self.who, timeout=opts.timeout or None)
