@@ -203,6 +203,12 @@ def _check_local_protocol(opts) -> None:
         return
     if RSYNC_MIN_PROTOCOL <= p <= MAX_PROTOCOL:
         opts.settle_protocol(p)
+        if p < 29 and opts.cvs_exclude:
+            # exclude.c send_rules(): the receiver's own -C rule (":C") has a modifier
+            # protocol 28 cannot write; it stops, and its sender with it.
+            lines = ["filter rules are too modern for remote rsync.",
+                     E.exit_message(E.RERR_PROTOCOL, PROG)]
+            raise E.RsyncError(E.RERR_STREAMIO, "\n".join(lines), bare=True)
         msg = opts.protocol_error(p, local=True)
         if msg is None:
             return
