@@ -54,13 +54,14 @@ OPTIONS = [
     "--ignore-missing-args", "-F", "--filter=P keep/", "--filter=H *.o", "--no-t",
 ]
 # --wide draws from these as well (kept apart so the seeds above keep their meaning).
-WIDE = [
+# Not -U: the copies' atimes move as the runs read them (relatime), so its "u" is a race.
+WIDE: list[str | tuple[str, ...]] = [
     "--protocol=27", "--protocol=28", "--protocol=29", "--protocol=30", "-R", "--no-R",
     "--block-size=700", "--block-size=2048", "--compress-choice=zstd",
     "--compress-choice=lz4", "--compress-choice=zlibx", "--compress-level=9",
-    "--checksum-choice=xxh64", "--checksum-choice=xxh3", "--checksum-choice=md4", "-U",
+    "--checksum-choice=xxh64", "--checksum-choice=xxh3", "--checksum-choice=md4",
     "--delete-missing-args", "--ignore-times", "--old-dirs", "--list-only", "-T",
-    "--temp-dir=../tmpd", "--max-delete=0", "--existing", "--info=stats2",
+    "--temp-dir={work}/tmpd", "--max-delete=0", "--existing", "--info=stats2",
     "--info=flist2,name2", "--out-format=%o %f %b %c %L", "--itemize-changes",
     "--copy-dirlinks", "--keep-dirlinks", "--no-implied-dirs", "--skip-compress=bin",
     "--size-only", "--update", "--backup", "--backup-dir=../bkd", "--sparse", "--inplace",
@@ -68,8 +69,18 @@ WIDE = [
     "--filter=-p *.o", "--filter=R .keep", "--filter=: .rules", "--delete-excluded",
     "--chown=0:0", "--usermap=*:0", "--groupmap=*:0", "--omit-link-times", "-8",
     "--human-readable", "--partial", "--min-size=1", "--max-size=1M", "--bwlimit=100M",
-    "--timeout=60", "--fuzzy", "--fuzzy --fuzzy", "--dirs", "--links", "--hard-links",
+    "--timeout=60", "--fuzzy", ("--fuzzy", "--fuzzy"), "--dirs", "--links", "--hard-links",
+    # the sources' shape: "src" without its slash, several sources, a --files-from list
+    # (ff.txt, beside src: names in it, one missing), a "/./" cut for -R
+    "@noslash", "@multi", "@ff", ("@ff", "--from0"), "@dot",
 ]
+_SHAPES = {
+    "@noslash": ["src"],
+    "@multi": ["src/sub", "src/app.conf", "src/deep/"],
+    "@ff": ["src/"],
+    "@dot": ["src/./sub", "src/./deep"],
+}
+_FF_NAMES = [b"sub/f01.txt", b"deep/d00", b"app.conf", b"missing", b"sub/inner/"]
 _BASE = ("-a", "-r", "-d")
 
 
@@ -85,8 +96,13 @@ def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = (
         wide: bool = False) -> list[str]:
     rnd = random.Random(seed)
     opts = rnd.sample(OPTIONS + WIDE if wide else OPTIONS, rnd.randint(1, 5))
-    opts = [w for o in opts for w in o.split()]
+    opts = [w for o in opts for w in ((o,) if isinstance(o, str) else o)]
     opts += [o for o in always if o not in opts]
+    shapes = [o for o in opts if o.startswith("@")]
+    opts = [o for o in opts if not o.startswith("@")]
+    sources = _SHAPES[shapes[0]] if shapes else ["src/"]
+    if "@ff" in shapes:
+        opts.append("--files-from=ff.txt")
     if not any(o.startswith(_BASE) for o in opts):
         opts.insert(0, "-a")
     tree = rnd.choice(["mixed", "small"])
@@ -97,6 +113,7 @@ def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = (
     trees.make_dest(pristine / "src", pristine / "dst", dest, seed=seed)
     for d in ("cmp", "tmpd", "bkd"):
         (pristine / d).mkdir(parents=True, exist_ok=True)
+    (pristine / "ff.txt").write_bytes((b"\0" if "--from0" in opts else b"\n").join(_FF_NAMES))
     netsync = [sys.executable, "-m", "netsync"]
     server = f"env PYTHONPATH={REPO / 'src'} {sys.executable} -m netsync"
     rsh = _shell(base)
@@ -105,7 +122,9 @@ def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = (
     for who in ("rsync", "netsync"):
         work = base / who
         trees.copy_tree(pristine, work)
-        cmd, args, ends = [RSYNC], list(opts), ["src/", "dst/"]
+        # ("{work}": rsync 3.5.0 refuses a temp file path with "..", see conformance.md)
+        cmd, args, ends = [RSYNC], [o.replace("{work}", str(work)) for o in opts], \
+            [*sources, "dst/"]
         if mode == "local":
             if who == "netsync":
                 cmd = netsync
@@ -116,7 +135,8 @@ def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = (
                             + f"[w]\npath = {work}\n")
             path = RSYNC if who == "rsync" else server
             args += ["-e", rsh, f"--rsync-path={path} --config={conf}"]
-            ends = ["src/", "h::w/dst/"] if mode == "dpush" else ["h::w/src/", "dst/"]
+            ends = ([*sources, "h::w/dst/"] if mode == "dpush"
+                    else [*(f"h::w/{s}" for s in sources), "dst/"])
         else:
             path = "rsync"
             if who == "netsync":
@@ -127,8 +147,8 @@ def one(seed: int, mode: str, top: Path, always: tuple[str, ...] | list[str] = (
             args += ["-e", rsh, f"--rsync-path={path}"]
             # The remote shell runs in work too: -R gets the same relative path there.
             rdir = "" if "-R" in opts else f"{work}/"
-            ends = (["src/", f"h:{rdir}dst/"] if mode.endswith("push")
-                    else [f"h:{rdir}src/", "dst/"])
+            ends = ([*sources, f"h:{rdir}dst/"] if mode.endswith("push")
+                    else [*(f"h:{rdir}{s}" for s in sources), "dst/"])
         p = subprocess.run([*cmd, *args, *ends], cwd=work, capture_output=True, timeout=120,
                            env=tc.sync_env())
         runs[who] = (p, tc.snapshot(work, t0))

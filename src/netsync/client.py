@@ -281,7 +281,10 @@ class _Client:
         self._iconv_negotiated()
         io.bwlimit = opts.bwlimit
         io.eight_bit = opts.eight_bit_output
-        io.mplex_out = neg.mplex_out
+        # main.c client_run(): a receiving client multiplexes what it sends when its
+        # generator has messages for the sender: from protocol 30, or (any protocol)
+        # for --remove-source-files' MSG_SUCCESS (options.c need_messages_from_generator)
+        io.mplex_out = neg.mplex_out or (not self.am_sender and bool(opts.remove_source_files))
         if neg.mplex_in:
             io.start_multiplex_in(hs.leftover)
         else:
@@ -1842,7 +1845,7 @@ class _Client:
             delete_mode=(opts.delete_mode or ("during" if proto >= 30 else "before"))
             if opts.delete else None,
             force=opts.force, max_delete=opts.max_delete, ignore_errors=opts.ignore_errors,
-            remove_source_files=bool(opts.remove_source_files) and proto >= 30,
+            remove_source_files=bool(opts.remove_source_files),
             backup=opts.backup, backup_dir=ropts.backup_dir, suffix=ropts.suffix,
             alt_dest=alt_dirs, alt_dest_type=alt[0].split("-")[0] if alt else None,
             implied_dirs=opts.implied_dirs, relative=bool(opts.relative),

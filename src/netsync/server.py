@@ -304,11 +304,14 @@ class _Server(_Client):
         self._iconv_negotiated()
         io.bwlimit = opts.bwlimit
         io.mplex_out = neg.mplex_out
+        # main.c start_server(): a sender reads the generator's messages (multiplexed)
+        # from protocol 30, or for --remove-source-files at any protocol.
+        mplex_in = neg.mplex_in or (self.am_sender and bool(opts.remove_source_files))
         # flist.c send_file_list(): below protocol 31 the client's --files-from names
         # follow its (framed) filter list unframed: stop demultiplexing at that point.
-        io.hold = bool(neg.mplex_in and neg.protocol < 31 and self.am_sender
+        io.hold = bool(mplex_in and neg.protocol < 31 and self.am_sender
                        and opts.files_from == "-")
-        if neg.mplex_in:
+        if mplex_in:
             io.start_multiplex_in(hs.leftover)
         else:
             io.add_leftover(hs.leftover)
