@@ -149,3 +149,24 @@ def test_remove_source_files_before_protocol_30(tmp_path: Path, mode: str, proto
     assert (work / "dst" / "a").read_bytes() == b"hello world\n"
     assert (work / "dst" / "sub" / "b").read_bytes() == b"bbb\n"
     assert sorted(str(q.relative_to(src)) for q in src.rglob("*")) == ["sub"]
+
+
+@pytest.mark.parametrize("mode", ["local", "push"])
+def test_a_perishable_rule_is_too_modern_for_protocol_29(tmp_path: Path, mode: str) -> None:
+    """exclude.c send_filter_list(): a sender puts its rules in wire form even when
+    the receiver does not want them (no --delete), and "-p" needs protocol 30."""
+    _need_rsync()
+    rsh = tmp_path / "rsh"
+    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
+    rsh.chmod(0o755)
+    for who, cmd in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
+        work = tmp_path / who
+        _src(work)
+        ends = ["src/", "dst/"] if mode == "local" else ["-e", str(rsh), "src/", "h:dst/"]
+        p = _run([*cmd, "-a", "--filter=-p *.o", "--protocol=29", *ends], work)
+        assert p.returncode == 2, (who, p.stderr)
+        assert p.stderr.decode().splitlines()[0] == \
+            "filter rules are too modern for remote rsync."
+        assert not (work / "dst").exists()
+        ok = _run([*cmd, "-a", "--filter=-p *.o", "--protocol=30", *ends], work)
+        assert ok.returncode == 0, (who, ok.stderr)

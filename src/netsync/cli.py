@@ -210,6 +210,14 @@ def _check_local_protocol(opts) -> None:
                      E.exit_message(E.RERR_PROTOCOL, PROG)]
             raise E.RsyncError(E.RERR_STREAMIO, "\n".join(lines), bare=True)
         msg = opts.protocol_error(p, local=True)
+        if msg is None and (opts.filter_args or opts.cvs_exclude):
+            from netsync import filters as F
+
+            try:  # the sender's send_filter_list() puts its rules in wire form
+                F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
+                                    opts.from0).to_wire_rules(True, p)
+            except F.FilterError as fe:
+                raise E.RsyncError(E.RERR_PROTOCOL, fe.message, bare=True) from None
         if msg is None:
             return
         # Both ends refuse what the protocol cannot carry, the receiver first; --fuzzy

@@ -552,16 +552,20 @@ class _Client:
         proto = self.neg.protocol
         wants = opts.prune_empty_dirs or (opts.delete and (not opts.delete_excluded
                                                            or proto >= 29))
-        if self.am_sender and not wants:
-            return
+        rules: list[bytes] = []
         if opts.filter_args or opts.cvs_exclude:
             from netsync import filters as F
 
             fl = F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
                                      opts.from0)
-            for rule in fl.to_wire_rules(self.am_sender, proto):
-                io.write_int(len(rule))
-                io.write(rule)
+            # exclude.c send_filter_list(): the rules are put in wire form (and one the
+            # protocol cannot carry refused) even when the receiver does not want them.
+            rules = fl.to_wire_rules(self.am_sender, proto)
+        if self.am_sender and not wants:
+            return
+        for rule in rules:
+            io.write_int(len(rule))
+            io.write(rule)
         io.write_int(0)
 
     def _flist_codec_kwargs(self) -> dict:
