@@ -1111,8 +1111,11 @@ class Sender:
                     self.rep.error_xfer("ERROR: Skipping sender remove of destination file: "
                                         f"{self.rep.safe(e.name)}", bare=True)
                     return
-            # rsync refuses to remove a file that changed since it was listed.
-            if stat.S_ISREG(e.mode) and (st.st_size != e.size or st.st_mtime_ns != e.mtime_ns):
+            # rsync refuses to remove a file that changed since it was listed; the
+            # nanoseconds count where the entry has them (sender.c: NSEC_BUMP).
+            if stat.S_ISREG(e.mode) and (
+                    st.st_size != e.size or st.st_mtime_ns // 10**9 != e.mtime_ns // 10**9
+                    or e.mtime_ns % 10**9 and st.st_mtime_ns != e.mtime_ns):
                 self.rep.error_xfer("ERROR: Skipping sender remove for changed file: "
                                     f"{self.rep.safe(e.name)}", bare=True)
                 return
