@@ -292,6 +292,7 @@ class _Client:
         for line in hs.infos:
             print(line)
         self.rep = self._reporter()
+        self.rep.count_io(io)  # (%b/%c in a log format)
         if self.rep.logfile is not None:
             io.log_text = self.rep._log_file_msg  # log.c rwrite(): one record each
         from netsync import filters as _filters  # the filter traces (-vv) go to our output
@@ -1093,7 +1094,8 @@ class _Client:
         # A small file's sum in one call; its three writes in one (unless write is hooked:
         # then "fast" is off); the per-file log hooks skipped when a server has none.
         file_sum = fsum_proto.oneshot()
-        write3 = io.write3 if type(io).write is ProtocolIO.write else None
+        write3 = io.write3 if type(io).write is ProtocolIO.write and "write" not in vars(io) \
+            else None
         log_items = getattr(rep, "logs_transfers", True)
         xfer_started = getattr(rep, "xfer_started", None)
         pread = os.pread

@@ -431,6 +431,9 @@ class Reporter:
     def log_item(self, e: FileEntry, iflags: int, *, to_stdout: bool = True,
                  to_logfile: bool = True, hlink: bytes | None = None, written: int = 0) -> None:
         item = self._item(e, iflags, hlink, written)
+        if self._moved is not None:
+            item.written = self._moved[0] - self._moved_mark[0]
+            item.read = self._moved[1] - self._moved_mark[1]
         if to_stdout and self.stdout_format and not self.quiet:
             line = log.format_log(self.stdout_format, item, self.ctx, eight_bit=self.eight_bit)
             if self._holding():
@@ -479,8 +482,45 @@ class Reporter:
         return bool(iflags & 0xFFFF & SIGNIFICANT or self.level("name") >= 2
                     or self.has_i > 1 or xname)
 
+    # %b/%c over the wire: the data bytes moved since the file's start (log.c:
+    # total_data_written/read less remember_initial_stats()); None: not counted.
+    _moved: list[int] | None = None
+    _moved_mark = (0, 0)
+    _moved_xfer: tuple[int, int] | None = None
+
+    def count_io(self, io) -> None:
+        """Count what ``io`` moves when a log format shows %b or %c."""
+        if not any(f and (log.log_format_has(f, "b") or log.log_format_has(f, "c"))
+                   for f in (self.stdout_format, self.logfile_format)):
+            return
+        moved = self._moved = [0, 0]
+        write, advance, unread = io.write, io._advance, io.unread
+
+        def counted_write(data) -> None:
+            moved[0] += len(data)
+            write(data)
+
+        def counted_advance(n: int) -> None:
+            moved[1] += n
+            advance(n)
+
+        def counted_unread(data: bytes) -> None:
+            moved[1] -= len(data)  # (given back: a later file's, when pipelined)
+            unread(data)
+
+        io.write, io._advance, io.unread = counted_write, counted_advance, counted_unread
+
+    def xfer_started(self) -> None:
+        """A file's request (sender) or reply (receiver) after its index and iflags:
+        from here its bytes count (sender.c / receiver.c remember_initial_stats())."""
+        if self._moved is not None:
+            self._moved_xfer = (self._moved[0], self._moved[1])
+
     def log_item_transfer_start(self, e: FileEntry, iflags: int) -> None:
         """sender.c: the line printed before a file's data when the format allows."""
+        if self._moved is not None:
+            self._moved_mark = self._moved_xfer or (self._moved[0], self._moved[1])
+            self._moved_xfer = None
         if self.log_before_transfer:
             self.log_item(e, iflags, to_logfile=False)
         elif self.level("name") >= 1 and self.level("progress") == 1 and not self.quiet:
