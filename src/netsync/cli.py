@@ -210,12 +210,13 @@ def _check_local_protocol(opts) -> None:
                      E.exit_message(E.RERR_PROTOCOL, PROG)]
             raise E.RsyncError(E.RERR_STREAMIO, "\n".join(lines), bare=True)
         msg = opts.protocol_error(p, local=True)
-        if msg is None and (opts.filter_args or opts.cvs_exclude):
+        if msg is None and p < 30 and (opts.filter_args or opts.cvs_exclude):
             from netsync import filters as F
 
             try:  # the sender's send_filter_list() puts its rules in wire form
-                F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
-                                    opts.from0).to_wire_rules(True, p)
+                with F.muted(), F.stdin_deferred():  # (its warnings come with the real build)
+                    F.build_filter_list(opts.filter_args, opts.cvs_exclude,
+                                        opts.delete_excluded, opts.from0).to_wire_rules(True, p)
             except F.FilterError as fe:
                 raise E.RsyncError(E.RERR_PROTOCOL, fe.message, bare=True) from None
         if msg is None:
@@ -508,6 +509,7 @@ def local_sync(opts, sources: list[bytes], dest: bytes | None) -> int:
     inc_recurse = w.recursive and opts.inc_recursive and proto >= 30 \
         and not (opts.delete_before or opts.delete_after or opts.delay_updates
                  or opts.prune_empty_dirs or opts.qsort)
+    sender.rsync_inc = inc_recurse
     show_flist = rep.level("flist") >= 1 and w.dirs or w.recursive
     show_flist = show_flist and rep.level("flist") >= 1 and not inc_recurse and not opts.quiet
     _nstr_report(opts, rep)

@@ -11,6 +11,7 @@ streams its tokens back (generator.c / receiver.c).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -216,6 +217,7 @@ class _Client:
         self._done_echoes = 0
         # A pull reports its generator's items to the sender (_generator_cls()).
         self._send_items = False
+        self._rsync_inc_opt = False  # (set in run(): Sender.rsync_inc)
         self._dry_items = False
         # A file header read while looking for an earlier, skipped file's (_read_reply).
         self._next_reply: tuple[int, int, int, bytes | None] | None = None
@@ -246,6 +248,7 @@ class _Client:
         return conn.close()
 
     def run(self) -> int:
+        from netsync.options import _allow_inc_recurse
         from netsync.transport.remote import Mode, plan_transfer
 
         opts = self.opts
@@ -256,6 +259,9 @@ class _Client:
         # options.c: 'i' goes into the capabilities only where rsync's client would offer
         # it and this client can run the option set incrementally (a client may decline).
         self._inc_wanted = bool(opts.inc_recursive)  # (-A: what rsync itself would do)
+        # What rsync here would negotiate (both ends' conditions; the receiver's are
+        # the stricter): the -R lists' filter timing follows it (Sender.rsync_inc).
+        self._rsync_inc_opt = _allow_inc_recurse(opts, False)
         # (--iconv: a receiver takes the whole list at once, see _map_wire_order())
         opts.inc_recursive = bool(opts.inc_recursive) and self._inc_supported(plan) \
             and not (opts.iconv and not plan.am_sender)
@@ -557,8 +563,10 @@ class _Client:
         if opts.filter_args or opts.cvs_exclude:
             from netsync import filters as F
 
-            fl = F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
-                                     opts.from0)
+            # (a sender's own list, built for its walk, has told of what the rules say)
+            with F.muted() if self.am_sender else contextlib.nullcontext():
+                fl = F.build_filter_list(opts.filter_args, opts.cvs_exclude,
+                                         opts.delete_excluded, opts.from0)
             # exclude.c send_filter_list(): the rules are put in wire form (and one the
             # protocol cannot carry refused) even when the receiver does not want them.
             rules = fl.to_wire_rules(self.am_sender, proto)
@@ -944,6 +952,7 @@ class _Client:
         )
         sender = _wire_sender_cls(Sender)(w, rep, filters,
                                           self._file_sum_fn() if opts.checksum else None)
+        sender.rsync_inc = proto >= 30 and self._rsync_inc_opt
         if self.iconv is not None:
             self._iconv_codec(sender)
         if self._xa is not None:

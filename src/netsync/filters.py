@@ -127,6 +127,7 @@ class muted:  # noqa: N801 - used as a function: ``with muted():``
 
 
 _stdin_deferred = False
+_stdin_rules: bytes | None = None  # a merge of stdin ("-"), once read
 
 
 class stdin_deferred:  # noqa: N801 - used as a function: ``with stdin_deferred():``
@@ -605,7 +606,12 @@ class FilterList:
                 return None  # hidden by the daemon's rules: as if absent, even if fatal
             fname = mapped
         if fname == b"-":
-            return b"" if _stdin_deferred else sys.stdin.buffer.read()
+            if _stdin_deferred:
+                return b""
+            global _stdin_rules
+            if _stdin_rules is None:  # read once: every side's list is built from it
+                _stdin_rules = sys.stdin.buffer.read()
+            return _stdin_rules
         try:
             # An operator path: a symlink owned by another user is not followed.
             with open(safepath.owner_open(fname, os.O_RDONLY), "rb") as f:

@@ -109,11 +109,78 @@ def _daemon_hidden(path: bytes, is_dir: bool) -> bool:
     return check(path, is_dir)
 
 
+class _MergeDirs:
+    """flist.c with -R (and --files-from): which dirs' per-dir merge files are in force
+    when a named path is checked.  rsync reads them as it passes dirs, into a stack
+    indexed by depth (exclude.c change_local_filter_dir()); the first dir read also
+    reads the merge files above the transfer (its parent_dirscan), and those go when
+    that dir is left.  So what applies to a name depends on the names before it."""
+
+    def __init__(self, filters) -> None:
+        self.f = filters
+        self.stack: list[tuple[bytes, object]] = []  # (dir, state) at depth i + 1
+        self.dot: object = None  # "." at depth 0 (incremental, a "." name)
+        self.last = b""  # send_implied_dirs()'s lastpath
+
+    def change(self, name: bytes, path: bytes, depth: int) -> None:
+        while len(self.stack) >= depth:
+            self.f.leave_dir(self.stack.pop()[1])
+        self.stack.append((name, self.f.enter_dir(name, path)))
+
+    def goto(self, comps: list[bytes], base: bytes) -> None:
+        """Every level of a dir entered, as the incremental lists come to it."""
+        for i in range(1, len(comps) + 1):
+            d = b"/".join(comps[:i])
+            if len(self.stack) >= i and self.stack[i - 1][0] == d:
+                continue
+            self.change(d, join(base, d), i)
+        while len(self.stack) > len(comps):
+            self.f.leave_dir(self.stack.pop()[1])
+
+    def implied(self, name: bytes, base: bytes) -> None:
+        """send_implied_dirs() without incremental recursion: the dirs of ``name`` not
+        shared with the last name's are entered, each at its depth."""
+        head = name.rpartition(b"/")[0]
+        last, tp, start, depth = self.last, 0, -1, 0
+        while True:
+            if tp == len(head):
+                if tp == len(last) or last[tp:tp + 1] == b"/":
+                    return  # the same dirs (or below them): nothing changes
+                break
+            if tp >= len(last) or last[tp] != head[tp]:
+                break
+            if head[tp] == 0x2F:
+                start, depth = tp, depth + 1
+            tp += 1
+        cut = head.find(b"/", start + 1)
+        while cut >= 0:
+            depth += 1
+            self._enter(head[:cut], base, depth)
+            cut = head.find(b"/", cut + 1)
+        self._enter(head, base, depth + 1)
+        self.last = head
+
+    def _enter(self, d: bytes, base: bytes, depth: int) -> None:
+        if os.path.isdir(join(base, d)):  # (followed: an implied dir may be a link)
+            self.change(d, join(base, d), depth)
+
+    def close(self) -> None:
+        while self.stack:
+            self.f.leave_dir(self.stack.pop()[1])
+        if self.dot is not None:
+            self.f.leave_dir(self.dot)
+            self.dot = None
+
+
 class Sender:
     # --iconv (netsync.charset.Iconv): names and, with ``symlink_iconv``, symlink
     # targets that do not convert to UTF-8 stay out of the list.
     iconv = None
     symlink_iconv = False
+    # What rsync's incremental recursion would be for this transfer: with -R and
+    # per-dir merge files, it decides when each dir's merge file is read (_MergeDirs).
+    rsync_inc = False
+    _mdirs: _MergeDirs | None = None
 
     def __init__(self, wopts: WalkOptions, reporter: Reporter, filters=None,
                  checksum_fn=None) -> None:
@@ -153,10 +220,60 @@ class Sender:
         self._hl_keys: list[None] = []  # kept for subclasses that append placeholders
         if files_from is not None or len(args) != 1 or self.w.relative:
             self._presorted = False
-        for _ in self._arg_chunks_all(args, files_from, ff_base, collect=True):
-            pass
+        self._mdirs = None
+        if (self.w.relative or files_from is not None) and self.filters is not None \
+                and self.filters.has_perdir_merges:
+            self._mdirs = _MergeDirs(self.filters)
+            self._mlater: list[tuple] = []
+        try:
+            for _ in self._arg_chunks_all(args, files_from, ff_base, collect=True):
+                pass
+            if self._mdirs is not None and self._mlater:
+                self._run_later()
+        finally:
+            if self._mdirs is not None:
+                self._mdirs.close()
+                self._mdirs = None
         self._finish()
         return self.flist
+
+    def _run_later(self) -> None:
+        """send1extra(): the names below a dir, and the named dirs' contents, come with
+        that dir's list, the dirs taken in the lists' order (each one's dirs entered)."""
+        md = self._mdirs
+        assert md is not None
+        out = self._entries
+        jobs = sorted(self._mlater, key=lambda j: (j[0], j[1], j[2]))
+        self._mlater = []
+        try:
+            for comps, kind, _, root_idx, base, name, st, from_files, e in jobs:
+                md.goto(comps, base)
+                tops: list[FileEntry] = []
+                self._entries = tops
+                if kind == 1:  # a top-level dir's contents: the dir is entered already
+                    for d, children in self._walk_dir(root_idx, join(base, name), e,
+                                                      depth_recurse=self.w.recursive,
+                                                      ident=(st.st_dev, st.st_ino),
+                                                      entered=True):
+                        self._collect(out, None if d is e else d, children)
+                    continue
+                if self._excluded(name, stat.S_ISDIR(st.st_mode)):
+                    continue
+                for d, children in self._named(root_idx, base, name, st, tops,
+                                               dotdir=False, from_files=from_files):
+                    self._collect(out, d, children)
+        finally:
+            self._entries = out
+
+    @staticmethod
+    def _collect(out: list[FileEntry], d: FileEntry | None, children: list[FileEntry]) -> None:
+        if d is not None:
+            out.append(d)
+        for e in children:
+            if e.mode & _S_IFMT != _S_IFDIR:
+                out.append(e)
+
+
 
     def iter_chunks(self, args: list[bytes]) -> Iterator[Chunk]:
         """The list one directory at a time, as rsync's incremental recursion sends it.
@@ -322,7 +439,8 @@ class Sender:
                                 f"{os.strerror(e.errno or 0)} ({e.errno})", role="sender")
             return
         is_dir = stat.S_ISDIR(st.st_mode)
-        if not dotdir and self._excluded(name, is_dir):
+        # flist.c: only a dot-dir is never excluded; "dir/" with -R is a name like any
+        if not (dotdir and name == b".") and self._excluded(name, is_dir):
             return
         if is_dir and not (w.recursive or w.dirs):
             self.rep.info(f"skipping directory {self.rep.safe(name)}")
@@ -343,6 +461,38 @@ class Sender:
                 self._seen_dirs.add((root_idx, pname))
                 self._append(FileEntry(pname, pst.st_mode), pst, root_idx,
                              FLAG_IMPLIED_DIR, path=join(base, pname))
+        md = self._mdirs if relative else None
+        later = entered = False
+        if md is not None:
+            if not self.rsync_inc:
+                if w.implied_dirs and b"/" in name:
+                    md.implied(name, base)
+            elif b"/" in name:
+                # An incremental rsync lists it with its dir's list (send1extra()), with
+                # that dir's merge files read: _run_later().
+                self._mlater.append((name.split(b"/")[:-1], 0, len(self._mlater), root_idx,
+                                     base, name, st, from_files, None))
+                yield None, tops
+                for e in tops:
+                    yield e, []
+                return
+            elif dotdir and name == b"." and is_dir:
+                if md.dot is None:  # "." at depth 0, for all that follows
+                    md.dot = self.filters.enter_dir(b".", path)
+                entered = True
+            else:
+                later = True
+        yield from self._named(root_idx, base, name, st, tops, dotdir=dotdir,
+                               from_files=from_files, later=later, entered=entered)
+
+    def _named(self, root_idx: int, base: bytes, name: bytes, st: os.stat_result,
+               tops: list[FileEntry], *, dotdir: bool, from_files: bool, later: bool = False,
+               entered: bool = False) -> Iterator[Chunk]:
+        """A named path's entry (after ``tops``, its implied dirs), then a dir's contents:
+        walked now, or with ``later`` when its list comes up (_run_later())."""
+        w = self.w
+        path = join(base, name)
+        is_dir = stat.S_ISDIR(st.st_mode)
         if w.one_file_system:
             self._fs_dev = st.st_dev
         top = None
@@ -357,9 +507,13 @@ class Sender:
         # Every listed directory gets a chunk of its own (empty unless walked).
         for e in tops:
             if e.mode & _S_IFMT == _S_IFDIR:
-                if e is top and content:
+                if e is top and content and later:
+                    self._mlater.append(([name], 1, len(self._mlater), root_idx, base, name, st,
+                                         from_files, e))
+                    yield e, []
+                elif e is top and content:
                     yield from self._walk_dir(root_idx, path, e, depth_recurse=w.recursive,
-                                              ident=(st.st_dev, st.st_ino))
+                                              ident=(st.st_dev, st.st_ino), entered=entered)
                 else:
                     yield e, []
 
@@ -673,11 +827,14 @@ class Sender:
                                 f"{os.strerror(ex.errno or 0)} ({ex.errno})", role="sender")
 
     def _walk_dir(self, root_idx: int, dpath: bytes, d: FileEntry,
-                  depth_recurse: bool, ident: tuple[int, int]) -> Iterator[Chunk]:
+                  depth_recurse: bool, ident: tuple[int, int],
+                  entered: bool = False) -> Iterator[Chunk]:
         """Depth-first walk below ``dpath`` (the directory listed as ``d``): its chunk,
         then its subdirectories' chunks.  A tree may be 2,000 dirs deep (a path fills
-        MAXPATHLEN), so the descent is a list of frames, not Python's recursion."""
-        children, subs, fstate = self._list_dir(root_idx, dpath, d, depth_recurse, ident)
+        MAXPATHLEN), so the descent is a list of frames, not Python's recursion.
+        ``entered``: the filters are in ``d`` already (_MergeDirs)."""
+        children, subs, fstate = self._list_dir(root_idx, dpath, d, depth_recurse, ident,
+                                                enter=not entered)
         frames = [(fstate, iter(subs))]
         try:
             yield d, children
@@ -703,7 +860,7 @@ class Sender:
                     self.filters.leave_dir(fstate)
 
     def _list_dir(self, root_idx: int, dpath: bytes, d: FileEntry, depth_recurse: bool,
-                  ident: tuple[int, int]
+                  ident: tuple[int, int], enter: bool = True
                   ) -> tuple[list[FileEntry], list[tuple[FileEntry, bytes, int, tuple[int, int]]],
                              object]:
         """One directory of the walk: its chunk's entries, its subdirectories to
@@ -712,7 +869,8 @@ class Sender:
         dname = d.name
         children: list[FileEntry] = []
         self._entries = children
-        fstate = self.filters.enter_dir(dname, dpath) if self.filters is not None else None
+        fstate = self.filters.enter_dir(dname, dpath) \
+            if self.filters is not None and enter else None
         # Nothing but the lstat decides about a regular file: build its entry inline
         # (the hot loop of a big tree; the general path below does the same).
         fast = self.filters is None and F.daemon_excluded is None and not _md.fake_super and not (

@@ -269,6 +269,9 @@ class _Server(_Client):
         from netsync.server_handshake import ServerHandshake, run_server_handshake
 
         opts = self.opts
+        # what rsync in our place would negotiate (the lists' filter timing follows it)
+        self._rsync_inc_opt = _allow_inc_recurse(opts, self.am_sender) \
+            and "i" in (opts.server_caps or "")
         # compat.c set_allow_inc_recurse() for a server: the options, and an 'i' offered
         # (and, as a client, only the option sets our incremental lists support; a
         # sender walks one source a directory at a time).
