@@ -248,8 +248,6 @@ class Sender:
         try:
             for comps, kind, _, root_idx, base, name, st, from_files, e in jobs:
                 md.goto(comps, base)
-                tops: list[FileEntry] = []
-                self._entries = tops
                 if kind == 1:  # a top-level dir's contents: the dir is entered already
                     for d, children in self._walk_dir(root_idx, join(base, name), e,
                                                       depth_recurse=self.w.recursive,
@@ -259,6 +257,8 @@ class Sender:
                     continue
                 if self._excluded(name, stat.S_ISDIR(st.st_mode)):
                     continue
+                tops: list[FileEntry] = []
+                self._entries = tops
                 for d, children in self._named(root_idx, base, name, st, tops,
                                                dotdir=False, from_files=from_files):
                     self._collect(out, d, children)
@@ -272,8 +272,6 @@ class Sender:
         for e in children:
             if e.mode & _S_IFMT != _S_IFDIR:
                 out.append(e)
-
-
 
     def iter_chunks(self, args: list[bytes]) -> Iterator[Chunk]:
         """The list one directory at a time, as rsync's incremental recursion sends it.
