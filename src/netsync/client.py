@@ -1747,19 +1747,20 @@ class _Client:
             if e.mode == 0 and opts.delete_missing_args:
                 # list_file_entry(): "*missing" padded to the permissions+size+time columns.
                 width = 10 + 1 + (14 if opts.human_readable else 11) + 20
-                self._list_emit(f"{'*missing':<{width}} {rep.safe(e.name)}")
+                self._list_emit(b"%-*s %s" % (width, b"*missing", e.name))
                 continue
             link = e.link if stat.S_ISLNK(e.mode) and opts.links else None
-            self._list_emit(log.list_line(e.mode, e.size, e.mtime, e.name, link,
-                                          opts.human_readable,
-                                          eight_bit=opts.eight_bit_output))
+            if link is not None and self.am_server and opts.munge_links:
+                link = b"/rsyncd-munged/" + link  # (munged as received, flist.c; see above)
+            self._list_emit(log.list_line_raw(e.mode, e.size, e.mtime, e.name, link,
+                                              opts.human_readable))
         rep.out.flush()
         self._pull_phases()
         self._summary(self.remote_read, self.remote_written, self.stats.total_size)
         return self._final_code(flist.io_error)
 
-    def _list_emit(self, line: str) -> None:
-        self.rep.out.write(line + "\n")
+    def _list_emit(self, raw: bytes) -> None:
+        self.rep.out.write(log.escape_output(raw, eight_bit=self.opts.eight_bit_output) + "\n")
 
     def _receive(self, flist, dest: bytes) -> int:
         from netsync.cli import (

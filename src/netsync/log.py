@@ -880,17 +880,25 @@ def list_line(
     `` -> target`` just then.  ``atimes``/``crtimes`` add the
     --atimes/--crtimes columns (a directory's atime column stays blank).
     """
+    raw = list_line_raw(mode, size, mtime, name, link_target, human, atimes=atimes,
+                        atime=atime, crtimes=crtimes, crtime=crtime)
+    return escape_output(raw, eight_bit=eight_bit, utf8=utf8)
+
+
+def list_line_raw(mode: int, size: int, mtime: int, name: bytes,
+                  link_target: bytes | None = None, human: int = 1, *, atimes: bool = False,
+                  atime: int = 0, crtimes: bool = False, crtime: int = 0) -> bytes:
+    """list_line() as its bytes, before escaping (what a server sends)."""
     size_width = 14 if human else 11
     mtime_str = timestring(mtime)
     col_w = 1 + len(mtime_str)
     atime_str = timestring(atime) if atimes and not stat.S_ISDIR(mode) else ""
     crtime_str = timestring(crtime) if crtimes else ""
-    raw = b"%s %*s %s%*s%*s %s%s%s" % (
+    return b"%s %*s %s%*s%*s %s%s%s" % (
         _b(permstring(mode)), size_width, _b(human_num(size, human)), _b(mtime_str),
         col_w if atimes else 0, _b(atime_str), col_w if crtimes else 0, _b(crtime_str),
         name, b" -> " if link_target is not None else b"", link_target or b"",
     )
-    return escape_output(raw, eight_bit=eight_bit, utf8=utf8)
 
 
 def list_missing_line(

@@ -616,8 +616,9 @@ class _Server(_Client):
         return dont_compress_level(d.dont_compress if d else None,
                                    self.neg.compress or "none", self.opts.compress_level)
 
-    def _list_emit(self, line: str) -> None:
-        self.rep.info(line)  # rprintf(FINFO): a MSG_INFO line to the client
+    def _list_emit(self, raw: bytes) -> None:
+        # rprintf(FINFO): a MSG_INFO line to the client, raw (the client escapes it)
+        self.rep.info(os.fsdecode(raw))
 
     def _recv_flist(self):
         self.rep.flog("receiving file list")

@@ -1,0 +1,61 @@
+"""--list-only pushed to netsync as the server (generator.c list_file_entry() on the
+receiving side): its lines go to the client raw, as rsync's server sends them, and
+the client escapes them; a daemon module that munges symlinks lists each link's target
+munged, as its receiver took it in.  Compared with Debian's rsync as the server."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import treecompare as tc
+from interop import peers
+
+_SRC = str(Path(__file__).resolve().parent.parent / "src")
+NETSYNC_SERVER = f"env PYTHONPATH={shlex.quote(_SRC)} {shlex.quote(sys.executable)} -m netsync"
+
+
+def _src(work: Path) -> None:
+    src = work / "src"
+    src.mkdir(parents=True)
+    for name in (b"plain", b"new\nline", b"\xff\xfe-not-utf8", b"back\\slash", b"caf\xc3\xa9"):
+        (src / os.fsdecode(name)).write_bytes(b"x")
+    os.symlink("../outside", src / "up")
+    os.symlink("plain", src / "rel")
+    for p in [*src.iterdir(), src]:
+        os.utime(p, (1_500_000_000, 1_500_000_000), follow_symlinks=False)
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["rsh", "daemon"])
+def test_list_only_push_lines_as_rsync(tmp_path: Path, daemon: bool) -> None:
+    if not Path(tc.RSYNC).exists():
+        peers.missing("rsync is not installed")
+    rsh = tmp_path / "rsh"
+    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
+    rsh.chmod(0o755)
+    out = {}
+    for who, server in (("rsync", tc.RSYNC), ("netsync", NETSYNC_SERVER)):
+        work = tmp_path / who
+        _src(work)
+        (work / "dst").mkdir()
+        if daemon:
+            conf = work / "rsyncd.conf"
+            conf.write_text("use chroot = no\nread only = no\nmunge symlinks = yes\n"
+                            + ("uid = root\ngid = root\n" if os.geteuid() == 0 else "")
+                            + f"[w]\npath = {work}\n")
+            ends = [f"--rsync-path={server} --config={conf}", "src/", "h::w/dst/"]
+        else:
+            ends = [f"--rsync-path={server}", "src/", "h:dst/"]
+        p = subprocess.run([tc.RSYNC, "-a", "--list-only", "-e", str(rsh), *ends], cwd=work,
+                           env=tc.sync_env(), capture_output=True, timeout=120)
+        assert p.returncode == 0, (who, p.stderr)
+        out[who] = p.stdout.splitlines()
+    assert out["netsync"] == out["rsync"]
+    text = b"\n".join(out["netsync"])
+    assert b" new\\#012line" in text and b" \\#377\\#376-not-utf8" in text
+    assert (b"up -> /rsyncd-munged/../outside" in text) == daemon
