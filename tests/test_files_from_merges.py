@@ -65,9 +65,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         peers.missing("rsync is not installed")
     root = tmp_path_factory.mktemp("ffm")
     _tree(root)
-    rsh = root / "rsh"
-    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
-    rsh.chmod(0o755)
+    tc.local_rsh(root)  # (work / "rsh", used by the tests)
     return root
 
 

@@ -107,9 +107,7 @@ def test_append_before_protocol_30_verifies_the_whole_file(tmp_path: Path, mode:
     prefix that is right passes the first time (no warning), which needs both ends to
     checksum the whole file."""
     _need_rsync()
-    rsh = tmp_path / "rsh"
-    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
-    rsh.chmod(0o755)
+    rsh = tc.local_rsh(tmp_path)
     for prefix, warned in ((b"hello", False), (b"HELLO", True)):
         work = tmp_path / f"{mode}-{prefix.decode()}"
         _src(work)
@@ -135,9 +133,7 @@ def test_remove_source_files_before_protocol_31(tmp_path: Path, mode: str, proto
     the receiving client, and a sending server, multiplex that direction too.  Locally
     the listed mtime has no nanoseconds, and the unchanged-file check does without."""
     _need_rsync()
-    rsh = tmp_path / "rsh"
-    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
-    rsh.chmod(0o755)
+    rsh = tc.local_rsh(tmp_path)
     work = tmp_path / "w"
     src = _src(work)
     if mode == "local":
@@ -161,9 +157,7 @@ def test_a_perishable_rule_is_too_modern_for_protocol_29(tmp_path: Path, mode: s
     """exclude.c send_filter_list(): a sender puts its rules in wire form even when
     the receiver does not want them (no --delete), and "-p" needs protocol 30."""
     _need_rsync()
-    rsh = tmp_path / "rsh"
-    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
-    rsh.chmod(0o755)
+    rsh = tc.local_rsh(tmp_path)
     for who, cmd in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
         work = tmp_path / who
         _src(work)

@@ -37,9 +37,7 @@ def test_bytes_per_file_as_rsync(tmp_path: Path, direction: str, extra: list[str
         peers.missing("rsync is not installed")
     stale = "--stale" in extra
     opts = [o for o in extra if o != "--stale"]
-    rsh = tmp_path / "rsh"
-    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
-    rsh.chmod(0o755)
+    rsh = tc.local_rsh(tmp_path)
     out = {}
     for who, cmd in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
         work = tmp_path / who

@@ -28,15 +28,6 @@ NETSYNC_SERVER = f"env PYTHONPATH={shlex.quote(_SRC)} {shlex.quote(sys.executabl
 MODES = ("local", "pull", "srvpush")
 
 
-def _rsh(tmp: Path) -> str:
-    rsh = tmp / "rsh"
-    # "exec" in the command too: the server is the shell's process, as under ssh the
-    # client's SIGUSR1 on a fatal error of its own stops the connection's end
-    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
-    rsh.chmod(0o755)
-    return str(rsh)
-
-
 def _tree(root: Path) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     for p in sorted(root.rglob("*")):
@@ -66,10 +57,10 @@ def _run(tmp: Path, mode: str, who: str, setup, args: list[str], src: str, dest:
     if mode == "local":
         cmd = rsync if who == "rsync" else netsync
     elif mode == "pull":
-        cmd = [*(rsync if who == "rsync" else netsync), "-e", _rsh(tmp)]
+        cmd = [*(rsync if who == "rsync" else netsync), "-e", tc.local_rsh(tmp)]
         ends[0] = "h:" + ends[0]
     else:
-        cmd = [*rsync, "-e", _rsh(tmp),
+        cmd = [*rsync, "-e", tc.local_rsh(tmp),
                f"--rsync-path={'rsync' if who == 'rsync' else NETSYNC_SERVER}"]
         ends[-1] = "h:" + ends[-1]
     p = subprocess.run([*cmd, *args, *ends], cwd=work, env=tc.sync_env(),

@@ -35,9 +35,7 @@ def _src(work: Path) -> None:
 def test_list_only_push_lines_as_rsync(tmp_path: Path, daemon: bool) -> None:
     if not Path(tc.RSYNC).exists():
         peers.missing("rsync is not installed")
-    rsh = tmp_path / "rsh"
-    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
-    rsh.chmod(0o755)
+    rsh = tc.local_rsh(tmp_path)
     out = {}
     for who, server in (("rsync", tc.RSYNC), ("netsync", NETSYNC_SERVER)):
         work = tmp_path / who

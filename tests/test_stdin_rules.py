@@ -19,9 +19,7 @@ from interop import peers
 def test_rules_from_stdin_protect_the_receiver(tmp_path: Path, mode: str, opt: str) -> None:
     if not Path(tc.RSYNC).exists():
         peers.missing("rsync is not installed")
-    rsh = tmp_path / "rsh"
-    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
-    rsh.chmod(0o755)
+    rsh = tc.local_rsh(tmp_path)
     got = {}
     for who, cmd in (("rsync", [tc.RSYNC]), ("netsync", tc.program_under_test())):
         work = tmp_path / who

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 NOW = -1
@@ -166,6 +167,16 @@ def program_under_test() -> list[str]:
     """The command being tested: $NETSYNC_TEST_CMD (shell-split) or `python -m netsync`."""
     cmd = os.environ.get("NETSYNC_TEST_CMD")
     return shlex.split(cmd) if cmd else [sys.executable, "-m", "netsync"]
+
+
+def local_rsh(where: Path) -> str:
+    """A remote shell that runs the command here (``SHELL host cmd...``) as the shell's
+    own process ("exec"), so a client's SIGUSR1 on a fatal error of its own stops the
+    server as it stops ssh.  Written into ``where``; returns its path."""
+    rsh = where / "rsh"
+    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "exec $*"\n')
+    rsh.chmod(0o755)
+    return str(rsh)
 
 
 def sync_env() -> dict[str, str]:
