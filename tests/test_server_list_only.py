@@ -57,3 +57,37 @@ def test_list_only_push_lines_as_rsync(tmp_path: Path, daemon: bool) -> None:
     text = b"\n".join(out["netsync"])
     assert b" new\\#012line" in text and b" \\#377\\#376-not-utf8" in text
     assert (b"up -> /rsyncd-munged/../outside" in text) == daemon
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["rsh", "daemon"])
+def test_list_only_pull_is_incremental_as_rsync(tmp_path: Path, daemon: bool) -> None:
+    """A sender lists incrementally with --list-only too (only a receiver's own
+    listing needs the whole list): a stock client says "receiving incremental file
+    list" and lists nested dirs in rsync's order."""
+    if not Path(tc.RSYNC).exists():
+        peers.missing("rsync is not installed")
+    rsh = tc.local_rsh(tmp_path)
+    out = {}
+    for who, server in (("rsync", tc.RSYNC), ("netsync", NETSYNC_SERVER)):
+        work = tmp_path / who
+        _src(work)
+        deep = work / "src" / "d" / "e"
+        deep.mkdir(parents=True)
+        (deep / "f").write_bytes(b"f")
+        for p in (deep / "f", deep, deep.parent, work / "src"):
+            os.utime(p, (1_500_000_000, 1_500_000_000))
+        if daemon:
+            conf = work / "rsyncd.conf"
+            conf.write_text("use chroot = no\n"
+                            + ("uid = root\ngid = root\n" if os.geteuid() == 0 else "")
+                            + f"[w]\npath = {work}\n")
+            ends = [f"--rsync-path={server} --config={conf}", "h::w/src/"]
+        else:
+            ends = [f"--rsync-path={server}", "h:src/"]
+        p = subprocess.run([tc.RSYNC, "-a", "--list-only", "--info=flist2", "-e", rsh, *ends],
+                           cwd=work, env=tc.sync_env(), capture_output=True, timeout=120)
+        assert p.returncode == 0, (who, p.stderr)
+        out[who] = p.stdout.splitlines()
+    assert out["netsync"] == out["rsync"]
+    assert out["netsync"][0] == b"receiving incremental file list"
+    assert any(ln.endswith(b" d/e/f") for ln in out["netsync"])

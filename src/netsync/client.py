@@ -2697,9 +2697,9 @@ class ItemNdx:
 
 def inc_options_supported(o, am_sender: bool) -> bool:
     """The options netsync runs incremental recursion with, as client or server (the
-    sources counted apart): not -R, --files-from, --list-only, --delete-missing-args,
-    --delete-before/after, --delay-updates, -m or batches."""
-    if o.relative or o.files_from is not None or o.list_only \
+    sources counted apart): not -R, --files-from, --list-only on the receiving side,
+    --delete-missing-args, --delete-before/after, --delay-updates, -m or batches."""
+    if o.relative or o.files_from is not None or (o.list_only and not am_sender) \
             or o.delete_missing_args:
         return False
     if o.delete and o.delete_mode not in (None, "during", "delay"):
