@@ -31,6 +31,24 @@ def _src(work: Path) -> None:
         os.utime(p, (1_500_000_000, 1_500_000_000), follow_symlinks=False)
 
 
+def _run(work: Path, server: str, daemon: bool, opts: list[str], srcs: list[str],
+         dst: str | None) -> subprocess.CompletedProcess:
+    """A stock client against ``server`` over the local remote shell: pushing to
+    ``dst`` in it, or pulling ``srcs`` from it (``dst`` None); as a daemon, the module
+    [w] (munging symlinks) on ``work``."""
+    if daemon:
+        conf = work / "rsyncd.conf"
+        conf.write_text("use chroot = no\nread only = no\nmunge symlinks = yes\n"
+                        + ("uid = root\ngid = root\n" if os.geteuid() == 0 else "")
+                        + f"[w]\npath = {work}\n")
+        path, host = f"--rsync-path={server} --config={conf}", "h::w/"
+    else:
+        path, host = f"--rsync-path={server}", "h:"
+    ends = [*srcs, host + dst] if dst is not None else [host + s for s in srcs]
+    return subprocess.run([tc.RSYNC, *opts, path, *ends], cwd=work, env=tc.sync_env(),
+                          capture_output=True, timeout=120)
+
+
 @pytest.mark.parametrize("daemon", [False, True], ids=["rsh", "daemon"])
 def test_list_only_push_lines_as_rsync(tmp_path: Path, daemon: bool) -> None:
     if not Path(tc.RSYNC).exists():
@@ -41,16 +59,7 @@ def test_list_only_push_lines_as_rsync(tmp_path: Path, daemon: bool) -> None:
         work = tmp_path / who
         _src(work)
         (work / "dst").mkdir()
-        if daemon:
-            conf = work / "rsyncd.conf"
-            conf.write_text("use chroot = no\nread only = no\nmunge symlinks = yes\n"
-                            + ("uid = root\ngid = root\n" if os.geteuid() == 0 else "")
-                            + f"[w]\npath = {work}\n")
-            ends = [f"--rsync-path={server} --config={conf}", "src/", "h::w/dst/"]
-        else:
-            ends = [f"--rsync-path={server}", "src/", "h:dst/"]
-        p = subprocess.run([tc.RSYNC, "-a", "--list-only", "-e", str(rsh), *ends], cwd=work,
-                           env=tc.sync_env(), capture_output=True, timeout=120)
+        p = _run(work, server, daemon, ["-a", "--list-only", "-e", rsh], ["src/"], "dst/")
         assert p.returncode == 0, (who, p.stderr)
         out[who] = p.stdout.splitlines()
     assert out["netsync"] == out["rsync"]
@@ -76,16 +85,8 @@ def test_list_only_pull_is_incremental_as_rsync(tmp_path: Path, daemon: bool) ->
         (deep / "f").write_bytes(b"f")
         for p in (deep / "f", deep, deep.parent, work / "src"):
             os.utime(p, (1_500_000_000, 1_500_000_000))
-        if daemon:
-            conf = work / "rsyncd.conf"
-            conf.write_text("use chroot = no\n"
-                            + ("uid = root\ngid = root\n" if os.geteuid() == 0 else "")
-                            + f"[w]\npath = {work}\n")
-            ends = [f"--rsync-path={server} --config={conf}", "h::w/src/"]
-        else:
-            ends = [f"--rsync-path={server}", "h:src/"]
-        p = subprocess.run([tc.RSYNC, "-a", "--list-only", "--info=flist2", "-e", rsh, *ends],
-                           cwd=work, env=tc.sync_env(), capture_output=True, timeout=120)
+        p = _run(work, server, daemon, ["-a", "--list-only", "--info=flist2", "-e", rsh],
+                 ["src/"], None)
         assert p.returncode == 0, (who, p.stderr)
         out[who] = p.stdout.splitlines()
     assert out["netsync"] == out["rsync"]
