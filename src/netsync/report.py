@@ -432,8 +432,7 @@ class Reporter:
                  to_logfile: bool = True, hlink: bytes | None = None, written: int = 0) -> None:
         item = self._item(e, iflags, hlink, written)
         if self._moved is not None:
-            item.written = self._moved[0] - self._moved_mark[0]
-            item.read = self._moved[1] - self._moved_mark[1]
+            item.written, item.read = self._moved_counts()
         if to_stdout and self.stdout_format and not self.quiet:
             line = log.format_log(self.stdout_format, item, self.ctx, eight_bit=self.eight_bit)
             if self._holding():
@@ -488,10 +487,13 @@ class Reporter:
     _moved_mark = (0, 0)
     _moved_xfer: tuple[int, int] | None = None
 
-    def count_io(self, io) -> None:
-        """Count what ``io`` moves when a log format shows %b or %c."""
-        if not any(f and (log.log_format_has(f, "b") or log.log_format_has(f, "c"))
-                   for f in (self.stdout_format, self.logfile_format)):
+    def count_io(self, io, wanted: bool | None = None) -> None:
+        """Count what ``io`` moves when ``wanted`` (by default: when a log format shows
+        %b or %c)."""
+        if wanted is None:
+            wanted = any(f and (log.log_format_has(f, "b") or log.log_format_has(f, "c"))
+                         for f in (self.stdout_format, self.logfile_format))
+        if not wanted:
             return
         moved = self._moved = [0, 0]
         write, advance, unread = io.write, io._advance, io.unread
@@ -516,11 +518,21 @@ class Reporter:
         if self._moved is not None:
             self._moved_xfer = (self._moved[0], self._moved[1])
 
-    def log_item_transfer_start(self, e: FileEntry, iflags: int) -> None:
-        """sender.c: the line printed before a file's data when the format allows."""
+    def _mark_moved(self) -> None:
+        """A file's start: from its request or reply on (xfer_started()) if that came
+        first (a receiver's pipelined reply is read before this), else from now."""
         if self._moved is not None:
             self._moved_mark = self._moved_xfer or (self._moved[0], self._moved[1])
             self._moved_xfer = None
+
+    def _moved_counts(self) -> tuple[int, int]:
+        """(written, read) since the file's start: its %b and %c."""
+        moved = self._moved or (0, 0)
+        return moved[0] - self._moved_mark[0], moved[1] - self._moved_mark[1]
+
+    def log_item_transfer_start(self, e: FileEntry, iflags: int) -> None:
+        """sender.c: the line printed before a file's data when the format allows."""
+        self._mark_moved()
         if self.log_before_transfer:
             self.log_item(e, iflags, to_logfile=False)
         elif self.level("name") >= 1 and self.level("progress") == 1 and not self.quiet:

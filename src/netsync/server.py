@@ -98,9 +98,6 @@ class ServerReporter(Reporter):
         from netsync.daemon import xferlog
 
         self.xlog = xferlog.current
-        self._mark = (0, 0)  # data bytes moved when the current file started
-        self._xfer_mark: tuple[int, int] | None = None
-        self._data_out = self._data_in = 0
         if self.xlog is not None:
             self.xlog.reporter = self
             self._hook_io(io)
@@ -123,27 +120,7 @@ class ServerReporter(Reporter):
             send_msg(code, payload)
 
         io.send_msg = logged_send_msg  # type: ignore[method-assign]
-        if not xlog.wants_bytes or not hasattr(io, "_advance"):
-            return
-        write, advance = io.write, io._advance
-
-        def counted_write(data) -> None:
-            self._data_out += len(data)
-            write(data)
-
-        def counted_advance(n: int) -> None:
-            self._data_in += n
-            advance(n)
-
-        unread = io.unread
-
-        def counted_unread(data: bytes) -> None:
-            self._data_in -= len(data)  # (given back: a later file's, when pipelined)
-            unread(data)
-
-        io.write = counted_write  # type: ignore[method-assign]
-        io._advance = counted_advance  # type: ignore[method-assign]
-        io.unread = counted_unread  # type: ignore[method-assign]
+        self.count_io(io, xlog.wants_bytes and hasattr(io, "_advance"))
 
     # --iconv: a server's texts go in UTF-8 (io.c send_msg(..., convert)).
     text_out: Callable[[bytes], bytes] | None = None
@@ -207,8 +184,7 @@ class ServerReporter(Reporter):
         if xlog.munge and item.link is not None and not self.ctx.am_sender:
             item.link = b"/rsyncd-munged/" + item.link  # the receiver's F_SYMLINK is munged
         if xlog.wants_bytes:
-            item.written = self._data_out - self._mark[0]
-            item.read = self._data_in - self._mark[1]
+            item.written, item.read = self._moved_counts()
         xlog.item(item)
 
     def log_item(self, e, iflags: int, *, to_stdout: bool = True, to_logfile: bool = True,
@@ -223,16 +199,8 @@ class ServerReporter(Reporter):
         if iflags & log.SIGNIFICANT_ITEM_FLAGS & 0xFFFF or hlink:
             self._xfer_item(e, iflags, hlink)
 
-    def xfer_started(self) -> None:
-        """A file's request (sender) or reply (receiver) after its index and iflags: the
-        bytes from its sum head on count in its %b and %c (rsync's
-        remember_initial_stats() there, in sender.c and receiver.c)."""
-        self._xfer_mark = (self._data_out, self._data_in)
-
     def log_item_transfer_start(self, e, iflags: int) -> None:
-        # (a receiver's pipelined reply is read before this)
-        self._mark = self._xfer_mark or (self._data_out, self._data_in)
-        self._xfer_mark = None
+        self._mark_moved()  # (the line itself is the client's)
 
     def log_item_transfer_end(self, e, iflags: int, written: int) -> None:
         if not self.dry_run:
@@ -275,8 +243,7 @@ class _Server(_Client):
         # compat.c set_allow_inc_recurse() for a server: the options, and an 'i' offered
         # (and, as a client, only the option sets our incremental lists support; a
         # sender walks one source a directory at a time).
-        opts.inc_recursive = _allow_inc_recurse(opts, self.am_sender) \
-            and "i" in (opts.server_caps or "") and inc_options_supported(opts, self.am_sender) \
+        opts.inc_recursive = self._rsync_inc_opt and inc_options_supported(opts, self.am_sender) \
             and (not self.am_sender or len(opts.args) <= 2) \
             and not (opts.iconv and not self.am_sender)  # (see client._map_wire_order())
         d = self.daemon
