@@ -228,10 +228,10 @@ class Generator:
             return self.dest
         return join(self.dest, name)
 
-    def rel_name(self, e: FileEntry) -> bytes:
-        """The name below the receiver's dir: a single file's is the local name
-        (main.c get_local_name()), which backups and --*-dest lookups use too."""
-        return self.dest.rpartition(b"/")[2] if self.solo_file else e.name
+    def rel_name(self, name: bytes) -> bytes:
+        """``name`` below the receiver's dir: a single file's is the local name (main.c
+        get_local_name()), which backups and --*-dest lookups use too."""
+        return self.dest.rpartition(b"/")[2] if self.solo_file else name
 
     def _dest_dir_fd(self, head: bytes) -> int:
         """A held fd of the destination dir ``head`` (b"" = the destination),
@@ -714,8 +714,7 @@ class Generator:
     def _make_backup(self, rel: bytes, path: bytes) -> bool:
         """backup.c make_backup(): with --safe-links an unsafe symlink is not kept
         (not even hard-linked into the backup area), just removed."""
-        if self.solo_file:  # (the local name, as the receiver's other lookups)
-            rel = self.dest.rpartition(b"/")[2]
+        rel = self.rel_name(rel)
         g = self.g
         if g.safe_links and g.links:
             try:
@@ -1470,7 +1469,7 @@ class Generator:
         against it (not as new); False when a --link-dest match goes unreported."""
         g, rep = self.g, self.rep
         found = None
-        name = self.rel_name(e)
+        name = self.rel_name(e.name)
         for i, alt in enumerate(g.alt_dest):
             ast = self._alt_lstat(self._alt_at(i, name))
             if ast is None:
@@ -1926,7 +1925,7 @@ class Generator:
         best = None
         level = 0
         where: tuple[int, bytes] | None = None
-        name = self.rel_name(e)
+        name = self.rel_name(e.name)
         for i, alt in enumerate(g.alt_dest):
             apath = join(alt, name)
             at = self._alt_at(i, name)
@@ -2025,7 +2024,7 @@ class Generator:
     def _alt_non(self, e: FileEntry) -> tuple[int, bytes, os.stat_result] | None:
         """try_dests_non(): (match level, path, stat) of the best alt-dest entry."""
         best = None
-        name = self.rel_name(e)
+        name = self.rel_name(e.name)
         for i, alt in enumerate(self.g.alt_dest):
             apath = join(alt, name)
             at = self._alt_at(i, name)
@@ -2288,7 +2287,7 @@ class Generator:
         self.rep.log_item_transfer_start(e, iflags)
         self.rep.progress_start(ndx, e)
         if job is None:
-            ok = self.recv.receive(e, data, path, self.rel_name(e), basis, dest_st, new_mode)
+            ok = self.recv.receive(e, data, path, self.rel_name(e.name), basis, dest_st, new_mode)
         else:
             ok = job.wait()
             job.rec.replay()
