@@ -214,9 +214,7 @@ def _check_local_protocol(opts) -> None:
             from netsync import filters as F
 
             try:  # the sender's send_filter_list() puts its rules in wire form
-                with F.muted(), F.stdin_deferred():  # (its warnings come with the real build)
-                    F.build_filter_list(opts.filter_args, opts.cvs_exclude,
-                                        opts.delete_excluded, opts.from0).to_wire_rules(True, p)
+                _trial_filter_list(opts).to_wire_rules(True, p)
             except F.FilterError as fe:
                 raise E.RsyncError(E.RERR_PROTOCOL, fe.message, bare=True) from None
         if msg is None:
@@ -236,20 +234,26 @@ def _check_local_protocol(opts) -> None:
     raise E.RsyncError(E.RERR_PROTOCOL, "\n".join(lines), bare=True)
 
 
+def _trial_filter_list(opts):
+    """The command line's rules built ahead of the run's own lists, for a check: their
+    warnings come when the run builds them (stdin, if merged, is read once for all)."""
+    from netsync import filters as F
+
+    with F.muted():
+        return F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
+                                   opts.from0)
+
+
 def _check_filter_files(opts) -> None:
     """options.c parse_arguments() reads --exclude-from/--include-from files and the
     command line's merge files as it parses them: a missing one ends the run at once,
-    before any connection ("[client] failed to open ...", code 11).  (A merge of stdin
-    is left to the real build, which reads it.)"""
+    before any connection ("[client] failed to open ...", code 11)."""
     if not opts.filter_args:
         return
     from netsync import filters as F
 
     try:
-        # (its warnings come when the rules are built for the run)
-        with F.muted(), F.stdin_deferred():
-            F.build_filter_list(opts.filter_args, opts.cvs_exclude, opts.delete_excluded,
-                                opts.from0)
+        _trial_filter_list(opts)
     except F.FilterError as fe:
         if fe.message and fe.message.startswith("failed to open"):
             raise F.FilterError(fe.code, f"[client] {fe.message}") from None

@@ -126,21 +126,9 @@ class muted:  # noqa: N801 - used as a function: ``with muted():``
         _info, _errout = self._saved
 
 
-_stdin_deferred = False
-_stdin_rules: bytes | None = None  # a merge of stdin ("-"), once read
-
-
-class stdin_deferred:  # noqa: N801 - used as a function: ``with stdin_deferred():``
-    """A merge of "-" reads nothing: a check of the rules ahead of the real parse
-    must leave stdin to it (cli._check_filter_files())."""
-
-    def __enter__(self) -> None:
-        global _stdin_deferred
-        _stdin_deferred = True
-
-    def __exit__(self, *exc: object) -> None:
-        global _stdin_deferred
-        _stdin_deferred = False
+# A merge of stdin ("-"), read once: the early check of the rules (options.c reads
+# them as it parses), the sender's list and the receiver's are all built from it.
+_stdin_rules: bytes | None = None
 
 
 def _error_line(msg: str) -> None:
@@ -606,10 +594,8 @@ class FilterList:
                 return None  # hidden by the daemon's rules: as if absent, even if fatal
             fname = mapped
         if fname == b"-":
-            if _stdin_deferred:
-                return b""
             global _stdin_rules
-            if _stdin_rules is None:  # read once: every side's list is built from it
+            if _stdin_rules is None:
                 _stdin_rules = sys.stdin.buffer.read()
             return _stdin_rules
         try:
