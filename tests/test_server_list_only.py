@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,15 +50,22 @@ def _run(work: Path, server: str, daemon: bool, opts: list[str], srcs: list[str]
                           capture_output=True, timeout=120)
 
 
-@pytest.mark.parametrize("daemon", [False, True], ids=["rsh", "daemon"])
-def test_list_only_push_lines_as_rsync(tmp_path: Path, daemon: bool) -> None:
+def _servers(tmp_path: Path) -> Iterator[tuple[str, str, Path, str]]:
+    """(who, server command, its work dir with src/ made, the remote shell): rsync's
+    server first, then netsync's."""
     if not Path(tc.RSYNC).exists():
         peers.missing("rsync is not installed")
     rsh = tc.local_rsh(tmp_path)
-    out = {}
     for who, server in (("rsync", tc.RSYNC), ("netsync", NETSYNC_SERVER)):
         work = tmp_path / who
         _src(work)
+        yield who, server, work, rsh
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["rsh", "daemon"])
+def test_list_only_push_lines_as_rsync(tmp_path: Path, daemon: bool) -> None:
+    out = {}
+    for who, server, work, rsh in _servers(tmp_path):
         (work / "dst").mkdir()
         p = _run(work, server, daemon, ["-a", "--list-only", "-e", rsh], ["src/"], "dst/")
         assert p.returncode == 0, (who, p.stderr)
@@ -73,13 +81,8 @@ def test_list_only_pull_is_incremental_as_rsync(tmp_path: Path, daemon: bool) ->
     """A sender lists incrementally with --list-only too (only a receiver's own
     listing needs the whole list): a stock client says "receiving incremental file
     list" and lists nested dirs in rsync's order."""
-    if not Path(tc.RSYNC).exists():
-        peers.missing("rsync is not installed")
-    rsh = tc.local_rsh(tmp_path)
     out = {}
-    for who, server in (("rsync", tc.RSYNC), ("netsync", NETSYNC_SERVER)):
-        work = tmp_path / who
-        _src(work)
+    for who, server, work, rsh in _servers(tmp_path):
         deep = work / "src" / "d" / "e"
         deep.mkdir(parents=True)
         (deep / "f").write_bytes(b"f")
